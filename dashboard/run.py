@@ -1,0 +1,113 @@
+"""`make run`: start what the site needs, seed the demo on first start, serve, and stop it all on Ctrl-C.
+
+Started unless the environment names an outside one: the embedded CouchDB-compatible server
+(unless COUCHDB_URL) and Redis (unless CELERY_BROKER_URL). Then a Celery worker and the site.
+"""
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from dashboard.embedded import EmbeddedCouch, EmbeddedError, EmbeddedRedis
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR = BASE_DIR / "var"
+DEMO_DATABASES = "demo-surf,demo-lofar"
+
+
+def persistent_secret(path):
+    """A random secret kept in var/ so that restarts keep sessions and the embedded admin password."""
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=int(os.getenv("PORT", "8000")))
+    args = parser.parse_args()
+    VAR.mkdir(exist_ok=True)
+    env = dict(os.environ)
+    env.setdefault("DEBUG", "true")
+    env.setdefault("SECRET_KEY", persistent_secret(VAR / "secret_key"))
+    started = []
+
+    def stop_all(*_):
+        for thing in reversed(started):
+            thing.stop() if hasattr(thing, "stop") else _terminate(thing)
+        started.clear()
+
+    signal.signal(signal.SIGTERM, lambda *a: (stop_all(), sys.exit(0)))
+    try:
+        embedded_couch = not env.get("COUCHDB_URL")
+        if embedded_couch:
+            couch = EmbeddedCouch(VAR / "couchdb", port=int(env.get("COUCHDB_PORT", "5984")),
+                                  password=persistent_secret(VAR / "couchdb_admin_password"))
+            print(f"Starting the embedded CouchDB-compatible server on {couch.url} (data in var/couchdb) ...")
+            started.append(couch.start())
+            env.update(COUCHDB_URL=couch.url, COUCHDB_USER=couch.username, COUCHDB_PASSWORD=couch.password,
+                       COUCHDB_DATABASES=DEMO_DATABASES)
+            env.setdefault("COUCHDB_CREATE_VIEWS", "true")
+            env.setdefault("COUCHDB_GROUP_FIELD", "OBSID")
+        elif not env.get("COUCHDB_DATABASES"):
+            sys.exit("COUCHDB_URL is set: also set COUCHDB_DATABASES to the pool databases to watch (comma-separated)")
+        else:
+            print("Watching the CouchDB server named by COUCHDB_URL (no embedded server started).")
+        if not env.get("CELERY_BROKER_URL"):
+            redis = EmbeddedRedis(VAR / "redis", port=int(env.get("REDIS_PORT", "0")) or None)
+            started.append(redis.start())
+            env["CELERY_BROKER_URL"] = redis.url
+            print(f"Started the embedded Redis broker on {redis.url}")
+
+        manage = [sys.executable, str(BASE_DIR / "manage.py")]
+        subprocess.run([*manage, "migrate", "--no-input", "-v", "0"], env=env, check=True)
+        seed = [*manage, "seed_demo"] + ([] if embedded_couch else ["--users-only"])
+        subprocess.run(seed, env=env, check=True)
+
+        started.append(subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "dashboard", "worker", "--loglevel", "WARNING",
+             "--concurrency", "2", "--hostname", "dashboard-run@%h"],
+            cwd=BASE_DIR, env=env, start_new_session=True,
+        ))
+        started.append(subprocess.Popen(
+            [*manage, "runserver", "--noreload", f"127.0.0.1:{args.port}"], env=env, start_new_session=True,
+        ))
+        time.sleep(1.5)
+        logins = json.loads((VAR / "demo-logins.json").read_text())
+        print("\n" + "=" * 72)
+        print(f"  PiCaS dashboard: http://127.0.0.1:{args.port}/")
+        for role, login in logins.items():
+            print(f"  {role:9} user {login['username']!r:12} password {login['password']!r}")
+        print("  Ctrl-C stops the site, the worker and the embedded servers.")
+        print("=" * 72 + "\n", flush=True)
+        while all(p.poll() is None for p in started if isinstance(p, subprocess.Popen)):
+            time.sleep(1)
+        print("A child process ended; stopping everything.")
+    except KeyboardInterrupt:
+        print("\nStopping ...")
+    except (EmbeddedError, subprocess.CalledProcessError) as e:
+        print(f"make run failed: {e}", file=sys.stderr)
+        stop_all()
+        sys.exit(1)
+    finally:
+        stop_all()
+
+
+def _terminate(process):
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    main()

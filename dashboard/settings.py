@@ -1,0 +1,186 @@
+"""One settings file, driven by the environment.
+
+Every setting an operator may change is read here through a small typed helper; a bad value stops the
+site at start-up with ImproperlyConfigured instead of misbehaving later.
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def envbool(name, default):
+    value = os.getenv(name)
+    if value is None or value == "":
+        return default
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, not {value!r}")
+
+
+def envint(name, default):
+    value = os.getenv(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}") from None
+
+
+def envfloat(name, default):
+    value = os.getenv(name)
+    if value is None or value == "":
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, not {value!r}") from None
+
+
+def envsecret(name, default=None):
+    """A secret from NAME, or from the file named by NAME_FILE (Docker/Kubernetes secrets)."""
+    path = os.getenv(name + "_FILE")
+    if path:
+        try:
+            return Path(path).read_text().strip()
+        except OSError as e:
+            raise ImproperlyConfigured(f"{name}_FILE names a file that cannot be read: {e.strerror}") from None
+    return os.getenv(name, default)
+
+
+DEBUG = envbool("DEBUG", False)
+SECRET_KEY = envsecret("SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY (or SECRET_KEY_FILE) must be set when DEBUG is off")
+    SECRET_KEY = "insecure-development-key"  # only ever with DEBUG on
+
+ALLOWED_HOSTS = [h for h in os.getenv("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
+CSRF_TRUSTED_ORIGINS = [o for o in os.getenv("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "template_partials",
+    "tokens",
+    "dashboard",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "dashboard.urls"
+WSGI_APPLICATION = "dashboard.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "dashboard.roles.roles",
+            ],
+            "builtins": ["dashboard.templatetags.picas"],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.getenv("DATABASE_URL", f"sqlite:///{BASE_DIR / 'var' / 'dashboard.sqlite3'}"),
+        conn_max_age=envint("DATABASE_CONN_MAX_AGE", 0),
+    )
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "pools"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-gb"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "var" / "static"
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = envbool("SECURE_COOKIES", not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": os.getenv("LOG_LEVEL", "INFO")},
+    # The HTTP libraries log request URLs at DEBUG; keep them quiet whatever LOG_LEVEL says.
+    "loggers": {
+        "urllib3": {"level": "WARNING"},
+        "ibm_cloud_sdk_core": {"level": "WARNING"},
+    },
+}
+
+# --- PiCaS pools -------------------------------------------------------------------------------
+# Pools from the environment: one CouchDB server, one or more databases. More pools can be added by an
+# admin in the Django admin (tokens.PoolConfig).
+COUCHDB_URL = os.getenv("COUCHDB_URL", "")
+COUCHDB_USER = os.getenv("COUCHDB_USER", "")
+COUCHDB_PASSWORD = envsecret("COUCHDB_PASSWORD", "")
+COUCHDB_DATABASES = [d.strip() for d in os.getenv("COUCHDB_DATABASES", "").split(",") if d.strip()]
+# A field that groups a SURF pool's tokens into observations (e.g. OBSID); empty: one row per design document.
+COUCHDB_GROUP_FIELD = os.getenv("COUCHDB_GROUP_FIELD", "")
+# May the dashboard create its own design document (_design/picas-dashboard) in the pools it reads?
+# Without it the pool page still works from the workers' views, without the out-of-view buckets.
+COUCHDB_CREATE_VIEWS = envbool("COUCHDB_CREATE_VIEWS", False)
+COUCHDB_TIMEOUT = envfloat("COUCHDB_TIMEOUT", 10.0)
+
+# Counts older than this are refreshed in the background while the page shows the ones it has.
+COUNTS_MAX_AGE = envint("COUNTS_MAX_AGE", 10)
+# A lock older than this many hours is stale (the Stale locks page takes ?hours=N).
+STALE_LOCK_HOURS = envfloat("STALE_LOCK_HOURS", 24.0)
+PAGE_SIZE = envint("PAGE_SIZE", 50)
+# Failure groups smaller than this share of all failures are folded into "other".
+FAILURE_GROUP_MIN_SHARE = envfloat("FAILURE_GROUP_MIN_SHARE", 0.01)
+# Attachments up to this size are shown inline on the token page.
+INLINE_ATTACHMENT_BYTES = envint("INLINE_ATTACHMENT_BYTES", 256 * 1024)
+
+# --- Celery ------------------------------------------------------------------------------------
+# `make run` and the tests start an embedded Redis and pass its URL here; a URL set outside wins.
+CELERY_BROKER_URL = os.getenv("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+CELERY_RESULT_BACKEND = os.getenv("CELERY_RESULT_BACKEND", CELERY_BROKER_URL)
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A task whose worker died is redelivered after this long (Redis's default of an hour is too slow).
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", 600)}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_PUBLISH_RETRY = False

@@ -1,0 +1,40 @@
+import json
+from datetime import UTC, datetime
+
+from django import template
+
+register = template.Library()
+
+
+@register.filter
+def get_item(mapping, key):
+    return mapping.get(key) if hasattr(mapping, "get") else None
+
+
+@register.filter
+def epoch(value):
+    """A Unix time as an ISO date in UTC; anything else unchanged."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        try:
+            return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        except (OverflowError, OSError, ValueError):
+            pass
+    return value
+
+
+@register.filter
+def pretty_json(value):
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+
+
+@register.filter
+def hours(value):
+    """Hours as '3 h 20 min' / '2 d 4 h'."""
+    if value is None:
+        return "–"
+    minutes = int(round(value * 60))
+    if minutes < 60:
+        return f"{minutes} min"
+    if minutes < 48 * 60:
+        return f"{minutes // 60} h {minutes % 60} min"
+    return f"{minutes // 1440} d {minutes % 1440 // 60} h"

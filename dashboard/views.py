@@ -1,0 +1,324 @@
+"""The web UI: function-based views, one template per page, htmx requests get a named partial.
+
+Every page also answers JSON (`?format=json` or `Accept: application/json`). CouchDB trouble is shown
+as a banner (HTML) or an error object (JSON) with the status that fits, never as a traceback.
+"""
+
+from django.conf import settings
+from django.http import Http404, JsonResponse, StreamingHttpResponse
+from django.shortcuts import render
+from django.utils.http import content_disposition_header
+from django.views.decorators.http import require_GET
+
+from tokens import reading
+from tokens.couch import CouchError, NotFound
+from tokens.pools import all_pools, get_pool
+from tokens.states import BUCKET_HELP, BUCKET_LABELS, BUCKETS, OUT_OF_VIEW, STATES, STYLE_LABELS
+
+
+def wants_json(request):
+    if request.GET.get("format") == "json":
+        return True
+    accept = request.headers.get("Accept", "")
+    return "application/json" in accept and "text/html" not in accept
+
+
+def respond(request, template, context, payload, status=200):
+    if wants_json(request):
+        return JsonResponse(payload, status=status, json_dumps_params={"ensure_ascii": False})
+    if request.htmx and request.htmx.target and not request.htmx.boosted:
+        template += "#" + request.htmx.target
+    return render(request, template, context, status=status)
+
+
+def couch_error(request, pool, error, template="error.html"):
+    """A CouchDB failure as a page with a banner, or as JSON with the matching status."""
+    payload = {"error": str(error), "pool": pool.slug if pool else None}
+    return respond(request, template, {"pool": pool, "error": str(error)}, payload, status=error.status)
+
+
+def pool_or_404(slug):
+    pool = get_pool(slug)
+    if pool is None:
+        raise Http404("No such pool")
+    return pool
+
+
+def snapshot_or_error(request, pool):
+    """The pool's snapshot; (None, response) when there are no counts to show at all."""
+    snap = reading.snapshot(pool)
+    if snap.data is None:
+        return None, couch_error(request, pool, _SnapshotError(snap))
+    return snap, None
+
+
+class _SnapshotError(CouchError):
+    def __init__(self, snap):
+        super().__init__(snap.error or "no counts yet")
+        self.status = snap.error_status or 503
+
+
+def snapshot_meta(snap):
+    return {
+        "counts_age_seconds": round(snap.age(), 1),
+        "counts_taken_at": snap.taken_at.isoformat(),
+        "error": snap.error or None,
+        "error_at": snap.error_at.isoformat() if snap.error_at else None,
+    }
+
+
+def status_of(snap):
+    """A page whose latest refresh failed still shows the older counts, but says so with its status."""
+    return snap.error_status or 200 if snap.error else 200
+
+
+def labels():
+    return {"bucket_labels": BUCKET_LABELS, "bucket_help": BUCKET_HELP, "buckets": BUCKETS}
+
+
+@require_GET
+def pools(request):
+    rows = []
+    for pool in all_pools():
+        snap = reading.snapshot(pool)
+        totals = reading.pool_totals(snap.data) if snap.data else None
+        rows.append({
+            "pool": pool,
+            "totals": totals,
+            "total": sum(totals.values()) if totals else None,
+            "health": "error" if snap.error else "ok",
+            "error": snap.error,
+            "age": snap.age(),
+            "own_views": snap.data["own_views"] if snap.data else None,
+        })
+    payload = {
+        "pools": [
+            {
+                "slug": r["pool"].slug,
+                "name": r["pool"].name,
+                "database": r["pool"].database,
+                "health": r["health"],
+                "error": r["error"] or None,
+                "counts": r["totals"],
+                "total": r["total"],
+                "counts_age_seconds": round(r["age"], 1) if r["age"] is not None else None,
+            }
+            for r in rows
+        ]
+    }
+    return respond(request, "pools.html", {"rows": rows, **labels()}, payload)
+
+
+@require_GET
+def pool(request, slug):
+    pool = pool_or_404(slug)
+    snap, error = snapshot_or_error(request, pool)
+    if error:
+        return error
+    data = snap.data
+    observations = reading.observations(data)
+    totals = reading.pool_totals(data)
+    payload = {
+        "pool": pool.slug,
+        **snapshot_meta(snap),
+        "own_views": data["own_views"],
+        "counts": totals,
+        "total": sum(totals.values()),
+        "observations": [o.as_json() for o in observations],
+        "design_documents": data["design_docs"],
+    }
+    context = {
+        "pool": pool,
+        "snap": snap,
+        "data": data,
+        "observations": observations,
+        "totals": totals,
+        "total": sum(totals.values()),
+        "style_labels": STYLE_LABELS,
+        "out_of_view": OUT_OF_VIEW,
+        "refresh_seconds": settings.COUNTS_MAX_AGE,
+        **labels(),
+    }
+    return respond(request, "pool.html", context, payload, status=status_of(snap))
+
+
+def selection_from(request, data):
+    """The list selection in the query string: a bucket or a failure group, optionally one observation."""
+    q = request.GET
+    type_ = q.get("type") or None
+    group = q.get("group") if "group" in q else None
+    if group == "":
+        group = None
+    failure = (q["code"], q.get("message", "")) if "code" in q else None
+    bucket = q.get("state") or ("error" if failure else "todo")
+    if bucket not in BUCKETS:
+        bucket = "todo"
+    if not data["own_views"] and bucket not in STATES:
+        bucket = "todo"
+    return {"bucket": bucket, "type_": type_, "group": group, "failure": failure}
+
+
+@require_GET
+def tokens(request, slug):
+    pool = pool_or_404(slug)
+    snap, error = snapshot_or_error(request, pool)
+    if error:
+        return error
+    selection = selection_from(request, snap.data)
+    field_name, field_value = request.GET.get("field", "").strip(), request.GET.get("value", "")
+    field_filter = (field_name, field_value) if field_name else None
+    id_filter = request.GET.get("q", "").strip()
+    try:
+        page = reading.token_page(
+            pool, snap.data, **selection, cursor=reading.decode_cursor(request.GET.get("after")),
+            id_filter=id_filter, field_filter=field_filter,
+        )
+    except CouchError as e:
+        return couch_error(request, pool, e)
+    next_cursor = reading.encode_cursor(page["next"])
+    next_query = request.GET.copy()
+    next_query["after"] = next_cursor
+    next_query.pop("format", None)
+    payload = {
+        "pool": pool.slug,
+        "selection": {**selection, "failure": list(selection["failure"]) if selection["failure"] else None},
+        "tokens": [summary(doc) for doc in page["tokens"]],
+        "next": next_cursor or None,
+        "scanned": page["scanned"],
+    }
+    context = {
+        "pool": pool,
+        "selection": selection,
+        "page": page,
+        "rows": [summary(doc) for doc in page["tokens"]],
+        "next_query": next_query.urlencode() if page["next"] else "",
+        "id_filter": id_filter,
+        "field_name": field_name,
+        "field_value": field_value,
+        "own_views": snap.data["own_views"],
+        "states": BUCKETS if snap.data["own_views"] else STATES,
+        **labels(),
+    }
+    return respond(request, "tokens.html", context, payload)
+
+
+def summary(doc):
+    """The columns of a token list."""
+    errors = doc.get("error")
+    last_error = errors[-1] if isinstance(errors, list) and errors and isinstance(errors[-1], dict) else {}
+    return {
+        "id": doc["_id"],
+        "type": doc.get("type"),
+        "lock": doc.get("lock"),
+        "done": doc.get("done"),
+        "exit_code": doc.get("exit_code"),
+        "status": doc.get("status"),
+        "output": doc.get("output") if not isinstance(doc.get("output"), dict) else None,
+        "hostname": doc.get("hostname"),
+        "scrub_count": doc.get("scrub_count"),
+        "last_error": str(last_error.get("message", ""))[:200],
+    }
+
+
+@require_GET
+def failures(request, slug):
+    pool = pool_or_404(slug)
+    snap, error = snapshot_or_error(request, pool)
+    if error:
+        return error
+    type_ = request.GET.get("type") or None
+    group = request.GET.get("group") or None
+    result = reading.failure_groups(snap.data, type_, group)
+    payload = {"pool": pool.slug, **snapshot_meta(snap), "own_views": snap.data["own_views"], **result}
+    context = {"pool": pool, "snap": snap, "result": result, "type": type_, "group": group,
+               "own_views": snap.data["own_views"]}
+    return respond(request, "failures.html", context, payload, status=status_of(snap))
+
+
+@require_GET
+def stale(request, slug):
+    pool = pool_or_404(slug)
+    snap, error = snapshot_or_error(request, pool)
+    if error:
+        return error
+    try:
+        hours = float(request.GET.get("hours", settings.STALE_LOCK_HOURS))
+    except ValueError:
+        hours = settings.STALE_LOCK_HOURS
+    hours = max(hours, 0.0)
+    try:
+        result = reading.stale_locks(pool, snap.data, hours, cursor=reading.decode_cursor(request.GET.get("after")))
+    except CouchError as e:
+        return couch_error(request, pool, e)
+    next_query = ""
+    if result and result["next"]:
+        q = request.GET.copy()
+        q["after"] = reading.encode_cursor(result["next"])
+        next_query = q.urlencode()
+    payload = {"pool": pool.slug, "hours": hours, "own_views": snap.data["own_views"]}
+    if result:
+        payload.update({k: result[k] for k in ("count", "tokens", "unknown", "unknown_count")})
+    context = {"pool": pool, "hours": hours, "result": result, "next_query": next_query}
+    return respond(request, "stale.html", context, payload)
+
+
+@require_GET
+def token(request, slug):
+    pool = pool_or_404(slug)
+    doc_id = request.GET.get("id", "")
+    if not doc_id:
+        raise Http404("No token id")
+    try:
+        doc = reading.get_token(pool, doc_id)
+    except NotFound:
+        raise Http404("No such token") from None
+    except CouchError as e:
+        return couch_error(request, pool, e)
+    snap = reading.snapshot(pool)
+    facts = reading.token_facts(doc, snap.data["types"] if snap.data else {})
+    payload = {"pool": pool.slug, "token": doc, **{k: v for k, v in facts.items() if k != "fields"}}
+    context = {"pool": pool, "doc": doc, "facts": facts, **labels()}
+    if wants_json(request):
+        return JsonResponse(payload, json_dumps_params={"ensure_ascii": False})
+    context["inline"] = inline_attachments(pool, doc, facts["attachments"])
+    return render(request, "token.html", context)
+
+
+TEXT_TYPES = ("text/", "application/json", "application/x-yaml", "application/xml")
+
+
+def inline_attachments(pool, doc, attachments):
+    """Small text attachments read for showing inline (bigger ones are only linked)."""
+    shown = {}
+    for a in attachments:
+        small = (a.get("length") or 0) <= settings.INLINE_ATTACHMENT_BYTES
+        if small and (a.get("content_type") or "").startswith(TEXT_TYPES):
+            try:
+                chunks, _type, _length = pool.couch().attachment(doc["_id"], a["name"])
+                shown[a["name"]] = b"".join(chunks).decode("utf-8", errors="replace")
+            except CouchError:
+                pass
+    return shown
+
+
+@require_GET
+def attachment(request, slug):
+    """Stream an attachment through the site (up to 1 GiB: never read whole)."""
+    pool = pool_or_404(slug)
+    doc_id, name = request.GET.get("id", ""), request.GET.get("name", "")
+    if not doc_id or not name:
+        raise Http404("No attachment named")
+    try:
+        chunks, content_type, length = pool.couch().attachment(doc_id, name)
+    except NotFound:
+        raise Http404("No such attachment") from None
+    except CouchError as e:
+        return couch_error(request, pool, e)
+    inline = request.GET.get("inline") == "1" and content_type.startswith("text/")
+    # Shown inline only as plain text: an HTML attachment must never run in the site's origin.
+    response = StreamingHttpResponse(chunks, content_type="text/plain; charset=utf-8" if inline else content_type)
+    if length is not None:
+        response["Content-Length"] = str(length)
+    response["Content-Disposition"] = content_disposition_header(not inline, name.rsplit("/", 1)[-1])
+    response["X-Content-Type-Options"] = "nosniff"
+    return response

@@ -1,0 +1,23 @@
+from django import forms
+from django.contrib import admin
+
+from tokens.models import PoolConfig
+
+
+class PoolConfigForm(forms.ModelForm):
+    # Never send a stored password back to the browser.
+    password = forms.CharField(widget=forms.PasswordInput(render_value=False), required=False,
+                               help_text="Leave empty to keep the stored password.")
+
+    class Meta:
+        model = PoolConfig
+        fields = ["slug", "name", "url", "database", "username", "password", "group_field", "create_views"]
+
+    def clean_password(self):
+        return self.cleaned_data["password"] or (self.instance.password if self.instance.pk else "")
+
+
+@admin.register(PoolConfig)
+class PoolConfigAdmin(admin.ModelAdmin):
+    form = PoolConfigForm
+    list_display = ("slug", "name", "url", "database", "group_field", "create_views")

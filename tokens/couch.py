@@ -1,0 +1,199 @@
+"""The one door to CouchDB.
+
+Everything the dashboard asks of a CouchDB server goes through `Couch`, a thin wrapper around the
+maintained `ibmcloudant` client. It adds three things the rest of the code relies on:
+
+- typed errors (`Unreachable`, `Unauthorised`, `NotFound`, `Conflict`) whose messages never contain
+  credentials: they name the server by its URL with any user-info stripped;
+- timeouts on every request;
+- key-based paging of views and streamed attachment reads, so that nothing pulls a whole view or
+  holds a 1 GiB attachment in memory.
+"""
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+from ibm_cloud_sdk_core import ApiException
+from ibm_cloud_sdk_core.authenticators import BasicAuthenticator, NoAuthAuthenticator
+from ibmcloudant.cloudant_v1 import CloudantV1
+
+
+class CouchError(Exception):
+    """Something went wrong talking to CouchDB. The message is safe to show to a user."""
+
+    status = 502
+
+
+class Unreachable(CouchError):
+    status = 503
+
+
+class Unauthorised(CouchError):
+    status = 502
+
+
+class NotFound(CouchError):
+    status = 404
+
+
+class Conflict(CouchError):
+    status = 409
+
+
+def split_credentials(url):
+    """Return (url without user-info, username, password) for a URL like http://u:p@host:5984/."""
+    parts = urlsplit(url)
+    netloc = parts.hostname or ""
+    if ":" in netloc:  # IPv6 literal
+        netloc = f"[{netloc}]"
+    if parts.port:
+        netloc += f":{parts.port}"
+    clean = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+    return clean, parts.username or "", parts.password or ""
+
+
+@dataclass
+class Page:
+    """One page of a view, and where the next one starts (None when this is the last)."""
+
+    rows: list
+    next_key: object = None
+    next_docid: str | None = None
+
+    @property
+    def has_next(self):
+        return self.next_docid is not None
+
+
+class Couch:
+    def __init__(self, url, database, username="", password="", timeout=10.0):
+        url, url_user, url_password = split_credentials(url)
+        username, password = username or url_user, password or url_password
+        self.url = url  # never holds credentials: it is used in messages
+        self.database = database
+        authenticator = BasicAuthenticator(username, password) if username else NoAuthAuthenticator()
+        self.client = CloudantV1(authenticator=authenticator)
+        self.client.set_service_url(url)
+        # (connect, read): a dead host fails fast, a slow view gets the read timeout.
+        self.client.set_http_config({"timeout": (min(3.05, timeout), timeout)})
+
+    def __repr__(self):
+        return f"<Couch {self.url}/{self.database}>"
+
+    def _call(self, method, *args, **kwargs):
+        try:
+            return method(*args, **kwargs).get_result()
+        except ApiException as e:
+            raise self._translate(e) from None
+        except (requests.ConnectionError, requests.Timeout):
+            raise Unreachable(f"CouchDB at {self.url} is unreachable") from None
+        except requests.RequestException as e:
+            raise CouchError(f"CouchDB at {self.url}: {type(e).__name__}") from None
+
+    def _translate(self, e):
+        where = f"CouchDB at {self.url}"
+        reason = ""
+        try:
+            reason = e.http_response.json().get("reason", "")
+        except Exception:
+            pass
+        if e.code in (401, 403):
+            return Unauthorised(f"{where} refused the credentials for database {self.database!r}")
+        if e.code == 404:
+            return NotFound(f"{where}: not found in database {self.database!r}" + (f" ({reason})" if reason else ""))
+        if e.code == 409:
+            return Conflict(f"{where}: document update conflict")
+        return CouchError(f"{where} answered {e.code}" + (f": {reason}" if reason else ""))
+
+    # --- server and database ------------------------------------------------------------------
+
+    def server_info(self):
+        return self._call(self.client.get_server_information)
+
+    def database_info(self):
+        return self._call(self.client.get_database_information, db=self.database)
+
+    def create_database(self):
+        return self._call(self.client.put_database, db=self.database)
+
+    def delete_database(self):
+        return self._call(self.client.delete_database, db=self.database)
+
+    # --- documents ----------------------------------------------------------------------------
+
+    def design_docs(self):
+        """Every design document of the database (the range `_design/`..`_design0` of _all_docs)."""
+        result = self._call(
+            self.client.post_all_docs,
+            db=self.database,
+            start_key="_design/",
+            end_key="_design0",
+            include_docs=True,
+        )
+        return [row["doc"] for row in result["rows"] if "doc" in row]
+
+    def get(self, doc_id):
+        if doc_id.startswith("_design/"):
+            return self._call(self.client.get_design_document, db=self.database, ddoc=doc_id[len("_design/") :])
+        if doc_id.startswith("_"):
+            raise NotFound(f"CouchDB at {self.url}: no token {doc_id!r}")
+        return self._call(self.client.get_document, db=self.database, doc_id=doc_id)
+
+    def put_design(self, name, doc):
+        """Create or replace a design document. Only ever used for the dashboard's own one."""
+        return self._call(
+            self.client.put_design_document, db=self.database, ddoc=name, design_document=doc
+        )
+
+    def bulk_docs(self, docs):
+        """Write documents in one request; returns CouchDB's per-document results (ok / error)."""
+        return self._call(self.client.post_bulk_docs, db=self.database, bulk_docs={"docs": docs})
+
+    # --- views --------------------------------------------------------------------------------
+
+    def view(self, ddoc, view, **params):
+        """Query a view; params are CouchDB's (start_key, end_key, group_level, reduce, limit ...)."""
+        return self._call(self.client.post_view, db=self.database, ddoc=ddoc, view=view, **params)
+
+    def total_rows(self, ddoc, view):
+        """The number of rows of a map view, without reading any of them."""
+        return self.view(ddoc, view, limit=0, reduce=False)["total_rows"]
+
+    def page(self, ddoc, view, *, limit, start_key=None, start_docid=None, end_key=None,
+             include_docs=False, descending=False):
+        """One page of a map view, paged by key (never by skip, which is O(skip) on CouchDB).
+
+        reduce=false is valid on map-only views too (CouchDB refuses only reduce=true there).
+        """
+        params = dict(limit=limit + 1, include_docs=include_docs, descending=descending, reduce=False)
+        if start_key is not None:
+            params["start_key"] = start_key
+            if start_docid is not None:
+                params["start_key_doc_id"] = start_docid
+        if end_key is not None:
+            params["end_key"] = end_key
+        rows = self.view(ddoc, view, **params)["rows"]
+        if len(rows) > limit:
+            nxt = rows[limit]
+            return Page(rows[:limit], nxt["key"], nxt["id"])
+        return Page(rows)
+
+    # --- attachments --------------------------------------------------------------------------
+
+    def attachment(self, doc_id, name):
+        """Stream an attachment: returns (iterator of bytes, content type, length or None).
+
+        The name is percent-encoded by the client (slashes, colons and spaces included).
+        """
+        response = self._call(
+            self.client.get_attachment, db=self.database, doc_id=doc_id, attachment_name=name, stream=True
+        )
+        length = response.headers.get("Content-Length")
+        return (
+            response.iter_content(chunk_size=64 * 1024),
+            response.headers.get("Content-Type", "application/octet-stream"),
+            int(length) if length else None,
+        )
+
+

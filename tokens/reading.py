@@ -1,0 +1,468 @@
+"""Reading a pool: counts, observations, token lists, failure groups, stale locks, token detail.
+
+Counts over a whole pool come from grouped reduces of the dashboard's own views. On CouchDB these are
+answered from stored reductions in milliseconds, but the embedded server computes them in O(rows)
+(seconds at 100k tokens), so pages never run them: they read the latest `CountSnapshot`, and a stale
+snapshot is refreshed by a Celery task while the page shows the one it has, with its age.
+
+Lists, stale locks and token detail are read live, one key-range page at a time.
+"""
+
+import json
+import logging
+import math
+import re
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from tokens.couch import CouchError, NotFound
+from tokens.models import CountSnapshot
+from tokens.states import (
+    BUCKETS,
+    OWN_DDOC,
+    STATES,
+    TIME_MIN,
+    describe_design_doc,
+    own_design_doc,
+    own_doc_is_current,
+    token_types,
+)
+
+log = logging.getLogger(__name__)
+
+JOB_ID_FIELDS = ("dirac_job_id", "wms_job_id", "cream_job_id", "pbs_job_id", "slurm_job_id")
+RECENT_SECONDS = 3600
+
+
+# --- the snapshot: everything a count on a page comes from ------------------------------------
+
+
+def ensure_own_views(pool, couch, styles, design_docs):
+    """Make sure the dashboard's own design document is current; return whether it can be used."""
+    wanted = own_design_doc(styles, pool.group_field)
+    existing = next((d for d in design_docs if d["_id"] == wanted["_id"]), None)
+    if own_doc_is_current(existing, wanted):
+        return True
+    if not pool.create_views or not styles:
+        return False
+    if existing is not None:
+        wanted["_rev"] = existing["_rev"]
+    couch.put_design(OWN_DDOC, wanted)
+    log.info("pool %s: wrote design document _design/%s for types %s", pool.slug, OWN_DDOC, sorted(styles))
+    return True
+
+
+def take_snapshot(pool):
+    """Read everything the pages count from. Raises CouchError."""
+    couch = pool.couch()
+    info = couch.database_info()
+    design_docs = couch.design_docs()
+    described = [d for d in map(describe_design_doc, design_docs) if d]
+    styles = token_types(described)
+    data = {
+        "taken_at": time.time(),
+        "doc_count": info.get("doc_count"),
+        "design_docs": described,
+        "types": styles,
+        "group_field": pool.group_field or None,
+        "own_views": ensure_own_views(pool, couch, styles, design_docs),
+    }
+    if data["own_views"]:
+        rows = couch.view(OWN_DDOC, "states", group_level=3)["rows"]
+        data["buckets"] = [[*r["key"], r["value"]] for r in rows]
+        since = (int(time.time()) - RECENT_SECONDS) // 300 * 300
+        rows = couch.view(OWN_DDOC, "finished", start_key=[since], end_key=[{}], group_level=4)["rows"]
+        data["finished"] = [[*r["key"], r["value"]] for r in rows]
+        rows = couch.view(OWN_DDOC, "failures", group_level=4)["rows"]
+        data["failures"] = [[*r["key"], r["value"]] for r in rows]
+    else:
+        # Without views of our own, count what the workers' views count (no out-of-view buckets).
+        data["buckets"], data["finished"], data["failures"] = [], [], []
+        for d in described:
+            for state in STATES:
+                data["buckets"].append([state, d["type"], d["name"], couch.total_rows(d["name"], state)])
+    return data
+
+
+def refresh(pool):
+    """Take a new snapshot and store it; on failure keep the old counts and store the error."""
+    snap, _ = CountSnapshot.objects.get_or_create(pool=pool.slug)
+    try:
+        snap.data = take_snapshot(pool)
+    except CouchError as e:
+        log.warning("pool %s: %s", pool.slug, e)
+        snap.error, snap.error_status, snap.error_at = str(e), e.status, timezone.now()
+        snap.save(update_fields=["error", "error_status", "error_at"])
+        return snap
+    snap.taken_at, snap.error, snap.error_status, snap.error_at = timezone.now(), "", None, None
+    snap.save()
+    return snap
+
+
+def snapshot(pool):
+    """The pool's counts for a page: fresh enough, or refreshing in the background."""
+    snap = CountSnapshot.objects.filter(pool=pool.slug).first()
+    if snap is None or snap.data is None:
+        return refresh(pool)
+    if snap.age() > settings.COUNTS_MAX_AGE:
+        _request_refresh(pool, snap)
+    return snap
+
+
+def _request_refresh(pool, snap):
+    now = timezone.now()
+    # One refresh in flight per pool, however many viewers poll: only the request that moves
+    # refresh_requested_at forward enqueues.
+    with transaction.atomic():
+        claimed = CountSnapshot.objects.filter(pk=snap.pk).exclude(
+            refresh_requested_at__gt=now - timedelta(seconds=settings.COUNTS_MAX_AGE)
+        ).update(refresh_requested_at=now)
+    if not claimed:
+        return
+    from tokens.tasks import refresh_counts
+
+    try:
+        refresh_counts.delay(pool.slug)
+    except Exception as e:  # broker down: refresh here rather than show ever older counts
+        log.warning("pool %s: could not queue a refresh (%s); refreshing in the request", pool.slug, type(e).__name__)
+        refresh(pool)
+
+
+# --- turning a snapshot into what pages show -------------------------------------------------
+
+
+@dataclass
+class Observation:
+    type: str
+    group: str | None
+    label: str
+    counts: dict
+    done_recent: int = 0
+    finished_recent: int = 0
+
+    @property
+    def total(self):
+        return sum(self.counts.values())
+
+    @property
+    def remaining(self):
+        return self.counts["todo"] + self.counts["locked"] + self.counts["locked_unknown"]
+
+    @property
+    def percent_done(self):
+        return round(100.0 * self.counts["done"] / self.total, 1) if self.total else 0.0
+
+    @property
+    def eta_hours(self):
+        """Hours until todo and locked are finished at the last hour's rate; None if nothing finished."""
+        if not self.remaining:
+            return 0.0
+        return round(self.remaining / self.finished_recent, 2) if self.finished_recent else None
+
+    def bar(self):
+        """Percent widths of the stacked bar: the four states, out-of-view buckets last."""
+        total = self.total or 1
+        return [(b, round(100.0 * self.counts[b] / total, 2)) for b in BUCKETS if self.counts[b]]
+
+    def as_json(self):
+        return {
+            "type": self.type,
+            "group": self.group,
+            "label": self.label,
+            "counts": self.counts,
+            "total": self.total,
+            "percent_done": self.percent_done,
+            "done_last_hour": self.done_recent,
+            "finished_last_hour": self.finished_recent,
+            "eta_hours": self.eta_hours,
+        }
+
+
+def empty_counts():
+    return dict.fromkeys(BUCKETS, 0)
+
+
+def observations(data):
+    """One Observation per (token type, group), in the order of their labels."""
+    by_key = {}
+    names = {}
+    for d in data["design_docs"]:
+        names.setdefault(d["type"], []).append(d["name"])
+
+    def obs(type_, group):
+        key = (type_, group)
+        if key not in by_key:
+            if not data["own_views"]:
+                label = group  # one row per worker design document
+            elif data["group_field"]:
+                label = group if group is not None else f"(no {data['group_field']})"
+                if len(data["types"]) > 1:
+                    label = f"{label} · {type_}"
+            else:
+                label = ", ".join(names.get(type_, [type_]))
+            by_key[key] = Observation(type_, group, label, empty_counts())
+        return by_key[key]
+
+    for bucket, type_, group, n in data["buckets"]:
+        obs(type_, group).counts[bucket] += n
+    for _slot, bucket, type_, group, n in data.get("finished", []):
+        o = obs(type_, group)
+        o.finished_recent += n
+        if bucket == "done":
+            o.done_recent += n
+    return sorted(by_key.values(), key=lambda o: (o.label or "", o.type))
+
+
+def pool_totals(data):
+    totals = empty_counts()
+    if data["own_views"]:
+        for bucket, _t, _g, n in data["buckets"]:
+            totals[bucket] += n
+    else:
+        # Design documents may slice one token type several ways (SingleCore, MultiCore, Monitor):
+        # per type, count the one that holds the most tokens, which is the one covering them all.
+        per_doc = {}
+        for bucket, type_, name, n in data["buckets"]:
+            per_doc.setdefault((type_, name), empty_counts())[bucket] += n
+        widest = {}
+        for (type_, _name), counts in per_doc.items():
+            if sum(counts.values()) >= sum(widest.get(type_, empty_counts()).values()):
+                widest[type_] = counts
+        for counts in widest.values():
+            for bucket, n in counts.items():
+                totals[bucket] += n
+    return totals
+
+
+def failure_groups(data, type_=None, group=None):
+    """Error tokens grouped by code and normalised message, largest first, small groups folded."""
+    groups = {}
+    for code, msg, t, g, n in data.get("failures", []):
+        if type_ is not None and (t, g) != (type_, group):
+            continue
+        groups[(code, msg)] = groups.get((code, msg), 0) + n
+    total = sum(groups.values())
+    ranked = sorted(groups.items(), key=lambda kv: (-kv[1], kv[0]))
+    shown, other = [], []
+    for (code, msg), n in ranked:
+        if total and n / total < settings.FAILURE_GROUP_MIN_SHARE and len(ranked) > 1:
+            other.append({"code": code, "message": msg, "count": n})
+        else:
+            shown.append({"code": code, "message": msg, "count": n})
+    return {"total": total, "groups": shown, "other": other, "other_count": sum(o["count"] for o in other)}
+
+
+# --- live reads: lists, stale locks, a token -------------------------------------------------
+
+
+MAX_SCAN = 2000  # rows a filtered list reads per request before it offers "continue"
+
+
+def token_page(pool, data, *, bucket=None, type_=None, group=None, failure=None,
+               cursor=None, id_filter="", field_filter=None, limit=None):
+    """One page of tokens, paged by key. Returns {"tokens", "next", "scanned", "exhausted"}.
+
+    Selection: a bucket (optionally of one observation), or a failure group (code, message).
+    Filters (id substring, field=value) are applied to the rows read; a filtered page reads at most
+    MAX_SCAN rows and then hands back a cursor to go on from.
+    """
+    limit = limit or settings.PAGE_SIZE
+    couch = pool.couch()
+    if data["own_views"]:
+        if failure is not None:
+            code, msg = failure
+            prefix = [code, msg] + ([type_, group] if type_ is not None else [])
+            ddoc_view = (OWN_DDOC, "failures")
+        else:
+            prefix = [bucket] + ([type_, group] if type_ is not None else [])
+            ddoc_view = (OWN_DDOC, "states")
+        start, end = prefix, prefix + [{}]
+    else:
+        # Fallback: the worker design document named by `group` and its state view.
+        if bucket not in STATES or not group:
+            return {"tokens": [], "next": None, "scanned": 0, "exhausted": True}
+        ddoc_view = (group, bucket)
+        start, end = None, None
+
+    start_key, start_docid = (cursor if cursor else (start, None))
+    filtering = bool(id_filter or field_filter)
+    tokens, scanned = [], 0
+    while True:
+        page = couch.page(*ddoc_view, limit=limit, start_key=start_key, start_docid=start_docid,
+                          end_key=end, include_docs=True)
+        for row in page.rows:
+            scanned += 1
+            doc = row.get("doc")
+            if doc is None:  # deleted between the index read and now
+                continue
+            if matches(doc, id_filter, field_filter):
+                tokens.append(doc)
+        if not page.has_next:
+            return {"tokens": tokens, "next": None, "scanned": scanned, "exhausted": True}
+        start_key, start_docid = page.next_key, page.next_docid
+        if len(tokens) >= limit or not filtering or scanned >= MAX_SCAN:
+            return {"tokens": tokens, "next": [start_key, start_docid], "scanned": scanned, "exhausted": False}
+
+
+def matches(doc, id_filter, field_filter):
+    if id_filter and id_filter.lower() not in doc["_id"].lower():
+        return False
+    if field_filter:
+        name, value = field_filter
+        if name not in doc:
+            return False
+        actual = doc[name]
+        if isinstance(actual, (dict, list)):
+            actual = json.dumps(actual)
+        if str(actual) != value:
+            return False
+    return True
+
+
+def encode_cursor(cursor):
+    return json.dumps(cursor, separators=(",", ":")) if cursor else ""
+
+
+def decode_cursor(text):
+    """A cursor from a URL; anything malformed means "from the start"."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(value, list) and len(value) == 2 and isinstance(value[1], str):
+        return value
+    return None
+
+
+def stale_locks(pool, data, hours, cursor=None, limit=None):
+    """Tokens locked longer than `hours`, oldest first, and the locks whose age is unknown."""
+    limit = limit or settings.PAGE_SIZE
+    if not data["own_views"]:
+        return None
+    couch = pool.couch()
+    cutoff = time.time() - hours * 3600
+    start_key, start_docid = cursor if cursor else ([TIME_MIN], None)
+    page = couch.page(OWN_DDOC, "locks", limit=limit, start_key=start_key, start_docid=start_docid,
+                      end_key=[cutoff, {}], include_docs=True)
+    now = time.time()
+    stale = [lock_row(r["doc"], now) for r in page.rows if r.get("doc")]
+    unknown = couch.page(OWN_DDOC, "locks", limit=limit, start_key=[0], end_key=[TIME_MIN], include_docs=True)
+    count = couch.view(OWN_DDOC, "locks", start_key=[TIME_MIN], end_key=[cutoff, {}])["rows"]
+    unknown_count = couch.view(OWN_DDOC, "locks", start_key=[0], end_key=[TIME_MIN])["rows"]
+    return {
+        "hours": hours,
+        "count": count[0]["value"] if count else 0,
+        "tokens": stale,
+        "next": [page.next_key, page.next_docid] if page.has_next else None,
+        "unknown": [lock_row(r["doc"], now) for r in unknown.rows if r.get("doc")],
+        "unknown_count": unknown_count[0]["value"] if unknown_count else 0,
+    }
+
+
+def lock_row(doc, now):
+    lock = doc.get("lock")
+    age = now - lock if isinstance(lock, (int, float)) and lock >= TIME_MIN else None
+    return {
+        "id": doc["_id"],
+        "type": doc.get("type"),
+        "lock": lock,
+        "age_hours": round(age / 3600, 1) if age is not None else None,
+        "hostname": doc.get("hostname", ""),
+        "status": doc.get("status"),
+        "job_ids": {f: doc[f] for f in JOB_ID_FIELDS if doc.get(f)},
+    }
+
+
+def get_token(pool, doc_id):
+    """A token document and what the detail page derives from it. Raises NotFound."""
+    doc = pool.couch().get(doc_id)
+    if doc.get("_id", "").startswith("_design/"):
+        raise NotFound("not a token")
+    return doc
+
+
+def token_facts(doc, styles):
+    """Derived facts for the detail page: the bucket, times and ages, errors newest first."""
+    now = time.time()
+
+    def when(value):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= TIME_MIN:
+            return {"epoch": value, "age_hours": round((now - value) / 3600, 2)}
+        return None
+
+    errors = doc.get("error")
+    history = list(reversed(errors)) if isinstance(errors, list) else []
+    return {
+        "bucket": classify(doc, styles.get(doc.get("type"))),
+        "lock": when(doc.get("lock")),
+        "done": when(doc.get("done")),
+        "errors": [e if isinstance(e, dict) else {"message": str(e)} for e in history],
+        "job_ids": {f: doc[f] for f in JOB_ID_FIELDS if doc.get(f)},
+        "attachments": sorted(
+            ({"name": name, **{k: v for k, v in (meta or {}).items() if k in ("content_type", "length")}}
+             for name, meta in (doc.get("_attachments") or {}).items()),
+            key=lambda a: a["name"],
+        ),
+        "fields": {k: v for k, v in sorted(doc.items()) if k not in ("_attachments",)},
+    }
+
+
+_MISSING = object()
+
+
+def classify(doc, style):
+    """The bucket of one document, mirroring the own view's JavaScript (used by the detail page)."""
+    if style is None:
+        return None
+    lock, done = _js_number(doc.get("lock", _MISSING)), _js_number(doc.get("done", _MISSING))
+    if style != "surf":
+        if doc.get("status") == "error" or (style == "lrt05" and _js_number(doc.get("output", _MISSING)) != 0):
+            return "error"
+        if doc.get("status") == "done":
+            return "done"
+    if lock == 0 and done == 0:
+        return "todo"
+    if lock > 0 and done == 0:
+        return "locked_unknown" if lock < TIME_MIN else "locked"
+    if style == "surf" and lock > 0 and done > 0:
+        return "done" if _js_parse_int(doc.get("exit_code")) == 0 else "error"
+    if lock == -1 and done == -1:
+        return "legacy_error"
+    if lock == 0 and done > 0:
+        return "done_unlocked"
+    return "other"
+
+
+def _js_number(value):
+    """JavaScript's ToNumber, as a loose comparison with a number applies it; NaN compares false."""
+    if value is _MISSING:
+        return math.nan  # undefined
+    if value is None:
+        return 0.0  # null
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text == "":
+            return 0.0
+        try:
+            return float(text)
+        except ValueError:
+            return math.nan
+    if isinstance(value, list) and len(value) <= 1:  # [] == 0 and [5] == 5 in JavaScript
+        return _js_number(value[0]) if value else 0.0
+    return math.nan
+
+
+def _js_parse_int(value):
+    match = re.match(r"\s*([+-]?\d+)", str(value)) if value is not None else None
+    return int(match.group(1)) if match else None

@@ -1,0 +1,185 @@
+"""Token states, as the workers' views define them.
+
+A pool's states are defined by the map functions of its design documents (SURF `Monitor` and its slices,
+or GRID_LRT's one design document per token type). This module reads those design documents, works out
+which token types the pool has and which rules each type follows, and writes the dashboard's own design
+document whose views put every token in exactly one bucket with the same JavaScript comparisons the
+workers' views use (loose `==`, `parseInt`), plus the buckets of tokens that no worker view shows.
+
+The workers' design documents are only ever read. The dashboard's own one is created only when the
+pool's configuration allows it (`Pool.create_views`).
+"""
+
+import json
+import re
+
+# The four states of the worker views, then the buckets of tokens that fall outside them.
+STATES = ("todo", "locked", "done", "error")
+OUT_OF_VIEW = ("locked_unknown", "legacy_error", "done_unlocked", "other")
+BUCKETS = STATES + OUT_OF_VIEW
+BUCKET_LABELS = {
+    "todo": "todo",
+    "locked": "locked",
+    "done": "done",
+    "error": "error",
+    "locked_unknown": "locked, age unknown",
+    "legacy_error": "legacy error (-1/-1)",
+    "done_unlocked": "done but unlocked",
+    "other": "in no view",
+}
+BUCKET_HELP = {
+    "locked_unknown": "lock is set but is not a time (GRID_LRT's set_view_to_status writes lock = 1): age unknown",
+    "legacy_error": "lock == -1 and done == -1: an error as old picas versions marked it; no view shows it",
+    "done_unlocked": "lock == 0 and done > 0: scrubbed by an old picas that did not reset done; no view shows it",
+    "other": "lock/done values that match no view",
+}
+
+OWN_DDOC = "picas-dashboard"
+OWN_VERSION = 1
+
+# A lock below this is not a Unix time (2001-09-09): GRID_LRT writes lock = 1, picas errors write 99.
+TIME_MIN = 1_000_000_000
+
+SURF, LRT05, LRT1 = "surf", "lrt05", "lrt1"
+STYLE_LABELS = {SURF: "SURF PiCaS", LRT05: "GRID_LRT 0.5", LRT1: "GRID_LRT 1.x"}
+
+_TYPE_RE = re.compile(r"""doc\.type\s*===?\s*(["'])(.*?)\1""")
+
+
+def _map_code(ddoc, view):
+    definition = (ddoc.get("views") or {}).get(view)
+    if isinstance(definition, dict) and isinstance(definition.get("map"), str):
+        return definition["map"]
+    return None
+
+
+def describe_design_doc(ddoc):
+    """What a worker design document tells about a pool, or None if it is not a PiCaS state design document.
+
+    Returns {"name", "type", "style", "views", "count_view"}.
+    """
+    todo = _map_code(ddoc, "todo")
+    done = _map_code(ddoc, "done")
+    error = _map_code(ddoc, "error")
+    if not (todo and done and error and _map_code(ddoc, "locked")):
+        return None
+    match = _TYPE_RE.search(todo)
+    if not match:
+        return None
+    if "exit_code" in done or "exit_code" in error:
+        style = SURF
+    elif "output" in error:
+        style = LRT05
+    else:
+        style = LRT1
+    views = sorted((ddoc.get("views") or {}).keys())
+    count_view = next((v for v in ("overview_total", "overview_view") if v in views), None)
+    return {
+        "name": ddoc["_id"][len("_design/") :],
+        "type": match.group(2),
+        "style": style,
+        "views": views,
+        "count_view": count_view,
+    }
+
+
+def token_types(described):
+    """{token type: style} from the described design documents. A type keeps the first style seen."""
+    types = {}
+    for d in described:
+        types.setdefault(d["type"], d["style"])
+    return types
+
+
+# The dashboard's own views. STYLES and GROUP are filled in per pool; everything else is fixed, so
+# the text (and hence the index) changes only when a pool gains a token type or its grouping field changes.
+_OWN_PRELUDE = r"""
+  var STYLES = %(styles)s;
+  var GROUP = %(group)s;
+  if (doc._id.indexOf("_design/") === 0 || typeof doc.type !== "string") return;
+  var style = STYLES.hasOwnProperty(doc.type) ? STYLES[doc.type] : null;
+  if (style === null) return;
+  var lock = doc.lock, done = doc.done, bucket;
+  if (style !== "surf" && (doc.status == "error" || (style == "lrt05" && doc.output != 0))) bucket = "error";
+  else if (style !== "surf" && doc.status == "done") bucket = "done";
+  else if (lock == 0 && done == 0) bucket = "todo";
+  else if (lock > 0 && done == 0) bucket = lock < %(time_min)d ? "locked_unknown" : "locked";
+  else if (style == "surf" && lock > 0 && done > 0) bucket = parseInt(doc.exit_code) == 0 ? "done" : "error";
+  else if (lock == -1 && done == -1) bucket = "legacy_error";
+  else if (lock == 0 && done > 0) bucket = "done_unlocked";
+  else bucket = "other";
+  var group = null;
+  if (GROUP !== null && doc[GROUP] !== undefined && doc[GROUP] !== null) group = String(doc[GROUP]);
+"""
+
+_OWN_VIEWS = {
+    # Every token, keyed by its bucket and observation: counts (group_level=3) and lists (paged by key).
+    "states": "emit([bucket, doc.type, group], null);",
+    # Finished tokens by the 5-minute slot of their done time: throughput and ETA.
+    "finished": """if ((bucket == "done" || bucket == "error") && done >= %(time_min)d)
+    emit([Math.floor(done / 300) * 300, bucket, doc.type, group], null);""",
+    # Locked tokens by lock time: stale locks are a key range.
+    "locks": """if (bucket == "locked" || bucket == "locked_unknown") emit([lock, doc.type, group], null);""",
+    # Failed tokens by exit code and normalised first error line: failure groups.
+    "failures": """if (bucket == "error" || bucket == "legacy_error") {
+    var code = (style !== "surf") ? doc.output : doc.exit_code;
+    if (code === undefined || code === null || code === "") code = "(none)";
+    var msg = "";
+    if (Array.isArray(doc.error) && doc.error.length) {
+      var last = doc.error[doc.error.length - 1] || {};
+      msg = last.message || last.exception || "";
+    } else if (typeof doc.error === "string") {
+      msg = doc.error;
+    } else if (doc.launcher_status) {
+      msg = "launcher: " + doc.launcher_status;
+    }
+    emit([String(code), normalise(msg), doc.type, group], null);
+  }""",
+}
+
+# Folds what differs between two occurrences of one failure: times, URLs, paths, host names, hex ids
+# and numbers. Kept in JavaScript because the grouping happens inside the view.
+_NORMALISE = r"""
+  function normalise(text) {
+    var s = String(text).split("\n")[0];
+    s = s.replace(/\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?/g, "<time>");
+    s = s.replace(/\d{1,2}\/\d{1,2}\/\d{2,4}[_ T]\d{1,2}:\d{2}(:\d{2})?/g, "<time>");
+    s = s.replace(/\b\d{1,2}:\d{2}:\d{2}\b/g, "<time>");
+    s = s.replace(/[a-zA-Z][a-zA-Z0-9+.-]*:\/\/[^\s'"]+/g, "<url>");
+    s = s.replace(/(\/[^\s\/'":]+)+\/?/g, "<path>");
+    s = s.replace(/\b([a-zA-Z0-9-]+\.)+[a-zA-Z]{2,}\b/g, "<host>");
+    s = s.replace(/\b0x[0-9a-fA-F]+\b/g, "<hex>");
+    s = s.replace(/\b(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{8,}\b/g, "<hex>");
+    s = s.replace(/-?\d+(\.\d+)?/g, "<n>");
+    s = s.replace(/\s+/g, " ").trim();
+    return s.length > 160 ? s.slice(0, 160) + "…" : s;
+  }
+"""
+
+
+def own_design_doc(styles, group_field):
+    """The dashboard's own design document for a pool with these token types and grouping field."""
+    fill = {
+        "styles": json.dumps(styles, sort_keys=True),
+        "group": json.dumps(group_field or None),
+        "time_min": TIME_MIN,
+    }
+    views = {}
+    for name, body in _OWN_VIEWS.items():
+        helper = _NORMALISE if name == "failures" else ""
+        code = "function (doc) {" + helper + (_OWN_PRELUDE % fill) + "  " + (body % fill) + "\n}"
+        views[name] = {"map": code, "reduce": "_count"}
+    return {
+        "_id": f"_design/{OWN_DDOC}",
+        "language": "javascript",
+        "dashboard_version": OWN_VERSION,
+        "styles": styles,
+        "group_field": group_field or None,
+        "views": views,
+    }
+
+
+def own_doc_is_current(existing, wanted):
+    return existing is not None and all(
+        existing.get(k) == wanted[k] for k in ("dashboard_version", "styles", "group_field", "views")
+    )
