@@ -1,0 +1,74 @@
+"""Real servers for the tests: the embedded CouchDB-compatible server and the demo pools in it,
+seeded by real picas workers. Started once per test session and stopped after it."""
+
+import pytest
+from django.contrib.auth.models import Group, User
+
+from dashboard.embedded import EmbeddedCouch
+from dashboard.roles import OPERATORS, VIEWERS
+from tokens.couch import Couch
+
+SURF, LOFAR = "demo-surf", "demo-lofar"
+
+
+@pytest.fixture(scope="session")
+def couch_server(tmp_path_factory):
+    server = EmbeddedCouch(tmp_path_factory.mktemp("couchdb"), memory=True).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_pools(couch_server):
+    """Both demo pools, seeded once: {database: seed summary}."""
+    from tokens import demo
+
+    credentials = (couch_server.url, couch_server.username, couch_server.password)
+    return {SURF: demo.seed_surf(*credentials, database=SURF), LOFAR: demo.seed_lofar(*credentials, database=LOFAR)}
+
+
+@pytest.fixture
+def couch(couch_server):
+    """A client for test set-up and for computing the truth independently of the dashboard."""
+    return lambda database: Couch(couch_server.url, database, couch_server.username, couch_server.password)
+
+
+@pytest.fixture(autouse=True)
+def pool_settings(settings, couch_server):
+    settings.COUCHDB_URL = couch_server.url
+    settings.COUCHDB_USER = couch_server.username
+    settings.COUCHDB_PASSWORD = couch_server.password
+    settings.COUCHDB_DATABASES = [SURF, LOFAR]
+    settings.COUCHDB_CREATE_VIEWS = True
+    settings.COUCHDB_GROUP_FIELD = "OBSID"
+    # Pages in tests read counts fresh unless a test says otherwise.
+    settings.COUNTS_MAX_AGE = 3600
+    return settings
+
+
+def make_user(username, group):
+    user = User.objects.create_user(username, password="pw-" + username)
+    user.groups.add(Group.objects.get_or_create(name=group)[0])
+    return user
+
+
+@pytest.fixture
+def operator(db):
+    return make_user("olga", OPERATORS)
+
+
+@pytest.fixture
+def viewer(db):
+    return make_user("victor", VIEWERS)
+
+
+@pytest.fixture
+def viewer_client(client, viewer):
+    client.force_login(viewer)
+    return client
+
+
+@pytest.fixture
+def operator_client(client, operator):
+    client.force_login(operator)
+    return client

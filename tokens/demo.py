@@ -1,0 +1,855 @@
+"""Demo token pools, so that the dashboard has something real to show without a grid.
+
+Two pools are seeded in a CouchDB-compatible server:
+
+- `seed_surf`: a SURF PiCaS pool. Its design documents are SURF's `create_views.py` views (`Monitor`, plus the
+  `SingleCore` / `MultiCore` slices of the autopilot example). Its tokens are processed by *real* picas 1.1.2
+  workers (`picas.clients.CouchDB` and a `picas.actors.RunActor` subclass) running in separate processes, so the
+  documents carry exactly what picas writes: lock and done times, host names, job ids, error entries, scrubs
+  and retries, attachments. One worker is SIGKILLed mid-task and another only claims tokens, which leaves locks
+  that no worker will ever release; those are then aged to look like a node that died yesterday. Last, the
+  token shapes that no worker view shows (legacy errors, old scrubs, GRID_LRT-style `lock = 1`) are written
+  directly, with a few tokens full of HTML to test escaping and two picas `log` documents to be ignored.
+- `seed_lofar`: a GRID_LRT pool of LOFAR `pref_cal1` tokens, one design document per observation (GRID_LRT 0.5
+  views, one observation with the 1.x views), built the way GRID_LRT's TokenSet builds them from a list of SURLs.
+  The LOFAR launcher is not picas, so its progress is simulated with plain `_bulk_docs` writes.
+
+Both are "first start only": a database that already holds documents is left alone and `{}` is returned.
+Otherwise they return how many tokens ended in each dashboard bucket (`tokens.states.BUCKETS`).
+
+picas is imported only in the worker processes: importing it calls `logging.basicConfig(level=INFO)`, which
+would make the calling process (a Django management command) log everything at INFO.
+"""
+
+import base64
+import copy
+import json
+import os
+import random
+import re
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import quote
+
+import requests
+import yaml
+
+from tokens.states import BUCKETS, TIME_MIN
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+HTTP_TIMEOUT = 60  # seconds; pouchdb-server builds a view index on first query, which takes a while
+WORKER_DEADLINE = 40  # seconds for all picas workers together; the seed must stay well under a minute
+
+
+class DemoError(Exception):
+    """Seeding failed. The message names the server by its URL only, never with credentials."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# HTTP
+
+
+class _Database:
+    """The few CouchDB calls the seed makes itself, with plain `requests` and basic auth."""
+
+    def __init__(self, url, database, username, password):
+        self.server = url.rstrip("/")
+        self.name = database
+        self.base = f"{self.server}/{quote(database, safe='')}"
+        self.session = requests.Session()
+        self.session.auth = (username, password)
+
+    def request(self, method, path="", ok=(200, 201), **kwargs):
+        url = self.base + (f"/{path}" if path else "")
+        try:
+            response = self.session.request(method, url, timeout=HTTP_TIMEOUT, **kwargs)
+        except requests.RequestException as e:
+            raise DemoError(f"CouchDB at {self.server} is unreachable ({type(e).__name__})") from None
+        if response.status_code not in ok:
+            where = f"{self.name}/{path}" if path else self.name
+            raise DemoError(f"CouchDB at {self.server}: {method} {where} answered {response.status_code} "
+                            f"{response.text.strip()[:200]}")
+        return response
+
+    def prepare(self):
+        """Create the database. False if it already holds documents (then it must not be touched)."""
+        info = self.request("GET", ok=(200, 404))
+        if info.status_code == 200:
+            return info.json().get("doc_count", 0) == 0
+        # 412: created meanwhile by someone else; then it is theirs to fill only if it is still empty.
+        created = self.request("PUT", ok=(201, 202, 412))
+        return created.status_code != 412 or self.request("GET").json().get("doc_count", 0) == 0
+
+    def doc_path(self, doc_id):
+        return quote(doc_id, safe="")
+
+    def get(self, doc_id):
+        return self.request("GET", self.doc_path(doc_id)).json()
+
+    def put(self, doc):
+        return self.request("PUT", self.doc_path(doc["_id"]), json=doc).json()
+
+    def bulk(self, docs):
+        results = self.request("POST", "_bulk_docs", json={"docs": docs}).json()
+        failed = [r for r in results if "error" in r]
+        if failed:
+            raise DemoError(f"CouchDB at {self.server}: {len(failed)} documents not written, e.g. {failed[0]}")
+        return results
+
+    def all_docs(self, page=500):
+        """Every document, paged by key (attachments come as stubs)."""
+        start = None
+        while True:
+            params = {"include_docs": "true", "limit": page + 1}
+            if start is not None:
+                params["startkey"] = json.dumps(start)
+            rows = self.request("GET", "_all_docs", params=params).json()["rows"]
+            yield from (row["doc"] for row in rows[:page])
+            if len(rows) <= page:
+                return
+            start = rows[page]["id"]
+
+
+def _inline(text):
+    """An inline attachment as CouchDB takes it in a document body."""
+    return {"content_type": "text/plain", "data": base64.b64encode(text.encode()).decode()}
+
+
+def _iso(t):
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Classification, for the summary. The same rules (and JavaScript comparisons) as the dashboard's own view
+# in tokens/states.py, which follow the workers' views; see shared/reference/picas-tokens.md section 3.
+
+_UNDEFINED = object()
+
+
+def _js_number(value):
+    """JavaScript's ToNumber, for the values tokens hold. NaN for what JavaScript makes NaN."""
+    if value is _UNDEFINED:
+        return float("nan")
+    if value is None or value is False:
+        return 0.0
+    if value is True:
+        return 1.0
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return 0.0
+        try:
+            return float(text)
+        except ValueError:
+            return float("nan")
+    return float("nan")
+
+
+def _js_eq(value, number):
+    """`value == number` in JavaScript (null and undefined equal nothing but each other)."""
+    if value is None or value is _UNDEFINED:
+        return False
+    return _js_number(value) == number
+
+
+def _js_parse_int(value):
+    """parseInt(value): leading integer of the string form, NaN if none."""
+    if value is _UNDEFINED or value is None:
+        return float("nan")
+    match = re.match(r"\s*([+-]?\d+)", value if isinstance(value, str) else json.dumps(value))
+    return float(match.group(1)) if match else float("nan")
+
+
+def _bucket(doc, style):
+    """The dashboard bucket of a token of this style ("surf", "lrt05" or "lrt1")."""
+    lock, done = _js_number(doc.get("lock", _UNDEFINED)), _js_number(doc.get("done", _UNDEFINED))
+    status = doc.get("status")
+    if style != "surf" and (status == "error" or (style == "lrt05" and not _js_eq(doc.get("output", _UNDEFINED), 0))):
+        return "error"
+    if style != "surf" and status == "done":
+        return "done"
+    if lock == 0 and done == 0:
+        return "todo"
+    if lock > 0 and done == 0:
+        return "locked_unknown" if lock < TIME_MIN else "locked"
+    if style == "surf" and lock > 0 and done > 0:
+        return "done" if _js_parse_int(doc.get("exit_code", _UNDEFINED)) == 0 else "error"
+    if lock == -1 and done == -1:
+        return "legacy_error"
+    if lock == 0 and done > 0:
+        return "done_unlocked"
+    return "other"
+
+
+def _summary(db, styles):
+    """{bucket: count} over the tokens of the pool; `styles` maps token type to "surf", "lrt05" or "lrt1"."""
+    counts = dict.fromkeys(BUCKETS, 0)
+    for doc in db.all_docs():
+        style = styles.get(doc.get("type")) if not doc["_id"].startswith("_design/") else None
+        if style:
+            bucket = _bucket(doc, style)
+            counts[bucket] = counts.get(bucket, 0) + 1
+    return counts
+
+
+# --------------------------------------------------------------------------------------------------------------
+# SURF pool
+
+# SURF create_views.py, stored the way its couchdb-python ViewDefinition stores it (first newline stripped).
+SURF_VIEW_CODE = """
+function(doc) {{
+   if(doc.type == "token") {{
+    if({condition}) {{
+      emit(doc._id, doc._id);
+    }}
+  }}
+}}
+"""
+SURF_OVERVIEW_CODE = """
+function(doc) {{
+   if(doc.type == "token") {{
+       if ({todo}){{
+          emit('todo', 1);
+       }}
+       if({locked}) {{
+          emit('locked', 1);
+       }}
+       if({done}) {{
+          emit('done', 1);
+       }}
+       if({error}) {{
+          emit('error', 1);
+       }}
+   }}
+}}
+"""
+SURF_OVERVIEW_REDUCE = """
+function (key, values, rereduce) {
+   return sum(values);
+}
+"""
+SURF_CONDITIONS = {
+    "todo": "doc.lock == 0 && doc.done == 0",
+    "locked": "doc.lock > 0 && doc.done == 0",
+    "done": "doc.lock > 0 && doc.done > 0 && parseInt(doc.exit_code) == 0",
+    "error": "doc.lock > 0 && doc.done > 0 && parseInt(doc.exit_code) != 0",
+}
+SURF_DESIGN_DOCS = {"Monitor": "", "SingleCore": " && doc.cores == 1", "MultiCore": " && doc.cores > 1"}
+
+OBSIDS = ("L229585", "L230001", "L231777")
+
+# One worker process per entry: the design document it iterates on, how many tasks it does before its job
+# ends (a fraction of the pool), picas's max_scrub, and what makes it look like a job on some grid node.
+SURF_WORKERS = (
+    {"design": "Monitor", "share": 0.22, "max_scrub": 1, "hostname": "tcn1187.local.snellius.surf.nl",
+     "env": {"SLURM_ARRAY_JOB_ID": "9120345", "SLURM_ARRAY_TASK_ID": "1"}},
+    {"design": "Monitor", "share": 0.22, "max_scrub": 1, "hostname": "tcn1203.local.snellius.surf.nl",
+     "env": {"SLURM_ARRAY_JOB_ID": "9120345", "SLURM_ARRAY_TASK_ID": "2"}},
+    {"design": "Monitor", "share": 0.20, "max_scrub": 0, "hostname": "wn-lot-031.gina.surfsara.nl",
+     "env": {"DIRACJOBID": "48213345"}},
+    # The multi-core pilot of SURF's autopilot example; its wrapper reports exit codes as strings.
+    {"design": "MultiCore", "share": 0.12, "max_scrub": 0, "hostname": "wn-hb-207.gina.surfsara.nl",
+     "env": {"SLURM_JOB_ID": "9120417"}, "string_exit_codes": True},
+)
+# A pilot that processes a few tokens and then dies (SIGKILL) in the middle of one: a lock nobody releases.
+SURF_DOOMED = {"design": "Monitor", "hang_after": 6, "hostname": "tcn0418.local.snellius.surf.nl",
+               "env": {"SLURM_JOB_ID": "9119876"}}
+# Pilots killed right after claiming: 4 of these locks are aged to yesterday, 3 to a few minutes ago.
+SURF_CLAIMER = {"claims": 7, "hostname": "wn-sc-044.gina.surfsara.nl", "env": {"PBS_JOBID": "4471023.batch1.gina"}}
+STALE_AGE = 30 * 3600
+
+
+def _create_views(db, design_doc_name, logic_appendix=""):
+    """What SURF's create_views(db, design_doc_name, logic_appendix) writes, in one design-document update."""
+    from couchdb.design import ViewDefinition  # couchdb-python, the library SURF's script uses
+
+    conditions = {name: cond + logic_appendix for name, cond in SURF_CONDITIONS.items()}
+    views = [ViewDefinition(design_doc_name, name, SURF_VIEW_CODE.format(condition=cond))
+             for name, cond in conditions.items()]
+    views.append(ViewDefinition(design_doc_name, "overview_total", SURF_OVERVIEW_CODE.format(**conditions),
+                                SURF_OVERVIEW_REDUCE))
+    for ok, doc_id, reason in ViewDefinition.sync_many(db, views):
+        if not ok:
+            raise DemoError(f"could not write {doc_id}: {reason}")
+
+
+def _surf_design_docs(url, username, password, database):
+    import couchdb
+
+    server = couchdb.Server(url)
+    server.resource.credentials = (username, password)
+    db = server[database]
+    for name, appendix in SURF_DESIGN_DOCS.items():
+        _create_views(db, name, appendix)
+
+
+def _new_token(number, **fields):
+    """A token with every field picas reads (a missing scrub_count crashes a picas worker)."""
+    token = {"_id": f"token_{number}", "type": "token", "lock": 0, "done": 0, "hostname": "", "scrub_count": 0,
+             "input": "", "exit_code": "", "output": {}, "uploads": {}, "error": []}
+    token.update(fields)
+    return token
+
+
+def _surf_tokens(n_tokens, rng):
+    tokens = []
+    for number in range(1, n_tokens + 1):
+        obsid = OBSIDS[number % len(OBSIDS)]
+        cores = 4 if rng.random() < 0.3 else 1
+        subband = rng.randrange(0, 244)
+        command = f"bash run_dppp.sh --obsid {obsid} --subband {subband:03d} --cores {cores} --avg 4"
+        tokens.append(_new_token(number, input=command, cores=cores, OBSID=obsid))
+    return tokens
+
+
+def seed_surf(url, username, password, database="demo-surf", n_tokens=300, now=None):
+    """Seed a SURF PiCaS pool processed by real picas workers. Returns {bucket: count}, or {} if it existed.
+
+    Lock and done times written by the workers are the real clock's; `now` (default: the clock) is the time
+    the seed's own writes are relative to (aged locks, out-of-view tokens).
+    """
+    now = time.time() if now is None else float(now)
+    rng = random.Random(229585)
+    db = _Database(url, database, username, password)
+    if not db.prepare():
+        return {}
+    _surf_design_docs(url, username, password, database)
+    db.bulk(_surf_tokens(n_tokens, rng))
+
+    credentials = {"url": db.server, "database": database, "username": username, "password": password}
+    doomed = _run_surf_workers(credentials, n_tokens)
+    claimed = _run_worker(credentials, {"role": "claim", **SURF_CLAIMER}).claimed()
+    stale, fresh = doomed + claimed[:4], claimed[4:]
+    for doc_id in stale:
+        _set_lock(db, doc_id, int(now - STALE_AGE - rng.uniform(0, 2 * 3600)))
+    for doc_id in fresh:
+        _set_lock(db, doc_id, int(now - rng.uniform(2 * 60, 40 * 60)))
+
+    db.bulk(_surf_extras(n_tokens, now, rng))
+    return _summary(db, {"token": "surf"})
+
+
+def _set_lock(db, doc_id, lock):
+    """Back-date the lock of a token a dead pilot holds (no live worker writes it any more)."""
+    doc = db.get(doc_id)
+    if doc["done"] == 0 and doc["lock"] > 0:
+        doc["lock"] = lock
+        db.put(doc)
+
+
+def _run_surf_workers(credentials, n_tokens):
+    """Run the picas workers side by side; returns the ids of the tokens held by pilots that were SIGKILLed."""
+    deadline = time.monotonic() + WORKER_DEADLINE
+    workers = []
+    try:
+        for number, spec in enumerate(SURF_WORKERS):
+            spec = {**spec, "role": "run", "seed": number, "max_tasks": max(1, int(spec["share"] * n_tokens))}
+            workers.append(_start_worker(credentials, spec))
+        doomed = _start_worker(credentials, {**SURF_DOOMED, "role": "run", "seed": 99})
+        workers.append(doomed)
+        held = []
+        line = doomed.read_line(deadline)
+        if line.startswith("HANG "):
+            held.append(line.split(" ", 1)[1])
+            doomed.process.kill()  # SIGKILL: no signal handler runs, the token stays locked
+        doomed.finish(deadline, killed=bool(held))
+        for worker in workers[:-1]:
+            worker.finish(deadline)
+        return held
+    finally:
+        for worker in workers:  # only after an error: leave no worker behind
+            if worker.process.poll() is None:
+                worker.process.kill()
+                worker.process.wait()
+
+
+# Things only the seed writes: what old picas versions and other tools left behind, and hostile strings.
+def _surf_extras(n_tokens, now, rng):
+    number = n_tokens
+    docs = []
+
+    def token(**fields):
+        nonlocal number
+        number += 1
+        obsid = OBSIDS[number % len(OBSIDS)]
+        fields.setdefault("input", f"bash run_dppp.sh --obsid {obsid} --subband {number % 244:03d} --cores 1")
+        fields.setdefault("OBSID", obsid)
+        docs.append(_new_token(number, cores=1, **fields))
+        return docs[-1]
+
+    # Legacy errors (lock = done = -1): old picas and SURF's picas.tar marked failures this way.
+    for i, message in enumerate((
+        "Exception <class 'OSError'> occurred during processing: [Errno 28] No space left on device: "
+        "'/tmp/slurm.8812345/L229585_SB071.MS'",
+        "Exception <class 'OSError'> occurred during processing: [Errno 28] No space left on device: "
+        "'/tmp/slurm.8812391/L230001_SB112.MS'",
+        "Exception <class 'KeyError'> occurred during processing: 'inputs'",
+    )):
+        when = int(now - 20 * 86400 - i * 3600)
+        token(lock=-1, done=-1, hostname=f"wn-lot-0{12 + i}.gina.surfsara.nl", exit_code=1 if i < 2 else "",
+              error=[{"time": when, "message": message}])
+    # lock == 0 and done > 0: scrubbed by an old BasicTokenModifier.scrub(), which did not reset done.
+    for i in range(3):
+        done = int(now - 3 * 86400 - i * 1800)
+        token(lock=0, done=done, scrub_count=1, hostname=f"wn-hb-1{10 + i}.gina.surfsara.nl", exit_code=i % 2,
+              error=[] if i % 2 == 0 else [{"time": done, "message": f"srm copy failed (exit {i + 1})"}])
+    # lock == 1 with a status: GRID_LRT's set_view_to_status was run on this pool; the lock age is unknown.
+    for status in ("running", "processing"):
+        token(lock=1, status=status, hostname="wn-lot-007.gina.surfsara.nl")
+    # Hostile strings, for escaping tests.
+    token(lock=int(now - 4000), done=int(now - 3500), exit_code=0, hostname="<script>alert(1)</script>",
+          input="echo '<img src=x onerror=alert(2)>' && bash run.sh",
+          _attachments={f"logs_token_{number + 1}.out": _inline("<script>alert('log')</script>\n")})
+    token(lock=int(now - 5000), done=int(now - 4200), exit_code=1, hostname="wn-<b>bold</b>.gina.surfsara.nl",
+          error=[{"time": int(now - 4200), "message": "<b>bold</b> failure & <i>more</i> in /tmp/<x>/'\"quoted\""}],
+          _attachments={"<img src=x onerror=alert(4)>.log": _inline("payload in the attachment name\n")})
+    token(OBSID='"><svg onload=alert(3)>', input="<iframe src=javascript:alert(5)></iframe>")
+    # Not tokens: picas's CouchDBLogger writes these into the pool database.
+    for i in range(2):
+        created = now - 7200 + i * 60
+        docs.append({"_id": f"wn-lot-031.gina.surfsara.nl:{int(created)}", "type": "log", "lvl": 20,
+                     "msg": "Iterator is waiting for work...", "created": created, "func": "__next__",
+                     "host": "wn-lot-031.gina.surfsara.nl", "trance_nr": 48213 + i})
+    return docs
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The picas worker processes
+
+
+class _Worker:
+    """One picas worker process, started with `python -m tokens.demo --worker` and its settings on stdin."""
+
+    def __init__(self, process, stderr):
+        self.process = process
+        self.stderr = stderr
+        self.lines = []
+
+    def read_line(self, deadline):
+        """The next protocol line the worker prints, or "" at its end or the deadline."""
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.process.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            line = self.process.stdout.readline()
+            if not line:
+                return ""
+            if line.startswith("DEMO "):
+                self.lines.append(line[5:].strip())
+                return self.lines[-1]
+        return ""
+
+    def finish(self, deadline, killed=False):
+        """Wait for the worker; past the deadline SIGTERM it (picas then puts its token back to todo)."""
+        try:
+            out, _ = self.process.communicate(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.process.terminate()
+            try:
+                out, _ = self.process.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                out, _ = self.process.communicate()
+        self.lines += [line[5:].strip() for line in out.splitlines() if line.startswith("DEMO ")]
+        code = self.process.returncode
+        if code not in (0, -signal.SIGTERM) and not (killed and code == -signal.SIGKILL):
+            self.stderr.seek(0)
+            tail = self.stderr.read().decode(errors="replace")[-1500:]
+            raise DemoError(f"a picas worker failed (exit {code}):\n{tail}")
+        self.stderr.close()
+        return self
+
+    def claimed(self):
+        return [line.split(" ", 1)[1] for line in self.lines if line.startswith("CLAIMED ")]
+
+
+def _start_worker(credentials, spec):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SLURM_", "PBS_", "GLITE_", "CREAM_", "DIRAC")) and k != "PYTHONPATH"}
+    env.update(spec.get("env", {}), PYTHONPATH=str(BASE_DIR), PYTHONUNBUFFERED="1")
+    stderr = tempfile.TemporaryFile()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tokens.demo", "--worker"], cwd=BASE_DIR, env=env, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+    )
+    # Settings (credentials included) go through stdin, never the command line.
+    process.stdin.write(json.dumps({**credentials, **spec}))
+    process.stdin.close()
+    process.stdin = None  # so that communicate() does not flush it
+    return _Worker(process, stderr)
+
+
+def _run_worker(credentials, spec):
+    return _start_worker(credentials, spec).finish(time.monotonic() + WORKER_DEADLINE)
+
+
+# What a token's command does when a worker runs it: decided by its input, so a rerun behaves the same.
+# (share of tokens in per mille, outcome)
+OUTCOMES = ((700, "ok"), (750, "srm"), (785, "missing"), (820, "oom"), (920, "flaky"), (965, "exception"),
+            (978, "no_exit_code"), (1000, "ok"))
+
+
+def _outcome(command):
+    value = zlib.crc32(command.encode()) % 1000
+    return next(outcome for limit, outcome in OUTCOMES if value < limit)
+
+
+def _worker_main():
+    """Entry point of a worker process: settings as JSON on stdin, protocol lines "DEMO ..." on stdout."""
+    import logging
+    import socket
+
+    spec = json.load(sys.stdin)
+    # Each worker plays a different grid node: picas writes socket.gethostname() into the tokens it locks.
+    socket.gethostname = lambda: spec["hostname"]
+
+    from couchdb.http import ResourceConflict
+    from picas.actors import RunActor
+    from picas.clients import CouchDB
+    from picas.iterators import TaskViewIterator
+
+    logging.disable(logging.WARNING)  # picas logs every token at INFO; the caller wants a short summary
+    client = CouchDB(url=spec["url"], db=spec["database"], username=spec["username"], password=spec["password"])
+
+    if spec["role"] == "claim":
+        # Pilots that claimed a token and died before doing anything with it.
+        iterator = TaskViewIterator(client, "todo")
+        for _ in range(spec["claims"]):
+            try:
+                task = next(iterator)
+            except StopIteration:
+                break
+            print(f"DEMO CLAIMED {task.id}", flush=True)
+        return
+
+    class DemoActor(RunActor):
+        """Runs a token's command (simulated): logs attached, exit code and errors recorded as users do."""
+
+        rng = random.Random(spec.get("seed", 0))
+
+        def process_task(self, task):
+            if spec.get("hang_after") is not None and self.tasks_processed >= spec["hang_after"]:
+                print(f"DEMO HANG {task.id}", flush=True)
+                time.sleep(WORKER_DEADLINE + 60)  # until the SIGKILL; the time limit only guards against orphans
+                os._exit(3)
+            _run_command(task, self.rng, spec)
+
+    actor = DemoActor(client, view="todo", design_doc=spec["design"])
+    try:
+        actor.run(max_tasks=spec.get("max_tasks"), max_scrub=spec.get("max_scrub", 0))
+    except (ResourceConflict, OSError):
+        # picas's scrub save is not conflict-safe, and claiming gives up after 10 conflicts: either ends
+        # a pilot on a grid too, so it ends this worker quietly.
+        pass
+    print(f"DEMO END {actor.tasks_processed}", flush=True)
+
+
+def _run_command(task, rng, spec):
+    """Pretend to run the token's command; fill in what a user's process_task fills in."""
+    doc_id, command = task.id, task["input"]
+    obsid, subband = re.search(r"--obsid (\S+)", command).group(1), int(re.search(r"--subband (\d+)", command)[1])
+    host, job = spec["hostname"], next(iter(spec.get("env", {}).values()), "0")
+    started = time.time()
+    outcome = _outcome(command)
+    if outcome == "flaky":  # fails the first time only: a retry after a scrub succeeds
+        outcome = "srm_timeout" if task["scrub_count"] == 0 else "ok"
+    surl = (f"srm://srm.grid.sara.nl:8443/pnfs/grid.sara.nl/data/lofar/ops/projects/lc2_035/{obsid[1:]}/"
+            f"{obsid}_SB{subband:03d}_uv.dppp.MS_{zlib.crc32(obsid.encode()):08x}.tar")
+    scratch = f"/scratch/slurm.{job}/{doc_id}"
+    out = [f"{_iso(started)} starting {command}", f"host {host}, scratch {scratch}", f"fetching {surl}"]
+    err = []
+    exit_code, message = 0, None
+    if outcome == "srm":
+        exit_code = 1
+        message = f"srm copy failed for {surl} at {_iso(started)} (attempt {rng.randint(1, 5)})"
+    elif outcome == "srm_timeout":
+        exit_code = 1
+        message = (f"gfal-copy: Transfer timed out after {rng.randint(600, 3600)} s: "
+                   f"gsiftp://gridftp.grid.sara.nl:2811/pnfs/grid.sara.nl/data/lofar/ops/{obsid}_SB{subband:03d}.tar")
+    elif outcome == "missing":
+        exit_code = 2
+        message = (f"run_dppp.sh: line {rng.randint(20, 140)}: {scratch}/{obsid}_SB{subband:03d}.parset: "
+                   "No such file or directory")
+    elif outcome == "oom":
+        exit_code = 137
+        message = (f"Killed: process {rng.randint(2000, 65000)} (DPPP) on {host} used "
+                   f"{rng.randint(8000, 64000)} MB at {_iso(started)}, out of memory")
+    elif outcome == "exception":
+        err.append(f"Traceback (most recent call last): checksum of {obsid}_SB{subband:03d}.tar")
+        task.put_attachment(f"logs_{doc_id}.err", "\n".join(err) + "\n")
+        # RunActor catches this and calls task.error(): lock = done = 99, exit_code untouched.
+        raise RuntimeError(f"checksum mismatch for {scratch}/{obsid}_SB{subband:03d}.tar: "
+                           f"adler32 {rng.getrandbits(32):08x} != {rng.getrandbits(32):08x}")
+    if message:
+        err.append(message)
+        task["error"].append({"time": int(time.time()), "message": message})
+    out.append(f"exit status {exit_code}")
+    if outcome == "no_exit_code":  # the wrapper died before reporting: done, but exit_code stays ""
+        out.append("wrapper: lost the exit status of DPPP")
+    else:
+        task["exit_code"] = str(exit_code) if spec.get("string_exit_codes") else exit_code
+    if exit_code == 0 and outcome != "no_exit_code":
+        result = f"gsiftp://gridftp.grid.sara.nl:2811/pnfs/grid.sara.nl/data/lofar/user/results/{obsid}_SB{subband:03d}.MS"
+        task.output = {"ms": f"{obsid}_SB{subband:03d}.MS", "size_mb": rng.randint(300, 2400)}
+        task.uploads = {"ms": result}
+    task.put_attachment(f"logs_{doc_id}.out", "\n".join(out) + "\n")
+    task.put_attachment(f"logs_{doc_id}.err", "\n".join(err) + "\n")
+    if zlib.crc32(doc_id.encode()) % 16 == 0:
+        # Old pilots named their logs after the date: '/', ':' and spaces in attachment names.
+        stamp = datetime.fromtimestamp(started, UTC)
+        task.put_attachment(f"{stamp:%d/%m/%Y_%H:%M:%S}_logs_{doc_id}.out", "\n".join(out) + "\n")
+        task.put_attachment(f"pilot {stamp:%d/%m/%Y %H:%M:%S} {doc_id}.err", "\n".join(err) + "\n")
+    task.done()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# LOFAR (GRID_LRT) pool
+
+# The step configuration, as in shared/fixtures/pref_cal1.yaml (the repository must seed without shared/).
+PREF_CAL1_YAML = """\
+Token:
+    OBSID: ""
+    STARTSB: 000
+    SBXloc: "SKSP/prefactor/pref_cal1.tar"
+    lock: 0
+    done: 0
+    hostname: ""
+    output: 0
+    LOFAR_PATH: "/cvmfs/softdrive.nl/lofar_sw/LOFAR/2.20.2-centos7"
+    PIPELINE_STEP: "pref_cal1"
+    progress: ""
+    scrub_count: 0
+    status: queued
+    RESULTS_DIR: "gsiftp://gridftp.grid.sara.nl:2811/pnfs/grid.sara.nl/data/lofar/user/sksp/pipelines/SKSP/pref_cal1"
+    times: {}
+    type: test
+Sandbox:
+    name: pref_cal1
+    loc: "/SKSP/prefactor/"
+    remove_when_done: True
+Shell_variables:
+    '_id': '$TOKEN'
+    OBSID: '$OBSID'
+    STARTSB: '$STARTSB'
+    PIPELINE_STEP: '$PIPELINE_STEP'
+    RESULTS_DIR: '$RESULTS_DIR'
+    '_attachments': {srm.txt: srm.txt}
+"""
+
+
+def _fixture_srm_list():
+    """shared/fixtures/L229585_srm.txt: subbands 100-150 without 117 and 131, and SB103 once more at the end."""
+    base = "srm://srm.grid.sara.nl:8443/pnfs/grid.sara.nl/data/lofar/ops/projects/lc2_035/229585/L229585_SB{:03d}"
+    subbands = [sb for sb in range(100, 151) if sb not in (117, 131)] + [103]
+    return [base.format(sb) + "_uv.dppp.MS_2b1cf5e8.tar" for sb in subbands]
+
+
+def _synthetic_srm_list(obsid, site, subbands):
+    return [site.format(obsid=obsid, num=obsid[1:], sb=sb) for sb in subbands]
+
+
+# observation: (SURLs, subbands per token, GRID_LRT API, share of tokens done / error / locked)
+def _observations():
+    juelich = ("srm://lofar-srm.fz-juelich.de:8443/pnfs/fz-juelich.de/data/lofar/ops/projects/lc3_012/{num}/"
+               "{obsid}_SB{sb:03d}_uv.dppp.MS_7c3e1a02.tar")
+    poznan = "srm://lta-head.lofar.psnc.pl:8443/lofar/ops/projects/lt10_004/{num}/{obsid}_SB{sb:03d}_uv.MS_a91f03bc.tar"
+    return {
+        "L229585": (_fixture_srm_list(), 1, "0.5", (0.55, 0.12, 0.10)),
+        "L230461": (_synthetic_srm_list("L230461", juelich, [sb for sb in range(80) if sb not in (17, 44, 45)]),
+                    2, "0.5", (0.30, 0.08, 0.20)),
+        "L232875": (_synthetic_srm_list("L232875", poznan, [sb for sb in range(62) if sb not in (13, 38)]),
+                    1, "1.0.7", (0.45, 0.15, 0.10)),
+    }
+
+
+def _subband_chunks(surls, size):
+    """GRID_LRT srmlist.sbn_dict + slice_dicts: de-duplicate, key by subband, chunks of `size` consecutive
+    subbands keyed by the chunk's first subband ("%03d"); missing subbands leave gaps, empty chunks go."""
+    by_subband = {}
+    for surl in dict.fromkeys(surls):
+        match = re.search(r"SB(\d+)_", surl)
+        if match:
+            by_subband[int(match.group(1))] = surl
+    first = min(by_subband)
+    chunks = {}
+    for sb in sorted(by_subband):
+        key = first + (sb - first) // size * size
+        chunks.setdefault(f"{key:03d}", []).append(by_subband[sb])
+    return chunks
+
+
+LRT_VIEW_CODE = """function(doc) {{
+   if(doc.type == "{token_type}") {{
+    if({condition}) {{
+      emit(doc._id, {value});
+    }}
+  }}
+}}
+"""
+LRT_COUNT_CODE = """function(doc) {{
+   if(doc.type == "{token_type}") {{
+       if(doc.lock == 0 && doc.done == 0) {{
+          emit('todo', 1);
+       }}
+       if(doc.lock > 0 && doc.status == 'downloading') {{
+          emit('downloading', 1);
+       }}
+       if({done}) {{
+          emit('done', 1);
+       }}
+       if({error}) {{
+          emit('error', 1);
+       }}
+       if(doc.lock > 0 && doc.status == 'launched') {{
+          emit('waiting', 1);
+       }}
+       if(doc.lock > 0 && doc.done == 0 && doc.status != 'downloading') {{
+          emit('running', 1);
+       }}
+   }}
+}}
+"""
+LRT_COUNT_REDUCE = """function (key, values, rereduce) {
+   return sum(values);
+}
+"""
+
+
+def _lrt_design_doc(token_type, api):
+    """GRID_LRT's design document for one token type: 0.5 views, or the 1.x set (with PICAS_API_VERSION)."""
+    legacy = api == "0.5"
+    error = 'doc.output != 0' if legacy else 'doc.status == "error"'
+    views = {
+        "todo": ("doc.lock == 0 && doc.done == 0", "doc._id"),
+        "locked": ("doc.lock > 0 && doc.done == 0", "doc._id" if legacy else "doc.status"),
+        "done": ('doc.status == "done"', "doc._id"),
+        "error": (error, "doc.output" if legacy else "doc._id"),
+    }
+    doc = {
+        "_id": f"_design/{token_type}",
+        "language": "javascript",
+        "views": {name: {"map": LRT_VIEW_CODE.format(token_type=token_type, condition=cond, value=value)}
+                  for name, (cond, value) in views.items()},
+    }
+    count_done = "doc.lock > 0 && doc.done > 0 && doc.output == 0" if legacy else 'doc.status == "done"'
+    doc["views"]["overview_total" if legacy else "overview_view"] = {
+        "map": LRT_COUNT_CODE.format(token_type=token_type, done=count_done, error=error),
+        "reduce": LRT_COUNT_REDUCE,
+    }
+    if not legacy:
+        doc["PICAS_API_VERSION"] = api  # read by the pilots to pick the launcher version: not a view
+    return doc
+
+
+def _lrt_tokens(obsid, surls, size, api, config):
+    """GRID_LRT TokenSet.create_dict_tokens(chunks, id_prefix="SB", id_append=OBSID, key_name="STARTSB",
+    file_upload="srm.txt") for one observation; type and OBSID set on every token (add_keys_to_list)."""
+    token_type = f"{config['PIPELINE_STEP']}_{obsid}"
+    tokens = []
+    for key, chunk in _subband_chunks(surls, size).items():
+        token = copy.deepcopy(config)
+        token.update(type=token_type, OBSID=obsid, STARTSB=f"{int(key):03d}")
+        step = f"_{token['PIPELINE_STEP']}" if token.get("PIPELINE_STEP") else ""
+        token["_id"] = f"t_{token_type}_{obsid}{step}_SB{int(key):03d}"
+        if api != "0.5":
+            token["PICAS_API_VERSION"] = api
+        token["_attachments"] = {
+            "srm.txt": _inline("\n".join(chunk) + "\n"),
+            "pref_cal1.parset": _inline(f"# prefactor pre-facet-calibrator, {obsid}\n"
+                                        f"! cal_input_pattern = {obsid}*.MS\n! avg_timeresolution = 4.\n"),
+        }
+        tokens.append(token)
+    return token_type, tokens
+
+
+# Where a failing LOFAR job stops, by its exit code (the codes GRID_LRT documents).
+LRT_ERRORS = {20: "downloading", 21: "downloading", 22: "downloading", 96: "extracting", 97: "running",
+              98: "running", 99: "running"}
+LRT_HOSTS = [f"wn-lot-0{n:02d}.gina.surfsara.nl" for n in range(10, 40, 3)] + ["wn-db-04.gina.surfsara.nl"]
+
+
+def _launch(token, fate, now, rng):
+    """What the GRID_LRT launcher would have written by now into a token with this fate."""
+    if fate == "todo":
+        return
+    token["hostname"] = rng.choice(LRT_HOSTS)
+    if fate == "locked":
+        lock = now - rng.uniform(3 * 60, 100 * 60)
+        status = rng.choice(["downloading", "running", "running"])
+        steps = ["launched", "downloading"] + (["running"] if status == "running" else [])
+        end = now
+    else:
+        end = now - rng.uniform(5 * 60, 6 * 3600)  # done times spread over the last six hours
+        lock = end - rng.uniform(20 * 60, 90 * 60)
+        if fate == "done":
+            steps = ["launched", "downloading", "extracting", "running", "uploading results", "done"]
+        else:
+            code = rng.choice(list(LRT_ERRORS))
+            stop = LRT_ERRORS[code]
+            all_steps = ["launched", "downloading", "extracting", "running"]
+            steps = all_steps[: all_steps.index(stop) + 1] + ["error"]
+            token["output"] = code
+        token["done"] = int(end)
+        status = steps[-1]
+    token["lock"] = int(lock)
+    # The step times are spread between lock and the end, in order; a finished token's last step is its end.
+    marks = sorted(rng.uniform(lock, end) for _ in steps[1:])
+    if fate != "locked":
+        marks[-1] = end
+    token["times"] = dict(zip(steps, [lock, *marks], strict=True))
+    token["status"] = status
+    if status == "running":
+        token["progress"] = rng.choice(["ndppp_prep_cal", "calib_cal", "h5imp_cal", "plot_cal"])
+
+
+def seed_lofar(url, username, password, database="demo-lofar", now=None):
+    """Seed a GRID_LRT (LOFAR) pool, launcher progress simulated. Returns {bucket: count}, or {} if it existed."""
+    now = time.time() if now is None else float(now)
+    rng = random.Random(230461)
+    db = _Database(url, database, username, password)
+    if not db.prepare():
+        return {}
+    config = yaml.safe_load(PREF_CAL1_YAML)["Token"]
+    docs, styles = [], {}
+    for obsid, (surls, size, api, (done, error, locked)) in _observations().items():
+        token_type, tokens = _lrt_tokens(obsid, surls, size, api, config)
+        docs.append(_lrt_design_doc(token_type, api))
+        styles[token_type] = "lrt05" if api == "0.5" else "lrt1"
+        for token in tokens:
+            draw = rng.random()
+            fate = ("done" if draw < done else "error" if draw < done + error
+                    else "locked" if draw < done + error + locked else "todo")
+            _launch(token, fate, now, rng)
+        if obsid == "L230461":
+            # Someone ran GRID_LRT's set_view_to_status("locked", "running"): lock = 1, age unknown.
+            for token in [t for t in tokens if t["status"] == "queued"][:2]:
+                token.update(lock=1, status="running", hostname=rng.choice(LRT_HOSTS))
+            # A pilot on a node that died yesterday.
+            stale = next(t for t in tokens if t["status"] == "queued")
+            stale.update(lock=int(now - STALE_AGE), status="downloading", hostname=rng.choice(LRT_HOSTS),
+                         times={"launched": now - STALE_AGE, "downloading": now - STALE_AGE + 40})
+        docs.extend(tokens)
+    db.bulk(docs)
+    return _summary(db, styles)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--worker"]:
+        _worker_main()
+    else:
+        # python -m tokens.demo: seed both pools on the server named by COUCHDB_URL / _USER / _PASSWORD.
+        for name, seed in (("demo-surf", seed_surf), ("demo-lofar", seed_lofar)):
+            began = time.monotonic()
+            result = seed(os.environ["COUCHDB_URL"], os.environ.get("COUCHDB_USER", ""),
+                          os.environ.get("COUCHDB_PASSWORD", ""), database=name)
+            counts = ", ".join(f"{k} {v}" for k, v in result.items()) or "already seeded"
+            print(f"pool {name}: {counts} ({time.monotonic() - began:.1f} s)")
