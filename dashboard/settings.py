@@ -105,7 +105,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "dashboard.roles.roles",
             ],
-            "builtins": ["dashboard.templatetags.picas"],
+            "builtins": ["dashboard.templatetags.picas", "template_partials.templatetags.partials"],
         },
     },
 ]

@@ -1,0 +1,80 @@
+"""Every page answers HTML to a logged-in user and JSON on request; anonymous users are sent to log in."""
+
+import pytest
+from django.urls import reverse
+
+from tests.conftest import LOFAR, SURF
+
+pytestmark = pytest.mark.django_db
+
+PAGES = [
+    ("pools", {}),
+    ("pool", {"slug": SURF}),
+    ("pool", {"slug": LOFAR}),
+    ("tokens", {"slug": SURF}),
+    ("failures", {"slug": SURF}),
+    ("stale", {"slug": SURF}),
+]
+
+
+@pytest.mark.parametrize("name, kwargs", PAGES)
+def test_anonymous_users_are_sent_to_log_in(client, demo_pools, name, kwargs):
+    response = client.get(reverse(name, kwargs=kwargs))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
+
+
+@pytest.mark.parametrize("name, kwargs", PAGES)
+def test_a_viewer_sees_each_page(viewer_client, demo_pools, name, kwargs):
+    response = viewer_client.get(reverse(name, kwargs=kwargs))
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.parametrize("name, kwargs", PAGES)
+def test_each_page_answers_json_by_query_and_by_accept_header(viewer_client, demo_pools, name, kwargs):
+    url = reverse(name, kwargs=kwargs)
+    by_query = viewer_client.get(url, {"format": "json"})
+    by_header = viewer_client.get(url, headers={"Accept": "application/json"})
+    assert by_query.status_code == by_header.status_code == 200
+    assert by_query.json().keys() == by_header.json().keys()
+
+
+def test_the_pools_page_lists_both_pools_with_health_and_totals(viewer_client, demo_pools):
+    pools = {p["slug"]: p for p in viewer_client.get("/?format=json").json()["pools"]}
+    assert set(pools) == {SURF, LOFAR}
+    assert all(p["health"] == "ok" and p["total"] > 100 for p in pools.values())
+
+
+def test_the_pool_page_shows_a_row_per_observation_with_progress(viewer_client, demo_pools):
+    data = viewer_client.get(f"/pools/{LOFAR}/?format=json").json()
+    rows = {o["group"]: o for o in data["observations"]}
+    assert set(rows) == {"L229585", "L230461", "L232875"}
+    for row in rows.values():
+        assert row["percent_done"] == round(100 * row["counts"]["done"] / row["total"], 1)
+    html = viewer_client.get(f"/pools/{LOFAR}/").content.decode()
+    assert 'class="bar"' in html and "L229585" in html
+    assert 'hx-trigger="every' in html  # polls with htmx, and
+    assert 'http-equiv="refresh"' in html  # refreshes without JavaScript too
+
+
+def test_an_htmx_poll_gets_only_the_observations_partial(viewer_client, demo_pools):
+    response = viewer_client.get(f"/pools/{SURF}/", headers={"HX-Request": "true", "HX-Target": "observations"})
+    html = response.content.decode()
+    assert html.lstrip().startswith('<section id="observations"')
+    assert "<html" not in html
+
+
+def test_token_fields_holding_html_are_shown_escaped(viewer_client, demo_pools, couch):
+    db = couch(SURF)
+    rows = db._call(db.client.post_all_docs, db=SURF, include_docs=True)["rows"]
+    hostile = next(r["doc"] for r in rows if "<script>" in str(r["doc"].get("hostname", "")))
+    html = viewer_client.get(f"/pools/{SURF}/token/", {"id": hostile["_id"]}).content.decode()
+    assert "<script>alert" not in html
+    assert "&lt;script&gt;" in html
+    listing = viewer_client.get(f"/pools/{SURF}/tokens/", {"state": "error", "q": hostile["_id"]})
+    assert "<script>alert" not in listing.content.decode()
+
+
+def test_an_unknown_pool_is_not_found(viewer_client, demo_pools):
+    assert viewer_client.get("/pools/no-such-pool/").status_code == 404
