@@ -4,6 +4,8 @@ Every page also answers JSON (`?format=json` or `Accept: application/json`). Cou
 as a banner (HTML) or an error object (JSON) with the status that fits, never as a traceback.
 """
 
+import math
+
 from django.conf import settings
 from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
@@ -69,7 +71,14 @@ def snapshot_meta(snap):
 
 def status_of(snap):
     """A page whose latest refresh failed still shows the older counts, but says so with its status."""
-    return snap.error_status or 200 if snap.error else 200
+    return (snap.error_status or 503) if snap.error else 200
+
+
+def not_found(request, exception=None):
+    message = str(exception) if exception and exception.args else "Not found"
+    if wants_json(request):
+        return JsonResponse({"error": message}, status=404)
+    return render(request, "404.html", {"message": message}, status=404)
 
 
 def labels():
@@ -245,7 +254,8 @@ def stale(request, slug):
         hours = float(request.GET.get("hours", settings.STALE_LOCK_HOURS))
     except ValueError:
         hours = settings.STALE_LOCK_HOURS
-    hours = max(hours, 0.0)
+    if not math.isfinite(hours) or hours < 0:  # nan and inf would reach the view query as invalid JSON
+        hours = settings.STALE_LOCK_HOURS
     try:
         result = reading.stale_locks(pool, snap.data, hours, cursor=reading.decode_cursor(request.GET.get("after")))
     except CouchError as e:
@@ -319,6 +329,7 @@ def attachment(request, slug):
     response = StreamingHttpResponse(chunks, content_type="text/plain; charset=utf-8" if inline else content_type)
     if length is not None:
         response["Content-Length"] = str(length)
-    response["Content-Disposition"] = content_disposition_header(not inline, name.rsplit("/", 1)[-1])
+    # Old pilots name logs like "22/11/2026_10:00:00_logs_x.out": keep the whole name, minus the slashes.
+    response["Content-Disposition"] = content_disposition_header(not inline, name.replace("/", "-"))
     response["X-Content-Type-Options"] = "nosniff"
     return response

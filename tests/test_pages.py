@@ -78,3 +78,8 @@ def test_token_fields_holding_html_are_shown_escaped(viewer_client, demo_pools, 
 
 def test_an_unknown_pool_is_not_found(viewer_client, demo_pools):
     assert viewer_client.get("/pools/no-such-pool/").status_code == 404
+
+
+def test_a_missing_token_is_a_json_404_when_json_is_asked_for(viewer_client, demo_pools):
+    response = viewer_client.get(f"/pools/{SURF}/token/", {"id": "no-such-token", "format": "json"})
+    assert response.status_code == 404 and response.json()["error"]

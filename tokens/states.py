@@ -35,7 +35,7 @@ BUCKET_HELP = {
 }
 
 OWN_DDOC = "picas-dashboard"
-OWN_VERSION = 1
+OWN_VERSION = 2
 
 # A lock below this is not a Unix time (2001-09-09): GRID_LRT writes lock = 1, picas errors write 99.
 TIME_MIN = 1_000_000_000
@@ -112,14 +112,16 @@ _OWN_PRELUDE = r"""
   if (GROUP !== null && doc[GROUP] !== undefined && doc[GROUP] !== null) group = String(doc[GROUP]);
 """
 
+# Every key ends with the document id, so that keys are unique and a page can start at the exact next
+# row by key alone (pouchdb-server ignores startkey_docid; CouchDB honours it, and needs it not).
 _OWN_VIEWS = {
     # Every token, keyed by its bucket and observation: counts (group_level=3) and lists (paged by key).
-    "states": "emit([bucket, doc.type, group], null);",
+    "states": "emit([bucket, doc.type, group, doc._id], null);",
     # Finished tokens by the 5-minute slot of their done time: throughput and ETA.
     "finished": """if ((bucket == "done" || bucket == "error") && done >= %(time_min)d)
-    emit([Math.floor(done / 300) * 300, bucket, doc.type, group], null);""",
+    emit([Math.floor(done / 300) * 300, bucket, doc.type, group, doc._id], null);""",
     # Locked tokens by lock time: stale locks are a key range.
-    "locks": """if (bucket == "locked" || bucket == "locked_unknown") emit([lock, doc.type, group], null);""",
+    "locks": """if (bucket == "locked" || bucket == "locked_unknown") emit([lock, doc.type, group, doc._id], null);""",
     # Failed tokens by exit code and normalised first error line: failure groups.
     "failures": """if (bucket == "error" || bucket == "legacy_error") {
     var code = (style !== "surf") ? doc.output : doc.exit_code;
@@ -133,7 +135,7 @@ _OWN_VIEWS = {
     } else if (doc.launcher_status) {
       msg = "launcher: " + doc.launcher_status;
     }
-    emit([String(code), normalise(msg), doc.type, group], null);
+    emit([String(code), normalise(msg), doc.type, group, doc._id], null);
   }""",
 }
 

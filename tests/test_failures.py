@@ -1,0 +1,43 @@
+"""Failures are grouped by exit code and normalised first error line, largest first, and link to their tokens."""
+
+import pytest
+
+from tests.conftest import LOFAR, SURF
+
+pytestmark = pytest.mark.django_db
+
+
+def test_groups_fold_numbers_hosts_paths_and_times(viewer_client, demo_pools):
+    data = viewer_client.get(f"/pools/{SURF}/failures/", {"format": "json"}).json()
+    groups = data["groups"] + data["other"]
+    assert sum(g["count"] for g in groups) == data["total"] > 0
+    counts = [g["count"] for g in data["groups"]]
+    assert counts == sorted(counts, reverse=True)
+    messages = " ".join(g["message"] for g in groups)
+    assert "srm.grid.sara.nl" not in messages and "2026-" not in messages
+    assert "<url>" in messages or "<path>" in messages
+
+
+def test_the_error_total_equals_the_error_and_legacy_error_buckets(viewer_client, demo_pools):
+    pool = viewer_client.get(f"/pools/{SURF}/", {"format": "json"}).json()
+    failures = viewer_client.get(f"/pools/{SURF}/failures/", {"format": "json"}).json()
+    assert failures["total"] == pool["counts"]["error"] + pool["counts"]["legacy_error"]
+
+
+def test_a_group_links_to_exactly_its_tokens(viewer_client, demo_pools):
+    group = viewer_client.get(f"/pools/{SURF}/failures/", {"format": "json"}).json()["groups"][0]
+    data = viewer_client.get(f"/pools/{SURF}/tokens/", {
+        "code": group["code"], "message": group["message"], "format": "json"}).json()
+    assert len(data["tokens"]) == min(group["count"], 50)
+
+
+def test_grid_lrt_failures_are_grouped_by_output_code(viewer_client, demo_pools):
+    data = viewer_client.get(f"/pools/{LOFAR}/failures/", {"format": "json"}).json()
+    codes = {g["code"] for g in data["groups"] + data["other"]}
+    assert codes and codes <= {"20", "21", "22", "96", "97", "98", "99", "1", "3"}
+
+
+def test_small_groups_are_folded_into_other(viewer_client, settings, demo_pools):
+    settings.FAILURE_GROUP_MIN_SHARE = 0.2
+    data = viewer_client.get(f"/pools/{SURF}/failures/", {"format": "json"}).json()
+    assert data["other"] and all(g["count"] / data["total"] < 0.2 for g in data["other"])

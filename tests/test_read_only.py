@@ -1,0 +1,53 @@
+"""Reading never modifies a pool: every document keeps its _rev, the workers' design documents included."""
+
+import pytest
+from django.urls import reverse
+
+from tests.conftest import LOFAR, SURF
+from tokens import reading
+from tokens.pools import get_pool
+
+pytestmark = pytest.mark.django_db
+
+
+def revisions(db):
+    rows = db._call(db.client.post_all_docs, db=db.database)["rows"]
+    return {r["id"]: r["value"]["rev"] for r in rows}
+
+
+def test_reading_every_page_changes_no_revision(viewer_client, demo_pools, couch):
+    for database in (SURF, LOFAR):
+        reading.refresh(get_pool(database))  # may create the dashboard's own design document once
+        before = revisions(couch(database))
+        for name in ("pool", "tokens", "failures", "stale"):
+            viewer_client.get(reverse(name, kwargs={"slug": database}))
+            viewer_client.get(reverse(name, kwargs={"slug": database}), {"format": "json"})
+        token_id = next(i for i in before if not i.startswith("_design/"))
+        viewer_client.get(reverse("token", kwargs={"slug": database}), {"id": token_id})
+        reading.refresh(get_pool(database))
+        assert revisions(couch(database)) == before
+
+
+def test_the_workers_design_documents_are_never_written(demo_pools, couch, settings):
+    for database in (SURF, LOFAR):
+        db = couch(database)
+        workers = {d["_id"]: d for d in db.design_docs() if d["_id"] != "_design/picas-dashboard"}
+        settings.COUCHDB_GROUP_FIELD = "cores"  # our own design document changes; theirs must not
+        reading.refresh(get_pool(database))
+        assert {d["_id"]: d for d in db.design_docs() if d["_id"] != "_design/picas-dashboard"} == workers
+
+
+def test_without_permission_it_creates_no_design_document(couch, settings):
+    settings.COUCHDB_CREATE_VIEWS = False
+    settings.COUCHDB_DATABASES = ["fresh-pool"]
+    db = couch("fresh-pool")
+    db.create_database()
+    try:
+        code = 'function(doc) { if(doc.type == "token") { emit(doc._id, doc._id); } }'
+        db.put_design("Monitor", {"views": {v: {"map": code} for v in ("todo", "locked", "done", "error")}})
+        before = revisions(db)
+        data = reading.refresh(get_pool("fresh-pool")).data
+        assert data["own_views"] is False
+        assert revisions(db) == before
+    finally:
+        db.delete_database()

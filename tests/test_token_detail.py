@@ -1,0 +1,58 @@
+"""The token page: every field, errors newest first, times and ages, job ids, attachments inline and streamed."""
+
+import pytest
+
+from tests.conftest import LOFAR, SURF
+
+pytestmark = pytest.mark.django_db
+
+
+def docs(couch, database):
+    db = couch(database)
+    return [r["doc"] for r in db._call(db.client.post_all_docs, db=database, include_docs=True)["rows"]]
+
+
+def test_it_shows_the_error_history_newest_first(viewer_client, demo_pools, couch):
+    doc = next(d for d in docs(couch, SURF) if isinstance(d.get("error"), list) and len(d["error"]) >= 2)
+    data = viewer_client.get(f"/pools/{SURF}/token/", {"id": doc["_id"], "format": "json"}).json()
+    assert [e["time"] for e in data["errors"]] == [e["time"] for e in reversed(doc["error"])]
+    assert data["token"] == doc
+    html = viewer_client.get(f"/pools/{SURF}/token/", {"id": doc["_id"]}).content.decode()
+    assert "Scrub count" in html and "Raw JSON" in html
+
+
+def test_it_shows_lock_and_done_times_with_ages_and_job_ids(viewer_client, demo_pools, couch):
+    doc = next(d for d in docs(couch, SURF) if d.get("slurm_job_id") and isinstance(d.get("done"), int)
+               and d["done"] > 1e9)
+    data = viewer_client.get(f"/pools/{SURF}/token/", {"id": doc["_id"], "format": "json"}).json()
+    assert data["lock"]["epoch"] == doc["lock"] and data["done"]["age_hours"] >= 0
+    assert data["job_ids"] == {"slurm_job_id": doc["slurm_job_id"]}
+    assert data["bucket"] in ("done", "error")
+
+
+def test_attachments_with_slashes_colons_and_spaces_are_shown_and_downloaded(viewer_client, demo_pools, couch):
+    doc = next(d for d in docs(couch, SURF) if any("/" in n for n in d.get("_attachments", {})))
+    name = next(n for n in doc["_attachments"] if "/" in n)
+    html = viewer_client.get(f"/pools/{SURF}/token/", {"id": doc["_id"]}).content.decode()
+    assert "<pre class=\"log\">" in html
+    response = viewer_client.get(f"/pools/{SURF}/attachment/", {"id": doc["_id"], "name": name})
+    assert response.status_code == 200 and response.streaming
+    body = b"".join(response.streaming_content)
+    assert len(body) == doc["_attachments"][name]["length"]
+    assert name.replace("/", "-") in response["Content-Disposition"]
+
+
+def test_a_lofar_tokens_srm_list_is_shown_inline(viewer_client, demo_pools, couch):
+    doc = next(d for d in docs(couch, LOFAR) if "srm.txt" in d.get("_attachments", {}))
+    html = viewer_client.get(f"/pools/{LOFAR}/token/", {"id": doc["_id"]}).content.decode()
+    assert "srm://" in html
+
+
+def test_an_html_attachment_is_never_served_as_html(viewer_client, demo_pools, couch):
+    db = couch(SURF)
+    db.bulk_docs([{"_id": "html-attachment", "type": "token", "_attachments": {
+        "x.html": {"content_type": "text/html", "data": "PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg=="}}}])
+    response = viewer_client.get(f"/pools/{SURF}/attachment/", {"id": "html-attachment", "name": "x.html",
+                                                               "inline": "1"})
+    assert response["Content-Type"].startswith("text/plain") and response["X-Content-Type-Options"] == "nosniff"
+    db.bulk_docs([{**db.get("html-attachment"), "_deleted": True}])

@@ -1,0 +1,59 @@
+"""Token lists are paged by key and filter on id and on fields."""
+
+import pytest
+
+from tests.conftest import LOFAR, SURF
+
+pytestmark = pytest.mark.django_db
+
+
+def walk(client, url, params):
+    """Every token id of a list, following its next links."""
+    ids, after, pages = [], "", 0
+    while True:
+        data = client.get(url, {**params, "format": "json", **({"after": after} if after else {})}).json()
+        ids += [t["id"] for t in data["tokens"]]
+        pages += 1
+        if not data["next"]:
+            return ids, pages
+        after = data["next"]
+
+
+def test_paging_through_a_state_visits_every_token_once(viewer_client, settings, demo_pools, couch):
+    settings.PAGE_SIZE = 7
+    ids, pages = walk(viewer_client, f"/pools/{SURF}/tokens/", {"state": "done"})
+    monitor_done = couch(SURF).view("Monitor", "done")["rows"]
+    assert sorted(ids) == sorted(r["id"] for r in monitor_done)
+    assert len(ids) == len(set(ids)) and pages > 3
+
+
+def test_a_list_can_be_limited_to_one_observation(viewer_client, demo_pools):
+    data = viewer_client.get(f"/pools/{LOFAR}/tokens/", {
+        "state": "todo", "type": "pref_cal1_L229585", "group": "L229585", "format": "json"}).json()
+    assert data["tokens"] and all(t["type"] == "pref_cal1_L229585" for t in data["tokens"])
+
+
+def test_the_id_filter_keeps_matching_tokens(viewer_client, demo_pools):
+    data = viewer_client.get(f"/pools/{SURF}/tokens/", {"state": "done", "q": "token_1", "format": "json"}).json()
+    assert data["tokens"] and all("token_1" in t["id"] for t in data["tokens"])
+
+
+def test_the_field_filter_keeps_tokens_whose_field_equals_the_value(viewer_client, demo_pools):
+    data = viewer_client.get(f"/pools/{SURF}/tokens/", {
+        "state": "done", "field": "OBSID", "value": "L230001", "format": "json"}).json()
+    assert data["tokens"]
+    ids = {t["id"] for t in data["tokens"]}
+    other = viewer_client.get(f"/pools/{SURF}/tokens/", {
+        "state": "done", "field": "OBSID", "value": "L231777", "format": "json"}).json()
+    assert ids.isdisjoint(t["id"] for t in other["tokens"])
+
+
+def test_out_of_view_buckets_have_their_own_lists(viewer_client, demo_pools):
+    for bucket in ("legacy_error", "done_unlocked", "locked_unknown"):
+        data = viewer_client.get(f"/pools/{SURF}/tokens/", {"state": bucket, "format": "json"}).json()
+        assert data["tokens"], bucket
+
+
+def test_a_malformed_cursor_starts_from_the_beginning(viewer_client, demo_pools):
+    response = viewer_client.get(f"/pools/{SURF}/tokens/", {"state": "done", "after": "[not json", "format": "json"})
+    assert response.status_code == 200 and response.json()["tokens"]
