@@ -4,7 +4,7 @@ seeded by real picas workers. Started once per test session and stopped after it
 import pytest
 from django.contrib.auth.models import Group, User
 
-from dashboard.embedded import EmbeddedCouch
+from dashboard.embedded import EmbeddedCouch, EmbeddedRedis
 from dashboard.roles import OPERATORS, VIEWERS
 from tokens.couch import Couch
 
@@ -72,3 +72,22 @@ def viewer_client(client, viewer):
 def operator_client(client, operator):
     client.force_login(operator)
     return client
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(redis_server, django_db_setup, django_db_blocker):
+    """A real Celery worker (in a thread of this process, so it shares the test database) on the embedded Redis."""
+    from celery.contrib.testing.worker import start_worker
+
+    from dashboard.celery import app
+
+    app.conf.broker_url = app.conf.result_backend = redis_server.url
+    with django_db_blocker.unblock(), start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
+        yield app

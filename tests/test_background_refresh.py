@@ -1,0 +1,45 @@
+"""Pages show the counts they have and leave refreshing to a Celery worker: never a reduce per request."""
+
+import time
+
+import pytest
+
+from tests.conftest import SURF
+from tokens import reading
+from tokens.models import CountSnapshot
+from tokens.pools import get_pool
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def wait_for(condition, seconds=30):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_a_stale_snapshot_is_shown_and_refreshed_by_the_worker(viewer_client, settings, demo_pools, couch,
+                                                               celery_worker):
+    settings.COUNTS_MAX_AGE = 0
+    pool = get_pool(SURF)
+    reading.refresh(pool)
+    db = couch(SURF)
+    token = {"_id": "refresh-probe", "type": "token", "lock": 0, "done": 0, "hostname": "", "scrub_count": 0,
+             "input": "", "exit_code": "", "output": {}, "uploads": {}, "error": []}
+    db.bulk_docs([token])
+    try:
+        before = CountSnapshot.objects.get(pool=SURF).taken_at
+        shown = viewer_client.get(f"/pools/{SURF}/", {"format": "json"}).json()["counts"]["todo"]
+        # The page answered with the counts it had, and queued a refresh ...
+        assert shown == db.total_rows("Monitor", "todo") - 1
+        # ... which the worker carries out.
+        assert wait_for(lambda: CountSnapshot.objects.get(pool=SURF).taken_at > before)
+        after = viewer_client.get(f"/pools/{SURF}/", {"format": "json"}).json()["counts"]["todo"]
+        assert after == db.total_rows("Monitor", "todo")
+    finally:
+        db.bulk_docs([{**db.get("refresh-probe"), "_deleted": True}])
+        reading.refresh(pool)
+
