@@ -164,6 +164,8 @@ class Couch:
              include_docs=False, descending=False):
         """One page of a map view, paged by key (never by skip, which is O(skip) on CouchDB).
 
+        The view's keys must be unique (end them with the document id): pouchdb-server ignores
+        startkey_docid, so a page must be able to start at its first row by key alone.
         reduce=false is valid on map-only views too (CouchDB refuses only reduce=true there).
         """
         params = dict(limit=limit + 1, include_docs=include_docs, descending=descending, reduce=False)
