@@ -6,6 +6,7 @@ site at start-up with ImproperlyConfigured instead of misbehaving later.
 
 import os
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -157,6 +158,12 @@ LOGGING = {
 COUCHDB_URL = os.getenv("COUCHDB_URL", "")
 COUCHDB_USER = os.getenv("COUCHDB_USER", "")
 COUCHDB_PASSWORD = envsecret("COUCHDB_PASSWORD", "")
+if "@" in COUCHDB_URL:
+    # Credentials written into the URL move to their own settings, so the URL can appear in messages.
+    _parts = urlsplit(COUCHDB_URL)
+    COUCHDB_USER = COUCHDB_USER or unquote(_parts.username or "")
+    COUCHDB_PASSWORD = COUCHDB_PASSWORD or unquote(_parts.password or "")
+    COUCHDB_URL = urlunsplit(_parts._replace(netloc=_parts.netloc.rpartition("@")[2]))
 COUCHDB_DATABASES = [d.strip() for d in os.getenv("COUCHDB_DATABASES", "").split(",") if d.strip()]
 # A field that groups a SURF pool's tokens into observations (e.g. OBSID); empty: one row per design document.
 COUCHDB_GROUP_FIELD = os.getenv("COUCHDB_GROUP_FIELD", "")

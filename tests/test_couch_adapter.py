@@ -48,7 +48,7 @@ def test_it_reports_a_conflict_on_a_stale_revision(scratch):
 
 def test_it_takes_credentials_out_of_a_url():
     assert split_credentials("https://u:p%40ss@picas.example.org:6984/") == (
-        "https://picas.example.org:6984", "u", "p%40ss"
+        "https://picas.example.org:6984", "u", "p@ss"
     )
 
 

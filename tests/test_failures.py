@@ -41,3 +41,9 @@ def test_small_groups_are_folded_into_other(viewer_client, settings, demo_pools)
     settings.FAILURE_GROUP_MIN_SHARE = 0.2
     data = viewer_client.get(f"/pools/{SURF}/failures/", {"format": "json"}).json()
     assert data["other"] and all(g["count"] / data["total"] < 0.2 for g in data["other"])
+
+
+def test_html_in_an_error_message_is_not_taken_for_a_path(viewer_client, demo_pools):
+    data = viewer_client.get(f"/pools/{SURF}/failures/", {"format": "json"}).json()
+    html_group = next(g for g in data["groups"] + data["other"] if "<b>" in g["message"])
+    assert "</b>" in html_group["message"]

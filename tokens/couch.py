@@ -11,7 +11,7 @@ maintained `ibmcloudant` client. It adds three things the rest of the code relie
 """
 
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import requests
 from ibm_cloud_sdk_core import ApiException
@@ -50,7 +50,7 @@ def split_credentials(url):
     if parts.port:
         netloc += f":{parts.port}"
     clean = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-    return clean, parts.username or "", parts.password or ""
+    return clean, unquote(parts.username or ""), unquote(parts.password or "")
 
 
 @dataclass

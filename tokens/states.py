@@ -35,7 +35,7 @@ BUCKET_HELP = {
 }
 
 OWN_DDOC = "picas-dashboard"
-OWN_VERSION = 2
+OWN_VERSION = 3
 
 # A lock below this is not a Unix time (2001-09-09): GRID_LRT writes lock = 1, picas errors write 99.
 TIME_MIN = 1_000_000_000
@@ -148,7 +148,7 @@ _NORMALISE = r"""
     s = s.replace(/\d{1,2}\/\d{1,2}\/\d{2,4}[_ T]\d{1,2}:\d{2}(:\d{2})?/g, "<time>");
     s = s.replace(/\b\d{1,2}:\d{2}:\d{2}\b/g, "<time>");
     s = s.replace(/[a-zA-Z][a-zA-Z0-9+.-]*:\/\/[^\s'"]+/g, "<url>");
-    s = s.replace(/(\/[^\s\/'":]+)+\/?/g, "<path>");
+    s = s.replace(/(^|[\s'"=:(\[])(\/[^\s\/'":<>]+)+\/?/g, "$1<path>");
     s = s.replace(/\b([a-zA-Z0-9-]+\.)+[a-zA-Z]{2,}\b/g, "<host>");
     s = s.replace(/\b0x[0-9a-fA-F]+\b/g, "<hex>");
     s = s.replace(/\b(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{8,}\b/g, "<hex>");
