@@ -45,6 +45,8 @@ def main():
         started.clear()
 
     signal.signal(signal.SIGTERM, lambda *a: (stop_all(), sys.exit(0)))
+    # A shell that starts us in the background ignores SIGINT for us; Ctrl-C must stop everything anyway.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         embedded_couch = not env.get("COUCHDB_URL")
         if embedded_couch:
