@@ -148,3 +148,13 @@ def test_done_last_hour_counts_tokens_finished_in_the_last_hour(demo_pools, couc
     observations = reading.observations(reading.refresh(get_pool(LOFAR)).data)
     assert sum(o.done_recent for o in observations) == recent
     assert recent > 0
+
+
+def test_the_python_classifier_agrees_with_the_view_on_every_demo_token(demo_pools, couch):
+    for database in (SURF, LOFAR):
+        db = couch(database)
+        data = reading.refresh(get_pool(database)).data
+        by_id = {r["key"][3]: r["key"][0] for r in db.view("picas-dashboard", "states", reduce=False)["rows"]}
+        for doc in all_docs(db):
+            if doc["_id"] in by_id:
+                assert reading.classify(doc, data["types"][doc["type"]]) == by_id[doc["_id"]], doc["_id"]

@@ -41,7 +41,7 @@ from urllib.parse import quote
 import requests
 import yaml
 
-from tokens.states import BUCKETS, TIME_MIN
+from tokens.states import BUCKETS, classify
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 HTTP_TIMEOUT = 60  # seconds; pouchdb-server builds a view index on first query, which takes a while
@@ -127,68 +127,8 @@ def _iso(t):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Classification, for the summary. The same rules (and JavaScript comparisons) as the dashboard's own view
-# in tokens/states.py, which follow the workers' views; see shared/reference/picas-tokens.md section 3.
-
-_UNDEFINED = object()
-
-
-def _js_number(value):
-    """JavaScript's ToNumber, for the values tokens hold. NaN for what JavaScript makes NaN."""
-    if value is _UNDEFINED:
-        return float("nan")
-    if value is None or value is False:
-        return 0.0
-    if value is True:
-        return 1.0
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return 0.0
-        try:
-            return float(text)
-        except ValueError:
-            return float("nan")
-    return float("nan")
-
-
-def _js_eq(value, number):
-    """`value == number` in JavaScript (null and undefined equal nothing but each other)."""
-    if value is None or value is _UNDEFINED:
-        return False
-    return _js_number(value) == number
-
-
-def _js_parse_int(value):
-    """parseInt(value): leading integer of the string form, NaN if none."""
-    if value is _UNDEFINED or value is None:
-        return float("nan")
-    match = re.match(r"\s*([+-]?\d+)", value if isinstance(value, str) else json.dumps(value))
-    return float(match.group(1)) if match else float("nan")
-
-
-def _bucket(doc, style):
-    """The dashboard bucket of a token of this style ("surf", "lrt05" or "lrt1")."""
-    lock, done = _js_number(doc.get("lock", _UNDEFINED)), _js_number(doc.get("done", _UNDEFINED))
-    status = doc.get("status")
-    if style != "surf" and (status == "error" or (style == "lrt05" and not _js_eq(doc.get("output", _UNDEFINED), 0))):
-        return "error"
-    if style != "surf" and status == "done":
-        return "done"
-    if lock == 0 and done == 0:
-        return "todo"
-    if lock > 0 and done == 0:
-        return "locked_unknown" if lock < TIME_MIN else "locked"
-    if style == "surf" and lock > 0 and done > 0:
-        return "done" if _js_parse_int(doc.get("exit_code", _UNDEFINED)) == 0 else "error"
-    if lock == -1 and done == -1:
-        return "legacy_error"
-    if lock == 0 and done > 0:
-        return "done_unlocked"
-    return "other"
-
+# The summary counts buckets with tokens.states.classify, the Python twin of the dashboard's own view
+# (which follows the workers' views; see shared/reference/picas-tokens.md section 3).
 
 def _summary(db, styles):
     """{bucket: count} over the tokens of the pool; `styles` maps token type to "surf", "lrt05" or "lrt1"."""
@@ -196,7 +136,7 @@ def _summary(db, styles):
     for doc in db.all_docs():
         style = styles.get(doc.get("type")) if not doc["_id"].startswith("_design/") else None
         if style:
-            bucket = _bucket(doc, style)
+            bucket = classify(doc, style)
             counts[bucket] = counts.get(bucket, 0) + 1
     return counts
 

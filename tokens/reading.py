@@ -10,8 +10,6 @@ Lists, stale locks and token detail are read live, one key-range page at a time.
 
 import json
 import logging
-import math
-import re
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -27,6 +25,7 @@ from tokens.states import (
     OWN_DDOC,
     STATES,
     TIME_MIN,
+    classify,
     describe_design_doc,
     own_design_doc,
     own_doc_is_current,
@@ -412,57 +411,3 @@ def token_facts(doc, styles):
         ),
         "fields": {k: v for k, v in sorted(doc.items()) if k not in ("_attachments",)},
     }
-
-
-_MISSING = object()
-
-
-def classify(doc, style):
-    """The bucket of one document, mirroring the own view's JavaScript (used by the detail page)."""
-    if style is None:
-        return None
-    lock, done = _js_number(doc.get("lock", _MISSING)), _js_number(doc.get("done", _MISSING))
-    if style != "surf":
-        if doc.get("status") == "error" or (style == "lrt05" and _js_number(doc.get("output", _MISSING)) != 0):
-            return "error"
-        if doc.get("status") == "done":
-            return "done"
-    if lock == 0 and done == 0:
-        return "todo"
-    if lock > 0 and done == 0:
-        return "locked_unknown" if lock < TIME_MIN else "locked"
-    if style == "surf" and lock > 0 and done > 0:
-        return "done" if _js_parse_int(doc.get("exit_code")) == 0 else "error"
-    if lock == -1 and done == -1:
-        return "legacy_error"
-    if lock == 0 and done > 0:
-        return "done_unlocked"
-    return "other"
-
-
-def _js_number(value):
-    """JavaScript's ToNumber, as a loose comparison with a number applies it; NaN compares false."""
-    if value is _MISSING:
-        return math.nan  # undefined
-    if value is None:
-        return 0.0  # null
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        text = value.strip()
-        if text == "":
-            return 0.0
-        try:
-            return float(text)
-        except ValueError:
-            return math.nan
-    if isinstance(value, list) and len(value) <= 1:  # [] == 0 and [5] == 5 in JavaScript
-        return _js_number(value[0]) if value else 0.0
-    return math.nan
-
-
-def _js_parse_int(value):
-    match = re.match(r"\s*([+-]?\d+)", str(value)) if value is not None else None
-    return int(match.group(1)) if match else None

@@ -11,6 +11,7 @@ pool's configuration allows it (`Pool.create_views`).
 """
 
 import json
+import math
 import re
 
 # The four states of the worker views, then the buckets of tokens that fall outside them.
@@ -185,3 +186,64 @@ def own_doc_is_current(existing, wanted):
     return existing is not None and all(
         existing.get(k) == wanted[k] for k in ("dashboard_version", "styles", "group_field", "views")
     )
+
+
+_MISSING = object()
+
+
+def classify(doc, style):
+    """The bucket of one document in Python, mirroring the own views' JavaScript (detail page, demo seed)."""
+    if style is None:
+        return None
+    lock, done = doc.get("lock", _MISSING), doc.get("done", _MISSING)
+    if style != "surf":
+        if doc.get("status") == "error" or (style == "lrt05" and not _js_eq(doc.get("output", _MISSING), 0)):
+            return "error"
+        if doc.get("status") == "done":
+            return "done"
+    if _js_eq(lock, 0) and _js_eq(done, 0):
+        return "todo"
+    if _js_number(lock) > 0 and _js_eq(done, 0):
+        return "locked_unknown" if _js_number(lock) < TIME_MIN else "locked"
+    if style == "surf" and _js_number(lock) > 0 and _js_number(done) > 0:
+        return "done" if _js_parse_int(doc.get("exit_code")) == 0 else "error"
+    if _js_eq(lock, -1) and _js_eq(done, -1):
+        return "legacy_error"
+    if _js_eq(lock, 0) and _js_number(done) > 0:
+        return "done_unlocked"
+    return "other"
+
+
+def _js_eq(value, number):
+    """`value == number` in JavaScript: null and undefined equal no number (though null > -1 holds)."""
+    if value is None or value is _MISSING:
+        return False
+    return _js_number(value) == number
+
+
+def _js_number(value):
+    """JavaScript's ToNumber, as `<` and `>` apply it to a field; NaN compares false with everything."""
+    if value is _MISSING:
+        return math.nan  # undefined
+    if value is None:
+        return 0.0  # null
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text == "":
+            return 0.0
+        try:
+            return float(text)
+        except ValueError:
+            return math.nan
+    if isinstance(value, list) and len(value) <= 1:  # [] == 0 and [5] == 5 in JavaScript
+        return _js_number(value[0]) if value else 0.0
+    return math.nan
+
+
+def _js_parse_int(value):
+    match = re.match(r"\s*([+-]?\d+)", str(value)) if value is not None else None
+    return int(match.group(1)) if match else None
