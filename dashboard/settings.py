@@ -182,6 +182,21 @@ FAILURE_GROUP_MIN_SHARE = envfloat("FAILURE_GROUP_MIN_SHARE", 0.01)
 # Attachments up to this size are shown inline on the token page.
 INLINE_ATTACHMENT_BYTES = envint("INLINE_ATTACHMENT_BYTES", 256 * 1024)
 
+# --- Jobs (operations on tokens) --------------------------------------------------------------
+# Above this many tokens an operator confirms by typing the count (deleting always asks).
+JOB_CONFIRM_THRESHOLD = envint("JOB_CONFIRM_THRESHOLD", 100)
+JOB_BATCH_SIZE = envint("JOB_BATCH_SIZE", 500)
+# While CouchDB is unreachable a batch is tried this many times, waiting 1, 2, 4 ... x JOB_RETRY_BACKOFF s.
+JOB_RETRIES = envint("JOB_RETRIES", 4)
+JOB_RETRY_BACKOFF = envfloat("JOB_RETRY_BACKOFF", 1.0)
+# A running job whose worker has not reported for this long is shown as interrupted.
+JOB_HEARTBEAT_TIMEOUT = envint("JOB_HEARTBEAT_TIMEOUT", 300)
+JOB_UPLOAD_MAX_BYTES = envint("JOB_UPLOAD_MAX_BYTES", 1024**3)  # CouchDB's own cap on SURF's servers is 1 GiB
+JOB_UPLOAD_DIR = os.getenv("JOB_UPLOAD_DIR", str(BASE_DIR / "var" / "uploads"))
+# Uploads bigger than this go to a temporary file while they arrive, never into memory.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024**2
+DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
+
 # --- Celery ------------------------------------------------------------------------------------
 # `make run` and the tests start an embedded Redis and pass its URL here; a URL set outside wins.
 CELERY_BROKER_URL = os.getenv("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")

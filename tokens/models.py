@@ -42,3 +42,76 @@ class CountSnapshot(models.Model):
 
     def age(self):
         return (timezone.now() - self.taken_at).total_seconds() if self.taken_at else None
+
+
+class Job(models.Model):
+    """An operation on the tokens of a pool: its header (who, what, preview) and its tail (outcome, counts).
+
+    The record is the job's truth: it survives site and worker restarts, and the per-token outcomes in
+    JobToken say exactly what was written.
+    """
+
+    QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED = (
+        "queued", "running", "succeeded", "failed", "cancelled", "interrupted")
+    ENDED = (SUCCEEDED, FAILED, CANCELLED, INTERRUPTED)
+    ACTIONS = ("reset", "set_field", "delete", "attach")
+
+    pool = models.CharField(max_length=100, db_index=True)
+    user = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL)
+    via = models.CharField(max_length=10, default="web")  # web, cli
+    action = models.CharField(max_length=20)
+    selection = models.JSONField()
+    params = models.JSONField(default=dict)
+    preview_count = models.PositiveIntegerField()
+    preview_sample = models.JSONField(default=list)
+
+    status = models.CharField(max_length=12, default=QUEUED)
+    message = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True)
+    finished_at = models.DateTimeField(null=True)
+    heartbeat_at = models.DateTimeField(null=True)
+    cancel_requested = models.BooleanField(default=False)
+
+    total = models.PositiveIntegerField(default=0)  # tokens read from the selection so far
+    changed = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    conflicts = models.PositiveIntegerField(default=0)  # 409s, each re-read and re-checked
+    failed = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"job {self.pk}: {self.action} on {self.pool}"
+
+    @property
+    def ended(self):
+        return self.status in self.ENDED
+
+    @property
+    def percent(self):
+        if self.ended:
+            return 100
+        return min(99, round(100 * self.total / self.preview_count)) if self.preview_count else 0
+
+
+class JobToken(models.Model):
+    """What one job did to one token, and why: the per-token provenance."""
+
+    CHANGED, SKIPPED, FAILED = "changed", "skipped", "failed"
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="tokens")
+    pool = models.CharField(max_length=100)
+    token_id = models.CharField(max_length=500)
+    outcome = models.CharField(max_length=10)
+    reason = models.CharField(max_length=300, blank=True)
+    conflicted = models.BooleanField(default=False)  # a 409 happened on the way to this outcome
+    rev_before = models.CharField(max_length=100, blank=True)
+    rev_after = models.CharField(max_length=100, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["pool", "token_id"])]
+
+    def __str__(self):
+        return f"{self.token_id}: {self.outcome}"

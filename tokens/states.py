@@ -203,13 +203,13 @@ def classify(doc, style):
             return "done"
     if _js_eq(lock, 0) and _js_eq(done, 0):
         return "todo"
-    if _js_number(lock) > 0 and _js_eq(done, 0):
-        return "locked_unknown" if _js_number(lock) < TIME_MIN else "locked"
-    if style == "surf" and _js_number(lock) > 0 and _js_number(done) > 0:
+    if js_number(lock) > 0 and _js_eq(done, 0):
+        return "locked_unknown" if js_number(lock) < TIME_MIN else "locked"
+    if style == "surf" and js_number(lock) > 0 and js_number(done) > 0:
         return "done" if _js_parse_int(doc.get("exit_code")) == 0 else "error"
     if _js_eq(lock, -1) and _js_eq(done, -1):
         return "legacy_error"
-    if _js_eq(lock, 0) and _js_number(done) > 0:
+    if _js_eq(lock, 0) and js_number(done) > 0:
         return "done_unlocked"
     return "other"
 
@@ -218,10 +218,10 @@ def _js_eq(value, number):
     """`value == number` in JavaScript: null and undefined equal no number (though null > -1 holds)."""
     if value is None or value is _MISSING:
         return False
-    return _js_number(value) == number
+    return js_number(value) == number
 
 
-def _js_number(value):
+def js_number(value):
     """JavaScript's ToNumber, as `<` and `>` apply it to a field; NaN compares false with everything."""
     if value is _MISSING:
         return math.nan  # undefined
@@ -240,7 +240,7 @@ def _js_number(value):
         except ValueError:
             return math.nan
     if isinstance(value, list) and len(value) <= 1:  # [] == 0 and [5] == 5 in JavaScript
-        return _js_number(value[0]) if value else 0.0
+        return js_number(value[0]) if value else 0.0
     return math.nan
 
 

@@ -1,6 +1,6 @@
 from celery import shared_task
 
-from tokens import reading
+from tokens import operations, reading
 from tokens.pools import get_pool
 
 
@@ -10,3 +10,12 @@ def refresh_counts(slug):
     pool = get_pool(slug)
     if pool is not None:
         reading.refresh(pool)
+
+
+@shared_task(ignore_result=True, acks_late=True)
+def run_job(job_id):
+    """Run a job. If the worker dies, the broker hands the task out again and the job resumes safely."""
+    job = operations.run_job(job_id)
+    pool = get_pool(job.pool)
+    if pool is not None:
+        reading.refresh(pool)  # the pages show the job's effect at once

@@ -1,0 +1,520 @@
+"""Operations on tokens (reset, set field, delete, attach), safe against the workers that run meanwhile.
+
+Views, the Celery task and the `tokens` management command only call these functions.
+
+Every write carries the `_rev` that was read. A selected token is re-checked against the selection when
+it is read, and again after a 409 (re-read first): a token that a worker claimed, finished or changed
+is skipped and reported, never overwritten. Tokens are read a key-range page at a time and written with
+one `_bulk_docs` per page, so a job's memory does not grow with the pool.
+"""
+
+import hashlib
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from tokens.couch import Conflict, CouchError, NotFound, Unreachable
+from tokens.models import Job, JobToken
+from tokens.states import (
+    BUCKET_LABELS,
+    BUCKETS,
+    OWN_DDOC,
+    SURF,
+    TIME_MIN,
+    classify,
+    describe_design_doc,
+    js_number,
+    token_types,
+)
+
+log = logging.getLogger(__name__)
+
+# Fields whose change moves a token between states: set_field refuses them unless told otherwise.
+STATE_FIELDS = {"lock", "done", "exit_code", "status", "output", "type", "scrub_count"}
+RESERVED_FIELDS = {"_id", "_rev", "_attachments", "_deleted", "_conflicts", "_revisions"}
+VALUE_TYPES = ("string", "number", "boolean", "json")
+
+
+class OperationError(Exception):
+    """A job cannot be created or run as asked; the message is for the operator."""
+
+
+@dataclass
+class Selection:
+    """Which tokens a job touches. kind: state, stale, failure or ids."""
+
+    kind: str
+    bucket: str | None = None
+    type: str | None = None
+    group: str | None = None
+    hours: float | None = None
+    code: str | None = None
+    message: str | None = None
+    ids: list = field(default_factory=list)
+
+    def as_dict(self):
+        return {k: v for k, v in asdict(self).items() if v not in (None, [])}
+
+    @classmethod
+    def from_dict(cls, data):
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+    def validate(self):
+        if self.kind == "state" and self.bucket not in BUCKETS:
+            raise OperationError(f"Unknown state {self.bucket!r}")
+        if self.kind == "stale" and (self.hours is None or not math.isfinite(self.hours) or self.hours < 0):
+            raise OperationError("A stale-lock selection needs a lock age in hours (0 or more)")
+        if self.kind == "failure" and self.code is None:
+            raise OperationError("A failure-group selection needs an exit code")
+        if self.kind == "ids" and not self.ids:
+            raise OperationError("Select at least one token")
+        if self.kind not in ("state", "stale", "failure", "ids"):
+            raise OperationError(f"Unknown selection {self.kind!r}")
+
+    def describe(self):
+        where = ""
+        if self.type:
+            where = f" of {self.group or self.type}"
+        if self.kind == "state":
+            return f"{BUCKET_LABELS[self.bucket]} tokens{where}"
+        if self.kind == "stale":
+            return f"tokens{where} locked longer than {self.hours:g} hours"
+        if self.kind == "failure":
+            return f"failed tokens{where} with exit code {self.code} and error “{self.message or '(no message)'}”"
+        return f"{len(self.ids)} selected token{'s' if len(self.ids) != 1 else ''}"
+
+    def view_range(self, now):
+        """(view, start key, end key) of the dashboard's own view holding the selection."""
+        scope = [self.type, self.group] if self.type else []
+        if self.kind == "state":
+            return "states", [self.bucket, *scope], [self.bucket, *scope, {}]
+        if self.kind == "failure":
+            return "failures", [self.code, self.message or "", *scope], [self.code, self.message or "", *scope, {}]
+        if self.kind == "stale":
+            return "locks", [TIME_MIN], [now - self.hours * 3600, {}]
+        raise ValueError(self.kind)
+
+    def holds(self, doc, rules, now):
+        """Whether a token (as just read) is still in the selection: the re-check before every write."""
+        style = rules.styles.get(doc.get("type"))
+        if style is None or doc["_id"].startswith("_design/"):
+            return False
+        bucket = classify(doc, style)
+        if self.type and doc.get("type") != self.type:
+            return False
+        if self.type and self.group is not None and str(doc.get(rules.group_field)) != self.group:
+            return False
+        if self.kind == "state":
+            return bucket == self.bucket
+        if self.kind == "stale":
+            return bucket == "locked" and now - js_number(doc["lock"]) > self.hours * 3600
+        if self.kind == "failure":
+            code = doc.get("exit_code") if style == SURF else doc.get("output")
+            code = str(code) if code not in (None, "") else "(none)"  # as the failures view keys it
+            return bucket in ("error", "legacy_error") and code == self.code
+        return True  # explicit ids: whatever state they are in
+
+
+@dataclass
+class Rules:
+    """What a pool's design documents say: {token type: style}, and the pool's grouping field."""
+
+    styles: dict
+    group_field: str | None
+    own_views: bool
+
+
+def pool_rules(pool, couch):
+    design_docs = couch.design_docs()
+    return Rules(
+        styles=token_types([d for d in map(describe_design_doc, design_docs) if d]),
+        group_field=pool.group_field or None,
+        own_views=any(d["_id"] == f"_design/{OWN_DDOC}" for d in design_docs),
+    )
+
+
+# --- the actions: what a token becomes -------------------------------------------------------
+
+
+def reset_token(doc, style, delete_attachments=False):
+    """SURF resetTokens.py's fields, plus status and output for GRID_LRT tokens; error[] is kept."""
+    new = dict(doc)
+    new.update(lock=0, done=0, hostname="", exit_code="")
+    scrubs = doc.get("scrub_count")
+    new["scrub_count"] = (scrubs if isinstance(scrubs, int) and not isinstance(scrubs, bool) else 0) + 1
+    if style != SURF:
+        new.update(status="todo", output="")
+    if delete_attachments:
+        new.pop("_attachments", None)
+    return new
+
+
+def set_field(doc, name, value):
+    if doc.get(name, _ABSENT) == value:
+        return None  # already so: nothing to write
+    return {**doc, name: value}
+
+
+_ABSENT = object()
+
+
+def parse_value(text, value_type):
+    """A typed value from a form: string, number, boolean or JSON."""
+    if value_type == "string":
+        return text
+    if value_type == "number":
+        try:
+            number = float(text)
+        except ValueError:
+            raise OperationError(f"{text!r} is not a number") from None
+        if not math.isfinite(number):
+            raise OperationError("The number must be finite")
+        return int(number) if number.is_integer() and "." not in text and "e" not in text.lower() else number
+    if value_type == "boolean":
+        if text.strip().lower() in ("true", "1", "yes"):
+            return True
+        if text.strip().lower() in ("false", "0", "no"):
+            return False
+        raise OperationError(f"{text!r} is not true or false")
+    if value_type == "json":
+        import json
+
+        try:
+            return json.loads(text)
+        except ValueError as e:
+            raise OperationError(f"The value is not valid JSON: {e}") from None
+    raise OperationError(f"Unknown value type {value_type!r}")
+
+
+def check_params(action, params):
+    """Validate an action's parameters before anything is previewed or written."""
+    if action not in Job.ACTIONS:
+        raise OperationError(f"Unknown action {action!r}")
+    if action == "set_field":
+        name = (params.get("field") or "").strip()
+        if not name:
+            raise OperationError("Name the field to set")
+        if name in RESERVED_FIELDS or name.startswith("_"):
+            raise OperationError(f"{name!r} is CouchDB's own field and cannot be set")
+        if name in STATE_FIELDS and not params.get("allow_state_fields"):
+            raise OperationError(
+                f"{name!r} decides the token's state; tick “change state fields” to set it anyway")
+        if "value" not in params:
+            raise OperationError("Give the value to set")
+    if action == "attach":
+        name = params.get("name") or ""
+        if not name or name.startswith("_"):
+            raise OperationError("Give the attachment a name (not starting with _)")
+        if not params.get("upload"):
+            raise OperationError("Choose a file to attach")
+
+
+# --- preview ---------------------------------------------------------------------------------
+
+
+def preview(pool, selection, sample_size=10):
+    """The number of tokens a job would touch now, and the first ids, without writing anything."""
+    selection.validate()
+    couch = pool.couch()
+    rules = pool_rules(pool, couch)
+    now = time.time()
+    if selection.kind == "ids":
+        docs = [d for d in _fetch(couch, selection.ids) if selection.holds(d, rules, now)]
+        return {"count": len(docs), "sample": [d["_id"] for d in docs[:sample_size]]}
+    if not rules.own_views:
+        raise OperationError("Jobs on a state need the dashboard's own design document (COUCHDB_CREATE_VIEWS)")
+    view, start, end = selection.view_range(now)
+    rows = couch.view(OWN_DDOC, view, start_key=start, end_key=end, reduce=True)["rows"]
+    sample = couch.page(OWN_DDOC, view, limit=sample_size, start_key=start, end_key=end)
+    return {"count": rows[0]["value"] if rows else 0, "sample": [r["id"] for r in sample.rows]}
+
+
+def _fetch(couch, ids):
+    """Documents by id (missing and deleted ones left out), one _all_docs request."""
+    result = couch._call(couch.client.post_all_docs, db=couch.database, keys=list(ids), include_docs=True)
+    return [r["doc"] for r in result["rows"] if r.get("doc")]
+
+
+def needs_typed_confirmation(action, count):
+    return action == "delete" or count > settings.JOB_CONFIRM_THRESHOLD
+
+
+def create_job(pool, user, action, selection, params, confirmation=None, via="web"):
+    """Check, preview and record a job (its header). Raises OperationError. The caller queues it."""
+    check_params(action, params)
+    seen = preview(pool, selection)
+    if needs_typed_confirmation(action, seen["count"]) and str(confirmation).strip() != str(seen["count"]):
+        raise OperationError(
+            f"Type the number of tokens ({seen['count']}) to confirm"
+            + (" deleting them" if action == "delete" else f" acting on more than {settings.JOB_CONFIRM_THRESHOLD}"))
+    job = Job.objects.create(
+        pool=pool.slug, user=user, via=via, action=action, selection=selection.as_dict(), params=params,
+        preview_count=seen["count"], preview_sample=seen["sample"],
+    )
+    log.info("job %s created by %s: %s on %s (%s), preview %d", job.pk, user or via, action, pool.slug,
+             selection.describe(), seen["count"])
+    return job
+
+
+# --- running ---------------------------------------------------------------------------------
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def run_job(job_id, batch_size=None):
+    """Carry out a job to its end. Safe to call again for a job that was interrupted."""
+    from tokens.pools import get_pool
+
+    batch_size = batch_size or settings.JOB_BATCH_SIZE
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job_id)
+        if job.ended and job.status != Job.INTERRUPTED:
+            return job
+        job.status, job.started_at, job.heartbeat_at = Job.RUNNING, job.started_at or timezone.now(), timezone.now()
+        job.save(update_fields=["status", "started_at", "heartbeat_at"])
+    pool = get_pool(job.pool)
+    try:
+        if pool is None:
+            raise OperationError(f"The pool {job.pool!r} is no longer configured")
+        _run(job, pool, batch_size)
+    except _Cancelled:
+        _finish(job, Job.CANCELLED, "Cancelled by an operator between two batches; what was written is listed.")
+    except Unreachable as e:
+        _finish(job, Job.FAILED, f"{e}; gave up after {settings.JOB_RETRIES} tries. Everything written before "
+                                 "is listed; a batch in flight may also have been written. Re-running is safe: "
+                                 "tokens already changed are no longer selected.")
+    except (CouchError, OperationError) as e:
+        _finish(job, Job.FAILED, str(e))
+    except Exception:
+        log.exception("job %s crashed", job.pk)
+        _finish(job, Job.FAILED, "The job stopped on an unexpected error; see the worker's log.")
+    else:
+        _finish(job, Job.SUCCEEDED, "")
+    return job
+
+
+def _finish(job, status, message):
+    job.status, job.message, job.finished_at = status, message, timezone.now()
+    job.save(update_fields=["status", "message", "finished_at", "total", "changed", "skipped", "conflicts", "failed"])
+    log.info("job %s %s: %d read, %d changed, %d skipped, %d conflicts, %d failed", job.pk, status, job.total,
+             job.changed, job.skipped, job.conflicts, job.failed)
+
+
+def _retrying(call, *args, **kwargs):
+    """A CouchDB call, retried with backoff while the server is unreachable."""
+    for attempt in range(settings.JOB_RETRIES):
+        try:
+            return call(*args, **kwargs)
+        except Unreachable:
+            if attempt == settings.JOB_RETRIES - 1:
+                raise
+            time.sleep(settings.JOB_RETRY_BACKOFF * 2**attempt)
+
+
+def _run(job, pool, batch_size):
+    couch = pool.couch()
+    selection = Selection.from_dict(job.selection)
+    rules = _retrying(pool_rules, pool, couch)
+    started = time.time()
+    if selection.kind == "ids":
+        batches = (selection.ids[i:i + batch_size] for i in range(0, len(selection.ids), batch_size))
+        for ids in batches:
+            _check_cancel(job)
+            docs = _retrying(_fetch, couch, ids)
+            _process(job, couch, pool, selection, rules, docs, started)
+        return
+    view, start, end = selection.view_range(started)
+    cursor = start
+    while True:
+        _check_cancel(job)
+        page = _retrying(couch.page, OWN_DDOC, view, limit=batch_size, start_key=cursor, end_key=end,
+                         include_docs=True)
+        _process(job, couch, pool, selection, rules, [r["doc"] for r in page.rows if r.get("doc")], started)
+        if not page.has_next:
+            return
+        cursor = page.next_key
+
+
+def _check_cancel(job):
+    if Job.objects.filter(pk=job.pk, cancel_requested=True).exists():
+        raise _Cancelled
+
+
+def _process(job, couch, pool, selection, rules, docs, now):
+    records = []
+    writes = {}
+    for doc in docs:
+        job.total += 1
+        if not selection.holds(doc, rules, now):
+            records.append(_record(job, doc["_id"], JobToken.SKIPPED, "no longer " + selection.describe()))
+            continue
+        new = _apply(job, doc, rules)
+        if new is None:
+            records.append(_record(job, doc["_id"], JobToken.SKIPPED, "already as asked"))
+            continue
+        writes[doc["_id"]] = (doc, new)
+    if job.action == "attach":
+        records += _attach_each(job, couch, selection, rules, writes, now)
+    elif writes:
+        records += _write(job, couch, selection, rules, writes, now)
+    for r in records:
+        setattr(job, {"changed": "changed", "skipped": "skipped", "failed": "failed"}[r.outcome],
+                getattr(job, r.outcome) + 1)
+    JobToken.objects.bulk_create(records)
+    job.heartbeat_at = timezone.now()
+    job.save(update_fields=["total", "changed", "skipped", "conflicts", "failed", "heartbeat_at"])
+
+
+def _apply(job, doc, rules):
+    style = rules.styles.get(doc.get("type"))
+    if job.action == "reset":
+        return reset_token(doc, style, job.params.get("delete_attachments", False))
+    if job.action == "set_field":
+        return set_field(doc, job.params["field"].strip(), job.params["value"])
+    if job.action == "delete":
+        return {"_id": doc["_id"], "_rev": doc["_rev"], "_deleted": True}
+    if job.action == "attach":
+        stub = (doc.get("_attachments") or {}).get(job.params["name"])
+        return None if stub and stub.get("digest") == job.params.get("digest") else doc
+    raise OperationError(f"Unknown action {job.action!r}")
+
+
+def _record(job, token_id, outcome, reason="", conflicted=False, rev_before="", rev_after=""):
+    return JobToken(job=job, pool=job.pool, token_id=token_id, outcome=outcome, reason=reason[:300],
+                    conflicted=conflicted, rev_before=rev_before, rev_after=rev_after)
+
+
+def _write(job, couch, selection, rules, writes, now):
+    """One _bulk_docs for the batch; each 409 is re-read, re-checked and written once more if still selected."""
+    records = []
+    results = _retrying(couch.bulk_docs, [new for _old, new in writes.values()])
+    retry = {}
+    for result in results:
+        old, _new = writes[result["id"]]
+        if result.get("ok") or result.get("rev") and not result.get("error"):
+            records.append(_record(job, old["_id"], JobToken.CHANGED, "", False, old["_rev"], result["rev"]))
+        elif result.get("error") == "conflict":
+            job.conflicts += 1
+            retry[old["_id"]] = old
+        else:
+            records.append(_record(job, old["_id"], JobToken.FAILED, f"{result.get('error')}: {result.get('reason')}",
+                                   rev_before=old["_rev"]))
+    if retry:
+        fresh = {d["_id"]: d for d in _retrying(_fetch, couch, list(retry))}
+        again = {}
+        for doc_id, old in retry.items():
+            doc = fresh.get(doc_id)
+            if doc is None:
+                records.append(_record(job, doc_id, JobToken.SKIPPED, "deleted meanwhile", True, old["_rev"]))
+            elif not selection.holds(doc, rules, now):
+                records.append(_record(job, doc_id, JobToken.SKIPPED,
+                                       f"changed meanwhile (now {classify(doc, rules.styles.get(doc.get('type')))})",
+                                       True, old["_rev"]))
+            else:
+                new = _apply(job, doc, rules)
+                if new is None:
+                    records.append(_record(job, doc_id, JobToken.SKIPPED, "already as asked", True, doc["_rev"]))
+                else:
+                    again[doc_id] = (doc, new)
+        if again:
+            for result in _retrying(couch.bulk_docs, [new for _old, new in again.values()]):
+                old, _new = again[result["id"]]
+                if result.get("error"):
+                    job.conflicts += result["error"] == "conflict"
+                    records.append(_record(job, old["_id"], JobToken.FAILED,
+                                           f"{result['error']} twice: a worker keeps changing it", True, old["_rev"]))
+                else:
+                    records.append(_record(job, old["_id"], JobToken.CHANGED, "after a conflict", True, old["_rev"],
+                                           result["rev"]))
+    return records
+
+
+def _attach_each(job, couch, selection, rules, writes, now):
+    """Attachments go one request per token (CouchDB has no bulk attachment upload), streamed from disk."""
+    records = []
+    path = upload_path(job.params["upload"])
+    for doc_id, (doc, _same) in writes.items():
+        for attempt in (1, 2):
+            try:
+                with open(path, "rb") as body:
+                    rev = _retrying(couch.put_attachment, doc_id, job.params["name"], body,
+                                    job.params.get("content_type") or "application/octet-stream", doc["_rev"])
+                records.append(_record(job, doc_id, JobToken.CHANGED, "" if attempt == 1 else "after a conflict",
+                                       attempt == 2, doc["_rev"], rev))
+                break
+            except Conflict:
+                job.conflicts += 1
+                try:
+                    doc = _retrying(couch.get, doc_id)
+                except NotFound:
+                    records.append(_record(job, doc_id, JobToken.SKIPPED, "deleted meanwhile", True))
+                    break
+                if attempt == 2 or not selection.holds(doc, rules, now):
+                    outcome = JobToken.FAILED if attempt == 2 else JobToken.SKIPPED
+                    records.append(_record(job, doc_id, outcome, "changed meanwhile", True, doc["_rev"]))
+                    break
+        job.heartbeat_at = timezone.now()
+        Job.objects.filter(pk=job.pk).update(heartbeat_at=job.heartbeat_at)
+    return records
+
+
+# --- uploads ---------------------------------------------------------------------------------
+
+
+def save_upload(uploaded):
+    """Keep an uploaded file on disk (streamed in chunks) for the job; returns (upload id, size, digest)."""
+    import uuid
+
+    if uploaded.size > settings.JOB_UPLOAD_MAX_BYTES:
+        raise OperationError(f"The file is {uploaded.size} bytes; the limit is {settings.JOB_UPLOAD_MAX_BYTES}")
+    upload_id = uuid.uuid4().hex
+    digest = hashlib.md5()  # noqa: S324 - CouchDB's attachment digest, not security
+    path = upload_path(upload_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as out:
+        for chunk in uploaded.chunks():
+            digest.update(chunk)
+            out.write(chunk)
+    import base64
+
+    return upload_id, uploaded.size, "md5-" + base64.b64encode(digest.digest()).decode()
+
+
+def upload_path(upload_id):
+    from pathlib import Path
+
+    if not upload_id.isalnum():
+        raise OperationError("Bad upload id")
+    return Path(settings.JOB_UPLOAD_DIR) / upload_id
+
+
+# --- interrupted jobs ------------------------------------------------------------------------
+
+
+def mark_interrupted():
+    """Running jobs whose worker stopped sending heartbeats are shown as interrupted (and can be re-run)."""
+    cutoff = timezone.now() - timezone.timedelta(seconds=settings.JOB_HEARTBEAT_TIMEOUT)
+    return Job.objects.filter(status=Job.RUNNING, heartbeat_at__lt=cutoff).update(
+        status=Job.INTERRUPTED, message="The worker running this job stopped (killed or restarted). "
+                                        "Re-running is safe: tokens already changed are no longer selected.",
+        finished_at=timezone.now())
+
+
+def rerun(job, user):
+    """A new job with the same action, selection and parameters (it previews afresh)."""
+    from tokens.pools import get_pool
+
+    pool = get_pool(job.pool)
+    if pool is None:
+        raise OperationError(f"The pool {job.pool!r} is no longer configured")
+    selection = Selection.from_dict(job.selection)
+    seen = preview(pool, selection)
+    return Job.objects.create(pool=job.pool, user=user, via=job.via, action=job.action, selection=job.selection,
+                              params=job.params, preview_count=seen["count"], preview_sample=seen["sample"])
