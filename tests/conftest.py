@@ -1,6 +1,8 @@
 """Real servers for the tests: the embedded CouchDB-compatible server and the demo pools in it,
 seeded by real picas workers. Started once per test session and stopped after it."""
 
+import uuid
+
 import pytest
 from django.contrib.auth.models import Group, User
 
@@ -91,3 +93,26 @@ def celery_worker(redis_server, django_db_setup, django_db_blocker):
     app.conf.broker_url = app.conf.result_backend = redis_server.url
     with django_db_blocker.unblock(), start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
         yield app
+
+
+def surf_token(n, **fields):
+    """A token as SURF's tools create it: every field picas reads."""
+    return {"_id": f"token_{n:05d}", "type": "token", "lock": 0, "done": 0, "hostname": "", "scrub_count": 0,
+            "input": f"run {n}", "exit_code": "", "output": {}, "uploads": {}, "error": [], **fields}
+
+
+@pytest.fixture
+def scratch_pool(couch_server, couch, settings):
+    """A fresh pool with SURF's Monitor views and one GRID_LRT design document; returns its client."""
+    from tokens import demo
+
+    name = "ops-" + uuid.uuid4().hex[:8]
+    db = couch(name)
+    db.create_database()
+    demo._surf_design_docs(couch_server.url, couch_server.username, couch_server.password, name)
+    lrt = demo._lrt_design_doc("pref_cal1_L229585", "0.5")
+    db.put_design(lrt["_id"][len("_design/"):], {k: v for k, v in lrt.items() if k != "_id"})
+    settings.COUCHDB_DATABASES = [name]
+    settings.COUCHDB_GROUP_FIELD = ""
+    yield db
+    db.delete_database()

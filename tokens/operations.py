@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from tokens.couch import Conflict, CouchError, NotFound, Unreachable
 from tokens.models import Job, JobToken
+from tokens.reading import ensure_own_views
 from tokens.states import (
     BUCKET_LABELS,
     BUCKETS,
@@ -131,11 +132,8 @@ class Rules:
 
 def pool_rules(pool, couch):
     design_docs = couch.design_docs()
-    return Rules(
-        styles=token_types([d for d in map(describe_design_doc, design_docs) if d]),
-        group_field=pool.group_field or None,
-        own_views=any(d["_id"] == f"_design/{OWN_DDOC}" for d in design_docs),
-    )
+    styles = token_types([d for d in map(describe_design_doc, design_docs) if d])
+    return Rules(styles, pool.group_field or None, ensure_own_views(pool, couch, styles, design_docs))
 
 
 # --- the actions: what a token becomes -------------------------------------------------------

@@ -1,0 +1,106 @@
+"""Reset/retry: exactly resetTokens.py's fields, by state or lock age, idempotent, preview equal to the effect."""
+
+import time
+
+import pytest
+
+from tests.conftest import surf_token
+from tokens import operations
+from tokens.models import Job, JobToken
+from tokens.operations import OperationError, Selection
+from tokens.pools import all_pools
+
+pytestmark = pytest.mark.django_db
+
+NOW = int(time.time())
+
+
+def pool():
+    return all_pools()[0]
+
+
+def run(action, selection, params=None, confirmation=None, user=None):
+    job = operations.create_job(pool(), user, action, selection, params or {}, confirmation=confirmation)
+    return operations.run_job(job.pk, batch_size=7)
+
+
+def errored(n, **fields):
+    return surf_token(n, lock=NOW - 600, done=NOW - 60, exit_code=1, hostname="wn1", slurm_job_id="77",
+                      error=[{"time": NOW - 60, "message": "boom"}], **fields)
+
+
+def test_reset_writes_exactly_the_surf_fields_and_keeps_the_error_history(scratch_pool):
+    scratch_pool.bulk_docs([errored(1, _attachments={"logs.out": {"content_type": "text/plain", "data": "aGk="}})])
+    before = scratch_pool.get("token_00001")
+    job = run("reset", Selection("state", bucket="error"))
+    after = scratch_pool.get("token_00001")
+    assert job.status == Job.SUCCEEDED and job.changed == 1
+    changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)} - {"_rev"}
+    assert changed == {"lock", "done", "hostname", "exit_code", "scrub_count"}
+    assert (after["lock"], after["done"], after["hostname"], after["exit_code"], after["scrub_count"]) == (
+        0, 0, "", "", 1)
+    assert after["error"] == before["error"] and after["_attachments"] == before["_attachments"]
+
+
+def test_reset_can_delete_attachments_when_asked(scratch_pool):
+    scratch_pool.bulk_docs([errored(1, _attachments={"logs.out": {"content_type": "text/plain", "data": "aGk="}})])
+    run("reset", Selection("state", bucket="error"), {"delete_attachments": True})
+    assert "_attachments" not in scratch_pool.get("token_00001")
+
+
+def test_a_missing_scrub_count_counts_as_zero(scratch_pool):
+    doc = errored(1)
+    del doc["scrub_count"]
+    scratch_pool.bulk_docs([doc])
+    run("reset", Selection("state", bucket="error"))
+    assert scratch_pool.get("token_00001")["scrub_count"] == 1
+
+
+def test_grid_lrt_tokens_also_get_status_todo_and_an_empty_output(scratch_pool):
+    scratch_pool.bulk_docs([{"_id": "t_lrt", "type": "pref_cal1_L229585", "lock": NOW - 900, "done": NOW - 100,
+                             "status": "error", "output": 21, "hostname": "wn", "scrub_count": 0,
+                             "times": {"error": NOW - 100}}])
+    job = run("reset", Selection("state", bucket="error", type="pref_cal1_L229585"))
+    after = scratch_pool.get("t_lrt")
+    assert job.changed == 1
+    assert (after["status"], after["output"], after["lock"], after["done"], after["scrub_count"]) == (
+        "todo", "", 0, 0, 1)
+    assert after["times"] == {"error": NOW - 100}
+
+
+def test_locked_tokens_are_reset_by_lock_age_only(scratch_pool):
+    scratch_pool.bulk_docs([surf_token(1, lock=NOW - 30 * 3600, hostname="dead"),
+                            surf_token(2, lock=NOW - 600, hostname="alive")])
+    job = run("reset", Selection("stale", hours=24))
+    assert job.changed == 1
+    assert scratch_pool.get("token_00001")["lock"] == 0
+    assert scratch_pool.get("token_00002")["lock"] == NOW - 600
+
+
+def test_the_preview_count_equals_what_is_then_changed(scratch_pool):
+    scratch_pool.bulk_docs([errored(n) for n in range(40)] + [surf_token(n) for n in range(40, 60)])
+    selection = Selection("state", bucket="error")
+    seen = operations.preview(pool(), selection)
+    job = run("reset", selection)
+    assert seen["count"] == job.preview_count == job.changed == 40
+    assert JobToken.objects.filter(job=job, outcome="changed").count() == 40
+
+
+def test_running_the_same_reset_twice_changes_nothing_the_second_time(scratch_pool):
+    scratch_pool.bulk_docs([errored(n) for n in range(10)])
+    run("reset", Selection("state", bucket="error"))
+    revs = {d["id"]: d["value"]["rev"] for d in scratch_pool._call(
+        scratch_pool.client.post_all_docs, db=scratch_pool.database)["rows"]}
+    second = run("reset", Selection("state", bucket="error"))
+    assert second.preview_count == second.changed == 0
+    assert revs == {d["id"]: d["value"]["rev"] for d in scratch_pool._call(
+        scratch_pool.client.post_all_docs, db=scratch_pool.database)["rows"]}
+
+
+def test_more_than_the_threshold_needs_the_count_typed(scratch_pool, settings):
+    settings.JOB_CONFIRM_THRESHOLD = 5
+    scratch_pool.bulk_docs([errored(n) for n in range(8)])
+    with pytest.raises(OperationError, match=r"Type the number of tokens \(8\)"):
+        operations.create_job(pool(), None, "reset", Selection("state", bucket="error"), {})
+    job = operations.create_job(pool(), None, "reset", Selection("state", bucket="error"), {}, confirmation="8")
+    assert job.preview_count == 8
