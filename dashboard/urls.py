@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from dashboard import views
+from dashboard import job_views, views
 
 urlpatterns = [
     path("", views.pools, name="pools"),
@@ -12,6 +12,12 @@ urlpatterns = [
     path("pools/<slug:slug>/attachment/", views.attachment, name="attachment"),
     path("pools/<slug:slug>/failures/", views.failures, name="failures"),
     path("pools/<slug:slug>/stale/", views.stale, name="stale"),
+    path("pools/<slug:slug>/jobs/new/", job_views.job_new, name="job_new"),
+    path("pools/<slug:slug>/jobs/", job_views.job_create, name="job_create"),
+    path("jobs/", job_views.jobs, name="jobs"),
+    path("jobs/<int:pk>/", job_views.job, name="job"),
+    path("jobs/<int:pk>/cancel/", job_views.job_cancel, name="job_cancel"),
+    path("jobs/<int:pk>/rerun/", job_views.job_rerun, name="job_rerun"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

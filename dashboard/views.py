@@ -286,8 +286,13 @@ def token(request, slug):
         return couch_error(request, pool, e)
     snap = reading.snapshot(pool)
     facts = reading.token_facts(doc, snap.data["types"] if snap.data else {})
-    payload = {"pool": pool.slug, "token": doc, **{k: v for k, v in facts.items() if k != "fields"}}
-    context = {"pool": pool, "doc": doc, "facts": facts, **labels()}
+    from dashboard.job_views import token_jobs
+
+    touched = token_jobs(pool.slug, doc_id)
+    payload = {"pool": pool.slug, "token": doc, **{k: v for k, v in facts.items() if k != "fields"},
+               "jobs": [{"id": t.job_id, "action": t.job.action, "outcome": t.outcome, "reason": t.reason}
+                        for t in touched]}
+    context = {"pool": pool, "doc": doc, "facts": facts, "touched": touched, **labels()}
     if wants_json(request):
         return JsonResponse(payload, json_dumps_params={"ensure_ascii": False})
     context["inline"] = inline_attachments(pool, doc, facts["attachments"])

@@ -1,0 +1,210 @@
+"""Jobs in the web UI: preview, confirm, watch, cancel, re-run, and the audit list.
+
+Operators act; viewers get 403 on every one of these except reading a job and the audit list.
+"""
+
+import math
+
+from django.contrib.auth.models import User
+from django.http import JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseStopPolling
+
+from dashboard.roles import operator_required
+from dashboard.views import couch_error, pool_or_404, respond, wants_json
+from tokens import operations
+from tokens.couch import CouchError
+from tokens.models import Job, JobToken
+from tokens.operations import OperationError, Selection
+from tokens.states import BUCKET_LABELS
+
+ACTION_LABELS = {"reset": "Reset / retry", "set_field": "Set a field", "attach": "Attach a file", "delete": "Delete"}
+
+
+def selection_from(data):
+    """A Selection from form or query data; OperationError if it makes no sense."""
+    kind = data.get("kind", "state")
+    hours = None
+    if data.get("hours"):
+        try:
+            hours = float(data["hours"])
+        except ValueError:
+            raise OperationError("The lock age must be a number of hours") from None
+        if not math.isfinite(hours):
+            raise OperationError("The lock age must be a number of hours")
+    selection = Selection(
+        kind=kind,
+        bucket=data.get("bucket") or None,
+        type=data.get("type") or None,
+        group=data.get("group") if data.get("group") not in (None, "") else None,
+        hours=hours,
+        code=data.get("code") if "code" in data else None,
+        message=data.get("message", ""),
+        ids=[i for i in data.getlist("ids") if i],
+    )
+    if selection.ids:
+        selection.kind = "ids"
+    selection.validate()
+    return selection
+
+
+def params_from(request, action):
+    """The action's parameters from the confirmation form; an upload is saved to disk for the worker."""
+    post = request.POST
+    if action == "reset":
+        return {"delete_attachments": post.get("delete_attachments") == "on"}
+    if action == "set_field":
+        params = {"field": post.get("field", "").strip(), "value_type": post.get("value_type", "string"),
+                  "allow_state_fields": post.get("allow_state_fields") == "on"}
+        params["value"] = operations.parse_value(post.get("value", ""), params["value_type"])
+        return params
+    if action == "attach":
+        uploaded = request.FILES.get("file")
+        if uploaded is None:
+            raise OperationError("Choose a file to attach")
+        upload_id, size, digest = operations.save_upload(uploaded)
+        return {"name": post.get("name", "").strip() or uploaded.name, "upload": upload_id, "size": size,
+                "digest": digest, "content_type": uploaded.content_type or "application/octet-stream"}
+    return {}
+
+
+@require_GET
+@operator_required
+def job_new(request, slug):
+    """The dry run: how many tokens, which ones, and the form that starts the job."""
+    pool = pool_or_404(slug)
+    action = request.GET.get("action", "reset")
+    context = {"pool": pool, "action": action, "action_label": ACTION_LABELS.get(action, action)}
+    try:
+        if action not in ACTION_LABELS:
+            raise OperationError(f"Unknown action {action!r}")
+        selection = selection_from(request.GET)
+        seen = operations.preview(pool, selection)
+    except OperationError as e:
+        return respond(request, "job_new.html", {**context, "problem": str(e)}, {"error": str(e)}, status=400)
+    except CouchError as e:
+        return couch_error(request, pool, e)
+    context.update(selection=selection, description=selection.describe(), preview=seen,
+                   typed=operations.needs_typed_confirmation(action, seen["count"]),
+                   state_fields=sorted(operations.STATE_FIELDS))
+    payload = {"action": action, "selection": selection.as_dict(), "count": seen["count"], "sample": seen["sample"],
+               "needs_typed_confirmation": context["typed"]}
+    return respond(request, "job_new.html", context, payload)
+
+
+@require_POST
+@operator_required
+def job_create(request, slug):
+    pool = pool_or_404(slug)
+    action = request.POST.get("action", "")
+    try:
+        selection = selection_from(request.POST)
+        job = operations.create_job(pool, request.user, action, selection, params_from(request, action),
+                                    confirmation=request.POST.get("confirmation"))
+    except OperationError as e:
+        if wants_json(request):
+            return JsonResponse({"error": str(e)}, status=400)
+        query = request.POST.copy()
+        for private in ("csrfmiddlewaretoken", "confirmation", "value", "file"):
+            query.pop(private, None)
+        return render(request, "job_new.html", {"pool": pool, "problem": str(e), "retry_query": query.urlencode(),
+                                                "action": action, "action_label": ACTION_LABELS.get(action, action)},
+                      status=400)
+    except CouchError as e:
+        return couch_error(request, pool, e)
+    enqueue(job)
+    if wants_json(request):
+        return JsonResponse(job_json(job), status=201)
+    return redirect("job", job.pk)
+
+
+def enqueue(job):
+    from tokens.tasks import run_job
+
+    try:
+        run_job.delay(job.pk)
+    except Exception as e:  # the broker is down: the job stays queued and says so
+        Job.objects.filter(pk=job.pk).update(
+            status=Job.FAILED, message=f"Could not queue the job ({type(e).__name__}): is the broker running? "
+                                       "Nothing was written; re-run it when the broker is back.")
+
+
+def job_json(job):
+    return {
+        "id": job.pk, "pool": job.pool, "user": job.user.username if job.user else None, "via": job.via,
+        "action": job.action, "selection": job.selection, "params": {k: v for k, v in job.params.items()
+                                                                     if k != "upload"},
+        "preview_count": job.preview_count, "status": job.status, "message": job.message,
+        "created_at": job.created_at.isoformat(),
+        "started_at": job.started_at.isoformat() if job.started_at else None,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        "read": job.total, "changed": job.changed, "skipped": job.skipped, "conflicts": job.conflicts,
+        "failed": job.failed, "percent": job.percent,
+    }
+
+
+@require_GET
+def job(request, pk):
+    operations.mark_interrupted()
+    job = get_object_or_404(Job.objects.select_related("user"), pk=pk)
+    problems = JobToken.objects.filter(job=job).exclude(outcome=JobToken.CHANGED, conflicted=False)
+    context = {"job": job, "description": Selection.from_dict(job.selection).describe(),
+               "action_label": ACTION_LABELS.get(job.action, job.action), "problems": problems[:500],
+               "problem_count": problems.count(), "bucket_labels": BUCKET_LABELS}
+    payload = {**job_json(job), "problems": [
+        {"id": p.token_id, "outcome": p.outcome, "reason": p.reason, "conflicted": p.conflicted}
+        for p in problems[:500]]}
+    response = respond(request, "job.html", context, payload)
+    if request.htmx and job.ended:
+        # 286 tells htmx to stop polling; the final state is in this response.
+        return HttpResponseStopPolling(response.content)
+    return response
+
+
+@require_POST
+@operator_required
+def job_cancel(request, pk):
+    job = get_object_or_404(Job, pk=pk)
+    Job.objects.filter(pk=pk).update(cancel_requested=True)
+    # A job no worker has started yet ends here; a running one stops between two batches.
+    Job.objects.filter(pk=pk, status=Job.QUEUED).update(status=Job.CANCELLED, message="Cancelled before it started.")
+    return redirect("job", job.pk)
+
+
+@require_POST
+@operator_required
+def job_rerun(request, pk):
+    old = get_object_or_404(Job, pk=pk)
+    try:
+        job = operations.rerun(old, request.user)
+    except (OperationError, CouchError) as e:
+        return render(request, "job.html", {"job": old, "problem": str(e)}, status=400)
+    enqueue(job)
+    return redirect("job", job.pk)
+
+
+@require_GET
+def jobs(request):
+    """The audit list: every job, newest first, filterable by pool, user and action."""
+    operations.mark_interrupted()
+    q = request.GET
+    found = Job.objects.select_related("user")
+    if q.get("pool"):
+        found = found.filter(pool=q["pool"])
+    if q.get("user"):
+        found = found.filter(user__username=q["user"])
+    if q.get("action"):
+        found = found.filter(action=q["action"])
+    found = found[:200]
+    context = {"jobs": found, "filters": q, "action_labels": ACTION_LABELS,
+               "pools": Job.objects.values_list("pool", flat=True).distinct().order_by("pool"),
+               "users": User.objects.filter(job__isnull=False).distinct().order_by("username")}
+    return respond(request, "jobs.html", context, {"jobs": [job_json(j) for j in found]})
+
+
+def token_jobs(pool_slug, token_id):
+    """The jobs that touched a token, newest first (for the token page)."""
+    return (JobToken.objects.filter(pool=pool_slug, token_id=token_id).select_related("job", "job__user")
+            .order_by("-job__created_at")[:50])
+
