@@ -1,0 +1,102 @@
+"""`python manage.py tokens ACTION ...`: the web UI's operations from a shell, through the same functions."""
+
+import json
+
+from django.contrib.auth.models import User
+from django.core.management.base import BaseCommand, CommandError
+
+from tokens import operations
+from tokens.couch import CouchError
+from tokens.operations import OperationError, Selection
+from tokens.pools import get_pool
+
+
+class Command(BaseCommand):
+    help = "Preview (--dry-run) or run an operation on a pool's tokens: reset, set_field, delete, attach."
+
+    def add_arguments(self, parser):
+        parser.add_argument("action", choices=["reset", "set_field", "delete", "attach"])
+        parser.add_argument("--pool", required=True, help="the pool's slug")
+        parser.add_argument("--state", help="todo, locked, done, error, locked_unknown, legacy_error, ...")
+        parser.add_argument("--stale-hours", type=float, help="locked longer than this many hours")
+        parser.add_argument("--code", help="a failure group: exit code (with --message)")
+        parser.add_argument("--message", default="", help="a failure group: its normalised message")
+        parser.add_argument("--type", help="only this token type (observation)")
+        parser.add_argument("--group", help="only this group (e.g. OBSID) within --type")
+        parser.add_argument("--ids", nargs="+", default=[], help="explicit token ids")
+        parser.add_argument("--delete-attachments", action="store_true", help="reset: delete attachments too")
+        parser.add_argument("--field", help="set_field: the field")
+        parser.add_argument("--value", help="set_field: the value")
+        parser.add_argument("--value-type", default="string", choices=operations.VALUE_TYPES)
+        parser.add_argument("--allow-state-fields", action="store_true")
+        parser.add_argument("--file", help="attach: the file to attach")
+        parser.add_argument("--name", help="attach: the attachment name (default: the file's name)")
+        parser.add_argument("--dry-run", action="store_true", help="only say how many tokens, and which")
+        parser.add_argument("--confirm", help="the token count, typed, when asked for")
+        parser.add_argument("--user", help="record the job under this dashboard user")
+
+    def handle(self, *args, **o):
+        pool = get_pool(o["pool"])
+        if pool is None:
+            raise CommandError(f"No pool {o['pool']!r}")
+        if o["stale_hours"] is not None:
+            kind = "stale"
+        elif o["code"] is not None:
+            kind = "failure"
+        elif o["ids"]:
+            kind = "ids"
+        else:
+            kind = "state"
+        selection = Selection(kind, bucket=o["state"], type=o["type"], group=o["group"], hours=o["stale_hours"],
+                              code=o["code"], message=o["message"], ids=o["ids"])
+        try:
+            if o["dry_run"]:
+                seen = operations.preview(pool, selection)
+                self.stdout.write(json.dumps({"action": o["action"], "selection": selection.describe(), **seen}))
+                return
+            params = self.params(o)
+            user = User.objects.get(username=o["user"]) if o["user"] else None
+            job = operations.create_job(pool, user, o["action"], selection, params, confirmation=o["confirm"],
+                                        via="cli")
+            job = operations.run_job(job.pk)
+        except (OperationError, CouchError, User.DoesNotExist) as e:
+            raise CommandError(str(e)) from None
+        self.stdout.write(f"job {job.pk} {job.status}: {job.total} read, {job.changed} changed, "
+                          f"{job.skipped} skipped, {job.conflicts} conflicts, {job.failed} failed")
+        if job.message:
+            self.stdout.write(job.message)
+        if job.status != job.SUCCEEDED:
+            raise CommandError(f"job {job.pk} {job.status}")
+
+    def params(self, o):
+        action = o["action"]
+        if action == "reset":
+            return {"delete_attachments": o["delete_attachments"]}
+        if action == "set_field":
+            return {"field": o["field"] or "", "value": operations.parse_value(o["value"] or "", o["value_type"]),
+                    "value_type": o["value_type"], "allow_state_fields": o["allow_state_fields"]}
+        if action == "attach":
+            if not o["file"]:
+                raise OperationError("--file is required")
+            upload_id, size, digest = operations.save_upload(_LocalFile(o["file"]))
+            return {"name": o["name"] or o["file"].rsplit("/", 1)[-1], "upload": upload_id, "size": size,
+                    "digest": digest, "content_type": "application/octet-stream"}
+        return {}
+
+
+class _LocalFile:
+    """A local file with the two things save_upload asks of an upload: its size and its chunks."""
+
+    def __init__(self, path):
+        import os
+
+        try:
+            self.size = os.path.getsize(path)
+        except OSError as e:
+            raise OperationError(f"Cannot read {path}: {e.strerror}") from None
+        self.path = path
+
+    def chunks(self, size=1024 * 1024):
+        with open(self.path, "rb") as f:
+            while chunk := f.read(size):
+                yield chunk
