@@ -90,16 +90,15 @@ def take_snapshot(pool):
 
 def refresh(pool):
     """Take a new snapshot and store it; on failure keep the old counts and store the error."""
-    snap, _ = CountSnapshot.objects.get_or_create(pool=pool.slug)
     try:
-        snap.data = take_snapshot(pool)
+        data = take_snapshot(pool)
     except CouchError as e:
         log.warning("pool %s: %s", pool.slug, e)
-        snap.error, snap.error_status, snap.error_at = str(e), e.status, timezone.now()
-        snap.save(update_fields=["error", "error_status", "error_at"])
+        snap, _ = CountSnapshot.objects.update_or_create(
+            pool=pool.slug, defaults={"error": str(e), "error_status": e.status, "error_at": timezone.now()})
         return snap
-    snap.taken_at, snap.error, snap.error_status, snap.error_at = timezone.now(), "", None, None
-    snap.save()
+    snap, _ = CountSnapshot.objects.update_or_create(pool=pool.slug, defaults={
+        "data": data, "taken_at": timezone.now(), "error": "", "error_status": None, "error_at": None})
     return snap
 
 

@@ -1,0 +1,119 @@
+"""Jobs through the browser's forms: operators preview and run them on a real Celery worker; viewers only look."""
+
+import time
+
+import pytest
+from django.test import Client
+
+from tests.conftest import surf_token
+from tokens.models import Job
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+NOW = int(time.time())
+
+
+def errored(n):
+    return surf_token(n, lock=NOW - 600, done=NOW - 60, exit_code=3, hostname="wn",
+                      error=[{"time": NOW - 60, "message": f"exit 3 on node {n}"}])
+
+
+def wait_until_ended(pk, seconds=30):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        job = Job.objects.get(pk=pk)
+        if job.ended:
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {pk} did not end: {Job.objects.get(pk=pk).status}")
+
+
+def test_an_operator_previews_confirms_and_watches_a_reset(operator_client, scratch_pool, celery_worker):
+    scratch_pool.bulk_docs([errored(n) for n in range(12)] + [surf_token(n) for n in range(12, 20)])
+    slug = scratch_pool.database
+    preview = operator_client.get(f"/pools/{slug}/jobs/new/", {"action": "reset", "kind": "state", "bucket": "error"})
+    assert preview.status_code == 200
+    assert "Dry run" in preview.content.decode() and ">12<" in preview.content.decode()
+    created = operator_client.post(f"/pools/{slug}/jobs/", {"action": "reset", "kind": "state", "bucket": "error"})
+    assert created.status_code == 302
+    pk = int(created["Location"].rstrip("/").rsplit("/", 1)[-1])
+    job = wait_until_ended(pk)
+    assert (job.status, job.preview_count, job.changed, job.skipped) == ("succeeded", 12, 12, 0)
+    page = operator_client.get(f"/jobs/{pk}/", headers={"HX-Request": "true", "HX-Target": "progress"})
+    assert page.status_code == 286  # htmx stops polling a finished job
+    assert "succeeded" in page.content.decode()
+    token_page = operator_client.get(f"/pools/{slug}/token/", {"id": "token_00003", "format": "json"}).json()
+    assert [j["id"] for j in token_page["jobs"]] == [pk]
+    counts = operator_client.get(f"/pools/{slug}/", {"format": "json"}).json()["counts"]
+    assert counts["error"] == 0 and counts["todo"] == 20
+
+
+def test_a_job_selected_by_ticked_ids_touches_only_those(operator_client, scratch_pool, celery_worker):
+    scratch_pool.bulk_docs([errored(n) for n in range(5)])
+    slug = scratch_pool.database
+    created = operator_client.post(f"/pools/{slug}/jobs/?format=json",
+                                   {"action": "reset", "ids": ["token_00001", "token_00002"]})
+    job = wait_until_ended(created.json()["id"])
+    assert job.changed == 2
+    assert scratch_pool.get("token_00003")["lock"] > 0 and scratch_pool.get("token_00001")["lock"] == 0
+
+
+def test_the_count_must_be_typed_above_the_threshold(operator_client, scratch_pool, settings):
+    settings.JOB_CONFIRM_THRESHOLD = 3
+    scratch_pool.bulk_docs([errored(n) for n in range(5)])
+    slug = scratch_pool.database
+    form = {"action": "reset", "kind": "state", "bucket": "error"}
+    page = operator_client.get(f"/pools/{slug}/jobs/new/", form).content.decode()
+    assert 'name="confirmation"' in page
+    refused = operator_client.post(f"/pools/{slug}/jobs/", {**form, "confirmation": "4"})
+    assert refused.status_code == 400 and "Type the number of tokens (5)" in refused.content.decode()
+    assert not Job.objects.exists()
+    assert scratch_pool.get("token_00001")["lock"] > 0
+
+
+@pytest.mark.parametrize("method, url", [
+    ("get", "/pools/{slug}/jobs/new/?action=reset&kind=state&bucket=error"),
+    ("post", "/pools/{slug}/jobs/"),
+    ("post", "/jobs/{job}/cancel/"),
+    ("post", "/jobs/{job}/rerun/"),
+])
+def test_viewers_get_403_on_every_job_action(viewer_client, scratch_pool, method, url):
+    job = Job.objects.create(pool=scratch_pool.database, action="reset", selection={"kind": "state",
+                                                                                       "bucket": "error"},
+                             preview_count=0, status=Job.FAILED)
+    target = url.format(slug=scratch_pool.database, job=job.pk)
+    data = {"action": "reset", "kind": "state", "bucket": "error"} if method == "post" else None
+    response = getattr(viewer_client, method)(target, data) if data else getattr(viewer_client, method)(target)
+    assert response.status_code == 403
+    assert Job.objects.count() == 1 and not Job.objects.get().cancel_requested
+
+
+def test_viewers_see_no_action_controls(viewer_client, scratch_pool):
+    scratch_pool.bulk_docs([errored(1)])
+    slug = scratch_pool.database
+    for url in (f"/pools/{slug}/tokens/?state=error", f"/pools/{slug}/failures/", f"/pools/{slug}/stale/?hours=0"):
+        html = viewer_client.get(url).content.decode()
+        assert "jobs/new" not in html and 'name="ids"' not in html
+
+
+def test_a_form_without_its_csrf_token_is_refused(operator, scratch_pool):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(operator)
+    response = client.post(f"/pools/{scratch_pool.database}/jobs/", {"action": "reset", "kind": "state",
+                                                                      "bucket": "error"})
+    assert response.status_code == 403 and not Job.objects.exists()
+
+
+def test_the_audit_list_filters_by_pool_user_and_action(operator_client, operator, viewer_client):
+    Job.objects.create(pool="a", user=operator, action="reset", selection={}, preview_count=1)
+    Job.objects.create(pool="b", user=operator, action="delete", selection={}, preview_count=1)
+    Job.objects.create(pool="a", action="set_field", via="cli", selection={}, preview_count=1)
+
+    def listed(**filters):
+        jobs = viewer_client.get("/jobs/", {**filters, "format": "json"}).json()["jobs"]
+        return [(j["pool"], j["action"]) for j in jobs]
+
+    assert len(listed()) == 3
+    assert listed(pool="a") == [("a", "set_field"), ("a", "reset")]
+    assert listed(user=operator.username) == [("b", "delete"), ("a", "reset")]
+    assert listed(action="delete") == [("b", "delete")]
