@@ -75,6 +75,9 @@ class Couch:
         authenticator = BasicAuthenticator(username, password) if username else NoAuthAuthenticator()
         self.client = CloudantV1(authenticator=authenticator)
         self.client.set_service_url(url)
+        # The client gzips request bodies by default; an attachment sent that way is stored compressed by
+        # servers that ignore Content-Encoding on uploads (pouchdb-server). Plain bodies work everywhere.
+        self.client.set_enable_gzip_compression(False)
         # (connect, read): a dead host fails fast, a slow view gets the read timeout.
         self.client.set_http_config({"timeout": (min(3.05, timeout), timeout)})
 
@@ -182,6 +185,17 @@ class Couch:
         return Page(rows)
 
     # --- attachments --------------------------------------------------------------------------
+
+    def put_attachment(self, doc_id, name, body, content_type, rev):
+        """Attach a file (an open binary file: streamed, never read whole) to a document at `rev`.
+
+        Returns the document's new revision; Conflict if `rev` is no longer current.
+        """
+        result = self._call(
+            self.client.put_attachment, db=self.database, doc_id=doc_id, attachment_name=name,
+            attachment=body, content_type=content_type, rev=rev,
+        )
+        return result["rev"]
 
     def attachment(self, doc_id, name):
         """Stream an attachment: returns (iterator of bytes, content type, length or None).
