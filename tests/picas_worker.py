@@ -1,0 +1,26 @@
+"""A pilot job as users write them with the real picas 1.1.2 client: claim from Monitor/todo, run, save.
+
+Run as a separate process by the tests: `python tests/picas_worker.py` with PICAS_URL, PICAS_DB, PICAS_USER,
+PICAS_PASSWORD (never on the command line) and PICAS_DELAY (seconds of "work" per token) in the environment.
+"""
+
+import os
+import socket
+import time
+
+from picas.actors import RunActor
+from picas.clients import CouchDB
+
+
+class Pilot(RunActor):
+    def process_task(self, task):
+        time.sleep(float(os.environ.get("PICAS_DELAY", "0.02")))
+        task["exit_code"] = 0
+        task["output"] = {"result": f"{task['_id']} by {socket.gethostname()} pid {os.getpid()}"}
+        task.done()
+
+
+if __name__ == "__main__":
+    db = CouchDB(url=os.environ["PICAS_URL"], db=os.environ["PICAS_DB"], username=os.environ["PICAS_USER"],
+                 password=os.environ["PICAS_PASSWORD"])
+    Pilot(db, view="todo", design_doc="Monitor").run()

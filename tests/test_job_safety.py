@@ -1,0 +1,215 @@
+"""Jobs while real picas workers run: re-checks on 409, no worker result lost, cancel, CouchDB going away."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dashboard.embedded import EmbeddedCouch
+from tests.conftest import surf_token
+from tokens import operations
+from tokens.couch import Couch
+from tokens.models import Job, JobToken
+from tokens.operations import Selection
+from tokens.pools import all_pools
+from tokens.states import classify
+
+NOW = int(time.time())
+STALE = NOW - 30 * 3600
+
+
+def errored(n, **fields):
+    return surf_token(n, lock=NOW - 600, done=NOW - 60, exit_code=1, hostname="wn",
+                      error=[{"time": NOW - 60, "message": "exit 1"}], **fields)
+
+
+def picas_db(server, database):
+    """The real picas client, as a pilot job holds it."""
+    from picas.clients import CouchDB
+
+    return CouchDB(url=server.url, db=database, username=server.username, password=server.password)
+
+
+def start_pilots(server, database, count, delay):
+    env = dict(os.environ, PICAS_URL=server.url, PICAS_DB=database, PICAS_USER=server.username,
+               PICAS_PASSWORD=server.password, PICAS_DELAY=str(delay))
+    script = Path(__file__).with_name("picas_worker.py")
+    return [subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True) for _ in range(count)]
+
+
+@pytest.mark.django_db
+def test_a_token_changed_by_a_worker_after_the_job_read_it_is_rechecked_not_overwritten(scratch_pool, couch_server):
+    scratch_pool.bulk_docs([surf_token(1, lock=STALE, hostname="slow-but-alive"), errored(2), errored(3)])
+    pool = all_pools()[0]
+    couch = pool.couch()
+    rules = operations.pool_rules(pool, couch)
+    stale_job = Job.objects.create(pool=pool.slug, action="reset", selection={"kind": "stale", "hours": 24},
+                                   preview_count=1)
+    error_job = Job.objects.create(pool=pool.slug, action="reset", selection={"kind": "state", "bucket": "error"},
+                                   preview_count=2)
+    read_by_job = {d["_id"]: d for d in operations._fetch(couch, ["token_00001", "token_00002", "token_00003"])}
+
+    # Meanwhile the real picas client: the slow pilot finishes token 1, a pilot's max_scrub retry scrubs
+    # token 2, and someone annotates token 3 (which stays in error).
+    from picas.documents import Task
+
+    db = picas_db(couch_server, scratch_pool.database)
+    finished = Task(db.get("token_00001").value)
+    finished["exit_code"] = 0
+    db.save(finished.done())
+    scrubbed = Task(db.get("token_00002").value)
+    db.save(scrubbed.scrub())
+    annotated = db.get("token_00003")
+    annotated["note"] = "looked at"
+    db.save(annotated)
+
+    operations._process(stale_job, couch, pool, Selection("stale", hours=24), rules, [read_by_job["token_00001"]],
+                        time.time())
+    operations._process(error_job, couch, pool, Selection("state", bucket="error"), rules,
+                        [read_by_job["token_00002"], read_by_job["token_00003"]], time.time())
+
+    token1 = scratch_pool.get("token_00001")
+    assert token1["done"] > 0 and token1["exit_code"] == 0  # the worker's result stands
+    assert scratch_pool.get("token_00002")["scrub_count"] == 1  # scrubbed once, by picas only
+    token3 = scratch_pool.get("token_00003")
+    assert (token3["lock"], token3["note"], token3["scrub_count"]) == (0, "looked at", 1)
+    outcomes = {t.token_id: (t.outcome, t.conflicted, t.reason) for t in JobToken.objects.all()}
+    assert outcomes["token_00001"] == ("skipped", True, "changed meanwhile (now done)")
+    assert outcomes["token_00002"] == ("skipped", True, "changed meanwhile (now todo)")
+    assert outcomes["token_00003"] == ("changed", True, "after a conflict")
+    assert (stale_job.conflicts, error_job.conflicts) == (1, 2)
+
+
+@pytest.mark.django_db
+def test_resetting_errors_and_stale_locks_while_pilots_run_loses_no_result(scratch_pool, couch_server):
+    tokens = [errored(n) for n in range(60)] + [surf_token(n, lock=STALE, hostname="dead")
+                                                for n in range(60, 80)]
+    tokens += [surf_token(n) for n in range(80, 300)]
+    scratch_pool.bulk_docs(tokens)
+    pool = all_pools()[0]
+    pilots = start_pilots(couch_server, scratch_pool.database, 3, delay=0.01)
+    try:
+        time.sleep(1)  # the pilots are claiming and finishing tokens
+        jobs = [operations.run_job(operations.create_job(pool, None, "reset", selection, {}, confirmation="60").pk,
+                                   batch_size=7)
+                for selection in (Selection("state", bucket="error"), Selection("stale", hours=24))]
+    finally:
+        outputs = [p.communicate(timeout=120)[0] for p in pilots]
+    assert all(p.returncode == 0 for p in pilots), outputs
+
+    # (Pilots may still collide with each other: picas claims without re-checking the lock, so two pilots can
+    # run one token and the later save conflicts. That is picas's own behaviour, not the job's.)
+    for job in jobs:
+        assert job.status == "succeeded"
+        assert job.total == job.changed + job.skipped + job.failed
+        assert job.conflicts >= JobToken.objects.filter(job=job, conflicted=True).count()
+    # Every token a job changed was, in the revision it replaced, still in the selected state: never a token
+    # a pilot had finished or held freshly.
+    for record in JobToken.objects.filter(outcome="changed"):
+        replaced = scratch_pool._call(scratch_pool.client.get_document, db=scratch_pool.database,
+                                      doc_id=record.token_id, rev=record.rev_before)
+        state = classify(replaced, "surf")
+        assert state == record.job.selection.get("bucket", "locked"), record.token_id
+        if state == "locked":
+            assert time.time() - replaced["lock"] > 24 * 3600
+    assert sum(j.changed for j in jobs) == 80
+    # The counts add up: every token is somewhere, and the pilots' results are all there.
+    docs = [r["doc"] for r in scratch_pool._call(scratch_pool.client.post_all_docs, db=scratch_pool.database,
+                                                 include_docs=True)["rows"] if not r["id"].startswith("_design/")]
+    assert len(docs) == 300
+    for doc in docs:
+        if classify(doc, "surf") == "done":
+            assert doc["output"]["result"].startswith(doc["_id"])
+        if isinstance(doc.get("output"), dict) and doc["output"].get("result"):
+            # A pilot's result is never undone: reset keeps `output`, so a reset done token would show here.
+            assert classify(doc, "surf") == "done", doc["_id"]
+
+
+def wait_for(condition, seconds=60, step=0.05):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step)
+    return False
+
+
+def reset_in_couch(db):
+    rows = db._call(db.client.post_all_docs, db=db.database, include_docs=True)["rows"]
+    return sum(1 for r in rows if r["doc"].get("scrub_count") == 1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cancelled_job_stops_between_batches_and_says_exactly_what_it_wrote(operator_client, scratch_pool,
+                                                                              settings, celery_worker):
+    settings.JOB_BATCH_SIZE = 5
+    settings.JOB_CONFIRM_THRESHOLD = 1000
+    scratch_pool.bulk_docs([errored(n) for n in range(300)])
+    created = operator_client.post(f"/pools/{scratch_pool.database}/jobs/?format=json",
+                                   {"action": "reset", "kind": "state", "bucket": "error"})
+    pk = created.json()["id"]
+    assert wait_for(lambda: Job.objects.get(pk=pk).changed > 0)
+    operator_client.post(f"/jobs/{pk}/cancel/")
+    assert wait_for(lambda: Job.objects.get(pk=pk).ended)
+    job = Job.objects.get(pk=pk)
+    assert job.status == "cancelled" and 0 < job.changed < 300
+    assert reset_in_couch(scratch_pool) == job.changed == JobToken.objects.filter(job=job, outcome="changed").count()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_couchdb_going_away_mid_job_fails_it_with_an_exact_account_and_a_safe_rerun(
+        operator_client, settings, celery_worker, tmp_path):
+    server = EmbeddedCouch(tmp_path / "couch").start()  # on disk: its data survives the restart
+    try:
+        settings.COUCHDB_URL, settings.COUCHDB_USER, settings.COUCHDB_PASSWORD = (
+            server.url, server.username, server.password)
+        settings.COUCHDB_DATABASES = ["outage"]
+        settings.JOB_BATCH_SIZE, settings.JOB_RETRIES, settings.JOB_RETRY_BACKOFF = 5, 3, 0.2
+        settings.JOB_CONFIRM_THRESHOLD = 1000
+        db = Couch(server.url, "outage", server.username, server.password)
+        db.create_database()
+        from tokens import demo
+
+        demo._surf_design_docs(server.url, server.username, server.password, "outage")
+        db.bulk_docs([errored(n) for n in range(300)])
+        pk = operator_client.post("/pools/outage/jobs/?format=json",
+                                  {"action": "reset", "kind": "state", "bucket": "error"}).json()["id"]
+        assert wait_for(lambda: Job.objects.get(pk=pk).changed > 0)
+        server.stop()
+        assert wait_for(lambda: Job.objects.get(pk=pk).ended)
+        job = Job.objects.get(pk=pk)
+        assert job.status == "failed" and "is unreachable" in job.message and "gave up after 3 tries" in job.message
+        page = operator_client.get(f"/jobs/{pk}/").content.decode()
+        assert "is unreachable" in page and "Re-run" in page
+
+        server.start()
+        written = reset_in_couch(db)
+        # Every write the job recorded is there; at most the one batch in flight is unaccounted for.
+        assert job.changed <= written <= job.changed + 5
+        rerun = operator_client.post(f"/jobs/{pk}/rerun/")
+        new_pk = int(rerun["Location"].rstrip("/").rsplit("/", 1)[-1])
+        assert wait_for(lambda: Job.objects.get(pk=new_pk).ended)
+        assert Job.objects.get(pk=new_pk).status == "succeeded"
+        assert reset_in_couch(db) == 300  # every token reset exactly once
+    finally:
+        server.stop()
+
+
+@pytest.mark.django_db
+def test_a_job_whose_worker_stopped_reporting_is_shown_interrupted_and_reruns_safely(scratch_pool, settings):
+    scratch_pool.bulk_docs([errored(n) for n in range(10)])
+    pool = all_pools()[0]
+    job = operations.create_job(pool, None, "reset", Selection("state", bucket="error"), {})
+    operations._process(job, pool.couch(), pool, Selection("state", bucket="error"),
+                        operations.pool_rules(pool, pool.couch()),
+                        operations._fetch(pool.couch(), [f"token_{n:05d}" for n in range(4)]), time.time())
+    Job.objects.filter(pk=job.pk).update(status=Job.RUNNING, heartbeat_at=job.created_at.replace(year=2000))
+    assert operations.mark_interrupted() == 1
+    assert Job.objects.get(pk=job.pk).status == "interrupted"
+    again = operations.run_job(operations.rerun(job, None).pk)
+    assert (again.changed, again.status) == (6, "succeeded")
+    assert reset_in_couch(scratch_pool) == 10
