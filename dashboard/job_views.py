@@ -85,7 +85,10 @@ def job_new(request, slug):
         return respond(request, "job_new.html", {**context, "problem": str(e)}, {"error": str(e)}, status=400)
     except CouchError as e:
         return couch_error(request, pool, e)
+    query = request.GET.copy()
+    query.pop("action", None)
     context.update(selection=selection, description=selection.describe(), preview=seen,
+                   action_labels=ACTION_LABELS, query_without_action=query.urlencode(),
                    typed=operations.needs_typed_confirmation(action, seen["count"]),
                    state_fields=sorted(operations.STATE_FIELDS))
     payload = {"action": action, "selection": selection.as_dict(), "count": seen["count"], "sample": seen["sample"],

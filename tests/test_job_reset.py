@@ -104,3 +104,14 @@ def test_more_than_the_threshold_needs_the_count_typed(scratch_pool, settings):
         operations.create_job(pool(), None, "reset", Selection("state", bucket="error"), {})
     job = operations.create_job(pool(), None, "reset", Selection("state", bucket="error"), {}, confirmation="8")
     assert job.preview_count == 8
+
+
+def test_a_whole_observation_can_be_selected_across_its_states(scratch_pool, settings):
+    settings.COUCHDB_GROUP_FIELD = "OBSID"
+    scratch_pool.bulk_docs([errored(1, OBSID="L1"), surf_token(2, OBSID="L1"),
+                            surf_token(3, OBSID="L1", lock=NOW - 5, done=NOW, exit_code=0), errored(4, OBSID="L2")])
+    selection = Selection("observation", type="token", group="L1")
+    assert operations.preview(pool(), selection)["count"] == 3
+    job = run("set_field", selection, {"field": "campaign", "value": "c7"})
+    assert job.changed == 3
+    assert "campaign" not in scratch_pool.get("token_00004")

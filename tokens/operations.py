@@ -47,7 +47,7 @@ class OperationError(Exception):
 
 @dataclass
 class Selection:
-    """Which tokens a job touches. kind: state, stale, failure or ids."""
+    """Which tokens a job touches. kind: state, stale, failure, observation (all its tokens) or ids."""
 
     kind: str
     bucket: str | None = None
@@ -74,7 +74,9 @@ class Selection:
             raise OperationError("A failure-group selection needs an exit code")
         if self.kind == "ids" and not self.ids:
             raise OperationError("Select at least one token")
-        if self.kind not in ("state", "stale", "failure", "ids"):
+        if self.kind == "observation" and not self.type:
+            raise OperationError("Name the observation (token type, and group if the pool has one)")
+        if self.kind not in ("state", "stale", "failure", "observation", "ids"):
             raise OperationError(f"Unknown selection {self.kind!r}")
 
     def describe(self):
@@ -87,17 +89,21 @@ class Selection:
             return f"tokens{where} locked longer than {self.hours:g} hours"
         if self.kind == "failure":
             return f"failed tokens{where} with exit code {self.code} and error “{self.message or '(no message)'}”"
+        if self.kind == "observation":
+            return f"all tokens{where}, in every state"
         return f"{len(self.ids)} selected token{'s' if len(self.ids) != 1 else ''}"
 
-    def view_range(self, now):
-        """(view, start key, end key) of the dashboard's own view holding the selection."""
+    def view_ranges(self, now):
+        """[(view, start key, end key)] of the dashboard's own views that hold the selection."""
         scope = [self.type, self.group] if self.type else []
         if self.kind == "state":
-            return "states", [self.bucket, *scope], [self.bucket, *scope, {}]
+            return [("states", [self.bucket, *scope], [self.bucket, *scope, {}])]
+        if self.kind == "observation":
+            return [("states", [b, *scope], [b, *scope, {}]) for b in BUCKETS]
         if self.kind == "failure":
-            return "failures", [self.code, self.message or "", *scope], [self.code, self.message or "", *scope, {}]
+            return [("failures", [self.code, self.message or "", *scope], [self.code, self.message or "", *scope, {}])]
         if self.kind == "stale":
-            return "locks", [TIME_MIN], [now - self.hours * 3600, {}]
+            return [("locks", [TIME_MIN], [now - self.hours * 3600, {}])]
         raise ValueError(self.kind)
 
     def holds(self, doc, rules, now):
@@ -118,7 +124,7 @@ class Selection:
             code = doc.get("exit_code") if style == SURF else doc.get("output")
             code = str(code) if code not in (None, "") else "(none)"  # as the failures view keys it
             return bucket in ("error", "legacy_error") and code == self.code
-        return True  # explicit ids: whatever state they are in
+        return True  # explicit ids, a whole observation: whatever state they are in
 
 
 @dataclass
@@ -226,10 +232,14 @@ def preview(pool, selection, sample_size=10):
         return {"count": len(docs), "sample": [d["_id"] for d in docs[:sample_size]]}
     if not rules.own_views:
         raise OperationError("Jobs on a state need the dashboard's own design document (COUCHDB_CREATE_VIEWS)")
-    view, start, end = selection.view_range(now)
-    rows = couch.view(OWN_DDOC, view, start_key=start, end_key=end, reduce=True)["rows"]
-    sample = couch.page(OWN_DDOC, view, limit=sample_size, start_key=start, end_key=end)
-    return {"count": rows[0]["value"] if rows else 0, "sample": [r["id"] for r in sample.rows]}
+    count, sample = 0, []
+    for view, start, end in selection.view_ranges(now):
+        rows = couch.view(OWN_DDOC, view, start_key=start, end_key=end, reduce=True)["rows"]
+        count += rows[0]["value"] if rows else 0
+        if len(sample) < sample_size:
+            page = couch.page(OWN_DDOC, view, limit=sample_size - len(sample), start_key=start, end_key=end)
+            sample += [r["id"] for r in page.rows]
+    return {"count": count, "sample": sample}
 
 
 def _fetch(couch, ids):
@@ -274,6 +284,11 @@ def run_job(job_id, batch_size=None):
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job_id)
         if job.ended and job.status != Job.INTERRUPTED:
+            return job
+        fresh = timezone.now() - timezone.timedelta(seconds=settings.JOB_HEARTBEAT_TIMEOUT)
+        if job.status == Job.RUNNING and job.heartbeat_at and job.heartbeat_at > fresh:
+            # The broker handed the task out again while its first worker still runs it: leave it to that one.
+            log.warning("job %s is already running elsewhere; not starting it twice", job.pk)
             return job
         job.status, job.started_at, job.heartbeat_at = Job.RUNNING, job.started_at or timezone.now(), timezone.now()
         job.save(update_fields=["status", "started_at", "heartbeat_at"])
@@ -328,16 +343,16 @@ def _run(job, pool, batch_size):
             docs = _retrying(_fetch, couch, ids)
             _process(job, couch, pool, selection, rules, docs, started)
         return
-    view, start, end = selection.view_range(started)
-    cursor = start
-    while True:
-        _check_cancel(job)
-        page = _retrying(couch.page, OWN_DDOC, view, limit=batch_size, start_key=cursor, end_key=end,
-                         include_docs=True)
-        _process(job, couch, pool, selection, rules, [r["doc"] for r in page.rows if r.get("doc")], started)
-        if not page.has_next:
-            return
-        cursor = page.next_key
+    for view, start, end in selection.view_ranges(started):
+        cursor = start
+        while True:
+            _check_cancel(job)
+            page = _retrying(couch.page, OWN_DDOC, view, limit=batch_size, start_key=cursor, end_key=end,
+                             include_docs=True)
+            _process(job, couch, pool, selection, rules, [r["doc"] for r in page.rows if r.get("doc")], started)
+            if not page.has_next:
+                break
+            cursor = page.next_key
 
 
 def _check_cancel(job):
