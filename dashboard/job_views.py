@@ -153,6 +153,7 @@ def job(request, pk):
     job = get_object_or_404(Job.objects.select_related("user"), pk=pk)
     problems = JobToken.objects.filter(job=job).exclude(outcome=JobToken.CHANGED, conflicted=False)
     context = {"job": job, "description": Selection.from_dict(job.selection).describe(),
+               "rerun_query": operations.rerun_query(job),
                "action_label": ACTION_LABELS.get(job.action, job.action), "problems": problems[:500],
                "problem_count": problems.count(), "bucket_labels": BUCKET_LABELS}
     payload = {**job_json(job), "problems": [
@@ -172,18 +173,6 @@ def job_cancel(request, pk):
     Job.objects.filter(pk=pk).update(cancel_requested=True)
     # A job no worker has started yet ends here; a running one stops between two batches.
     Job.objects.filter(pk=pk, status=Job.QUEUED).update(status=Job.CANCELLED, message="Cancelled before it started.")
-    return redirect("job", job.pk)
-
-
-@require_POST
-@operator_required
-def job_rerun(request, pk):
-    old = get_object_or_404(Job, pk=pk)
-    try:
-        job = operations.rerun(old, request.user)
-    except (OperationError, CouchError) as e:
-        return render(request, "job.html", {"job": old, "problem": str(e)}, status=400)
-    enqueue(job)
     return redirect("job", job.pk)
 
 

@@ -17,7 +17,6 @@ urlpatterns = [
     path("jobs/", job_views.jobs, name="jobs"),
     path("jobs/<int:pk>/", job_views.job, name="job"),
     path("jobs/<int:pk>/cancel/", job_views.job_cancel, name="job_cancel"),
-    path("jobs/<int:pk>/rerun/", job_views.job_rerun, name="job_rerun"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

@@ -115,3 +115,49 @@ def test_a_whole_observation_can_be_selected_across_its_states(scratch_pool, set
     job = run("set_field", selection, {"field": "campaign", "value": "c7"})
     assert job.changed == 3
     assert "campaign" not in scratch_pool.get("token_00004")
+
+
+def test_fresh_locks_are_never_written_whatever_the_selection(scratch_pool):
+    scratch_pool.bulk_docs([surf_token(1, lock=NOW - 60, hostname="alive", OBSID="L1"), errored(2, OBSID="L1")])
+    with pytest.raises(OperationError, match="by lock age"):
+        run("reset", Selection("state", bucket="locked"))
+    ticked = run("reset", Selection("ids", ids=["token_00001", "token_00002"]))
+    assert (ticked.changed, ticked.skipped) == (1, 1)
+    assert scratch_pool.get("token_00001")["lock"] == NOW - 60
+    whole = run("set_field", Selection("observation", type="token"), {"field": "x", "value": 1})
+    assert "x" not in scratch_pool.get("token_00001") and whole.skipped >= 1
+
+
+def test_a_token_ticked_twice_is_changed_once(scratch_pool):
+    scratch_pool.bulk_docs([errored(1)])
+    job = run("reset", Selection("ids", ids=["token_00001", "token_00001", "token_00001"]))
+    assert (job.total, job.changed) == (1, 1)
+    assert scratch_pool.get("token_00001")["scrub_count"] == 1
+
+
+def test_stale_locks_are_selected_pool_wide_only():
+    with pytest.raises(OperationError, match="whole pool"):
+        Selection("stale", hours=24, type="token").validate()
+
+
+def test_a_lost_answer_to_a_write_is_settled_by_reading_back(scratch_pool, monkeypatch, settings):
+    """CouchDB applies a _bulk_docs but the answer never arrives: the job must not write again or miscount."""
+    from tokens.couch import Couch, Unreachable
+
+    settings.JOB_RETRY_BACKOFF = 0.01
+    scratch_pool.bulk_docs([errored(n) for n in range(6)])
+    real = Couch.bulk_docs
+    lost = []
+
+    def answer_lost_once(self, docs):
+        result = real(self, docs)
+        if not lost:
+            lost.append(len(docs))
+            raise Unreachable("CouchDB at test is unreachable")
+        return result
+
+    monkeypatch.setattr(Couch, "bulk_docs", answer_lost_once)
+    job = run("reset", Selection("ids", ids=[f"token_{n:05d}" for n in range(6)]))
+    assert lost == [6]
+    assert (job.status, job.changed, job.conflicts) == ("succeeded", 6, 0)
+    assert all(scratch_pool.get(f"token_{n:05d}")["scrub_count"] == 1 for n in range(6))

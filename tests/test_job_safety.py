@@ -190,8 +190,10 @@ def test_couchdb_going_away_mid_job_fails_it_with_an_exact_account_and_a_safe_re
         written = reset_in_couch(db)
         # Every write the job recorded is there; at most the one batch in flight is unaccounted for.
         assert job.changed <= written <= job.changed + 5
-        rerun = operator_client.post(f"/jobs/{pk}/rerun/")
-        new_pk = int(rerun["Location"].rstrip("/").rsplit("/", 1)[-1])
+        rerun_link = operations.rerun_query(job)
+        assert operator_client.get(f"/pools/outage/jobs/new/?{rerun_link}").status_code == 200  # a new dry run
+        new_pk = operator_client.post("/pools/outage/jobs/?format=json",
+                                      {"action": "reset", "kind": "state", "bucket": "error"}).json()["id"]
         assert wait_for(lambda: Job.objects.get(pk=new_pk).ended)
         assert Job.objects.get(pk=new_pk).status == "succeeded"
         assert reset_in_couch(db) == 300  # every token reset exactly once
@@ -210,6 +212,7 @@ def test_a_job_whose_worker_stopped_reporting_is_shown_interrupted_and_reruns_sa
     Job.objects.filter(pk=job.pk).update(status=Job.RUNNING, heartbeat_at=job.created_at.replace(year=2000))
     assert operations.mark_interrupted() == 1
     assert Job.objects.get(pk=job.pk).status == "interrupted"
-    again = operations.run_job(operations.rerun(job, None).pk)
-    assert (again.changed, again.status) == (6, "succeeded")
+    assert operations.run_job(job.pk).status == "interrupted"  # never resumed in place
+    again = operations.run_job(operations.create_job(pool, None, "reset", Selection("state", bucket="error"), {}).pk)
+    assert (again.preview_count, again.changed, again.status) == (6, 6, "succeeded")
     assert reset_in_couch(scratch_pool) == 10

@@ -75,7 +75,6 @@ def test_the_count_must_be_typed_above_the_threshold(operator_client, scratch_po
     ("get", "/pools/{slug}/jobs/new/?action=reset&kind=state&bucket=error"),
     ("post", "/pools/{slug}/jobs/"),
     ("post", "/jobs/{job}/cancel/"),
-    ("post", "/jobs/{job}/rerun/"),
 ])
 def test_viewers_get_403_on_every_job_action(viewer_client, scratch_pool, method, url):
     job = Job.objects.create(pool=scratch_pool.database, action="reset", selection={"kind": "state",
@@ -88,8 +87,12 @@ def test_viewers_get_403_on_every_job_action(viewer_client, scratch_pool, method
     assert Job.objects.count() == 1 and not Job.objects.get().cancel_requested
 
 
-def test_viewers_see_no_action_controls(viewer_client, scratch_pool):
-    scratch_pool.bulk_docs([errored(1)])
+def test_viewers_see_no_action_controls(viewer_client, operator, scratch_pool):
+    scratch_pool.bulk_docs([errored(1), surf_token(2, lock=NOW - 30 * 3600)])
+    slug = scratch_pool.database
+    as_operator = Client()
+    as_operator.force_login(operator)
+    assert "jobs/new" in as_operator.get(f"/pools/{slug}/stale/").content.decode()  # the control exists
     slug = scratch_pool.database
     for url in (f"/pools/{slug}/tokens/?state=error", f"/pools/{slug}/failures/", f"/pools/{slug}/stale/?hours=0"):
         html = viewer_client.get(url).content.decode()

@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from django.conf import settings
-from django.db import transaction
+from django.db import reset_queries, transaction
 from django.utils import timezone
 
 from tokens.couch import Conflict, CouchError, NotFound, Unreachable
@@ -76,6 +76,12 @@ class Selection:
             raise OperationError("Select at least one token")
         if self.kind == "observation" and not self.type:
             raise OperationError("Name the observation (token type, and group if the pool has one)")
+        if self.kind == "state" and self.bucket == "locked":
+            raise OperationError("Locked tokens are acted on by lock age (a live worker may hold them): "
+                                 "use Stale locks, or --stale-hours")
+        if self.kind == "stale" and self.type:
+            raise OperationError("Stale locks are selected across the whole pool (no observation)")
+        self.ids = list(dict.fromkeys(self.ids))  # a token listed twice is still one token
         if self.kind not in ("state", "stale", "failure", "observation", "ids"):
             raise OperationError(f"Unknown selection {self.kind!r}")
 
@@ -116,7 +122,9 @@ class Selection:
             return False
         if self.type and self.group is not None and str(doc.get(rules.group_field)) != self.group:
             return False
-        if self.kind == "state":
+        if bucket == "locked" and self.kind != "stale":
+            return False  # a worker may hold it: writing now would make the worker drop its result
+        if self.kind == "state" or (self.kind == "ids" and self.bucket):
             return bucket == self.bucket
         if self.kind == "stale":
             return bucket == "locked" and now - js_number(doc["lock"]) > self.hours * 3600
@@ -159,7 +167,8 @@ def reset_token(doc, style, delete_attachments=False):
 
 
 def set_field(doc, name, value):
-    if doc.get(name, _ABSENT) == value:
+    current = doc.get(name, _ABSENT)
+    if type(current) is type(value) and current == value:  # (True == 1 in Python, not in JSON)
         return None  # already so: nothing to write
     return {**doc, name: value}
 
@@ -243,9 +252,8 @@ def preview(pool, selection, sample_size=10):
 
 
 def _fetch(couch, ids):
-    """Documents by id (missing and deleted ones left out), one _all_docs request."""
-    result = couch._call(couch.client.post_all_docs, db=couch.database, keys=list(ids), include_docs=True)
-    return [r["doc"] for r in result["rows"] if r.get("doc")]
+    """Documents by id, one _all_docs request; missing and deleted ones are left out."""
+    return [doc for doc in couch.docs(ids) if doc is not None]
 
 
 def needs_typed_confirmation(action, count):
@@ -277,18 +285,18 @@ class _Cancelled(Exception):
 
 
 def run_job(job_id, batch_size=None):
-    """Carry out a job to its end. Safe to call again for a job that was interrupted."""
+    """Carry out a queued job to its end.
+
+    A job that ended, or was interrupted, is never resumed in place (an operator re-runs it as a new job, after a
+    new dry run); a task the broker hands out again while its first worker still runs the job does nothing.
+    """
     from tokens.pools import get_pool
 
     batch_size = batch_size or settings.JOB_BATCH_SIZE
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job_id)
-        if job.ended and job.status != Job.INTERRUPTED:
-            return job
-        fresh = timezone.now() - timezone.timedelta(seconds=settings.JOB_HEARTBEAT_TIMEOUT)
-        if job.status == Job.RUNNING and job.heartbeat_at and job.heartbeat_at > fresh:
-            # The broker handed the task out again while its first worker still runs it: leave it to that one.
-            log.warning("job %s is already running elsewhere; not starting it twice", job.pk)
+        if job.status != Job.QUEUED:
+            log.warning("job %s is %s; not starting it again", job.pk, job.status)
             return job
         job.status, job.started_at, job.heartbeat_at = Job.RUNNING, job.started_at or timezone.now(), timezone.now()
         job.save(update_fields=["status", "started_at", "heartbeat_at"])
@@ -361,28 +369,38 @@ def _check_cancel(job):
 
 
 def _process(job, couch, pool, selection, rules, docs, now):
+    """One batch: re-check, apply, write; every outcome is recorded even if the batch stops half-way."""
     records = []
-    writes = {}
-    for doc in docs:
-        job.total += 1
-        if not selection.holds(doc, rules, now):
-            records.append(_record(job, doc["_id"], JobToken.SKIPPED, "no longer " + selection.describe()))
-            continue
-        new = _apply(job, doc, rules)
-        if new is None:
-            records.append(_record(job, doc["_id"], JobToken.SKIPPED, "already as asked"))
-            continue
-        writes[doc["_id"]] = (doc, new)
-    if job.action == "attach":
-        records += _attach_each(job, couch, selection, rules, writes, now)
-    elif writes:
-        records += _write(job, couch, selection, rules, writes, now)
-    for r in records:
-        setattr(job, {"changed": "changed", "skipped": "skipped", "failed": "failed"}[r.outcome],
-                getattr(job, r.outcome) + 1)
-    JobToken.objects.bulk_create(records)
-    job.heartbeat_at = timezone.now()
-    job.save(update_fields=["total", "changed", "skipped", "conflicts", "failed", "heartbeat_at"])
+    try:
+        writes = {}
+        for doc in docs:
+            job.total += 1
+            if not selection.holds(doc, rules, now):
+                records.append(_record(job, doc["_id"], JobToken.SKIPPED, _why_not(doc, rules)))
+                continue
+            new = _apply(job, doc, rules)
+            if new is None:
+                records.append(_record(job, doc["_id"], JobToken.SKIPPED, "already as asked"))
+                continue
+            writes[doc["_id"]] = (doc, new)
+        if job.action == "attach":
+            _attach_each(job, couch, selection, rules, writes, now, records)
+        elif writes:
+            _write(job, couch, selection, rules, writes, now, records)
+    finally:
+        for r in records:
+            setattr(job, r.outcome, getattr(job, r.outcome) + 1)
+        JobToken.objects.bulk_create(records)
+        job.heartbeat_at = timezone.now()
+        job.save(update_fields=["total", "changed", "skipped", "conflicts", "failed", "heartbeat_at"])
+        reset_queries()  # with DEBUG on, Django keeps every query: a long job's memory would grow with it
+
+
+def _why_not(doc, rules):
+    bucket = classify(doc, rules.styles.get(doc.get("type")))
+    if bucket == "locked":
+        return "locked: a worker may hold it (act on locks by age)"
+    return f"not in the selection (now {bucket})"
 
 
 def _apply(job, doc, rules):
@@ -404,78 +422,137 @@ def _record(job, token_id, outcome, reason="", conflicted=False, rev_before="", 
                     conflicted=conflicted, rev_before=rev_before, rev_after=rev_after)
 
 
-def _write(job, couch, selection, rules, writes, now):
-    """One _bulk_docs for the batch; each 409 is re-read, re-checked and written once more if still selected."""
-    records = []
-    results = _retrying(couch.bulk_docs, [new for _old, new in writes.values()])
-    retry = {}
+def fingerprint(doc):
+    """What a worker changes when it claims, finishes, fails or scrubs a token."""
+    errors = doc.get("error")
+    return tuple(repr(doc.get(k)) for k in ("lock", "done", "exit_code", "status", "output", "hostname")) + (
+        len(errors) if isinstance(errors, list) else repr(errors),)
+
+
+def _same_content(stored, wanted):
+    """Whether `stored` (read back) is the document we meant to write: our write arrived."""
+    if wanted.get("_deleted"):
+        return stored is None
+    if stored is None:
+        return False
+    strip = ("_rev", "_revisions", "_attachments")
+    return {k: v for k, v in stored.items() if k not in strip} == {k: v for k, v in wanted.items() if k not in strip}
+
+
+def _write(job, couch, selection, rules, writes, now, records, second_try=False):
+    """One _bulk_docs for the batch. A 409 is re-read and re-checked: written again only if the token is still
+    selected and nothing a worker writes has changed since the job read it. If the answer to the write is lost
+    (CouchDB unreachable), the batch is read back to learn what arrived before anything is written again."""
+    try:
+        results = couch.bulk_docs([new for _old, new in writes.values()])
+    except Unreachable:
+        results = _reconcile(job, couch, writes)
+    conflicted = {}
     for result in results:
-        old, _new = writes[result["id"]]
-        if result.get("ok") or result.get("rev") and not result.get("error"):
-            records.append(_record(job, old["_id"], JobToken.CHANGED, "", False, old["_rev"], result["rev"]))
-        elif result.get("error") == "conflict":
+        old, new = writes[result["id"]]
+        if result.get("error") == "conflict":
             job.conflicts += 1
-            retry[old["_id"]] = old
+            conflicted[old["_id"]] = old
+        elif result.get("error"):
+            records.append(_record(job, old["_id"], JobToken.FAILED, f"{result['error']}: {result.get('reason')}",
+                                   second_try, old["_rev"]))
         else:
-            records.append(_record(job, old["_id"], JobToken.FAILED, f"{result.get('error')}: {result.get('reason')}",
-                                   rev_before=old["_rev"]))
-    if retry:
-        fresh = {d["_id"]: d for d in _retrying(_fetch, couch, list(retry))}
-        again = {}
-        for doc_id, old in retry.items():
-            doc = fresh.get(doc_id)
-            if doc is None:
-                records.append(_record(job, doc_id, JobToken.SKIPPED, "deleted meanwhile", True, old["_rev"]))
-            elif not selection.holds(doc, rules, now):
-                records.append(_record(job, doc_id, JobToken.SKIPPED,
-                                       f"changed meanwhile (now {classify(doc, rules.styles.get(doc.get('type')))})",
-                                       True, old["_rev"]))
+            records.append(_record(job, old["_id"], JobToken.CHANGED, "after a conflict" if second_try else "",
+                                   second_try, old["_rev"], result.get("rev", "")))
+    if not conflicted:
+        return
+    if second_try:
+        for doc_id, old in conflicted.items():
+            records.append(_record(job, doc_id, JobToken.FAILED, "conflict twice: a worker keeps changing it", True,
+                                   old["_rev"]))
+        return
+    fresh = {d["_id"]: d for d in _retrying(_fetch, couch, list(conflicted))}
+    again = {}
+    for doc_id, old in conflicted.items():
+        doc = fresh.get(doc_id)
+        if doc is None:
+            records.append(_record(job, doc_id, JobToken.SKIPPED, "deleted meanwhile", True, old["_rev"]))
+        elif fingerprint(doc) != fingerprint(old) or not selection.holds(doc, rules, now):
+            now_in = classify(doc, rules.styles.get(doc.get("type")))
+            records.append(_record(job, doc_id, JobToken.SKIPPED, f"changed meanwhile (now {now_in})", True,
+                                   old["_rev"]))
+        else:
+            new = _apply(job, doc, rules)
+            if new is None:
+                records.append(_record(job, doc_id, JobToken.SKIPPED, "already as asked", True, doc["_rev"]))
             else:
-                new = _apply(job, doc, rules)
-                if new is None:
-                    records.append(_record(job, doc_id, JobToken.SKIPPED, "already as asked", True, doc["_rev"]))
-                else:
-                    again[doc_id] = (doc, new)
-        if again:
-            for result in _retrying(couch.bulk_docs, [new for _old, new in again.values()]):
-                old, _new = again[result["id"]]
-                if result.get("error"):
-                    job.conflicts += result["error"] == "conflict"
-                    records.append(_record(job, old["_id"], JobToken.FAILED,
-                                           f"{result['error']} twice: a worker keeps changing it", True, old["_rev"]))
-                else:
-                    records.append(_record(job, old["_id"], JobToken.CHANGED, "after a conflict", True, old["_rev"],
-                                           result["rev"]))
-    return records
+                again[doc_id] = (doc, new)
+    if again:
+        _write(job, couch, selection, rules, again, now, records, second_try=True)
 
 
-def _attach_each(job, couch, selection, rules, writes, now):
+def _reconcile(job, couch, writes):
+    """After a lost answer: per document, did our write arrive (done), not arrive (write again), or did someone
+    else write first (a conflict)? Waits, with backoff, for CouchDB to come back."""
+    results, pending = [], dict(writes)
+    for attempt in range(settings.JOB_RETRIES):
+        time.sleep(settings.JOB_RETRY_BACKOFF * 2**attempt)
+        try:
+            stored = {d["_id"]: d for d in _fetch(couch, list(pending))}
+        except Unreachable:
+            continue
+        retry = {}
+        for doc_id, (old, new) in pending.items():
+            doc = stored.get(doc_id)
+            if _same_content(doc, new):
+                results.append({"id": doc_id, "rev": doc["_rev"] if doc else ""})
+            elif doc is not None and doc["_rev"] == old["_rev"]:
+                retry[doc_id] = (old, new)
+            else:
+                results.append({"id": doc_id, "error": "conflict"})
+        if not retry:
+            return results
+        try:
+            results += couch.bulk_docs([new for _old, new in retry.values()])
+            return results
+        except Unreachable:
+            pending = retry
+    raise Unreachable(f"CouchDB at {couch.url} is unreachable")
+
+
+def _attach_each(job, couch, selection, rules, writes, now, records):
     """Attachments go one request per token (CouchDB has no bulk attachment upload), streamed from disk."""
-    records = []
     path = upload_path(job.params["upload"])
+    name, digest = job.params["name"], job.params.get("digest")
+    content_type = job.params.get("content_type") or "application/octet-stream"
     for doc_id, (doc, _same) in writes.items():
-        for attempt in (1, 2):
+        conflicted = False
+        for _attempt in range(settings.JOB_RETRIES + 1):
             try:
-                with open(path, "rb") as body:
-                    rev = _retrying(couch.put_attachment, doc_id, job.params["name"], body,
-                                    job.params.get("content_type") or "application/octet-stream", doc["_rev"])
-                records.append(_record(job, doc_id, JobToken.CHANGED, "" if attempt == 1 else "after a conflict",
-                                       attempt == 2, doc["_rev"], rev))
+                with open(path, "rb") as body:  # opened anew for every try: a retry sends the whole file
+                    rev = couch.put_attachment(doc_id, name, body, content_type, doc["_rev"])
+                records.append(_record(job, doc_id, JobToken.CHANGED, "after a conflict" if conflicted else "",
+                                       conflicted, doc["_rev"], rev))
                 break
-            except Conflict:
-                job.conflicts += 1
+            except (Unreachable, Conflict) as e:
+                if isinstance(e, Conflict):
+                    job.conflicts += 1
+                    if conflicted:
+                        records.append(_record(job, doc_id, JobToken.FAILED, "conflict twice", True, doc["_rev"]))
+                        break
                 try:
-                    doc = _retrying(couch.get, doc_id)
+                    fresh = _retrying(couch.get, doc_id)
                 except NotFound:
-                    records.append(_record(job, doc_id, JobToken.SKIPPED, "deleted meanwhile", True))
+                    records.append(_record(job, doc_id, JobToken.SKIPPED, "deleted meanwhile", True, doc["_rev"]))
                     break
-                if attempt == 2 or not selection.holds(doc, rules, now):
-                    outcome = JobToken.FAILED if attempt == 2 else JobToken.SKIPPED
-                    records.append(_record(job, doc_id, outcome, "changed meanwhile", True, doc["_rev"]))
+                stub = (fresh.get("_attachments") or {}).get(name) or {}
+                if stub.get("digest") == digest:  # our upload arrived (its answer was lost) or was already there
+                    records.append(_record(job, doc_id, JobToken.CHANGED, "", conflicted, doc["_rev"], fresh["_rev"]))
                     break
-        job.heartbeat_at = timezone.now()
-        Job.objects.filter(pk=job.pk).update(heartbeat_at=job.heartbeat_at)
-    return records
+                if fresh["_rev"] != doc["_rev"]:
+                    if fingerprint(fresh) != fingerprint(doc) or not selection.holds(fresh, rules, now):
+                        records.append(_record(job, doc_id, JobToken.SKIPPED, "changed meanwhile", True,
+                                               doc["_rev"]))
+                        break
+                    conflicted, doc = True, fresh
+        else:
+            raise Unreachable(f"CouchDB at {couch.url} is unreachable")
+        Job.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now())
 
 
 # --- uploads ---------------------------------------------------------------------------------
@@ -490,11 +567,15 @@ def save_upload(uploaded):
     upload_id = uuid.uuid4().hex
     digest = hashlib.md5()  # noqa: S324 - CouchDB's attachment digest, not security
     path = upload_path(upload_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as out:
-        for chunk in uploaded.chunks():
-            digest.update(chunk)
-            out.write(chunk)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as out:
+            for chunk in uploaded.chunks():
+                digest.update(chunk)
+                out.write(chunk)
+    except OSError as e:
+        path.unlink(missing_ok=True)
+        raise OperationError(f"The upload could not be stored on the server: {e.strerror}") from None
     import base64
 
     return upload_id, uploaded.size, "md5-" + base64.b64encode(digest.digest()).decode()
@@ -520,14 +601,15 @@ def mark_interrupted():
         finished_at=timezone.now())
 
 
-def rerun(job, user):
-    """A new job with the same action, selection and parameters (it previews afresh)."""
-    from tokens.pools import get_pool
+def rerun_query(job):
+    """The dry-run page's query for a new job like this one: a re-run is previewed and confirmed afresh."""
+    from django.http import QueryDict
 
-    pool = get_pool(job.pool)
-    if pool is None:
-        raise OperationError(f"The pool {job.pool!r} is no longer configured")
-    selection = Selection.from_dict(job.selection)
-    seen = preview(pool, selection)
-    return Job.objects.create(pool=job.pool, user=user, via=job.via, action=job.action, selection=job.selection,
-                              params=job.params, preview_count=seen["count"], preview_sample=seen["sample"])
+    query = QueryDict(mutable=True)
+    query["action"] = job.action
+    for key, value in job.selection.items():
+        if key == "ids":
+            query.setlist("ids", value)
+        else:
+            query[key] = "" if value is None else str(value)
+    return query.urlencode()
