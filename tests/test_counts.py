@@ -158,3 +158,30 @@ def test_the_python_classifier_agrees_with_the_view_on_every_demo_token(demo_poo
         for doc in all_docs(db):
             if doc["_id"] in by_id:
                 assert reading.classify(doc, data["types"][doc["type"]]) == by_id[doc["_id"]], doc["_id"]
+
+
+ODD_VALUES = [
+    {"lock": "1795366106", "done": 0}, {"lock": "1_700_000_000", "done": 0}, {"lock": None, "done": 0},
+    {"lock": [], "done": ""}, {"lock": True, "done": False}, {"lock": 1795366106, "done": 1795366200, "exit_code": [0]},
+    {"lock": 1795366106, "done": 1795366200, "exit_code": "0x1"}, {"lock": 1795366106, "done": 1795366200},
+    {"lock": 1795366106, "done": 1795366200, "exit_code": " 0 "}, {"lock": {"a": 1}, "done": 0},
+    {"lock": -1, "done": "-1"}, {"lock": 0, "done": "12"}, {"lock": "0x10", "done": 0}, {"done": 0},
+]
+
+
+def test_the_classifier_follows_javascript_on_odd_field_values(scratch_pool, couch):
+    from tests.conftest import surf_token
+
+    docs = []
+    for n, fields in enumerate(ODD_VALUES):
+        doc = surf_token(n)
+        doc.pop("lock")
+        doc.update(fields)
+        docs.append(doc)
+    lrt = [{"_id": f"lrt{n}", "type": "pref_cal1_L229585", "lock": 0, "done": 0, **fields} for n, fields in enumerate(
+        [{"status": ["error"]}, {"output": "0"}, {"output": None}, {"output": []}, {"status": "done", "output": 3}])]
+    scratch_pool.bulk_docs(docs + lrt)
+    data = reading.refresh(get_pool(scratch_pool.database)).data
+    by_id = {r["key"][3]: r["key"][0] for r in scratch_pool.view("picas-dashboard", "states", reduce=False)["rows"]}
+    for doc in docs + lrt:
+        assert reading.classify(doc, data["types"][doc["type"]]) == by_id[doc["_id"]], doc

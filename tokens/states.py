@@ -192,21 +192,23 @@ _MISSING = object()
 
 
 def classify(doc, style):
-    """The bucket of one document in Python, mirroring the own views' JavaScript (detail page, demo seed)."""
+    """The bucket of one document in Python, mirroring the own views' JavaScript (detail page, jobs' re-checks,
+    demo seed). Comparisons follow JavaScript's loose rules, which the workers' views use."""
     if style is None:
         return None
     lock, done = doc.get("lock", _MISSING), doc.get("done", _MISSING)
+    status = doc.get("status", _MISSING)
     if style != "surf":
-        if doc.get("status") == "error" or (style == "lrt05" and not _js_eq(doc.get("output", _MISSING), 0)):
+        if _js_eq_text(status, "error") or (style == "lrt05" and not _js_eq(doc.get("output", _MISSING), 0)):
             return "error"
-        if doc.get("status") == "done":
+        if _js_eq_text(status, "done"):
             return "done"
     if _js_eq(lock, 0) and _js_eq(done, 0):
         return "todo"
     if js_number(lock) > 0 and _js_eq(done, 0):
         return "locked_unknown" if js_number(lock) < TIME_MIN else "locked"
     if style == "surf" and js_number(lock) > 0 and js_number(done) > 0:
-        return "done" if _js_parse_int(doc.get("exit_code")) == 0 else "error"
+        return "done" if _js_parse_int(doc.get("exit_code", _MISSING)) == 0 else "error"
     if _js_eq(lock, -1) and _js_eq(done, -1):
         return "legacy_error"
     if _js_eq(lock, 0) and js_number(done) > 0:
@@ -216,34 +218,67 @@ def classify(doc, style):
 
 def _js_eq(value, number):
     """`value == number` in JavaScript: null and undefined equal no number (though null > -1 holds)."""
-    if value is None or value is _MISSING:
+    if value is None or value is _MISSING or isinstance(value, dict):
         return False
     return js_number(value) == number
 
 
+def _js_eq_text(value, text):
+    """`value == "text"` in JavaScript, for a text that is not a number: strings and arrays (joined) only."""
+    if isinstance(value, str):
+        return value == text
+    if isinstance(value, list):
+        return js_string(value) == text
+    return False
+
+
+def js_string(value):
+    """JavaScript's String(value) for JSON values."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if math.isfinite(value) and value.is_integer() and abs(value) < 1e21:
+            return str(int(value))
+        return repr(value)
+    if isinstance(value, list):
+        return ",".join("" if v is None else js_string(v) for v in value)
+    if isinstance(value, dict):
+        return "[object Object]"
+    return str(value)
+
+
+_JS_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?Infinity", re.ASCII)
+_JS_HEX = re.compile(r"0[xX][0-9a-fA-F]+", re.ASCII)
+
+
 def js_number(value):
-    """JavaScript's ToNumber, as `<` and `>` apply it to a field; NaN compares false with everything."""
+    """JavaScript's ToNumber, as `<`, `>` and `==` apply it to a field; NaN compares false with everything."""
     if value is _MISSING:
         return math.nan  # undefined
     if value is None:
         return 0.0  # null
-    if isinstance(value, bool):
+    if isinstance(value, (bool, int, float)):
         return float(value)
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        text = value.strip()
-        if text == "":
-            return 0.0
-        try:
-            return float(text)
-        except ValueError:
-            return math.nan
-    if isinstance(value, list) and len(value) <= 1:  # [] == 0 and [5] == 5 in JavaScript
-        return js_number(value[0]) if value else 0.0
+    if isinstance(value, dict):
+        return math.nan
+    text = js_string(value).strip()  # an array compares as its joined text: [] == 0, [5] == 5
+    if text == "":
+        return 0.0
+    if _JS_DECIMAL.fullmatch(text):
+        return float(text.replace("Infinity", "inf"))
+    if _JS_HEX.fullmatch(text):
+        return float(int(text, 16))
     return math.nan
 
 
 def _js_parse_int(value):
-    match = re.match(r"\s*([+-]?\d+)", str(value)) if value is not None else None
+    """parseInt(value) == 0 is all a view asks of it: the leading integer of String(value), or None (NaN)."""
+    if value is _MISSING:
+        return None
+    text = js_string(value).lstrip()
+    if re.match(r"[+-]?0[xX][0-9a-fA-F]", text, re.ASCII):
+        return int(re.match(r"([+-]?)0[xX]([0-9a-fA-F]+)", text, re.ASCII).group(2), 16)
+    match = re.match(r"([+-]?\d+)", text, re.ASCII)
     return int(match.group(1)) if match else None
