@@ -216,3 +216,52 @@ def test_a_job_whose_worker_stopped_reporting_is_shown_interrupted_and_reruns_sa
     again = operations.run_job(operations.create_job(pool, None, "reset", Selection("state", bucket="error"), {}).pk)
     assert (again.preview_count, again.changed, again.status) == (6, 6, "succeeded")
     assert reset_in_couch(scratch_pool) == 10
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_mid_job_leaves_an_interrupted_job_that_reruns_safely(
+        operator_client, scratch_pool, couch_server, redis_server, settings):
+    """A real Celery worker process, SIGKILLed while it runs a reset: the job shows as interrupted, the record
+    matches what is in CouchDB, and a re-run finishes the rest without resetting anything twice."""
+    import signal
+
+    from django.db import connection
+
+    settings.JOB_CONFIRM_THRESHOLD = 10_000
+    scratch_pool.bulk_docs([errored(n) for n in range(400)])
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings",
+               DATABASE_URL=f"sqlite:///{connection.settings_dict['NAME']}", CELERY_BROKER_URL=redis_server.url,
+               COUCHDB_URL=couch_server.url, COUCHDB_USER=couch_server.username,
+               COUCHDB_PASSWORD=couch_server.password, COUCHDB_DATABASES=scratch_pool.database,
+               COUCHDB_CREATE_VIEWS="true", JOB_BATCH_SIZE="5")
+    queue = f"doomed-{os.getpid()}"  # its own queue: the tests' worker thread must not take this job
+    worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "dashboard", "worker", "--pool", "solo",
+                               "--loglevel", "WARNING", "--hostname", f"{queue}@%h", "-Q", queue],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        from dashboard.celery import app
+        from tokens.tasks import run_job
+
+        app.conf.broker_url = redis_server.url
+        pk = operations.create_job(all_pools()[0], None, "reset", Selection("state", bucket="error"), {}).pk
+        run_job.apply_async((pk,), queue=queue)
+        assert wait_for(lambda: Job.objects.get(pk=pk).changed >= 20, seconds=60)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    settings.JOB_HEARTBEAT_TIMEOUT = 1
+    time.sleep(1.5)
+    page = operator_client.get(f"/jobs/{pk}/", {"format": "json"}).json()
+    assert page["status"] == "interrupted" and "stopped" in page["message"]
+    job = Job.objects.get(pk=pk)
+    written = reset_in_couch(scratch_pool)
+    assert job.changed <= written <= job.changed + 5  # the record is exact up to the batch being written
+    rerun = operations.run_job(operations.create_job(all_pools()[0], None, "reset",
+                                                     Selection("state", bucket="error"), {},
+                                                     confirmation=str(400 - written)).pk)
+    assert rerun.status == "succeeded" and rerun.changed == 400 - written
+    assert reset_in_couch(scratch_pool) == 400
+    rows = scratch_pool._call(scratch_pool.client.post_all_docs, db=scratch_pool.database, include_docs=True)["rows"]
+    assert max(r["doc"].get("scrub_count", 0) for r in rows) == 1  # nothing was reset twice
