@@ -186,6 +186,9 @@ INLINE_ATTACHMENT_BYTES = envint("INLINE_ATTACHMENT_BYTES", 256 * 1024)
 # Above this many tokens an operator confirms by typing the count (deleting always asks).
 JOB_CONFIRM_THRESHOLD = envint("JOB_CONFIRM_THRESHOLD", 100)
 JOB_BATCH_SIZE = envint("JOB_BATCH_SIZE", 500)
+# Error tokens that failed less than this ago are left alone: a picas pilot with max_scrub scrubs and retries
+# its own failures right after saving them, and a reset in between would crash that pilot's save.
+JOB_FINISHED_GRACE_SECONDS = envint("JOB_FINISHED_GRACE_SECONDS", 60)
 # While CouchDB is unreachable a batch is tried this many times, waiting 1, 2, 4 ... x JOB_RETRY_BACKOFF s.
 JOB_RETRIES = envint("JOB_RETRIES", 4)
 JOB_RETRY_BACKOFF = envfloat("JOB_RETRY_BACKOFF", 1.0)

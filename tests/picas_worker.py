@@ -15,12 +15,17 @@ from picas.clients import CouchDB
 class Pilot(RunActor):
     def process_task(self, task):
         time.sleep(float(os.environ.get("PICAS_DELAY", "0.02")))
-        task["exit_code"] = 0
-        task["output"] = {"result": f"{task['_id']} by {socket.gethostname()} pid {os.getpid()}"}
+        fail_every = int(os.environ.get("PICAS_FAIL_EVERY", "0"))
+        failing = fail_every and self.tasks_processed % fail_every == 0 and task.get("scrub_count", 0) == 0
+        task["exit_code"] = 1 if failing else 0
+        if failing:
+            task.doc.setdefault("error", []).append({"time": int(time.time()), "message": "exit 1 (first try)"})
+        else:
+            task["output"] = {"result": f"{task['_id']} by {socket.gethostname()} pid {os.getpid()}"}
         task.done()
 
 
 if __name__ == "__main__":
     db = CouchDB(url=os.environ["PICAS_URL"], db=os.environ["PICAS_DB"], username=os.environ["PICAS_USER"],
                  password=os.environ["PICAS_PASSWORD"])
-    Pilot(db, view="todo", design_doc="Monitor").run()
+    Pilot(db, view="todo", design_doc="Monitor").run(max_scrub=int(os.environ.get("PICAS_MAX_SCRUB", "0")))

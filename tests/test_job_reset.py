@@ -25,7 +25,7 @@ def run(action, selection, params=None, confirmation=None, user=None):
 
 
 def errored(n, **fields):
-    return surf_token(n, lock=NOW - 600, done=NOW - 60, exit_code=1, hostname="wn1", slurm_job_id="77",
+    return surf_token(n, lock=NOW - 4000, done=NOW - 3600, exit_code=1, hostname="wn1", slurm_job_id="77",
                       error=[{"time": NOW - 60, "message": "boom"}], **fields)
 
 

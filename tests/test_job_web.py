@@ -14,7 +14,7 @@ NOW = int(time.time())
 
 
 def errored(n):
-    return surf_token(n, lock=NOW - 600, done=NOW - 60, exit_code=3, hostname="wn",
+    return surf_token(n, lock=NOW - 4000, done=NOW - 3600, exit_code=3, hostname="wn",
                       error=[{"time": NOW - 60, "message": f"exit 3 on node {n}"}])
 
 

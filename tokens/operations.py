@@ -124,6 +124,8 @@ class Selection:
             return False
         if bucket == "locked" and self.kind != "stale":
             return False  # a worker may hold it: writing now would make the worker drop its result
+        if bucket == "error" and now - js_number(doc.get("done")) < settings.JOB_FINISHED_GRACE_SECONDS:
+            return False  # just failed: picas's max_scrub retry may be scrubbing it this very moment
         if self.kind == "state" or (self.kind == "ids" and self.bucket):
             return bucket == self.bucket
         if self.kind == "stale":
@@ -400,6 +402,8 @@ def _why_not(doc, rules):
     bucket = classify(doc, rules.styles.get(doc.get("type")))
     if bucket == "locked":
         return "locked: a worker may hold it (act on locks by age)"
+    if bucket == "error":
+        return "failed moments ago: its pilot may still retry it"
     return f"not in the selection (now {bucket})"
 
 
