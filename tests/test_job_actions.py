@@ -107,7 +107,7 @@ def test_an_upload_over_the_limit_is_refused(settings):
 def test_the_management_command_runs_the_same_reset(scratch_pool, capsys):
     from django.core.management import call_command
 
-    scratch_pool.bulk_docs([surf_token(i, lock=NOW - 100, done=NOW - 10, exit_code=2) for i in range(3)])
+    scratch_pool.bulk_docs([surf_token(i, lock=NOW - 7200, done=NOW - 3600, exit_code=2) for i in range(3)])
     call_command("tokens", "reset", "--pool", scratch_pool.database, "--state", "error", "--dry-run")
     assert '"count": 3' in capsys.readouterr().out
     assert scratch_pool.get("token_00000")["lock"] > 0
