@@ -110,7 +110,9 @@ def scratch_pool(couch_server, couch, settings):
     db = couch(name)
     db.create_database()
     demo._surf_design_docs(couch_server.url, couch_server.username, couch_server.password, name)
-    lrt = demo._lrt_design_doc("pref_cal1_L229585", "0.5")
+    from tokens.worker_views import lrt_design_doc
+
+    lrt = lrt_design_doc("pref_cal1_L229585", "0.5")
     db.put_design(lrt["_id"][len("_design/"):], {k: v for k, v in lrt.items() if k != "_id"})
     settings.COUCHDB_DATABASES = [name]
     settings.COUCHDB_GROUP_FIELD = ""

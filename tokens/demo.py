@@ -42,6 +42,13 @@ import requests
 import yaml
 
 from tokens.states import BUCKETS, classify
+from tokens.worker_views import (
+    SURF_CONDITIONS,
+    SURF_OVERVIEW_CODE,
+    SURF_OVERVIEW_REDUCE,
+    SURF_VIEW_CODE,
+    lrt_design_doc,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 HTTP_TIMEOUT = 60  # seconds; pouchdb-server builds a view index on first query, which takes a while
@@ -145,44 +152,6 @@ def _summary(db, styles):
 # SURF pool
 
 # SURF create_views.py, stored the way its couchdb-python ViewDefinition stores it (first newline stripped).
-SURF_VIEW_CODE = """
-function(doc) {{
-   if(doc.type == "token") {{
-    if({condition}) {{
-      emit(doc._id, doc._id);
-    }}
-  }}
-}}
-"""
-SURF_OVERVIEW_CODE = """
-function(doc) {{
-   if(doc.type == "token") {{
-       if ({todo}){{
-          emit('todo', 1);
-       }}
-       if({locked}) {{
-          emit('locked', 1);
-       }}
-       if({done}) {{
-          emit('done', 1);
-       }}
-       if({error}) {{
-          emit('error', 1);
-       }}
-   }}
-}}
-"""
-SURF_OVERVIEW_REDUCE = """
-function (key, values, rereduce) {
-   return sum(values);
-}
-"""
-SURF_CONDITIONS = {
-    "todo": "doc.lock == 0 && doc.done == 0",
-    "locked": "doc.lock > 0 && doc.done == 0",
-    "done": "doc.lock > 0 && doc.done > 0 && parseInt(doc.exit_code) == 0",
-    "error": "doc.lock > 0 && doc.done > 0 && parseInt(doc.exit_code) != 0",
-}
 SURF_DESIGN_DOCS = {"Monitor": "", "SingleCore": " && doc.cores == 1", "MultiCore": " && doc.cores > 1"}
 
 OBSIDS = ("L229585", "L230001", "L231777")
@@ -627,69 +596,6 @@ def _subband_chunks(surls, size):
     return chunks
 
 
-LRT_VIEW_CODE = """function(doc) {{
-   if(doc.type == "{token_type}") {{
-    if({condition}) {{
-      emit(doc._id, {value});
-    }}
-  }}
-}}
-"""
-LRT_COUNT_CODE = """function(doc) {{
-   if(doc.type == "{token_type}") {{
-       if(doc.lock == 0 && doc.done == 0) {{
-          emit('todo', 1);
-       }}
-       if(doc.lock > 0 && doc.status == 'downloading') {{
-          emit('downloading', 1);
-       }}
-       if({done}) {{
-          emit('done', 1);
-       }}
-       if({error}) {{
-          emit('error', 1);
-       }}
-       if(doc.lock > 0 && doc.status == 'launched') {{
-          emit('waiting', 1);
-       }}
-       if(doc.lock > 0 && doc.done == 0 && doc.status != 'downloading') {{
-          emit('running', 1);
-       }}
-   }}
-}}
-"""
-LRT_COUNT_REDUCE = """function (key, values, rereduce) {
-   return sum(values);
-}
-"""
-
-
-def _lrt_design_doc(token_type, api):
-    """GRID_LRT's design document for one token type: 0.5 views, or the 1.x set (with PICAS_API_VERSION)."""
-    legacy = api == "0.5"
-    error = 'doc.output != 0' if legacy else 'doc.status == "error"'
-    views = {
-        "todo": ("doc.lock == 0 && doc.done == 0", "doc._id"),
-        "locked": ("doc.lock > 0 && doc.done == 0", "doc._id" if legacy else "doc.status"),
-        "done": ('doc.status == "done"', "doc._id"),
-        "error": (error, "doc.output" if legacy else "doc._id"),
-    }
-    doc = {
-        "_id": f"_design/{token_type}",
-        "language": "javascript",
-        "views": {name: {"map": LRT_VIEW_CODE.format(token_type=token_type, condition=cond, value=value)}
-                  for name, (cond, value) in views.items()},
-    }
-    count_done = "doc.lock > 0 && doc.done > 0 && doc.output == 0" if legacy else 'doc.status == "done"'
-    doc["views"]["overview_total" if legacy else "overview_view"] = {
-        "map": LRT_COUNT_CODE.format(token_type=token_type, done=count_done, error=error),
-        "reduce": LRT_COUNT_REDUCE,
-    }
-    if not legacy:
-        doc["PICAS_API_VERSION"] = api  # read by the pilots to pick the launcher version: not a view
-    return doc
-
-
 def _lrt_tokens(obsid, surls, size, api, config):
     """GRID_LRT TokenSet.create_dict_tokens(chunks, id_prefix="SB", id_append=OBSID, key_name="STARTSB",
     file_upload="srm.txt") for one observation; type and OBSID set on every token (add_keys_to_list)."""
@@ -762,7 +668,7 @@ def seed_lofar(url, username, password, database="demo-lofar", now=None):
     docs, styles = [], {}
     for obsid, (surls, size, api, (done, error, locked)) in _observations().items():
         token_type, tokens = _lrt_tokens(obsid, surls, size, api, config)
-        docs.append(_lrt_design_doc(token_type, api))
+        docs.append(lrt_design_doc(token_type, api))
         styles[token_type] = "lrt05" if api == "0.5" else "lrt1"
         for token in tokens:
             draw = rng.random()
