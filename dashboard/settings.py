@@ -195,6 +195,8 @@ JOB_RETRY_BACKOFF = envfloat("JOB_RETRY_BACKOFF", 1.0)
 # A running job whose worker has not reported for this long is shown as interrupted.
 JOB_HEARTBEAT_TIMEOUT = envint("JOB_HEARTBEAT_TIMEOUT", 300)
 JOB_UPLOAD_MAX_BYTES = envint("JOB_UPLOAD_MAX_BYTES", 1024**3)  # CouchDB's own cap on SURF's servers is 1 GiB
+# A token set's config and input list are read whole: they are text, this is their limit each.
+TOKENSET_INPUT_MAX_BYTES = envint("TOKENSET_INPUT_MAX_BYTES", 100 * 1024**2)
 JOB_UPLOAD_DIR = os.getenv("JOB_UPLOAD_DIR", str(BASE_DIR / "var" / "uploads"))
 # Uploads bigger than this go to a temporary file while they arrive, never into memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024**2

@@ -54,7 +54,7 @@ class Job(models.Model):
     QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED = (
         "queued", "running", "succeeded", "failed", "cancelled", "interrupted")
     ENDED = (SUCCEEDED, FAILED, CANCELLED, INTERRUPTED)
-    ACTIONS = ("reset", "set_field", "delete", "attach")
+    ACTIONS = ("reset", "set_field", "delete", "attach", "create_tokens")
 
     pool = models.CharField(max_length=100, db_index=True)
     user = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL)

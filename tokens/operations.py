@@ -82,7 +82,7 @@ class Selection:
         if self.kind == "stale" and self.type:
             raise OperationError("Stale locks are selected across the whole pool (no observation)")
         self.ids = list(dict.fromkeys(self.ids))  # a token listed twice is still one token
-        if self.kind not in ("state", "stale", "failure", "observation", "ids"):
+        if self.kind not in ("state", "stale", "failure", "observation", "ids", "tokenset"):
             raise OperationError(f"Unknown selection {self.kind!r}")
 
     def describe(self):
@@ -97,6 +97,8 @@ class Selection:
             return f"failed tokens{where} with exit code {self.code} and error “{self.message or '(no message)'}”"
         if self.kind == "observation":
             return f"all tokens{where}, in every state"
+        if self.kind == "tokenset":
+            return f"a new token set of type {self.type}"
         return f"{len(self.ids)} selected token{'s' if len(self.ids) != 1 else ''}"
 
     def view_ranges(self, now):
@@ -342,6 +344,10 @@ def _retrying(call, *args, **kwargs):
 
 
 def _run(job, pool, batch_size):
+    if job.action == "create_tokens":
+        from tokens import tokensets
+
+        return tokensets.run(job, pool, batch_size)
     couch = pool.couch()
     selection = Selection.from_dict(job.selection)
     rules = _retrying(pool_rules, pool, couch)
@@ -390,12 +396,38 @@ def _process(job, couch, pool, selection, rules, docs, now):
         elif writes:
             _write(job, couch, selection, rules, writes, now, records)
     finally:
-        for r in records:
-            setattr(job, r.outcome, getattr(job, r.outcome) + 1)
-        JobToken.objects.bulk_create(records)
-        job.heartbeat_at = timezone.now()
-        job.save(update_fields=["total", "changed", "skipped", "conflicts", "failed", "heartbeat_at"])
-        reset_queries()  # with DEBUG on, Django keeps every query: a long job's memory would grow with it
+        _save_batch(job, records)
+
+
+def _save_batch(job, records):
+    for r in records:
+        setattr(job, r.outcome, getattr(job, r.outcome) + 1)
+    JobToken.objects.bulk_create(records)
+    job.heartbeat_at = timezone.now()
+    job.save(update_fields=["total", "changed", "skipped", "conflicts", "failed", "heartbeat_at"])
+    reset_queries()  # with DEBUG on, Django keeps every query: a long job's memory would grow with it
+
+
+def create_batch(job, couch, docs):
+    """New documents in one _bulk_docs: an id that exists answers 409 and is reported, never overwritten."""
+    records = []
+    try:
+        job.total += len(docs)
+        writes = {d["_id"]: (d, d) for d in docs}
+        try:
+            results = couch.bulk_docs(docs)
+        except Unreachable:
+            results = _reconcile(job, couch, writes)
+        for result in results:
+            if result.get("error") == "conflict":
+                records.append(_record(job, result["id"], JobToken.SKIPPED, "exists already: never overwritten"))
+            elif result.get("error"):
+                records.append(_record(job, result["id"], JobToken.FAILED,
+                                       f"{result['error']}: {result.get('reason')}"))
+            else:
+                records.append(_record(job, result["id"], JobToken.CHANGED, "created", rev_after=result.get("rev", "")))
+    finally:
+        _save_batch(job, records)
 
 
 def _why_not(doc, rules):
@@ -505,8 +537,8 @@ def _reconcile(job, couch, writes):
             doc = stored.get(doc_id)
             if _same_content(doc, new):
                 results.append({"id": doc_id, "rev": doc["_rev"] if doc else ""})
-            elif doc is not None and doc["_rev"] == old["_rev"]:
-                retry[doc_id] = (old, new)
+            elif (doc is None) if "_rev" not in old else (doc is not None and doc["_rev"] == old["_rev"]):
+                retry[doc_id] = (old, new)  # our write did not arrive
             else:
                 results.append({"id": doc_id, "error": "conflict"})
         if not retry:
@@ -583,6 +615,20 @@ def save_upload(uploaded):
     import base64
 
     return upload_id, uploaded.size, "md5-" + base64.b64encode(digest.digest()).decode()
+
+
+def save_text(text):
+    """Keep a text input (a token set's list) on disk for the job; returns its upload id."""
+    import uuid
+
+    upload_id = uuid.uuid4().hex
+    path = upload_path(upload_id)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as e:
+        raise OperationError(f"The input could not be stored on the server: {e.strerror}") from None
+    return upload_id
 
 
 def upload_path(upload_id):

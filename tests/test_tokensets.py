@@ -1,0 +1,150 @@
+"""New token sets from a GRID_LRT config and a SURL list: exactly GRID_LRT's ids, keys, fields and attachments,
+created by a job and then run by real picas workers through the views the set created."""
+
+import base64
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tokens import operations, reading, tokensets
+from tokens.pools import all_pools
+from tokens.tokensets import Options, TokenSetError
+
+FIXTURES = Path(__file__).with_name("fixtures")
+CONFIG = (FIXTURES / "pref_cal1.yaml").read_text()
+SURLS = (FIXTURES / "L229585_srm.txt").read_text()
+TYPE = "pref_cal1_L229585"
+
+pytestmark = pytest.mark.django_db
+
+
+def pool():
+    return all_pools()[0]
+
+
+def all_docs(db):
+    return {r["id"]: r["doc"] for r in db._call(db.client.post_all_docs, db=db.database, include_docs=True,
+                                                   attachments=True)["rows"] if not r["id"].startswith("_design/")}
+
+
+def create(config=CONFIG, items=SURLS, **options):
+    job = tokensets.create_job(pool(), None, config, items, Options(token_type=TYPE, **options))
+    return operations.run_job(job.pk)
+
+
+def test_the_fixture_set_has_grid_lrts_ids_keys_fields_and_attachments(scratch_pool):
+    scratch_pool.bulk_docs([{**scratch_pool.get(f"_design/{TYPE}"), "_deleted": True}])
+    job = create()
+    assert (job.status, job.changed, job.skipped) == ("succeeded", 6, 0)
+    docs = all_docs(scratch_pool)
+    keys = ["100", "110", "120", "130", "140", "150"]
+    assert sorted(docs) == [f"t_{TYPE}_L229585_pref_cal1_SB{k}" for k in keys]
+    token_section = yaml.safe_load(CONFIG)["Token"]
+    surls = list(dict.fromkeys(SURLS.split()))
+    for key in keys:
+        doc = docs[f"t_{TYPE}_L229585_pref_cal1_SB{key}"]
+        assert doc["STARTSB"] == key and doc["type"] == TYPE and doc["OBSID"] == "L229585"
+        for field, value in token_section.items():
+            if field not in ("STARTSB", "type", "OBSID"):
+                assert doc[field] == value, field
+        assert (doc["lock"], doc["done"], doc["scrub_count"], doc["hostname"], doc["exit_code"]) == (0, 0, 0, "", "")
+        assert "Sandbox" not in doc and "Shell_variables" not in doc and "name" not in doc
+        listed = base64.b64decode(doc["_attachments"]["srm.txt"]["data"]).decode().split()
+        assert listed == [s for s in surls if 0 <= int(s.split("_SB")[1][:3]) - int(key) < 10]
+    assert len(base64.b64decode(docs[f"t_{TYPE}_L229585_pref_cal1_SB150"]["_attachments"]["srm.txt"]["data"])
+               .decode().split()) == 1
+    assert len(base64.b64decode(docs[f"t_{TYPE}_L229585_pref_cal1_SB110"]["_attachments"]["srm.txt"]["data"])
+               .decode().split()) == 9  # subband 117 is missing: a gap, not a shift
+    design = scratch_pool.get(f"_design/{TYPE}")
+    assert set(design["views"]) >= {"todo", "locked", "done", "error"}
+
+
+def test_existing_ids_are_reported_and_never_overwritten(scratch_pool):
+    create()
+    scratch_pool.bulk_docs([{**scratch_pool.get(f"t_{TYPE}_L229585_pref_cal1_SB100"), "lock": 123}])
+    seen = tokensets.preview(pool(), tokensets.plan(CONFIG, SURLS, Options(token_type=TYPE)))
+    assert seen["existing_count"] == 6
+    again = create()
+    assert (again.changed, again.skipped) == (0, 6)
+    assert scratch_pool.get(f"t_{TYPE}_L229585_pref_cal1_SB100")["lock"] == 123
+
+
+def test_the_preview_shows_the_first_token_in_full_and_writes_nothing(scratch_pool):
+    scratch_pool.bulk_docs([{**scratch_pool.get(f"_design/{TYPE}"), "_deleted": True}])
+    seen = tokensets.preview(pool(), tokensets.plan(CONFIG, SURLS, Options(token_type=TYPE)))
+    assert seen["count"] == 6 and seen["keys"] == ["100", "110", "120", "130", "140", "150"]
+    assert seen["first"]["_id"] == f"t_{TYPE}_L229585_pref_cal1_SB100"
+    assert seen["attachment"]["text"].count("srm://") == 10
+    assert seen["create_views"] == f"_design/{TYPE}"
+    assert all_docs(scratch_pool) == {}
+
+
+def test_a_plain_list_is_cut_in_order(scratch_pool):
+    job = create(items="a\nb\nc\nd\ne\n", per_token=2, id_suffix="plain")
+    assert job.changed == 3
+    docs = all_docs(scratch_pool)
+    assert sorted(d["STARTSB"] for d in docs.values()) == ["000", "002", "004"]
+
+
+def test_a_surf_style_set_gets_the_monitor_views_with_the_exact_code(scratch_pool):
+    scratch_pool.bulk_docs([{**scratch_pool.get("_design/Monitor"), "_deleted": True}])
+    operations.run_job(tokensets.create_job(pool(), None, CONFIG, SURLS, Options(token_type="token")).pk)
+    from tokens.worker_views import surf_design_doc
+
+    assert scratch_pool.get("_design/Monitor")["views"] == surf_design_doc()["views"]
+
+
+def test_existing_design_documents_are_never_changed(scratch_pool):
+    before = scratch_pool.get("_design/Monitor")
+    operations.run_job(tokensets.create_job(pool(), None, CONFIG, SURLS, Options(token_type="token")).pk)
+    assert scratch_pool.get("_design/Monitor") == before
+
+
+@pytest.mark.parametrize("config, items, options, message", [
+    ("Token: [unclosed", SURLS, {}, "not valid YAML or JSON at line 1"),
+    ('{"Token": {"a": 1}', SURLS, {}, "not valid YAML or JSON"),
+    ("Sandbox: {}\n", SURLS, {}, "no Token: section"),
+    ("Token:\n  when: 2026-11-22\n", SURLS, {}, "Token.when: a value of type date"),
+    ("Token:\n  blob: !!binary aGk=\n", SURLS, {}, "Token.blob: a value of type bytes"),
+    (CONFIG, "\n  \n# nothing\n", {}, "The input list is empty"),
+    (CONFIG, SURLS + "srm://srm.grid.sara.nl/pnfs/L999999_SB001_uv.MS.tar\n", {}, "mixes observations"),
+    (CONFIG, SURLS, {"per_token": 0}, "1 or more"),
+    (CONFIG, SURLS, {"id_template": "t_{type}_{obsid}"}, "gives several tokens the same id"),
+    (CONFIG, SURLS, {"id_template": "t_{nope}{key}"}, "is not valid"),
+    (CONFIG, SURLS + "just a line\n", {}, "a list is either all SURLs or plain items"),
+])
+def test_bad_input_gets_a_clear_message_and_writes_nothing(scratch_pool, config, items, options, message):
+    before = all_docs(scratch_pool), scratch_pool.design_docs()
+    with pytest.raises(TokenSetError, match=message):
+        tokensets.create_job(pool(), None, config, items, Options(token_type=TYPE, **options))
+    assert (all_docs(scratch_pool), scratch_pool.design_docs()) == before
+
+
+def test_an_oversized_input_is_refused(scratch_pool, settings):
+    settings.TOKENSET_INPUT_MAX_BYTES = 100
+    with pytest.raises(TokenSetError, match="the limit is 100"):
+        tokensets.create_job(pool(), None, CONFIG, SURLS, Options(token_type=TYPE))
+    assert all_docs(scratch_pool) == {}
+
+
+def test_real_picas_workers_run_every_created_token_and_the_pool_shows_it_complete(scratch_pool, couch_server,
+                                                                                    viewer_client):
+    create(per_token=1)
+    env = dict(os.environ, PICAS_URL=couch_server.url, PICAS_DB=scratch_pool.database,
+               PICAS_USER=couch_server.username, PICAS_PASSWORD=couch_server.password, PICAS_DELAY="0",
+               PICAS_DESIGN=TYPE, PICAS_GRID_LRT="1")
+    script = Path(__file__).with_name("picas_worker.py")
+    pilots = [subprocess.Popen([sys.executable, str(script)], env=env) for _ in range(2)]
+    assert all(p.wait(timeout=120) == 0 for p in pilots)
+    docs = all_docs(scratch_pool)
+    assert len(docs) == 49 and all(d["status"] == "done" and d["done"] > 0 for d in docs.values())
+    reading.refresh(pool())
+    rows = viewer_client.get(f"/pools/{scratch_pool.database}/", {"format": "json"}).json()["observations"]
+    row = next(r for r in rows if r["type"] == TYPE)
+    assert (row["counts"]["done"], row["total"], row["percent_done"], row["eta_hours"]) == (49, 49, 100.0, 0.0)
+    assert time.time() - min(d["done"] for d in docs.values()) < 300
