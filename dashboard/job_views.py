@@ -19,7 +19,9 @@ from tokens.models import Job, JobToken
 from tokens.operations import OperationError, Selection
 from tokens.states import BUCKET_LABELS
 
-ACTION_LABELS = {"reset": "Reset / retry", "set_field": "Set a field", "attach": "Attach a file", "delete": "Delete"}
+OPERATION_LABELS = {"reset": "Reset / retry", "set_field": "Set a field", "attach": "Attach a file",
+                    "delete": "Delete"}  # the actions on selected tokens
+ACTION_LABELS = {**OPERATION_LABELS, "create_tokens": "New token set"}
 
 
 def selection_from(data):
@@ -77,7 +79,7 @@ def job_new(request, slug):
     action = request.GET.get("action", "reset")
     context = {"pool": pool, "action": action, "action_label": ACTION_LABELS.get(action, action)}
     try:
-        if action not in ACTION_LABELS:
+        if action not in OPERATION_LABELS:
             raise OperationError(f"Unknown action {action!r}")
         selection = selection_from(request.GET)
         seen = operations.preview(pool, selection)
@@ -88,7 +90,7 @@ def job_new(request, slug):
     query = request.GET.copy()
     query.pop("action", None)
     context.update(selection=selection, description=selection.describe(), preview=seen,
-                   action_labels=ACTION_LABELS, query_without_action=query.urlencode(),
+                   action_labels=OPERATION_LABELS, query_without_action=query.urlencode(),
                    typed=operations.needs_typed_confirmation(action, seen["count"]),
                    state_fields=sorted(operations.STATE_FIELDS))
     payload = {"action": action, "selection": selection.as_dict(), "count": seen["count"], "sample": seen["sample"],
@@ -101,6 +103,8 @@ def job_new(request, slug):
 def job_create(request, slug):
     pool = pool_or_404(slug)
     action = request.POST.get("action", "")
+    if action not in OPERATION_LABELS:
+        return JsonResponse({"error": f"Unknown action {action!r}"}, status=400)
     try:
         selection = selection_from(request.POST)
         job = operations.create_job(pool, request.user, action, selection, params_from(request, action),

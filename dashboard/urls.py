@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from dashboard import job_views, views
+from dashboard import job_views, tokenset_views, views
 
 urlpatterns = [
     path("", views.pools, name="pools"),
@@ -14,6 +14,8 @@ urlpatterns = [
     path("pools/<slug:slug>/stale/", views.stale, name="stale"),
     path("pools/<slug:slug>/jobs/new/", job_views.job_new, name="job_new"),
     path("pools/<slug:slug>/jobs/", job_views.job_create, name="job_create"),
+    path("pools/<slug:slug>/tokensets/new/", tokenset_views.tokenset_new, name="tokenset_new"),
+    path("pools/<slug:slug>/tokensets/", tokenset_views.tokenset_create, name="tokenset_create"),
     path("jobs/", job_views.jobs, name="jobs"),
     path("jobs/<int:pk>/", job_views.job, name="job"),
     path("jobs/<int:pk>/cancel/", job_views.job_cancel, name="job_cancel"),

@@ -148,3 +148,40 @@ def test_real_picas_workers_run_every_created_token_and_the_pool_shows_it_comple
     row = next(r for r in rows if r["type"] == TYPE)
     assert (row["counts"]["done"], row["total"], row["percent_done"], row["eta_hours"]) == (49, 49, 100.0, 0.0)
     assert time.time() - min(d["done"] for d in docs.values()) < 300
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_operator_creates_a_set_in_the_browser_forms(operator_client, scratch_pool, celery_worker):
+    from tokens.models import Job
+
+    slug = scratch_pool.database
+    assert operator_client.get(f"/pools/{slug}/tokensets/new/").status_code == 200
+    form = {"config": CONFIG, "input_list": SURLS, "token_type": TYPE, "per_token": "10", "key_field": "STARTSB",
+            "id_prefix": "SB", "attachment": "srm.txt", "create_views": "on"}
+    preview = operator_client.post(f"/pools/{slug}/tokensets/new/", form)
+    html = preview.content.decode()
+    assert preview.status_code == 200 and "Dry run" in html and "100, 110, 120, 130, 140, 150" in html
+    assert all_docs(scratch_pool) == {}
+    created = operator_client.post(f"/pools/{slug}/tokensets/", form)
+    assert created.status_code == 302
+    pk = int(created["Location"].rstrip("/").rsplit("/", 1)[-1])
+    deadline = time.monotonic() + 30
+    while not Job.objects.get(pk=pk).ended and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert (Job.objects.get(pk=pk).status, Job.objects.get(pk=pk).changed) == ("succeeded", 6)
+    assert len(all_docs(scratch_pool)) == 6
+
+
+def test_a_bad_config_in_the_form_shows_the_message_and_keeps_the_input(operator_client, scratch_pool):
+    response = operator_client.post(f"/pools/{scratch_pool.database}/tokensets/new/",
+                                    {"config": "Token: [oops", "input_list": SURLS, "token_type": TYPE})
+    html = response.content.decode()
+    assert response.status_code == 400 and "not valid YAML or JSON" in html and "L229585_SB100" in html
+
+
+def test_viewers_cannot_open_or_post_token_sets(viewer_client, scratch_pool):
+    slug = scratch_pool.database
+    assert viewer_client.get(f"/pools/{slug}/tokensets/new/").status_code == 403
+    assert viewer_client.post(f"/pools/{slug}/tokensets/", {"config": CONFIG, "input_list": SURLS,
+                                                              "token_type": TYPE}).status_code == 403
+    assert all_docs(scratch_pool) == {}

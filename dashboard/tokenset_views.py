@@ -1,0 +1,91 @@
+"""New token sets in the web UI: the form, the dry run, and the job that creates them. Operators only."""
+
+from django.http import JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from dashboard.job_views import enqueue, job_json
+from dashboard.roles import operator_required
+from dashboard.views import couch_error, pool_or_404, wants_json
+from tokens import operations, tokensets
+from tokens.couch import CouchError
+from tokens.operations import OperationError
+from tokens.tokensets import Options, TokenSetError
+
+
+def text_input(request, name):
+    """A text field, or the file uploaded in its place (checked against the size limit before it is read)."""
+    uploaded = request.FILES.get(name + "_file")
+    if uploaded is not None:
+        tokensets.input_limit_check(uploaded.size, name.replace("_", " "))
+        try:
+            return uploaded.read().decode("utf-8")
+        except UnicodeDecodeError:
+            raise TokenSetError(f"The {name.replace('_', ' ')} file is not UTF-8 text") from None
+    return request.POST.get(name, "")
+
+
+def options_from(post):
+    try:
+        per_token = int(post.get("per_token", "10"))
+    except ValueError:
+        raise TokenSetError("Items per token must be a whole number") from None
+    return Options(
+        token_type=post.get("token_type", "").strip(), per_token=per_token,
+        key_field=post.get("key_field", "STARTSB").strip() or "STARTSB",
+        id_prefix=post.get("id_prefix", "SB").strip(), id_suffix=post.get("id_suffix", "").strip(),
+        id_template=post.get("id_template", "").strip(), attachment=post.get("attachment", "srm.txt").strip(),
+        create_views=post.get("create_views") == "on",
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@operator_required
+def tokenset_new(request, slug):
+    """GET: the form. POST: the dry run (nothing written), with the form again and the confirmation."""
+    pool = pool_or_404(slug)
+    context = {"pool": pool, "form": request.POST or {"per_token": 10, "key_field": "STARTSB", "id_prefix": "SB",
+                                                      "attachment": "srm.txt", "create_views": "on"}}
+    if request.method == "GET":
+        return render(request, "tokenset_new.html", context)
+    try:
+        config_text, items_text = text_input(request, "config"), text_input(request, "input_list")
+        options = options_from(request.POST)
+        for text, what in ((config_text, "config"), (items_text, "input list")):
+            tokensets.input_limit_check(len(text.encode()), what)
+        seen = tokensets.preview(pool, tokensets.plan(config_text, items_text, options))
+    except OperationError as e:
+        if wants_json(request):
+            return JsonResponse({"error": str(e)}, status=400)
+        return render(request, "tokenset_new.html", {**context, "problem": str(e),
+                                                     "config_text": request.POST.get("config", ""),
+                                                     "items_text": request.POST.get("input_list", "")}, status=400)
+    except CouchError as e:
+        return couch_error(request, pool, e)
+    if wants_json(request):
+        return JsonResponse(seen)
+    context.update(preview=seen, config_text=config_text, items_text=items_text,
+                   typed=operations.needs_typed_confirmation("create", seen["count"]))
+    return render(request, "tokenset_new.html", context)
+
+
+@require_POST
+@operator_required
+def tokenset_create(request, slug):
+    pool = pool_or_404(slug)
+    try:
+        job = tokensets.create_job(pool, request.user, request.POST.get("config", ""),
+                                   request.POST.get("input_list", ""), options_from(request.POST),
+                                   confirmation=request.POST.get("confirmation"))
+    except OperationError as e:
+        if wants_json(request):
+            return JsonResponse({"error": str(e)}, status=400)
+        return render(request, "tokenset_new.html", {"pool": pool, "form": request.POST, "problem": str(e),
+                                                     "config_text": request.POST.get("config", ""),
+                                                     "items_text": request.POST.get("input_list", "")}, status=400)
+    except CouchError as e:
+        return couch_error(request, pool, e)
+    enqueue(job)
+    if wants_json(request):
+        return JsonResponse(job_json(job), status=201)
+    return redirect("job", job.pk)
