@@ -147,6 +147,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.getenv("LOG_LEVEL", "INFO")},
     # The HTTP libraries log request URLs at DEBUG; keep them quiet whatever LOG_LEVEL says.
     "loggers": {
+        # Django's own handler would print every request error a second time (ours is on the root logger).
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
         "urllib3": {"level": "WARNING"},
         "ibm_cloud_sdk_core": {"level": "WARNING"},
     },
@@ -188,7 +190,7 @@ JOB_CONFIRM_THRESHOLD = envint("JOB_CONFIRM_THRESHOLD", 100)
 JOB_BATCH_SIZE = envint("JOB_BATCH_SIZE", 500)
 # Error tokens that failed less than this ago are left alone: a picas pilot with max_scrub scrubs and retries
 # its own failures right after saving them, and a reset in between would crash that pilot's save.
-JOB_FINISHED_GRACE_SECONDS = envint("JOB_FINISHED_GRACE_SECONDS", 60)
+JOB_FINISHED_GRACE_SECONDS = envint("JOB_FINISHED_GRACE_SECONDS", 10)
 # While CouchDB is unreachable a batch is tried this many times, waiting 1, 2, 4 ... x JOB_RETRY_BACKOFF s.
 JOB_RETRIES = envint("JOB_RETRIES", 4)
 JOB_RETRY_BACKOFF = envfloat("JOB_RETRY_BACKOFF", 1.0)

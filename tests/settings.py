@@ -5,6 +5,7 @@ import tempfile
 
 os.environ.setdefault("DEBUG", "true")
 os.environ.setdefault("SECRET_KEY", "test-secret-key")
+os.environ.setdefault("JOB_UPLOAD_DIR", tempfile.mkdtemp(prefix="picas-dashboard-uploads-"))  # not the checkout
 
 from dashboard.settings import *  # noqa: E402, F403
 from dashboard.settings import DATABASES  # noqa: E402

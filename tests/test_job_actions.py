@@ -116,3 +116,11 @@ def test_the_management_command_runs_the_same_reset(scratch_pool, capsys):
     assert scratch_pool.get("token_00000")["lock"] == 0
 
 
+
+
+def test_an_attach_jobs_upload_is_removed_when_it_ends(scratch_pool):
+    done_tokens(scratch_pool, 1)
+    upload_id, size, digest = operations.save_upload(SimpleUploadedFile("x.txt", b"x"))
+    run("attach", Selection("state", bucket="done"), {"name": "x.txt", "upload": upload_id, "size": size,
+                                                       "digest": digest})
+    assert not operations.upload_path(upload_id).exists()

@@ -326,6 +326,9 @@ def run_job(job_id, batch_size=None):
 
 
 def _finish(job, status, message):
+    for key in ("upload", "items_upload"):  # the job's input file is not needed once it has ended
+        if job.params.get(key):
+            upload_path(job.params[key]).unlink(missing_ok=True)
     job.status, job.message, job.finished_at = status, message, timezone.now()
     job.save(update_fields=["status", "message", "finished_at", "total", "changed", "skipped", "conflicts", "failed"])
     log.info("job %s %s: %d read, %d changed, %d skipped, %d conflicts, %d failed", job.pk, status, job.total,
