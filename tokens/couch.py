@@ -10,6 +10,7 @@ maintained `ibmcloudant` client. It adds three things the rest of the code relie
   holds a 1 GiB attachment in memory.
 """
 
+import json
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -164,17 +165,29 @@ class Couch:
         """Query a view; params are CouchDB's (start_key, end_key, group_level, reduce, limit ...)."""
         return self._call(self.client.post_view, db=self.database, ddoc=ddoc, view=view, **params)
 
+    def _view_as_indexed(self, ddoc, view, params):
+        """A view query that does not update the index first: update=false (CouchDB 2+, in the body) and the older
+        stale=ok (in the query string; the only form pouchdb-server knows). Both mean the same to CouchDB 3."""
+        url = "/{}/_design/{}/_view/{}".format(*self.client.encode_path_vars(self.database, ddoc, view))
+        request = self.client.prepare_request(
+            method="POST", url=url, headers={"content-type": "application/json", "Accept": "application/json"},
+            params={"stale": "ok"}, data=json.dumps({**params, "update": "false"}),
+        )
+        return self._call(self.client.send, request)
+
     def total_rows(self, ddoc, view):
         """The number of rows of a map view, without reading any of them."""
         return self.view(ddoc, view, limit=0, reduce=False)["total_rows"]
 
     def page(self, ddoc, view, *, limit, start_key=None, start_docid=None, end_key=None,
-             include_docs=False, descending=False):
+             include_docs=False, descending=False, stale=False):
         """One page of a map view, paged by key (never by skip, which is O(skip) on CouchDB).
 
         The view's keys must be unique (end them with the document id): pouchdb-server ignores
         startkey_docid, so a page must be able to start at its first row by key alone.
         reduce=false is valid on map-only views too (CouchDB refuses only reduce=true there).
+        stale=True reads the index as it is, without first indexing what changed since the last read: for a job
+        that pages through a selection it has itself been changing (it re-checks every document it reads).
         """
         params = dict(limit=limit + 1, include_docs=include_docs, descending=descending, reduce=False)
         if start_key is not None:
@@ -183,7 +196,7 @@ class Couch:
                 params["start_key_doc_id"] = start_docid
         if end_key is not None:
             params["end_key"] = end_key
-        rows = self.view(ddoc, view, **params)["rows"]
+        rows = (self._view_as_indexed(ddoc, view, params) if stale else self.view(ddoc, view, **params))["rows"]
         if len(rows) > limit:
             nxt = rows[limit]
             return Page(rows[:limit], nxt["key"], nxt["id"])

@@ -363,11 +363,15 @@ def _run(job, pool, batch_size):
             _process(job, couch, pool, selection, rules, docs, started)
         return
     for view, start, end in selection.view_ranges(started):
-        cursor = start
+        cursor, first = start, True
         while True:
             _check_cancel(job)
+            # The first page brings the index up to date; later pages read it as it is, because re-indexing the
+            # batch the job just wrote costs the server more than the write itself, and every document read is
+            # re-checked anyway (a row whose document moved on is skipped).
             page = _retrying(couch.page, OWN_DDOC, view, limit=batch_size, start_key=cursor, end_key=end,
-                             include_docs=True)
+                             include_docs=True, stale=not first)
+            first = False
             _process(job, couch, pool, selection, rules, [r["doc"] for r in page.rows if r.get("doc")], started)
             if not page.has_next:
                 break
