@@ -120,6 +120,11 @@ def job_create(request, slug):
                       status=400)
     except CouchError as e:
         return couch_error(request, pool, e)
+    return start(request, job)
+
+
+def start(request, job):
+    """Queue a recorded job and answer with it: 201 + the job (JSON), or the job's page."""
     enqueue(job)
     if wants_json(request):
         return JsonResponse(job_json(job), status=201)

@@ -1,10 +1,10 @@
 """New token sets in the web UI: the form, the dry run, and the job that creates them. Operators only."""
 
 from django.http import JsonResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from dashboard.job_views import enqueue, job_json
+from dashboard.job_views import start
 from dashboard.roles import operator_required
 from dashboard.views import couch_error, pool_or_404, wants_json
 from tokens import operations, tokensets
@@ -85,7 +85,4 @@ def tokenset_create(request, slug):
                                                      "items_text": request.POST.get("input_list", "")}, status=400)
     except CouchError as e:
         return couch_error(request, pool, e)
-    enqueue(job)
-    if wants_json(request):
-        return JsonResponse(job_json(job), status=201)
-    return redirect("job", job.pk)
+    return start(request, job)
