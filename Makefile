@@ -24,6 +24,9 @@ test: install
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+bench: install
+	$(PY) bench/run.py
+
 lint: install
 	$(PY) -m ruff check .
 

@@ -32,12 +32,15 @@ def free_port():
 class EmbeddedCouch:
     """pouchdb-server in `workdir` (its data, config and scratch files), with one admin user."""
 
-    def __init__(self, workdir, port=None, username="admin", password=None, memory=False):
+    def __init__(self, workdir, port=None, username="admin", password=None, memory=False, heap_mb=512):
         self.workdir = Path(workdir)
         self.port = port or free_port()
         self.username = username
         self.password = password or secrets.token_urlsafe(16)
         self.memory = memory
+        # Node's heap grows to gigabytes while it builds a view index unless capped (stack.md); a big attachment
+        # is held whole in memory by pouchdb-server, so whoever stores one needs a larger cap.
+        self.heap_mb = heap_mb
         self.process = None
 
     @property
@@ -58,7 +61,7 @@ class EmbeddedCouch:
         storage = ["-m"] if self.memory else ["-d", str(self.workdir / "data")]
         if not self.memory:
             (self.workdir / "data").mkdir(exist_ok=True)
-        env = dict(os.environ, NODE_OPTIONS="--max-old-space-size=512")
+        env = dict(os.environ, NODE_OPTIONS=f"--max-old-space-size={self.heap_mb}")
         self.process = subprocess.Popen(
             [str(POUCHDB_SERVER), *storage, "-o", "127.0.0.1", "-p", str(self.port), "-n", "-c", str(config)],
             cwd=self.workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -1,0 +1,426 @@
+"""`make bench`: the dashboard against what operators use today, side by side, on pools of survey size.
+
+Builds its pools in its own embedded CouchDB-compatible server (on disk, in a temporary folder), measures, and
+prints one table. Each figure is a median of several runs unless it is a one-off job; each ratio compares two
+figures taken in the same run on the same data. Set BENCH_TOKENS (default 100000) to scale it down.
+"""
+
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+BASE = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BASE))
+WORK = Path(tempfile.mkdtemp(prefix="picas-bench-"))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
+os.environ.setdefault("DEBUG", "true")
+os.environ.setdefault("SECRET_KEY", "bench")
+os.environ["DATABASE_URL"] = f"sqlite:///{WORK / 'bench.sqlite3'}"
+os.environ["JOB_UPLOAD_DIR"] = str(WORK / "uploads")
+
+import django  # noqa: E402
+
+django.setup()
+
+import psutil  # noqa: E402
+import requests  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.contrib.auth.models import User  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.test import Client  # noqa: E402
+
+from dashboard.embedded import EmbeddedCouch, free_port  # noqa: E402
+from tokens import operations, reading, tokensets  # noqa: E402
+from tokens.couch import Couch  # noqa: E402
+from tokens.operations import Selection  # noqa: E402
+from tokens.pools import get_pool  # noqa: E402
+from tokens.worker_views import surf_design_doc  # noqa: E402
+
+N = int(os.getenv("BENCH_TOKENS", "100000"))
+# pouchdb-server holds an attachment in one JavaScript array and refuses ~128 MB and more ("Invalid array length"),
+# so the download is measured at 100 MB here; the site streams it in 64 KiB chunks whatever its size.
+ATTACHMENT_MB = int(os.getenv("BENCH_ATTACHMENT_MB", "100"))
+COUNTS_MAX_AGE = settings.COUNTS_MAX_AGE  # as configured: the freshness measurement uses it
+OBSERVATIONS = 50
+ROWS = []  # (what, measure, figure, goal, met)
+
+
+def row(what, measure, figure, goal, met):
+    ROWS.append((what, measure, figure, goal, "yes" if met else "NO"))
+    print(f"  {what}: {measure} = {figure} (goal {goal}) {'met' if met else 'NOT MET'}", flush=True)
+
+
+def median_time(call, runs=7):
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+# --- pools ------------------------------------------------------------------------------------
+
+
+def surf_pool(server, name, n, state_of):
+    """A SURF pool with Monitor and n tokens over 50 observations (OBSID); state_of(i) gives lock/done/exit."""
+    db = Couch(server.url, name, server.username, server.password, timeout=900)
+    db.create_database()
+    db.put_design("Monitor", surf_design_doc())
+    now = int(time.time())
+    for first in range(0, n, 5000):
+        docs = []
+        for i in range(first, min(n, first + 5000)):
+            fields = state_of(i, now)
+            docs.append({"_id": f"token_{i:07d}", "type": "token", "hostname": "", "scrub_count": 0,
+                         "input": f"run {i}", "exit_code": "", "output": {}, "uploads": {}, "error": [],
+                         "OBSID": f"L{230000 + i % OBSERVATIONS}", **fields})
+        db.bulk_docs(docs)
+    return db
+
+
+def mixed_state(i, now):
+    kind = i % 10
+    if kind < 3:
+        return {"lock": 0, "done": 0}
+    if kind < 4:
+        return {"lock": now - 600, "done": 0, "hostname": "wn"}
+    if kind < 9:
+        return {"lock": now - 7200, "done": now - (i % 7200), "exit_code": 0}
+    return {"lock": now - 7200, "done": now - 3600, "exit_code": 1,
+            "error": [{"time": now - 3600, "message": f"exit 1 on wn{i % 13}.example.org at step {i % 5}"}]}
+
+
+def configure(server, databases):
+    settings.COUCHDB_URL, settings.COUCHDB_USER, settings.COUCHDB_PASSWORD = (
+        server.url, server.username, server.password)
+    settings.COUCHDB_DATABASES, settings.COUCHDB_CREATE_VIEWS = databases, True
+    settings.COUCHDB_GROUP_FIELD, settings.COUCHDB_TIMEOUT = "OBSID", 900
+
+
+# --- the measurements -------------------------------------------------------------------------
+
+
+def pull_state_views(db):
+    """What operators' counting scripts do: read every row of the four state views."""
+    counts = {}
+    for state in ("todo", "locked", "done", "error"):
+        counts[state] = len(db.view("Monitor", state, reduce=False)["rows"])
+    return counts
+
+
+def pool_page(client, slug):
+    response = client.get(f"/pools/{slug}/")
+    assert response.status_code == 200, response.status_code
+    return response
+
+
+def bench_pool_page(server, client):
+    print(f"pool page: pools of {N // 10} and {N} tokens, {OBSERVATIONS} observations", flush=True)
+    surf_pool(server, "page-small", N // 10, mixed_state)
+    big = surf_pool(server, "page-big", N, mixed_state)
+    configure(server, ["page-small", "page-big"])
+    settings.COUNTS_MAX_AGE = 3600  # the page serves the snapshot; its refresh is measured under freshness
+    started = time.perf_counter()
+    reading.refresh(get_pool("page-big"))
+    print(f"  first snapshot at {N} tokens (builds the dashboard's views): {time.perf_counter() - started:.0f} s")
+    reading.refresh(get_pool("page-small"))
+    t_small = median_time(lambda: pool_page(client, "page-small"), runs=15)
+    t_big = median_time(lambda: pool_page(client, "page-big"), runs=15)
+    rows = len(reading.observations(reading.snapshot(get_pool("page-big")).data))
+    pull_state_views(big)  # builds Monitor's indexes (not part of the operators' time)
+    t_pull = median_time(lambda: pull_state_views(big), runs=3)
+    row("pool page, 50 observations", f"median server time at {N} tokens ({rows} rows)",
+        f"{t_big * 1000:.1f} ms", "<= 100 ms", t_big <= 0.1)
+    row("pool page vs pulling the state views", "pull time / page time",
+        f"{t_pull / t_big:.0f}x ({t_pull:.1f} s vs {t_big * 1000:.1f} ms)", ">= 20x", t_pull / t_big >= 20)
+    row("growth", f"page time at {N} / at {N // 10}", f"{t_big / t_small:.2f}", "<= 1.5", t_big / t_small <= 1.5)
+    return big
+
+
+def bench_paging(client, db):
+    print("deep paging", flush=True)
+    settings.PAGE_SIZE = 50
+    deep = 1000 * 50 if N >= 100_000 else N // 4
+    rows = db.view("picas-dashboard", "states", start_key=["done"], end_key=["done", {}], reduce=False,
+                   skip=deep - 50, limit=1)["rows"]
+    cursor = reading.encode_cursor([rows[0]["key"], rows[0]["id"]])
+    t_first = median_time(lambda: client.get("/pools/page-big/tokens/", {"state": "done"}))
+    t_deep = median_time(lambda: client.get("/pools/page-big/tokens/", {"state": "done", "after": cursor}))
+
+    def skip_page(skip):
+        return db.view("picas-dashboard", "states", start_key=["done"], end_key=["done", {}], reduce=False,
+                       include_docs=True, skip=skip, limit=50)
+
+    s_first = median_time(lambda: skip_page(0), runs=3)
+    s_deep = median_time(lambda: skip_page(deep - 50), runs=3)
+    row("deep paging", f"token list page {deep // 50} / page 1 (by key)",
+        f"{t_deep / t_first:.2f} ({t_deep * 1000:.0f} / {t_first * 1000:.0f} ms); by skip: {s_deep / s_first:.1f} "
+        f"({s_deep * 1000:.0f} / {s_first * 1000:.0f} ms)", "<= 2", t_deep / t_first <= 2)
+
+
+def bench_freshness(server, client, db):
+    """Pilots change the pool while a viewer polls the page every second; a real Celery worker refreshes."""
+    print("freshness: picas pilots run while the page is polled for 60 s", flush=True)
+    from dashboard.embedded import EmbeddedRedis
+
+    redis = EmbeddedRedis(WORK / "redis").start()
+    env = dict(os.environ, CELERY_BROKER_URL=redis.url, COUCHDB_URL=server.url, COUCHDB_USER=server.username,
+               COUCHDB_PASSWORD=server.password, COUCHDB_DATABASES="page-small,page-big", COUCHDB_CREATE_VIEWS="true",
+               COUCHDB_GROUP_FIELD="OBSID", COUCHDB_TIMEOUT="900")
+    worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "dashboard", "worker", "--pool", "solo",
+                               "--loglevel", "ERROR"], cwd=BASE, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    pilot_env = dict(os.environ, PICAS_URL=server.url, PICAS_DB="page-big", PICAS_USER=server.username,
+                     PICAS_PASSWORD=server.password, PICAS_DELAY="0.05")
+    pilots = [subprocess.Popen([sys.executable, str(BASE / "tests" / "picas_worker.py")], env=pilot_env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
+    from dashboard.celery import app
+
+    app.conf.broker_url = redis.url
+    settings.CELERY_BROKER_URL = redis.url
+    settings.COUNTS_MAX_AGE = COUNTS_MAX_AGE
+    ages = []
+    try:
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            data = client.get("/pools/page-big/", {"format": "json"}).json()
+            ages.append(data["counts_age_seconds"])
+            time.sleep(1)
+    finally:
+        for p in pilots:
+            p.terminate()
+        for p in pilots:
+            p.wait(30)
+    # Idle: after one more refresh the counts must be exact.
+    time.sleep(settings.COUNTS_MAX_AGE + 1)
+    client.get("/pools/page-big/")
+    deadline = time.monotonic() + 120
+    before = reading.snapshot(get_pool("page-big")).taken_at
+    while reading.snapshot(get_pool("page-big")).taken_at == before and time.monotonic() < deadline:
+        time.sleep(0.5)
+    worker.terminate()
+    worker.wait(30)
+    redis.stop()
+    totals = client.get("/pools/page-big/", {"format": "json"}).json()["counts"]
+    truth = {s: db.total_rows("Monitor", s) for s in ("todo", "locked", "done", "error")}
+    exact = all(totals[s] == truth[s] for s in ("todo", "done", "error")) and (
+        totals["locked"] + totals["locked_unknown"] == truth["locked"])
+    row("freshness", "age of the counts shown while pilots run (max, median)",
+        f"{max(ages):.0f} s, {statistics.median(ages):.0f} s; idle: {'exact' if exact else 'NOT exact'}",
+        "<= 15 s, exact when idle", max(ages) <= 15 and exact)
+
+
+def _run_job_in_child(job_id, queue):
+    django.db.connections.close_all()
+    operations.run_job(job_id)
+    queue.put(True)
+
+
+def run_job_measured(job):
+    """Run a job in a child process (as a worker would) and sample that process's RSS."""
+    from django.db import connections
+
+    connections.close_all()
+    queue = multiprocessing.get_context("fork").Queue()
+    child = multiprocessing.get_context("fork").Process(target=_run_job_in_child, args=(job.pk, queue))
+    started = time.perf_counter()
+    child.start()
+    process, peak = psutil.Process(child.pid), 0
+    while child.is_alive():
+        try:
+            peak = max(peak, process.memory_info().rss)
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.2)
+    child.join()
+    elapsed = time.perf_counter() - started
+    job.refresh_from_db()
+    return job, elapsed, peak
+
+
+def raw_rewrite(db, ids, change):
+    """The server's own speed: read the documents a page at a time and write them back with _bulk_docs."""
+    started = time.perf_counter()
+    for first in range(0, len(ids), 500):
+        docs = db.docs(ids[first:first + 500])
+        db.bulk_docs([change(d) for d in docs if d])
+    return time.perf_counter() - started
+
+
+def bench_reset(server):
+    print(f"reset of {N} error tokens", flush=True)
+    db = surf_pool(server, "reset", N, lambda i, now: mixed_state(9, now))
+    configure(server, ["reset"])
+    pool = get_pool("reset")
+    job = operations.create_job(pool, None, "reset", Selection("state", bucket="error"), {}, confirmation=str(N))
+    job, elapsed, peak = run_job_measured(job)
+    ids = [f"token_{i:07d}" for i in range(N)]
+    raw = raw_rewrite(db, ids, lambda d: {**d, "scrub_count": d.get("scrub_count", 0) + 1})
+    # resetTokens.py: for each row of the view, the document is fetched on its own; then one _bulk_docs.
+    sample = ids[:2000]
+    started = time.perf_counter()
+    docs = [db.get(i) for i in sample]
+    db.bulk_docs([{**d, "lock": 0, "done": 0} for d in docs])
+    per_token = (time.perf_counter() - started) / len(sample)
+    job_rate, raw_rate = job.changed / elapsed, N / raw
+    row(f"reset of {N} error tokens", "job throughput / raw _bulk_docs rewrite",
+        f"{job_rate / raw_rate:.2f} ({job_rate:.0f} vs {raw_rate:.0f} tokens/s; {job.status}, {job.changed} changed)",
+        ">= 0.6", job_rate / raw_rate >= 0.6 and job.changed == N)
+    row("reset vs resetTokens.py's per-token reads", "job throughput / per-token throughput",
+        f"{job_rate * per_token:.1f}x ({1 / per_token:.0f} tokens/s per token)", ">= 5x", job_rate * per_token >= 5)
+    row("reset: worker memory", "peak RSS of the process running the job", f"{peak / 2**20:.0f} MB", "<= 300 MB",
+        peak <= 300 * 2**20)
+
+
+def bench_tokenset(server):
+    print(f"new token set of {N} tokens with an attachment each", flush=True)
+    db = Couch(server.url, "tokenset", server.username, server.password, timeout=900)
+    db.create_database()
+    configure(server, ["tokenset"])
+    config = (BASE / "tests" / "fixtures" / "pref_cal1.yaml").read_text()
+    surls = "".join(f"srm://srm.grid.sara.nl:8443/pnfs/grid.sara.nl/data/lofar/ops/projects/lc2_035/229585/"
+                    f"L229585_SB{i:03d}_uv.dppp.MS_2b1cf5e8.tar\n" for i in range(N))
+    options = tokensets.Options(token_type="pref_cal1_L229585", per_token=1)
+    job = tokensets.create_job(get_pool("tokenset"), None, config, surls, options, confirmation=str(N))
+    job, elapsed, peak = run_job_measured(job)
+    raw_db = Couch(server.url, "tokenset-raw", server.username, server.password, timeout=900)
+    raw_db.create_database()
+    plan = tokensets.plan(config, surls, options)
+    started, batch = time.perf_counter(), []
+    for doc in plan.tokens():
+        batch.append(doc)
+        if len(batch) == 500:
+            raw_db.bulk_docs(batch)
+            batch = []
+    if batch:
+        raw_db.bulk_docs(batch)
+    raw = time.perf_counter() - started
+    job_rate, raw_rate = job.changed / elapsed, N / raw
+    row(f"new token set of {N} tokens + attachment", "job throughput / raw _bulk_docs insert",
+        f"{job_rate / raw_rate:.2f} ({job_rate:.0f} vs {raw_rate:.0f} tokens/s; {job.status}, {job.changed} made)",
+        ">= 0.6", job_rate / raw_rate >= 0.6 and job.changed == N)
+    row("token set: worker memory", "peak RSS of the process running the job", f"{peak / 2**20:.0f} MB",
+        "<= 300 MB", peak <= 300 * 2**20)
+
+
+def bench_site(server):
+    """A real site process: the attachment download through it, and the pool page's weight."""
+    print(f"site: {ATTACHMENT_MB} MB attachment download, page weight", flush=True)
+    db = Couch(server.url, "page-big", server.username, server.password, timeout=900)
+    blob = WORK / "blob.bin"
+    with open(blob, "wb") as f:
+        for _ in range(ATTACHMENT_MB):
+            f.write(os.urandom(1024 * 1024))
+    doc = db.get("token_0000001")
+    with open(blob, "rb") as body:
+        db.put_attachment("token_0000001", "big.bin", body, "application/octet-stream", doc["_rev"])
+    port = free_port()
+    env = dict(os.environ, COUCHDB_URL=server.url, COUCHDB_USER=server.username, COUCHDB_PASSWORD=server.password,
+               COUCHDB_DATABASES="page-big", COUCHDB_GROUP_FIELD="OBSID", COUCHDB_CREATE_VIEWS="true",
+               COUCHDB_TIMEOUT="900", COUNTS_MAX_AGE="3600")
+    site = subprocess.Popen([sys.executable, str(BASE / "manage.py"), "runserver", "--noreload", f"127.0.0.1:{port}"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        session = requests.Session()
+        for _ in range(100):
+            try:
+                session.get(base + "/accounts/login/", timeout=1)
+                break
+            except requests.RequestException:
+                time.sleep(0.2)
+        session.post(base + "/accounts/login/", data={"username": "bench", "password": "bench-password-1",
+                                                      "csrfmiddlewaretoken": session.cookies["csrftoken"]},
+                     headers={"Referer": base + "/accounts/login/"})
+        site_process = psutil.Process(site.pid)
+        session.get(base + "/pools/page-big/")  # warm up
+        before = site_process.memory_info().rss
+        peak = before
+        done = threading.Event()
+
+        def watch():
+            nonlocal peak
+            while not done.is_set():
+                peak = max(peak, site_process.memory_info().rss)
+                time.sleep(0.1)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+
+        def download(url, **kwargs):
+            started, size = time.perf_counter(), 0
+            with requests.get(url, stream=True, timeout=600, **kwargs) as response:
+                for chunk in response.iter_content(1024 * 1024):
+                    size += len(chunk)
+            return size, time.perf_counter() - started
+
+        via_site = download(base + "/pools/page-big/attachment/?id=token_0000001&name=big.bin",
+                            cookies=session.cookies)
+        done.set()
+        watcher.join()
+        direct = download(f"{server.url}/page-big/token_0000001/big.bin", auth=(server.username, server.password))
+        assert via_site[0] == direct[0] == ATTACHMENT_MB * 2**20, (via_site[0], direct[0])
+        ratio = direct[1] / via_site[1]
+        growth = (peak - before) / 2**20
+        row(f"attachment download, {ATTACHMENT_MB} MB", "site RSS growth; throughput via site / direct",
+            f"{growth:.0f} MB; {ratio:.2f} ({ATTACHMENT_MB / via_site[1]:.0f} vs {ATTACHMENT_MB / direct[1]:.0f} MB/s)",
+            "<= 50 MB; >= 0.5", growth <= 50 and ratio >= 0.5)
+
+        page = session.get(base + "/pools/page-big/")
+        import re
+
+        assets = re.findall(r'(?:src|href)="([^"]+\.(?:css|js))"', page.text)
+        external = [a for a in re.findall(r'(?:src|href)="(https?://[^"]+)"', page.text)
+                    if not a.startswith(base)]
+        weight = len(page.content) + sum(len(session.get(base + a).content) for a in assets)
+        row("pool page weight", "bytes with all assets; external requests",
+            f"{weight / 1024:.0f} KB ({len(assets)} assets); {len(external)}", "<= 150 KB, 0",
+            weight <= 150 * 1024 and not external)
+    finally:
+        site.terminate()
+        site.wait(30)
+
+
+def main():
+    started = time.monotonic()
+    call_command("migrate", verbosity=0)
+    User.objects.create_user("bench", password="bench-password-1")
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
+    client = Client()
+    client.force_login(User.objects.get(username="bench"))
+    server = EmbeddedCouch(WORK / "couch", heap_mb=3072).start()  # it keeps a 200 MB attachment in memory
+    try:
+        big = bench_pool_page(server, client)
+        bench_paging(client, big)
+        bench_freshness(server, client, big)
+        bench_site(server)
+        bench_reset(server)
+        bench_tokenset(server)
+    finally:
+        server.stop()
+    print_table(time.monotonic() - started)
+
+
+def print_table(elapsed):
+    memory = psutil.virtual_memory().total / 2**30
+    machine = f"{os.cpu_count()} cores, {memory:.0f} GiB, Python {sys.version.split()[0]}"
+    lines = [f"Benchmark: {N} tokens, {OBSERVATIONS} observations, embedded pouchdb-server 4.2.0; {machine}; "
+             f"{elapsed / 60:.1f} min", "",
+             "| what | measure | figure | goal | met |", "|---|---|---|---|---|"]
+    lines += [f"| {' | '.join(r)} |" for r in ROWS]
+    print("\n".join(lines))
+    out = os.getenv("BENCH_RESULTS")
+    if out:
+        Path(out).write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
+
