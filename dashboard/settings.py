@@ -175,7 +175,7 @@ COUCHDB_CREATE_VIEWS = envbool("COUCHDB_CREATE_VIEWS", False)
 COUCHDB_TIMEOUT = envfloat("COUCHDB_TIMEOUT", 10.0)
 
 # Counts older than this are refreshed in the background while the page shows the ones it has.
-COUNTS_MAX_AGE = envint("COUNTS_MAX_AGE", 5)
+COUNTS_MAX_AGE = envint("COUNTS_MAX_AGE", 3)
 # A lock older than this many hours is stale (the Stale locks page takes ?hours=N).
 STALE_LOCK_HOURS = envfloat("STALE_LOCK_HOURS", 24.0)
 PAGE_SIZE = envint("PAGE_SIZE", 50)

@@ -16,6 +16,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from tokens.couch import CouchError, NotFound
@@ -114,12 +115,11 @@ def snapshot(pool):
 
 def _request_refresh(pool, snap):
     now = timezone.now()
-    # One refresh in flight per pool, however many viewers poll: only the request that moves
-    # refresh_requested_at forward enqueues.
+    # One refresh in flight per pool, however many viewers poll: a request claims the refresh only if none was
+    # asked for since the snapshot was taken (or the one asked for is over a minute old: its worker died).
     with transaction.atomic():
-        claimed = CountSnapshot.objects.filter(pk=snap.pk).exclude(
-            refresh_requested_at__gt=now - timedelta(seconds=settings.COUNTS_MAX_AGE)
-        ).update(refresh_requested_at=now)
+        in_flight = Q(refresh_requested_at__gt=F("taken_at")) & Q(refresh_requested_at__gt=now - timedelta(seconds=60))
+        claimed = CountSnapshot.objects.filter(pk=snap.pk).exclude(in_flight).update(refresh_requested_at=now)
     if not claimed:
         return
     from tokens.tasks import refresh_counts
