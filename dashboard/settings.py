@@ -118,6 +118,11 @@ DATABASES = {
         conn_max_age=envint("DATABASE_CONN_MAX_AGE", 0),
     )
 }
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # The site and the Celery worker write the same file: WAL lets pages read while a worker writes (the table
+    # of token states is rewritten whole now and then), and writers wait for each other instead of failing.
+    DATABASES["default"]["OPTIONS"] = {"timeout": 30, "transaction_mode": "IMMEDIATE",
+                                       "init_command": "PRAGMA journal_mode=WAL;"}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -176,6 +181,8 @@ COUCHDB_TIMEOUT = envfloat("COUCHDB_TIMEOUT", 10.0)
 
 # Counts older than this are refreshed in the background while the page shows the ones it has.
 COUNTS_MAX_AGE = envint("COUNTS_MAX_AGE", 3)
+# Counts are kept up to date from the changes feed; every so often they are taken again from the view, whole.
+COUNTS_REFILL_SECONDS = envint("COUNTS_REFILL_SECONDS", 3600)
 # A lock older than this many hours is stale (the Stale locks page takes ?hours=N).
 STALE_LOCK_HOURS = envfloat("STALE_LOCK_HOURS", 24.0)
 PAGE_SIZE = envint("PAGE_SIZE", 50)

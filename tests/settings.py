@@ -15,5 +15,3 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # in-memory SQLite answers "table is locked" at once where a file waits for the other writer.
     test_db = os.path.join(tempfile.gettempdir(), f"picas-dashboard-test-{os.getpid()}.db")
     DATABASES["default"]["TEST"] = {"NAME": test_db}
-    DATABASES["default"]["OPTIONS"] = {"timeout": 30, "transaction_mode": "IMMEDIATE",
-                                       "init_command": "PRAGMA journal_mode=WAL;"}

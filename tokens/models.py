@@ -36,12 +36,35 @@ class CountSnapshot(models.Model):
     error_status = models.PositiveSmallIntegerField(null=True)
     error_at = models.DateTimeField(null=True)
     refresh_requested_at = models.DateTimeField(null=True)
+    # Where the table of token states (TokenState) stands: the last change applied, when and for which own design
+    # document it was last filled whole. Refreshes advance `seq` with a compare-and-set, so two never both apply.
+    seq = models.TextField(blank=True)
+    filled_at = models.DateTimeField(null=True)
+    filled_for = models.CharField(max_length=64, blank=True)
 
     def __str__(self):
         return f"counts of {self.pool}"
 
     def age(self):
         return (timezone.now() - self.taken_at).total_seconds() if self.taken_at else None
+
+
+class TokenState(models.Model):
+    """The bucket and observation of one token, as the own `states` view has it, kept up to date from the
+    database's changes feed: counts are a GROUP BY here instead of a reduce over the whole pool."""
+
+    pool = models.CharField(max_length=100)
+    doc_id = models.CharField(max_length=1000)
+    bucket = models.CharField(max_length=20)
+    type = models.CharField(max_length=200)
+    group = models.CharField(max_length=1000, null=True)  # noqa: DJ001 - no group (null) differs from ""
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["pool", "doc_id"], name="token_state_unique")]
+        indexes = [models.Index(fields=["pool", "bucket", "type", "group"], name="token_state_counts")]
+
+    def __str__(self):
+        return f"{self.doc_id} in {self.pool}: {self.bucket}"
 
 
 class Job(models.Model):

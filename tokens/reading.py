@@ -8,19 +8,22 @@ snapshot is refreshed by a Celery task while the page shows the one it has, with
 Lists, stale locks and token detail are read live, one key-range page at a time.
 """
 
+import hashlib
+import itertools
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from tokens.couch import CouchError, NotFound
-from tokens.models import CountSnapshot
+from tokens.models import CountSnapshot, TokenState
 from tokens.states import (
     BUCKETS,
     OWN_DDOC,
@@ -28,6 +31,7 @@ from tokens.states import (
     TIME_MIN,
     classify,
     describe_design_doc,
+    js_string,
     own_design_doc,
     own_doc_is_current,
     token_types,
@@ -73,13 +77,21 @@ def take_snapshot(pool):
         "own_views": ensure_own_views(pool, couch, styles, design_docs),
     }
     if data["own_views"]:
-        rows = couch.view(OWN_DDOC, "states", group_level=3)["rows"]
-        data["buckets"] = [[*r["key"], r["value"]] for r in rows]
+        errors_changed = sync_states(pool, couch, styles, info.get("update_seq"))
+        data["buckets"] = [
+            [bucket, type_, group, n] for bucket, type_, group, n in
+            TokenState.objects.filter(pool=pool.slug).values_list("bucket", "type", "group")
+            .annotate(n=Count("id")).order_by("bucket", "type", "group")
+        ]
         since = (int(time.time()) - RECENT_SECONDS) // 300 * 300
         rows = couch.view(OWN_DDOC, "finished", start_key=[since], end_key=[{}], group_level=4)["rows"]
         data["finished"] = [[*r["key"], r["value"]] for r in rows]
-        rows = couch.view(OWN_DDOC, "failures", group_level=4)["rows"]
-        data["failures"] = [[*r["key"], r["value"]] for r in rows]
+        previous = CountSnapshot.objects.filter(pool=pool.slug).values_list("data", flat=True).first() or {}
+        if errors_changed or "failures" not in previous:
+            rows = couch.view(OWN_DDOC, "failures", group_level=4)["rows"]
+            data["failures"] = [[*r["key"], r["value"]] for r in rows]
+        else:  # no failed token changed: the grouped reduce over every failure would give what we have
+            data["failures"] = previous["failures"]
     else:
         # Without views of our own, count what the workers' views count (no out-of-view buckets).
         data["buckets"], data["finished"], data["failures"] = [], [], []
@@ -87,6 +99,114 @@ def take_snapshot(pool):
             for state in STATES:
                 data["buckets"].append([state, d["type"], d["name"], couch.total_rows(d["name"], state)])
     return data
+
+
+# --- the table of token states: counts that cost what changed, not what the pool holds ----------
+#
+# A grouped reduce of the `states` view is answered from stored reductions by CouchDB, but costs O(rows) on
+# pouchdb-server (seconds at 100k tokens, more while pilots write). So the bucket of every token is kept in
+# Django's database (TokenState): filled whole from the `states` view, then moved forward from the changes feed,
+# re-classifying each changed token with the Python twin of the view's rules (states.classify). A refresh then
+# costs the tokens changed since the last one. The table is filled whole again when the own design document
+# changes, when the backlog of changes is large, and every COUNTS_REFILL_SECONDS (a bound on any drift).
+
+FILL_PAGE = 10_000
+CHANGES_BATCH = 1_000
+ERROR_BUCKETS = {"error", "legacy_error"}
+
+
+class _Overtaken(Exception):
+    """Another refresh moved the table forward first: it has done this work."""
+
+
+def token_state(doc, styles, group_field):
+    """(bucket, type, group) of a document as the own `states` view emits it, or None where it emits nothing."""
+    type_ = doc.get("type")
+    if doc.get("_id", "").startswith("_design/") or not isinstance(type_, str) or type_ not in styles:
+        return None
+    value = doc.get(group_field) if group_field else None
+    return classify(doc, styles[type_]), type_, None if value is None else js_string(value)
+
+
+def sync_states(pool, couch, styles, update_seq):
+    """Bring the pool's TokenState rows up to date. Returns whether a failed token may have changed."""
+    snap, _ = CountSnapshot.objects.get_or_create(pool=pool.slug)
+    fingerprint = hashlib.sha256(
+        json.dumps(own_design_doc(styles, pool.group_field)["views"], sort_keys=True).encode()).hexdigest()
+    backlog = _seq_number(update_seq) - _seq_number(snap.seq)
+    refill = (
+        snap.filled_for != fingerprint
+        or snap.filled_at is None
+        or (timezone.now() - snap.filled_at).total_seconds() > settings.COUNTS_REFILL_SECONDS
+        or backlog > max(10 * CHANGES_BATCH, TokenState.objects.filter(pool=pool.slug).count() // 5)
+    )
+    try:
+        if refill:
+            _fill(pool, couch, snap, fingerprint, update_seq)
+            snap.refresh_from_db()
+        return _apply_changes(pool, couch, styles, snap.seq) or refill
+    except _Overtaken:
+        return True  # what the other refresh saw is not known here: count the failures again
+
+
+def _seq_number(seq):
+    """The leading number of a sequence: the whole value on pouchdb-server, the sum over shards on CouchDB 3.
+    Only used to estimate how many changes are waiting."""
+    match = re.match(r"\d+", str(seq or ""))
+    return int(match.group()) if match else 0
+
+
+def _fill(pool, couch, snap, fingerprint, update_seq):
+    # The view is read after update_seq was taken, so it holds every change up to it; changes after it that the
+    # view also holds are applied again from the changes feed, which is harmless (it sets, never adds).
+    states, start, stale = {}, None, False
+    while True:
+        page = couch.page(OWN_DDOC, "states", limit=FILL_PAGE, start_key=start, stale=stale)
+        for row in page.rows:
+            bucket, type_, group, doc_id = row["key"]
+            states[doc_id] = (bucket, type_, group)  # a token that moved while we paged is seen twice: keep either
+        if not page.has_next:
+            break
+        start, stale = page.next_key, True  # the index is current since the first page
+    with transaction.atomic():
+        if not CountSnapshot.objects.filter(pk=snap.pk, seq=snap.seq, filled_for=snap.filled_for).update(
+                seq=str(update_seq), filled_for=fingerprint, filled_at=timezone.now()):
+            raise _Overtaken
+        TokenState.objects.filter(pool=pool.slug).delete()
+        items = iter(states.items())
+        while batch := list(itertools.islice(items, 2000)):
+            TokenState.objects.bulk_create(
+                TokenState(pool=pool.slug, doc_id=i, bucket=b, type=t, group=g) for i, (b, t, g) in batch)
+    log.info("pool %s: counted %d tokens from the states view", pool.slug, len(states))
+
+
+def _apply_changes(pool, couch, styles, seq):
+    """Apply the changes after `seq`, a batch per transaction. Returns whether a failed token changed."""
+    touched_errors = False
+    while True:
+        results, last_seq = couch.changes(seq, CHANGES_BATCH)
+        ids = [r["id"] for r in results]
+        before = dict(TokenState.objects.filter(pool=pool.slug, doc_id__in=ids).values_list("doc_id", "bucket"))
+        upserts, gone = [], []
+        for r in results:
+            doc = None if r.get("deleted") else r.get("doc")
+            state = token_state(doc, styles, pool.group_field) if doc else None
+            if state is None:
+                gone.append(r["id"])
+            else:
+                upserts.append(TokenState(pool=pool.slug, doc_id=r["id"], bucket=state[0], type=state[1],
+                                          group=state[2]))
+            if before.get(r["id"]) in ERROR_BUCKETS or (state and state[0] in ERROR_BUCKETS):
+                touched_errors = True
+        with transaction.atomic():
+            if not CountSnapshot.objects.filter(pool=pool.slug, seq=seq).update(seq=str(last_seq)):
+                raise _Overtaken
+            TokenState.objects.filter(pool=pool.slug, doc_id__in=gone).delete()
+            TokenState.objects.bulk_create(upserts, update_conflicts=True, unique_fields=["pool", "doc_id"],
+                                           update_fields=["bucket", "type", "group"])
+        seq = str(last_seq)
+        if len(results) < CHANGES_BATCH:
+            return touched_errors
 
 
 def refresh(pool):

@@ -1,0 +1,120 @@
+"""Counts follow the changes feed: a refresh costs what changed, and still equals what the views count."""
+
+import threading
+
+import pytest
+
+from tests.conftest import surf_token
+from tests.test_job_safety import start_pilots
+from tokens import reading
+from tokens.models import CountSnapshot, TokenState
+from tokens.pools import all_pools
+from tokens.states import OWN_DDOC
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def view_counts(db, view="states", level=3):
+    """What the own view's grouped reduce counts: the answer a full recount would give."""
+    return sorted([*r["key"], r["value"]] for r in db.view(OWN_DDOC, view, group_level=level)["rows"])
+
+
+def snapshot_counts(snap, part="buckets"):
+    return sorted(snap.data[part])
+
+
+def refresh():
+    snap = reading.refresh(all_pools()[0])
+    assert not snap.error, snap.error
+    return snap
+
+
+def test_counts_follow_real_pilots_from_the_changes_feed_without_counting_the_pool_again(scratch_pool, couch_server):
+    scratch_pool.bulk_docs([surf_token(n) for n in range(60)])
+    first = refresh()
+    assert snapshot_counts(first) == [["todo", "token", None, 60]]
+    filled_at = CountSnapshot.objects.get(pool=first.pool).filled_at
+
+    pilots = start_pilots(couch_server, scratch_pool.database, 2, delay=0.01, fail_every=4)
+    try:
+        while any(p.poll() is None for p in pilots):
+            refresh()  # while they write: each refresh applies the changes since the one before
+    finally:
+        for p in pilots:
+            p.wait(60)
+    snap = refresh()
+
+    assert CountSnapshot.objects.get(pool=snap.pool).filled_at == filled_at  # never recounted whole
+    assert snapshot_counts(snap) == view_counts(scratch_pool)
+    assert snapshot_counts(snap, "failures") == view_counts(scratch_pool, "failures", 4)
+    assert {b for b, *_ in snap.data["buckets"]} == {"done", "error"}
+
+
+def test_deleted_and_retyped_tokens_leave_the_counts(scratch_pool):
+    scratch_pool.bulk_docs([surf_token(n) for n in range(5)])
+    refresh()
+    gone, retyped = scratch_pool.get("token_00000"), scratch_pool.get("token_00001")
+    scratch_pool.bulk_docs([{**gone, "_deleted": True}, {**retyped, "type": "log"}])
+
+    snap = refresh()
+
+    assert snapshot_counts(snap) == [["todo", "token", None, 3]] == view_counts(scratch_pool)
+    assert not TokenState.objects.filter(pool=snap.pool, doc_id__in=["token_00000", "token_00001"]).exists()
+
+
+def test_a_token_that_stops_failing_is_taken_out_of_its_failure_group(scratch_pool):
+    failed = [surf_token(n, lock=1_700_000_000, done=1_700_000_100, exit_code=3,
+                         error=[{"time": 1_700_000_100, "message": "disk full"}]) for n in range(4)]
+    scratch_pool.bulk_docs(failed)
+    assert snapshot_counts(refresh(), "failures") == [["3", "disk full", "token", None, 4]]
+    doc = scratch_pool.get("token_00002")
+    scratch_pool.bulk_docs([{**doc, "lock": 0, "done": 0, "exit_code": ""}])  # reset by someone's script
+
+    snap = refresh()
+
+    assert snapshot_counts(snap, "failures") == [["3", "disk full", "token", None, 3]]
+    assert snapshot_counts(snap) == [["error", "token", None, 3], ["todo", "token", None, 1]]
+
+
+def test_a_new_grouping_field_fills_the_table_again(scratch_pool, settings):
+    scratch_pool.bulk_docs([surf_token(n, OBSID=f"L{n % 2}") for n in range(6)])
+    first = refresh()
+    assert snapshot_counts(first) == [["todo", "token", None, 6]]
+    filled_at = CountSnapshot.objects.get(pool=first.pool).filled_at
+
+    settings.COUCHDB_GROUP_FIELD = "OBSID"  # the own design document changes with it
+    snap = refresh()
+
+    assert snapshot_counts(snap) == [["todo", "token", "L0", 3], ["todo", "token", "L1", 3]] == view_counts(
+        scratch_pool)
+    assert CountSnapshot.objects.get(pool=snap.pool).filled_at > filled_at
+
+
+def test_counts_are_taken_whole_again_after_the_refill_interval(scratch_pool, settings):
+    scratch_pool.bulk_docs([surf_token(n) for n in range(3)])
+    refresh()
+    before = CountSnapshot.objects.get(pool=all_pools()[0].slug).filled_at
+    settings.COUNTS_REFILL_SECONDS = 0
+
+    refresh()
+
+    assert CountSnapshot.objects.get(pool=all_pools()[0].slug).filled_at > before
+
+
+def test_two_refreshes_at_once_apply_each_change_once(scratch_pool):
+    scratch_pool.bulk_docs([surf_token(n) for n in range(300)])
+    refresh()
+    docs = [scratch_pool.get(f"token_{n:05d}") for n in range(0, 300, 2)]
+    scratch_pool.bulk_docs([{**d, "lock": 1_700_000_000} for d in docs])  # 150 claimed, far in the past
+    pool = all_pools()[0]
+
+    threads = [threading.Thread(target=reading.refresh, args=(pool,)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    snap = refresh()
+
+    assert snapshot_counts(snap) == [["locked", "token", None, 150], ["todo", "token", None, 150]] == view_counts(
+        scratch_pool)
+    assert TokenState.objects.filter(pool=pool.slug).count() == 300
