@@ -125,21 +125,11 @@ def job_create(request, slug):
 
 def start(request, job):
     """Queue a recorded job and answer with it: 201 + the job (JSON), or the job's page."""
-    enqueue(job)
+    operations.enqueue(job)
+    job.refresh_from_db()
     if wants_json(request):
         return JsonResponse(job_json(job), status=201)
     return redirect("job", job.pk)
-
-
-def enqueue(job):
-    from tokens.tasks import run_job
-
-    try:
-        run_job.delay(job.pk)
-    except Exception as e:  # the broker is down: the job stays queued and says so
-        Job.objects.filter(pk=job.pk).update(
-            status=Job.FAILED, message=f"Could not queue the job ({type(e).__name__}): is the broker running? "
-                                       "Nothing was written; re-run it when the broker is back.")
 
 
 def job_json(job):
@@ -158,7 +148,7 @@ def job_json(job):
 
 @require_GET
 def job(request, pk):
-    operations.mark_interrupted()
+    operations.tend_jobs()
     job = get_object_or_404(Job.objects.select_related("user"), pk=pk)
     problems = JobToken.objects.filter(job=job).exclude(outcome=JobToken.CHANGED, conflicted=False)
     context = {"job": job, "description": Selection.from_dict(job.selection).describe(),
@@ -188,7 +178,7 @@ def job_cancel(request, pk):
 @require_GET
 def jobs(request):
     """The audit list: every job, newest first, filterable by pool, user and action."""
-    operations.mark_interrupted()
+    operations.tend_jobs()
     q = request.GET
     found = Job.objects.select_related("user")
     if q.get("pool"):

@@ -202,6 +202,8 @@ JOB_FINISHED_GRACE_SECONDS = envint("JOB_FINISHED_GRACE_SECONDS", 10)
 JOB_RETRIES = envint("JOB_RETRIES", 4)
 JOB_RETRY_BACKOFF = envfloat("JOB_RETRY_BACKOFF", 1.0)
 # A running job whose worker has not reported for this long is shown as interrupted.
+# A queued job no worker has taken after this many seconds is handed to the broker again (it may have lost it).
+JOB_REQUEUE_SECONDS = envint("JOB_REQUEUE_SECONDS", 120)
 JOB_HEARTBEAT_TIMEOUT = envint("JOB_HEARTBEAT_TIMEOUT", 300)
 JOB_UPLOAD_MAX_BYTES = envint("JOB_UPLOAD_MAX_BYTES", 1024**3)  # CouchDB's own cap on SURF's servers is 1 GiB
 # A token set's config and input list are read whole: they are text, this is their limit each.

@@ -94,6 +94,7 @@ class Job(models.Model):
     started_at = models.DateTimeField(null=True)
     finished_at = models.DateTimeField(null=True)
     heartbeat_at = models.DateTimeField(null=True)
+    enqueued_at = models.DateTimeField(null=True)  # last handed to the broker (None: the broker was down)
     cancel_requested = models.BooleanField(default=False)
 
     total = models.PositiveIntegerField(default=0)  # tokens read from the selection so far

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 from django.conf import settings
 from django.db import reset_queries, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from tokens.couch import Conflict, CouchError, NotFound, Unreachable
@@ -647,6 +648,41 @@ def upload_path(upload_id):
 
 
 # --- interrupted jobs ------------------------------------------------------------------------
+
+
+WAITING_FOR_BROKER = ("Waiting for the broker ({}): the job starts when it is reachable again. "
+                      "Nothing has been written yet; Cancel withdraws it.")
+
+
+def enqueue(job):
+    """Hand a recorded job to the broker. If the broker is down the job stays queued and says so, and tend_jobs
+    hands it over again later: nothing is lost, and nothing runs twice (run_job claims the job before it starts)."""
+    from tokens.tasks import run_job
+
+    try:
+        run_job.delay(job.pk)
+    except Exception as e:  # kombu's errors differ per transport; any of them means "not queued"
+        log.warning("job %s: could not queue it (%s)", job.pk, type(e).__name__)
+        Job.objects.filter(pk=job.pk, status=Job.QUEUED).update(message=WAITING_FOR_BROKER.format(type(e).__name__))
+        return False
+    Job.objects.filter(pk=job.pk, status=Job.QUEUED).update(enqueued_at=timezone.now(), message="")
+    return True
+
+
+def tend_jobs(at_worker_start=False):
+    """What pages and a starting worker do for jobs whose worker or broker went away (see the two below)."""
+    mark_interrupted()
+    requeue_waiting(0 if at_worker_start else settings.JOB_REQUEUE_SECONDS)
+
+
+def requeue_waiting(seconds):
+    """Queue again the jobs that no worker took within `seconds`: the broker was down when they were made, or it
+    restarted and lost its queue (the embedded Redis keeps nothing on disk). A job still in the queue gets a second
+    task, which does nothing: run_job starts only a job that is still queued. A starting worker passes 0."""
+    cutoff = timezone.now() - timezone.timedelta(seconds=seconds)
+    waiting = Job.objects.filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lte=cutoff), status=Job.QUEUED,
+                                 cancel_requested=False)
+    return sum(enqueue(job) for job in waiting)
 
 
 def mark_interrupted():

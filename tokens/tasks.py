@@ -1,4 +1,5 @@
 from celery import shared_task
+from celery.signals import worker_ready
 
 from tokens import operations, reading
 from tokens.pools import get_pool
@@ -19,3 +20,9 @@ def run_job(job_id):
     pool = get_pool(job.pool)
     if pool is not None:
         reading.refresh(pool)  # the pages show the job's effect at once
+
+
+@worker_ready.connect
+def tend_jobs_at_start(**kwargs):
+    """A worker starting (after a crash, a redeploy or the broker losing its queue) takes over waiting jobs."""
+    operations.tend_jobs(at_worker_start=True)
