@@ -81,8 +81,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    # Static files from the app itself (docs/deploy.md): right after SecurityMiddleware, before anything slower.
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # In production the app serves its static files itself (docs/deploy.md), before anything slower runs;
+    # with DEBUG on runserver does, straight from static/.
+    *([] if DEBUG else ["whitenoise.middleware.WhiteNoiseMiddleware"]),
     "dashboard.middleware.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
