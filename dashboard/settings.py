@@ -118,7 +118,8 @@ TEMPLATES = [
 
 DATABASES = {
     "default": dj_database_url.parse(
-        os.getenv("DATABASE_URL", f"sqlite:///{BASE_DIR / 'var' / 'dashboard.sqlite3'}"),
+        # A secret (it holds PostgreSQL's password): DATABASE_URL_FILE works too.
+        envsecret("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'var' / 'dashboard.sqlite3'}",
         conn_max_age=envint("DATABASE_CONN_MAX_AGE", 0),
     )
 }
@@ -191,6 +192,8 @@ LOGGING = {
         "django": {"handlers": [], "level": "INFO", "propagate": True},
         "urllib3": {"level": "WARNING"},
         "ibm_cloud_sdk_core": {"level": "WARNING"},
+        # The SDK's real logger name; at DEBUG it also turns on http.client's dump of every request and body.
+        "ibm-cloud-sdk-core": {"level": "WARNING"},
     },
 }
 
@@ -246,8 +249,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 
 # --- Celery ------------------------------------------------------------------------------------
 # `make run` and the tests start an embedded Redis and pass its URL here; a URL set outside wins.
-CELERY_BROKER_URL = os.getenv("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
-CELERY_RESULT_BACKEND = os.getenv("CELERY_RESULT_BACKEND", CELERY_BROKER_URL)
+# Secrets when they hold Redis's password: CELERY_BROKER_URL_FILE and CELERY_RESULT_BACKEND_FILE work too.
+CELERY_BROKER_URL = envsecret("CELERY_BROKER_URL") or "redis://127.0.0.1:6379/0"
+CELERY_RESULT_BACKEND = envsecret("CELERY_RESULT_BACKEND") or CELERY_BROKER_URL
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # A task whose worker died is redelivered after this long (Redis's default of an hour is too slow).

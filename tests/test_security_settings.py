@@ -5,6 +5,7 @@ The production settings themselves (check --deploy, HSTS, secure cookies, TLS re
 gunicorn in tests/test_deploy.py.
 """
 
+import json
 import os
 import re
 import subprocess
@@ -296,15 +297,20 @@ def settings_in_subprocess(env, *names):
     return result
 
 
-def test_the_secret_key_and_couchdb_password_are_read_from_files(tmp_path):
-    (tmp_path / "key").write_text("k" * 60 + "\n")
-    (tmp_path / "couch").write_text("couch-secret\n")
-    result = settings_in_subprocess({"SECRET_KEY_FILE": str(tmp_path / "key"),
-                                     "COUCHDB_PASSWORD_FILE": str(tmp_path / "couch"), "COUCHDB_PASSWORD": "env"},
-                                    "SECRET_KEY", "COUCHDB_PASSWORD", "DEBUG")
+def test_every_secret_is_read_from_a_file_when_one_is_named(tmp_path):
+    files = {"SECRET_KEY": "k" * 60, "COUCHDB_PASSWORD": "couch-secret",
+             "DATABASE_URL": "postgres://dash:pg-secret@db.example.org:5432/dashboard",
+             "CELERY_BROKER_URL": "redis://:redis-secret@redis.example.org:6379/0"}
+    for name, value in files.items():
+        (tmp_path / name).write_text(value + "\n")
+    env = {f"{name}_FILE": str(tmp_path / name) for name in files}
+    result = settings_in_subprocess({**env, "COUCHDB_PASSWORD": "the file wins"}, "SECRET_KEY", "COUCHDB_PASSWORD",
+                                    "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "DATABASES")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == '{"SECRET_KEY": "%s", "COUCHDB_PASSWORD": "couch-secret", "DEBUG": "False"}' % (
-        "k" * 60)
+    values = json.loads(result.stdout)
+    assert values["SECRET_KEY"] == "k" * 60 and values["COUCHDB_PASSWORD"] == "couch-secret"
+    assert values["CELERY_BROKER_URL"] == values["CELERY_RESULT_BACKEND"] == files["CELERY_BROKER_URL"]
+    assert "'PASSWORD': 'pg-secret'" in values["DATABASES"] and "'HOST': 'db.example.org'" in values["DATABASES"]
 
 
 def test_an_unreadable_secret_file_stops_the_site_with_a_clear_message(tmp_path):
