@@ -88,10 +88,14 @@ def env_vars_read_by_the_code():
 
 
 def settings_defined():
+    """Every setting dashboard/settings.py defines, and any the code reads with a default of its own elsewhere."""
     tree = ast.parse((BASE_DIR / "dashboard" / "settings.py").read_text())
-    return {target.id for node in tree.body if isinstance(node, ast.Assign | ast.If)
-            for stmt in ([node] if isinstance(node, ast.Assign) else node.body) if isinstance(stmt, ast.Assign)
-            for target in stmt.targets if isinstance(target, ast.Name) and target.id.isupper()}
+    names = {target.id for node in tree.body if isinstance(node, ast.Assign | ast.If)
+             for stmt in ([node] if isinstance(node, ast.Assign) else node.body) if isinstance(stmt, ast.Assign)
+             for target in stmt.targets if isinstance(target, ast.Name) and target.id.isupper()}
+    for path in [*BASE_DIR.glob("dashboard/**/*.py"), *BASE_DIR.glob("tokens/**/*.py")]:
+        names.update(re.findall(r"""getattr\(settings,\s*["']([A-Z][A-Z0-9_]*)["']""", path.read_text()))
+    return names
 
 
 def test_the_extractor_finds_environment_variables_and_settings():
