@@ -81,6 +81,10 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # In production the app serves its static files itself (docs/deploy.md), before anything slower runs;
+    # with DEBUG on runserver does, straight from static/.
+    *([] if DEBUG else ["whitenoise.middleware.WhiteNoiseMiddleware"]),
+    "dashboard.middleware.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -114,7 +118,8 @@ TEMPLATES = [
 
 DATABASES = {
     "default": dj_database_url.parse(
-        os.getenv("DATABASE_URL", f"sqlite:///{BASE_DIR / 'var' / 'dashboard.sqlite3'}"),
+        # A secret (it holds PostgreSQL's password): DATABASE_URL_FILE works too.
+        envsecret("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'var' / 'dashboard.sqlite3'}",
         conn_max_age=envint("DATABASE_CONN_MAX_AGE", 0),
     )
 }
@@ -139,11 +144,47 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "var" / "static"
+# `manage.py collectstatic` copies the files here; in production WhiteNoise serves them from here, compressed and
+# with hashed names (cached for ever by browsers). With DEBUG on they are served straight from static/.
+STATIC_ROOT = Path(os.getenv("STATIC_ROOT", str(BASE_DIR / "var" / "static")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage" if DEBUG
+                    else "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = envbool("SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+# --- Production security (docs/deploy.md): on when DEBUG is off, each switchable for a plain-http lab --------------
+# Only behind a proxy that sets these headers itself: otherwise any client could claim https or another address.
+BEHIND_PROXY = envbool("BEHIND_PROXY", False)
+if BEHIND_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 0 if DEBUG else 365 * 24 * 3600)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", False)
+# Preloading is a decision for a whole registered domain (an institute's), never the dashboard's: not by default,
+# and check --deploy is not to insist on it.
+SILENCED_SYSTEM_CHECKS = ["security.W021"]
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# Pages take the CSRF token from the page (hx-headers on <body>), so no script needs to read the cookie.
+CSRF_COOKIE_HTTPONLY = True
+# No inline script, style or event handler anywhere (tests/test_security_settings.py renders every page to check).
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
+    "frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
+)
+# Login throttling (dashboard/throttle.py), kept in the database so that every gunicorn worker sees it: after this
+# many failed logins for one username (or LOGIN_MAX_FAILURES_PER_IP from one address) within LOGIN_LOCKOUT_SECONDS,
+# further attempts are refused until the oldest of them is that old.
+LOGIN_MAX_FAILURES = envint("LOGIN_MAX_FAILURES", 5)
+LOGIN_MAX_FAILURES_PER_IP = envint("LOGIN_MAX_FAILURES_PER_IP", 20)
+LOGIN_LOCKOUT_SECONDS = envint("LOGIN_LOCKOUT_SECONDS", 900)
 
 LOGGING = {
     "version": 1,
@@ -156,6 +197,8 @@ LOGGING = {
         "django": {"handlers": [], "level": "INFO", "propagate": True},
         "urllib3": {"level": "WARNING"},
         "ibm_cloud_sdk_core": {"level": "WARNING"},
+        # The SDK's real logger name; at DEBUG it also turns on http.client's dump of every request and body.
+        "ibm-cloud-sdk-core": {"level": "WARNING"},
     },
 }
 
@@ -215,8 +258,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 
 # --- Celery ------------------------------------------------------------------------------------
 # `make run` and the tests start an embedded Redis and pass its URL here; a URL set outside wins.
-CELERY_BROKER_URL = os.getenv("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
-CELERY_RESULT_BACKEND = os.getenv("CELERY_RESULT_BACKEND", CELERY_BROKER_URL)
+# Secrets when they hold Redis's password: CELERY_BROKER_URL_FILE and CELERY_RESULT_BACKEND_FILE work too.
+CELERY_BROKER_URL = envsecret("CELERY_BROKER_URL") or "redis://127.0.0.1:6379/0"
+CELERY_RESULT_BACKEND = envsecret("CELERY_RESULT_BACKEND") or CELERY_BROKER_URL
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # A task whose worker died is redelivered after this long (Redis's default of an hour is too slow).

@@ -2,7 +2,11 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from dashboard import job_views, tokenset_views, views
+from dashboard import account_views, job_views, tokenset_views, views
+from dashboard.throttle import ThrottledAdminLoginForm
+
+# The admin's login is throttled like the site's (dashboard/throttle.py).
+admin.site.login_form = ThrottledAdminLoginForm
 
 urlpatterns = [
     path("", views.pools, name="pools"),
@@ -19,7 +23,7 @@ urlpatterns = [
     path("jobs/", job_views.jobs, name="jobs"),
     path("jobs/<int:pk>/", job_views.job, name="job"),
     path("jobs/<int:pk>/cancel/", job_views.job_cancel, name="job_cancel"),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/login/", account_views.login, name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
 ]

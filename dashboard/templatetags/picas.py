@@ -44,3 +44,18 @@ def hours(value):
 def make_list_words(value):
     """"a b c" -> ["a", "b", "c"], for looping over field names in a template."""
     return value.split()
+
+
+@register.filter
+def width_class(percent):
+    """A share of a bar as a CSS class w1 ... w100 (site.css): the Content-Security-Policy forbids style attributes.
+
+    Whole percents are fine enough for a bar; anything above zero gets at least w1 so that a handful of errors
+    among many thousands of tokens still shows."""
+    try:
+        percent = float(percent)
+    except (TypeError, ValueError):
+        return "w0"
+    if percent <= 0:
+        return "w0"
+    return f"w{min(100, max(1, round(percent)))}"
