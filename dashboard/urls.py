@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from dashboard import job_views, tokenset_views, views
+from dashboard import job_views, observe_views, tokenset_views, views
 
 urlpatterns = [
     path("", views.pools, name="pools"),
@@ -22,6 +22,13 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
+]
+
+# --- metrics, health and charts ---
+urlpatterns += [
+    path("metrics", observe_views.metrics_view, name="metrics"),
+    path("healthz", observe_views.healthz, name="healthz"),
+    path("pools/<slug:slug>/obs/", observe_views.observation, name="observation"),
 ]
 
 handler404 = "dashboard.views.not_found"
