@@ -168,3 +168,23 @@ def test_a_pool_without_own_views_has_no_chart_but_a_page(viewer_client, scratch
     response = viewer_client.get(f"/pools/{scratch_pool.database}/")
     assert response.status_code == 200 and not svg_charts(response.content.decode())
     assert viewer_client.get(f"/pools/{scratch_pool.database}/", {"format": "json"}).json()["hourly"] is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_old_history_is_shown_and_recomputed_by_the_worker(viewer_client, finished_pool, settings, celery_worker):
+    from dashboard.models import PoolHistory
+    from tests.test_background_refresh import wait_for
+
+    db, docs, lrt = finished_pool
+    url = f"/pools/{db.database}/obs/"
+    before = viewer_client.get(url, {"type": "token", "format": "json"}).json()["hourly"]
+    t = int(time.time()) - 5
+    db.bulk_docs([surf_token(901, lock=t - 60, done=t, exit_code=0)])
+    computed = PoolHistory.objects.get(pool=db.database).computed_at
+    settings.CHART_MAX_AGE = 0
+    # The page answers with the history it has, and queues its recomputation ...
+    assert viewer_client.get(url, {"type": "token", "format": "json"}).json()["hourly"] == before
+    # ... which the worker carries out.
+    assert wait_for(lambda: PoolHistory.objects.get(pool=db.database).computed_at > computed)
+    after = viewer_client.get(url, {"type": "token", "format": "json"}).json()["hourly"]
+    assert sum(after["done"]) == sum(before["done"]) + 1
