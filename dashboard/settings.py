@@ -223,4 +223,6 @@ HEALTHZ_TIMEOUT = envfloat("HEALTHZ_TIMEOUT", 2.0)
 # Charts of tokens done and failed per hour cover this many days; their data is recomputed (in the background)
 # when older than CHART_MAX_AGE seconds.
 CHART_DAYS = envint("CHART_DAYS", 3)
+if CHART_DAYS < 1:
+    raise ImproperlyConfigured(f"CHART_DAYS must be at least 1, not {CHART_DAYS}")
 CHART_MAX_AGE = envint("CHART_MAX_AGE", 300)

@@ -33,8 +33,9 @@ def lock_counts(pool, hours):
 
 
 def pool_families():
-    tokens = GaugeMetricFamily("picas_tokens", "Tokens per observation and state (from the latest count snapshot)",
-                               labels=["pool", "type", "group", "state"])
+    tokens = GaugeMetricFamily("picas_tokens", "Tokens per observation and state, from the latest count snapshot "
+                               "(a pool without the dashboard's own views: per worker design document, which may "
+                               "overlap)", labels=["pool", "type", "group", "state"])
     pool_tokens = GaugeMetricFamily("picas_pool_tokens", "Tokens per pool and state", labels=["pool", "state"])
     done = CounterMetricFamily("picas_tokens_done", "Tokens done per pool (falls when done tokens are reset or "
                                "deleted, which Prometheus reads as a counter reset)", labels=["pool"])
