@@ -168,6 +168,13 @@ def test_a_pool_without_own_views_has_no_chart_but_a_page(viewer_client, scratch
     response = viewer_client.get(f"/pools/{scratch_pool.database}/")
     assert response.status_code == 200 and not svg_charts(response.content.decode())
     assert viewer_client.get(f"/pools/{scratch_pool.database}/", {"format": "json"}).json()["hourly"] is None
+    page = viewer_client.get(f"/pools/{scratch_pool.database}/obs/", {"type": "token", "group": "Monitor"})
+    assert page.status_code == 200 and "own design document" in page.content.decode()
+
+
+def test_anonymous_users_are_sent_to_log_in_from_an_observation(client, finished_pool):
+    response = client.get(f"/pools/{finished_pool[0].database}/obs/", {"type": "token"})
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
 
 
 @pytest.mark.django_db(transaction=True)
