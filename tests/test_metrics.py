@@ -32,6 +32,7 @@ def metrics_on(settings):
 def scrape(client, token=TOKEN):
     response = client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 200, response.content
+    assert response["Content-Type"].startswith("text/plain; version=0.0.4")
     return {f.name: f for f in text_string_to_metric_families(response.content.decode())}
 
 
