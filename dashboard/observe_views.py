@@ -43,7 +43,8 @@ def healthz(request):
 
 
 def chart_context(pool, data, type_=None, group=None, observation=False):
-    """The stored history of a pool and the chart of the pool or one observation; ({}, None) without history."""
+    """(context with the stored history and the chart of the pool or of one observation, its series);
+    without a history (no own views) the context holds only `history` and the series is None."""
     record = history.history(pool, data)
     if record is None or record.data is None:
         return {"history": record}, None
