@@ -267,3 +267,15 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", 600)}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_PUBLISH_RETRY = False
+
+# --- Metrics, health and charts ---------------------------------------------------------------
+# /metrics answers only a request carrying "Authorization: Bearer <METRICS_TOKEN>"; unset, /metrics is a 404.
+METRICS_TOKEN = envsecret("METRICS_TOKEN", "")
+# /healthz gives each outside service (database, broker, each pool's CouchDB) this many seconds to answer.
+HEALTHZ_TIMEOUT = envfloat("HEALTHZ_TIMEOUT", 2.0)
+# Charts of tokens done and failed per hour cover this many days; their data is recomputed (in the background)
+# when older than CHART_MAX_AGE seconds.
+CHART_DAYS = envint("CHART_DAYS", 3)
+if CHART_DAYS < 1:
+    raise ImproperlyConfigured(f"CHART_DAYS must be at least 1, not {CHART_DAYS}")
+CHART_MAX_AGE = envint("CHART_MAX_AGE", 300)

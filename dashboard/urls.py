@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from dashboard import account_views, job_views, tokenset_views, views
+from dashboard import account_views, job_views, observe_views, tokenset_views, views
 from dashboard.throttle import ThrottledAdminLoginForm
 
 # The admin's login is throttled like the site's (dashboard/throttle.py).
@@ -26,6 +26,13 @@ urlpatterns = [
     path("accounts/login/", account_views.login, name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
+]
+
+# --- metrics, health and charts ---
+urlpatterns += [
+    path("metrics", observe_views.metrics_view, name="metrics"),
+    path("healthz", observe_views.healthz, name="healthz"),
+    path("pools/<slug:slug>/obs/", observe_views.observation, name="observation"),
 ]
 
 handler404 = "dashboard.views.not_found"

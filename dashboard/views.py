@@ -148,6 +148,12 @@ def pool(request, slug):
         "refresh_seconds": settings.COUNTS_MAX_AGE,
         **labels(),
     }
+    # Charts: the pool's tokens per hour and a sparkline per observation, from the stored history.
+    from dashboard.observe_views import pool_charts
+
+    chart_context, chart_payload = pool_charts(pool, data, observations)
+    context.update(chart_context)
+    payload.update(chart_payload)
     return respond(request, "pool.html", context, payload, status=status_of(snap))
 
 

@@ -1,0 +1,81 @@
+"""Charts drawn on the server as SVG: the geometry here, the markup in templates/_chart.html (auto-escaped).
+
+A chart of tokens per hour has two rows of bars, done above and errors below, each scaled to its own peak and
+labelled with it: the rows, the labels, a hatch pattern on the error bars, a <title> per bar and a text summary
+tell them apart without colour. A sparkline puts done bars above a middle line and error bars below it.
+"""
+
+from datetime import UTC, datetime
+
+BAR = 8  # width of one hour in a chart
+PANEL = 60  # height of one row of bars
+LEFT, TOP, ROW_GAP, AXIS = 64, 8, 26, 30
+SPARK_BAR, SPARK_HALF = 2, 11
+
+
+def _utc(epoch):
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def hour_label(epoch):
+    return _utc(epoch).strftime("%a %d %b %H:00 UTC")
+
+
+def summary(series):
+    done, errors = sum(series["done"]), sum(series["error"])
+    text = f"{done} done and {errors} failed in the last {len(series['hours'])} hours"
+    if done:
+        peak = max(range(len(series["done"])), key=lambda i: series["done"][i])
+        text += f"; at most {series['done'][peak]} done per hour ({hour_label(series['hours'][peak])})"
+    return text + "."
+
+
+def hourly_chart(series, chart_id):
+    """The geometry of a two-row bar chart of one series (see tokens.history.series)."""
+    n = len(series["hours"])
+    width = LEFT + n * BAR + 8
+    panels = []
+    for row, (name, label) in enumerate((("done", "done"), ("error", "errors"))):
+        counts = series[name]
+        peak = max(counts, default=0)
+        top = TOP + row * (PANEL + ROW_GAP)
+        bars = []
+        for i, (hour, count) in enumerate(zip(series["hours"], counts, strict=True)):
+            height = round(count * PANEL / peak, 2) if peak else 0
+            bars.append({
+                "x": LEFT + i * BAR, "y": round(top + PANEL - height, 2), "width": BAR - 1, "height": height,
+                "count": count, "hour": _utc(hour).strftime("%Y-%m-%dT%H:00Z"),
+                "title": f"{hour_label(hour)}: {count} {'done' if name == 'done' else 'failed'}",
+            })
+        panels.append({"series": name, "label": label, "peak": peak, "top": top, "base": top + PANEL,
+                       "height": PANEL, "mid": top + PANEL // 2, "bars": bars})
+    axis_y = TOP + 2 * PANEL + ROW_GAP + 14
+    ticks = []
+    for i, hour in enumerate(series["hours"]):
+        t = _utc(hour)
+        if t.hour % 6 == 0:
+            ticks.append({"x": LEFT + i * BAR, "text": t.strftime("%d %b") if t.hour == 0 else t.strftime("%H:00"),
+                          "day": t.hour == 0})
+    return {
+        "id": chart_id, "width": width, "height": axis_y + AXIS - 12, "left": LEFT, "right": LEFT + n * BAR,
+        "axis_y": axis_y, "panels": panels, "ticks": ticks, "days": n // 24, "summary": summary(series),
+    }
+
+
+def sparkline(series):
+    """A small chart for a table row: done per hour up from the middle line, errors down from it."""
+    n = len(series["hours"])
+    paths = {}
+    for name in ("done", "error"):
+        counts = series[name]
+        peak = max(counts, default=0)
+        parts = []
+        for i, count in enumerate(counts):
+            if count:
+                h = max(1.0, round(count * SPARK_HALF / peak, 1))
+                # One path of small rectangles keeps a page of many rows light (no element per hour).
+                parts.append(f"M{i * SPARK_BAR} {SPARK_HALF}v{-h if name == 'done' else h}h{SPARK_BAR}"
+                             f"v{h if name == 'done' else -h}z")
+        paths[name] = "".join(parts)
+    return {"width": n * SPARK_BAR, "height": 2 * SPARK_HALF, "mid": SPARK_HALF, "done": paths["done"],
+            "error": paths["error"], "summary": summary(series)}

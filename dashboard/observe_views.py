@@ -1,0 +1,104 @@
+"""Watching the dashboard from outside and over time: /metrics, /healthz and an observation's page with its chart."""
+
+import hmac
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_not_required
+from django.http import Http404, HttpResponse, JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_safe
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+
+from dashboard import charts, health
+from dashboard.views import labels, pool_or_404, respond, snapshot_meta, snapshot_or_error, status_of
+from tokens import history, metrics, reading
+from tokens.states import STATES
+
+
+@login_not_required
+@never_cache
+@require_GET
+def metrics_view(request):
+    """Prometheus metrics for whoever holds the bearer token METRICS_TOKEN. Without the setting there is nothing
+    here (404): counts of a project's pools are not for anyone who finds the URL."""
+    if not settings.METRICS_TOKEN:
+        raise Http404("Metrics are off: set METRICS_TOKEN")
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), settings.METRICS_TOKEN.encode()):
+        response = HttpResponse("A bearer token is required (Authorization: Bearer <METRICS_TOKEN>).\n",
+                                status=401, content_type="text/plain; charset=utf-8")
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    # The classic text format (0.0.4), which every Prometheus version reads; the names are plain ASCII either way.
+    return HttpResponse(generate_latest(metrics.registry()), content_type=CONTENT_TYPE_PLAIN_0_0_4)
+
+
+@login_not_required
+@never_cache
+@require_safe
+def healthz(request):
+    """For load balancers: 200 when the site, its database, the broker and every pool's CouchDB answer, else 503."""
+    ok, checks = health.check_all()
+    return JsonResponse({"status": "ok" if ok else "fail", "checks": checks}, status=200 if ok else 503)
+
+
+def chart_context(pool, data, type_=None, group=None, observation=False):
+    """(context with the stored history and the chart of the pool or of one observation, its series);
+    without a history (no own views) the context holds only `history` and the series is None."""
+    record = history.history(pool, data)
+    if record is None or record.data is None:
+        return {"history": record}, None
+    series = history.series(record.data, type_, group, observation=observation)
+    chart_id = "chart-obs" if observation else "chart-pool"
+    return {"history": record, "chart": charts.hourly_chart(series, chart_id), "series": series}, series
+
+
+def series_json(record, series):
+    if series is None:
+        return None
+    return {
+        "computed_at": record.data["computed_at"],
+        "error": record.error or None,
+        "hours": [charts.hour_label(h) for h in series["hours"]],
+        "hour_starts": series["hours"],
+        "done": series["done"],
+        "error_counts": series["error"],
+    }
+
+
+@require_GET
+def observation(request, slug):
+    """One observation (a token type, and a group when the pool has a grouping field): counts, chart, ETA, links."""
+    pool = pool_or_404(slug)
+    snap, error = snapshot_or_error(request, pool)
+    if error:
+        return error
+    type_ = request.GET.get("type", "")
+    if not type_:
+        raise Http404("Which observation? Give its type (and its group, if it has one).")
+    group = request.GET.get("group") or None
+    found = next((o for o in reading.observations(snap.data) if (o.type, o.group) == (type_, group)), None)
+    if found is None:
+        raise Http404("No such observation in this pool")
+    context, series = chart_context(pool, snap.data, type_, group, observation=True)
+    payload = {"pool": pool.slug, **snapshot_meta(snap), **found.as_json(),
+               "hourly": series_json(context["history"], series)}
+    context.update({"pool": pool, "snap": snap, "o": found, "own_views": snap.data["own_views"],
+                    "states": STATES, "chart_days": settings.CHART_DAYS, **labels()})
+    if series is not None:
+        context["hourly_rows"] = [(charts.hour_label(h), d, e) for h, d, e in
+                                  zip(series["hours"], series["done"], series["error"], strict=True) if d or e][::-1]
+    return respond(request, "observation.html", context, payload, status=status_of(snap))
+
+
+def pool_charts(pool, data, observations):
+    """The pool page's chart and a sparkline for each observation (set as o.spark): (context, JSON payload)."""
+    context, series = chart_context(pool, data)
+    if series is None:
+        return context, {"hourly": None}
+    record = context["history"]
+    per_obs = history.series_by_observation(record.data)
+    empty = history.empty_series(record.data)
+    for o in observations:
+        o.spark = charts.sparkline(per_obs.get((o.type, o.group), empty))
+    return context, {"hourly": series_json(record, series)}

@@ -1,0 +1,197 @@
+"""Charts of tokens done and failed per hour, drawn as SVG from tokens with known `done` times."""
+
+import re
+import time
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from tests.conftest import surf_token
+from tokens import history, reading
+from tokens.pools import get_pool
+
+pytestmark = pytest.mark.django_db
+
+SVG = "{http://www.w3.org/2000/svg}"
+LRT = "pref_cal1_L229585"
+
+
+def lrt_token(n, **fields):
+    return {"_id": f"lrt_{n:05d}", "type": LRT, "lock": 0, "done": 0, "status": "todo", "output": 0,
+            "scrub_count": 0, **fields}
+
+
+def finished_tokens():
+    """SURF and GRID_LRT tokens finished at known times over the last days, and some that no chart counts."""
+    now = int(time.time())
+    hour = now // 3600 * 3600
+    docs, n = [], 0
+
+    def at(hours_ago, minute):
+        return min(now - 1, hour - hours_ago * 3600 + minute * 60)
+
+    for hours_ago, done, failed in [(0, 2, 1), (1, 4, 0), (5, 1, 3), (23, 7, 2), (47, 3, 0), (60, 0, 1)]:
+        for i in range(done):
+            t = at(hours_ago, 3 + 7 * i)
+            docs.append(surf_token(n, lock=t - 600, done=t, exit_code=0, hostname="wn1"))
+            n += 1
+        for i in range(failed):
+            t = at(hours_ago, 5 + 11 * i)
+            docs.append(surf_token(n, lock=t - 600, done=t, exit_code=1, hostname="wn1"))
+            n += 1
+    docs.append(surf_token(n, lock=now - 100 * 3600, done=now - 99 * 3600, exit_code=0))  # before the chart
+    docs.append(surf_token(n + 1, lock=now - 60, done=0))  # locked, not finished
+    docs.append(surf_token(n + 2))  # todo
+    lrt = [lrt_token(1, lock=at(2, 10) - 60, done=at(2, 10), status="done"),
+           lrt_token(2, lock=at(2, 20) - 60, done=at(2, 20), status="done"),
+           lrt_token(3, lock=at(30, 0) - 60, done=at(30, 0), status="error", output=21)]
+    return docs, lrt
+
+
+def per_hour(docs, bucket):
+    """The truth: {"YYYY-mm-ddTHH:00Z": n} for tokens of `bucket` finished in the chart's 72 hours."""
+    first_hour = int(time.time()) // 3600 * 3600 - 71 * 3600
+    counts = {}
+    for d in docs:
+        if not d["done"] or d["done"] < first_hour:
+            continue
+        failed = d.get("exit_code") != 0 if d["type"] == "token" else d["status"] == "error"
+        if (bucket == "error") != failed:
+            continue
+        key = time.strftime("%Y-%m-%dT%H:00Z", time.gmtime(d["done"] // 3600 * 3600))
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def words(docs):
+    return f"{sum(per_hour(docs, 'done').values())} done and {sum(per_hour(docs, 'error').values())} failed"
+
+
+def svg_charts(html):
+    return [ET.fromstring(m) for m in re.findall(r"<svg .*?</svg>", html, re.S)]
+
+
+def bars(svg, series):
+    panel = next(g for g in svg.iter(SVG + "g") if g.get("data-series") == series)
+    peak, height = int(panel.get("data-peak")), float(panel.get("data-height"))
+    return peak, height, panel.findall(SVG + "rect")
+
+
+def assert_bars_match(svg, truth):
+    for series in ("done", "error"):
+        expected = truth[series]
+        peak, height, rects = bars(svg, series)
+        assert len(rects) == 72  # one bar per hour of CHART_DAYS = 3
+        assert peak == max(expected.values())
+        shown = {r.get("data-hour"): int(r.get("data-count")) for r in rects}
+        assert {h: n for h, n in shown.items() if n} == expected
+        for r in rects:
+            n = int(r.get("data-count"))
+            assert float(r.get("height")) == pytest.approx(n * height / peak, abs=0.01)
+            # Every bar says what it is in words (a tooltip), colour aside.
+            assert r.find(SVG + "title").text.endswith(f": {n} {'done' if series == 'done' else 'failed'}")
+
+
+@pytest.fixture
+def finished_pool(scratch_pool, settings):
+    settings.CHART_DAYS = 3
+    docs, lrt = finished_tokens()
+    scratch_pool.bulk_docs(docs + lrt)
+    return scratch_pool, docs, lrt
+
+
+def test_the_pool_chart_has_a_bar_per_hour_as_high_as_the_tokens_done_in_it(viewer_client, finished_pool):
+    db, docs, lrt = finished_pool
+    html = viewer_client.get(f"/pools/{db.database}/").content.decode()
+    chart = next(s for s in svg_charts(html) if "hourly" in s.get("class"))
+    assert_bars_match(chart, {"done": per_hour(docs + lrt, "done"), "error": per_hour(docs + lrt, "error")})
+    assert chart.get("role") == "img" and chart.find(SVG + "desc").text.startswith(words(docs + lrt))
+    # The axis names the hours.
+    ticks = [t.text for t in chart.iter(SVG + "text") if "tick" in (t.get("class") or "")]
+    assert "06:00" in ticks and "12:00" in ticks and "18:00" in ticks
+
+
+def test_an_observation_page_charts_only_its_own_tokens(viewer_client, finished_pool):
+    db, docs, lrt = finished_pool
+    response = viewer_client.get(f"/pools/{db.database}/obs/", {"type": LRT})
+    assert response.status_code == 200
+    chart = svg_charts(response.content.decode())[0]
+    assert_bars_match(chart, {"done": per_hour(lrt, "done"), "error": per_hour(lrt, "error")})
+    data = viewer_client.get(f"/pools/{db.database}/obs/", {"type": LRT, "format": "json"}).json()
+    assert sum(data["hourly"]["done"]) == 2 and sum(data["hourly"]["error_counts"]) == 1
+    assert data["counts"]["done"] == 2 and data["counts"]["error"] == 1
+
+
+def test_each_observation_row_has_a_sparkline_that_says_its_numbers(viewer_client, finished_pool):
+    db, docs, lrt = finished_pool
+    html = viewer_client.get(f"/pools/{db.database}/").content.decode()
+    sparks = {s.get("aria-label").split(" in the last")[0] for s in svg_charts(html) if s.get("class") == "spark"}
+    assert sparks == {words(docs), words(lrt)}
+
+
+def test_the_observation_page_shows_counts_eta_and_links_to_its_lists(viewer_client, finished_pool):
+    db, docs, lrt = finished_pool
+    html = viewer_client.get(f"/pools/{db.database}/obs/", {"type": "token"}).content.decode()
+    assert f"/pools/{db.database}/tokens/?type=token&amp;state=done" in html
+    assert f"/pools/{db.database}/failures/?type=token" in html
+    observation = next(o for o in reading.observations(reading.snapshot(get_pool(db.database)).data)
+                       if o.type == "token")
+    data = viewer_client.get(f"/pools/{db.database}/obs/", {"type": "token", "format": "json"}).json()
+    assert data["eta_hours"] == observation.eta_hours and data["counts"] == observation.counts
+
+
+def test_an_unknown_observation_is_a_404_with_a_message(viewer_client, finished_pool):
+    db, _docs, _lrt = finished_pool
+    response = viewer_client.get(f"/pools/{db.database}/obs/", {"type": "nope", "format": "json"})
+    assert response.status_code == 404 and "No such observation" in response.json()["error"]
+    assert viewer_client.get(f"/pools/{db.database}/obs/").status_code == 404
+
+
+def test_pages_read_the_stored_history_until_it_is_recomputed(viewer_client, finished_pool, settings):
+    db, docs, lrt = finished_pool
+    settings.CHART_MAX_AGE = 3600
+    url = f"/pools/{db.database}/obs/"
+    before = viewer_client.get(url, {"type": "token", "format": "json"}).json()["hourly"]
+    t = int(time.time()) - 5
+    db.bulk_docs([surf_token(900, lock=t - 60, done=t, exit_code=0)])
+    reading.refresh(get_pool(db.database))
+    assert viewer_client.get(url, {"type": "token", "format": "json"}).json()["hourly"] == before
+    history.refresh(get_pool(db.database))
+    after = viewer_client.get(url, {"type": "token", "format": "json"}).json()["hourly"]
+    assert sum(after["done"]) == sum(before["done"]) + 1
+
+
+def test_a_pool_without_own_views_has_no_chart_but_a_page(viewer_client, scratch_pool, settings):
+    settings.COUCHDB_CREATE_VIEWS = False
+    t = int(time.time())
+    scratch_pool.bulk_docs([surf_token(1, lock=t - 60, done=t, exit_code=0)])
+    response = viewer_client.get(f"/pools/{scratch_pool.database}/")
+    assert response.status_code == 200 and not svg_charts(response.content.decode())
+    assert viewer_client.get(f"/pools/{scratch_pool.database}/", {"format": "json"}).json()["hourly"] is None
+    page = viewer_client.get(f"/pools/{scratch_pool.database}/obs/", {"type": "token", "group": "Monitor"})
+    assert page.status_code == 200 and "own design document" in page.content.decode()
+
+
+def test_anonymous_users_are_sent_to_log_in_from_an_observation(client, finished_pool):
+    response = client.get(f"/pools/{finished_pool[0].database}/obs/", {"type": "token"})
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_old_history_is_shown_and_recomputed_by_the_worker(viewer_client, finished_pool, settings, celery_worker):
+    from dashboard.models import PoolHistory
+    from tests.test_background_refresh import wait_for
+
+    db, docs, lrt = finished_pool
+    url = f"/pools/{db.database}/obs/"
+    before = viewer_client.get(url, {"type": "token", "format": "json"}).json()["hourly"]
+    t = int(time.time()) - 5
+    db.bulk_docs([surf_token(901, lock=t - 60, done=t, exit_code=0)])
+    computed = PoolHistory.objects.get(pool=db.database).computed_at
+    settings.CHART_MAX_AGE = 0
+    # The page answers with the history it has, and queues its recomputation ...
+    assert viewer_client.get(url, {"type": "token", "format": "json"}).json()["hourly"] == before
+    # ... which the worker carries out.
+    assert wait_for(lambda: PoolHistory.objects.get(pool=db.database).computed_at > computed)
+    after = viewer_client.get(url, {"type": "token", "format": "json"}).json()["hourly"]
+    assert sum(after["done"]) == sum(before["done"]) + 1
