@@ -291,7 +291,7 @@ def token(request, slug):
     from dashboard.job_views import token_jobs
 
     touched = token_jobs(pool.slug, doc_id)
-    odd = oddities(doc)
+    odd = oddities(doc, snap.data["types"] if snap.data else None)
     payload = {"pool": pool.slug, "token": doc, "odd": odd, **{k: v for k, v in facts.items() if k != "fields"},
                "jobs": [{"id": t.job_id, "action": t.job.action, "outcome": t.outcome, "reason": t.reason}
                         for t in touched]}

@@ -31,12 +31,21 @@ def short(value, limit=40):
 
 
 def safe_file_name(name):
-    """An attachment's name for a download: no path parts, no control characters."""
+    """An attachment's name for a download: no slashes, no control characters."""
     return "".join(c if c.isprintable() and c not in "/\\" else "-" for c in name)
 
 
-def oddities(doc):
-    """Notes for an operator, one per odd thing; [] for a well-formed token."""
+def unsafe_name(name):
+    """An attachment name that would climb out of a folder or breaks a header. Old pilots' names with slashes
+    ("22/11/2026_10:00:00_logs_x.out") are ordinary."""
+    return name.startswith(("/", "\\")) or ".." in name.replace("\\", "/").split("/") or not name.isprintable()
+
+
+def oddities(doc, token_types=None):
+    """Notes for an operator, one per odd thing; [] for a well-formed token, or for a document of a type that is
+    not one of the pool's token types (`token_types`: picas logs and the like are not tokens)."""
+    if isinstance(doc.get("type"), str) and token_types is not None and doc["type"] not in token_types:
+        return []
     notes = []
     if "type" not in doc:
         notes.append("no type field: no view counts it as a token")
@@ -72,7 +81,7 @@ def oddities(doc):
         if size > HUGE_FIELD_BYTES:
             notes.append(f"{name} is huge ({size:,} characters): cut on this page; the token's JSON has it whole")
     for name in doc.get("_attachments") or {}:
-        if safe_file_name(name) != name:
+        if unsafe_name(name):
             notes.append(f"attachment name {short(name, 80)} has path parts or control characters: it is "
                          f"downloaded as {safe_file_name(name)!r}")
     return notes
