@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET
 
 from tokens import reading
 from tokens.couch import CouchError, NotFound
+from tokens.oddities import oddities, safe_file_name
 from tokens.pools import all_pools, get_pool
 from tokens.states import BUCKET_HELP, BUCKET_LABELS, BUCKETS, OUT_OF_VIEW, STATES, STYLE_LABELS
 
@@ -232,6 +233,7 @@ def summary(doc):
         "hostname": doc.get("hostname"),
         "scrub_count": doc.get("scrub_count"),
         "last_error": str(last_error.get("message", ""))[:200],
+        "odd": oddities(doc),
     }
 
 
@@ -295,10 +297,11 @@ def token(request, slug):
     from dashboard.job_views import token_jobs
 
     touched = token_jobs(pool.slug, doc_id)
-    payload = {"pool": pool.slug, "token": doc, **{k: v for k, v in facts.items() if k != "fields"},
+    odd = oddities(doc, snap.data["types"] if snap.data else None)
+    payload = {"pool": pool.slug, "token": doc, "odd": odd, **{k: v for k, v in facts.items() if k != "fields"},
                "jobs": [{"id": t.job_id, "action": t.job.action, "outcome": t.outcome, "reason": t.reason}
                         for t in touched]}
-    context = {"pool": pool, "doc": doc, "facts": facts, "touched": touched, **labels()}
+    context = {"pool": pool, "doc": doc, "facts": facts, "touched": touched, "odd": odd, **labels()}
     if wants_json(request):
         return JsonResponse(payload, json_dumps_params={"ensure_ascii": False})
     context["inline"] = inline_attachments(pool, doc, facts["attachments"])
@@ -340,7 +343,8 @@ def attachment(request, slug):
     response = StreamingHttpResponse(chunks, content_type="text/plain; charset=utf-8" if inline else content_type)
     if length is not None:
         response["Content-Length"] = str(length)
-    # Old pilots name logs like "22/11/2026_10:00:00_logs_x.out": keep the whole name, minus the slashes.
-    response["Content-Disposition"] = content_disposition_header(not inline, name.replace("/", "-"))
+    # Old pilots name logs like "22/11/2026_10:00:00_logs_x.out": keep the whole name, minus the slashes (and
+    # control characters, which a header cannot carry).
+    response["Content-Disposition"] = content_disposition_header(not inline, safe_file_name(name))
     response["X-Content-Type-Options"] = "nosniff"
     return response

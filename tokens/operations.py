@@ -31,6 +31,7 @@ from tokens.states import (
     classify,
     describe_design_doc,
     js_number,
+    js_string,
     token_types,
 )
 
@@ -117,7 +118,7 @@ class Selection:
 
     def holds(self, doc, rules, now):
         """Whether a token (as just read) is still in the selection: the re-check before every write."""
-        style = rules.styles.get(doc.get("type"))
+        style = rules.style_of(doc)
         if style is None or doc["_id"].startswith("_design/"):
             return False
         bucket = classify(doc, style)
@@ -135,7 +136,7 @@ class Selection:
             return bucket == "locked" and now - js_number(doc["lock"]) > self.hours * 3600
         if self.kind == "failure":
             code = doc.get("exit_code") if style == SURF else doc.get("output")
-            code = str(code) if code not in (None, "") else "(none)"  # as the failures view keys it
+            code = js_string(code) if code not in (None, "") else "(none)"  # as the failures view keys it
             return bucket in ("error", "legacy_error") and code == self.code
         return True  # explicit ids, a whole observation: whatever state they are in
 
@@ -147,6 +148,10 @@ class Rules:
     styles: dict
     group_field: str | None
     own_views: bool
+
+    def style_of(self, doc):
+        """The token's style; None for a document of no known type (a type that is not text included)."""
+        return self.styles.get(doc.get("type")) if isinstance(doc.get("type"), str) else None
 
 
 def pool_rules(pool, couch):
@@ -162,8 +167,8 @@ def reset_token(doc, style, delete_attachments=False):
     """SURF resetTokens.py's fields, plus status and output for GRID_LRT tokens; error[] is kept."""
     new = dict(doc)
     new.update(lock=0, done=0, hostname="", exit_code="")
-    scrubs = doc.get("scrub_count")
-    new["scrub_count"] = (scrubs if isinstance(scrubs, int) and not isinstance(scrubs, bool) else 0) + 1
+    scrubs = js_number(doc.get("scrub_count", 0))  # GRID_LRT's tools write numbers as text ("3")
+    new["scrub_count"] = (int(scrubs) if math.isfinite(scrubs) and scrubs >= 0 else 0) + 1
     if style != SURF:
         new.update(status="todo", output="")
     if delete_attachments:
@@ -439,7 +444,9 @@ def create_batch(job, couch, docs):
 
 
 def _why_not(doc, rules):
-    bucket = classify(doc, rules.styles.get(doc.get("type")))
+    bucket = classify(doc, rules.style_of(doc))
+    if bucket is None:
+        return "not a token of this pool's types"
     if bucket == "locked":
         return "locked: a worker may hold it (act on locks by age)"
     if bucket == "error":
@@ -448,7 +455,7 @@ def _why_not(doc, rules):
 
 
 def _apply(job, doc, rules):
-    style = rules.styles.get(doc.get("type"))
+    style = rules.style_of(doc)
     if job.action == "reset":
         return reset_token(doc, style, job.params.get("delete_attachments", False))
     if job.action == "set_field":
@@ -517,7 +524,7 @@ def _write(job, couch, selection, rules, writes, now, records, second_try=False)
         if doc is None:
             records.append(_record(job, doc_id, JobToken.SKIPPED, "deleted meanwhile", True, old["_rev"]))
         elif fingerprint(doc) != fingerprint(old) or not selection.holds(doc, rules, now):
-            now_in = classify(doc, rules.styles.get(doc.get("type")))
+            now_in = classify(doc, rules.style_of(doc))
             records.append(_record(job, doc_id, JobToken.SKIPPED, f"changed meanwhile (now {now_in})", True,
                                    old["_rev"]))
         else:

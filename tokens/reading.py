@@ -516,9 +516,10 @@ def token_facts(doc, styles):
         return None
 
     errors = doc.get("error")
-    history = list(reversed(errors)) if isinstance(errors, list) else []
+    # Hand-edited and old tokens hold one error as text or an object instead of a list: shown all the same.
+    history = list(reversed(errors)) if isinstance(errors, list) else [errors] if errors not in (None, "") else []
     return {
-        "bucket": classify(doc, styles.get(doc.get("type"))),
+        "bucket": classify(doc, styles.get(doc["type"]) if isinstance(doc.get("type"), str) else None),
         "lock": when(doc.get("lock")),
         "done": when(doc.get("done")),
         "errors": [e if isinstance(e, dict) else {"message": str(e)} for e in history],

@@ -47,8 +47,14 @@ STYLE_LABELS = {SURF: "SURF PiCaS", LRT05: "GRID_LRT 0.5", LRT1: "GRID_LRT 1.x"}
 _TYPE_RE = re.compile(r"""doc\.type\s*===?\s*(["'])(.*?)\1""")
 
 
+def _views(ddoc):
+    """A design document's views; {} when `views` is not an object (hand-edited design documents exist)."""
+    views = ddoc.get("views")
+    return views if isinstance(views, dict) else {}
+
+
 def _map_code(ddoc, view):
-    definition = (ddoc.get("views") or {}).get(view)
+    definition = _views(ddoc).get(view)
     if isinstance(definition, dict) and isinstance(definition.get("map"), str):
         return definition["map"]
     return None
@@ -73,7 +79,7 @@ def describe_design_doc(ddoc):
         style = LRT05
     else:
         style = LRT1
-    views = sorted((ddoc.get("views") or {}).keys())
+    views = sorted(_views(ddoc))
     count_view = next((v for v in ("overview_total", "overview_view") if v in views), None)
     return {
         "name": ddoc["_id"][len("_design/") :],
@@ -133,6 +139,8 @@ _OWN_VIEWS = {
       msg = last.message || last.exception || "";
     } else if (typeof doc.error === "string") {
       msg = doc.error;
+    } else if (doc.error && typeof doc.error === "object") {
+      msg = doc.error.message || doc.error.exception || "";
     } else if (doc.launcher_status) {
       msg = "launcher: " + doc.launcher_status;
     }

@@ -1,0 +1,271 @@
+"""End to end in a real browser: Debian's Chromium driven by Playwright against the site served by a real server
+thread (pytest-django's live_server), on the same test database, CouchDB, Redis and Celery worker as the other tests.
+
+An operator logs in, follows the largest failure group to a token and its log, resets the group and watches the job
+end; a viewer sees no action controls; every main page is screenshot at desktop and phone width into
+test-artifacts/screenshots/ and must not overflow the window sideways.
+
+Chromium is Debian's (`apt-get install -y chromium`; `.ci/run` installs it). Without it these tests fail, unless
+SKIP_BROWSER_TESTS=true says to skip them.
+"""
+
+import base64
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+from dashboard.roles import OPERATORS, VIEWERS
+from tests.conftest import LOFAR, SURF, make_user, surf_token
+from tokens.models import Job, JobToken
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+SHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
+WIDTHS = {"desktop": (1280, 800), "phone": (390, 844)}
+TIMEOUT_MS = 60_000  # the machine is shared: pages and jobs can be slow, never wrong
+NOW = int(time.time())
+# Anything a viewer must not see: job previews, token sets, job forms (start, cancel), ticks to select tokens.
+ACTION_CONTROLS = "a[href*='/jobs/new/'], a[href*='/tokensets/new/'], form[action*='/jobs/'], input[name=ids]"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if os.environ.get("SKIP_BROWSER_TESTS", "").lower() in ("1", "true", "yes"):
+        pytest.skip("SKIP_BROWSER_TESTS is set")
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"No Chromium at {CHROMIUM}: install it with `apt-get install -y chromium` (as .ci/run does), "
+                    "or set SKIP_BROWSER_TESTS=true to skip the browser tests", pytrace=False)
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls are still synchronous.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+                "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run"])
+            yield chromium
+            chromium.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+@pytest.fixture
+def open_page(browser):
+    """open_page(width="desktop") -> a page in a fresh browser context (its own cookies)."""
+    contexts = []
+
+    def open_(width="desktop"):
+        w, h = WIDTHS[width]
+        context = browser.new_context(viewport={"width": w, "height": h})
+        context.set_default_timeout(TIMEOUT_MS)
+        contexts.append(context)
+        return context.new_page()
+
+    yield open_
+    for context in contexts:
+        context.close()
+
+
+def log_in(page, base, username):
+    page.goto(base + "/")
+    assert "/accounts/login/" in page.url  # login is required everywhere
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill("pw-" + username)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(re.compile(r"^(?!.*/accounts/login/)"))
+    assert page.locator("form.who").inner_text().startswith(username)
+
+
+def shoot(page, name):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def overflow(page):
+    """How many pixels the page is wider than the window (a sideways-scrolling page is unreadable on a phone)."""
+    return page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+
+
+def error_locator(page):
+    return page.locator("ul.legend li", has=page.locator("a[href$='?state=error']")).locator("strong")
+
+
+def error_count(page):
+    return int(error_locator(page).inner_text())
+
+
+def failing(n, code, message, minutes_ago=60):
+    """An error token as a picas worker leaves it, with its log attached."""
+    log = f"starting run {n}\n{message}\n".encode()
+    return surf_token(n, lock=NOW - 60 * minutes_ago - 600, done=NOW - 60 * minutes_ago, exit_code=code,
+                      hostname=f"wn-{n % 7}.example.org", slurm_job_id=f"4711_{n}",
+                      error=[{"time": NOW - 60 * minutes_ago, "message": message, "exception": "Traceback ..."}],
+                      _attachments={f"logs_token_{n:05d}.err": {"content_type": "text/plain",
+                                                               "data": base64.b64encode(log).decode()}})
+
+
+@pytest.fixture
+def busy_pool(scratch_pool):
+    """A pool mid-run: done, todo, locked and stale tokens, and three failure groups of different sizes."""
+    docs = [failing(n, 3, f"Disk quota exceeded writing /scratch/run_{n}/out.fits on wn-{n}.example.org")
+            for n in range(0, 40)]
+    docs += [failing(n, 1, f"Segmentation fault at 0x7f3a{n:04x}") for n in range(40, 52)]
+    docs += [failing(n, 21, "Download failed: srm://srm.grid.example.org/lofar/L229585 not staged")
+             for n in range(52, 58)]
+    docs += [surf_token(n, lock=NOW - 7200, done=NOW - 3000 - n, exit_code=0, hostname="wn-1.example.org")
+             for n in range(58, 88)]
+    docs += [surf_token(n, lock=NOW - 300, hostname="wn-2.example.org") for n in range(88, 93)]
+    docs += [surf_token(n, lock=NOW - 30 * 3600, hostname="wn-dead.example.org") for n in range(93, 96)]
+    docs += [surf_token(n) for n in range(96, 116)]
+    assert not [r for r in scratch_pool.bulk_docs(docs) if r.get("error")]
+    return scratch_pool
+
+
+def test_an_operator_follows_the_largest_failure_group_resets_it_and_watches_the_job_end(
+        live_server, busy_pool, open_page, settings, celery_worker):
+    settings.JOB_CONFIRM_THRESHOLD = 20  # the group is 40: the count must be typed
+    settings.JOB_BATCH_SIZE = 5  # several batches, so the job page has progress to show
+    settings.COUNTS_MAX_AGE = 2  # as in production: the pool page polls and refreshes its counts every few seconds
+    make_user("olga", OPERATORS)
+    slug = busy_pool.database
+    page = open_page()
+    expect.set_options(timeout=TIMEOUT_MS)
+    log_in(page, live_server.url, "olga")
+
+    page.get_by_role("link", name=slug, exact=True).first.click()
+    page.wait_for_url(f"**/pools/{slug}/")
+    bars = page.locator("#observations .bar")
+    assert bars.count() >= 1 and bars.first.locator(".seg.error").is_visible()
+    assert bars.first.locator(".seg.done").is_visible() and bars.first.locator(".seg.todo").is_visible()
+    errors_before = error_count(page)
+    assert errors_before == 58
+
+    page.locator("nav.poolnav").get_by_role("link", name="Failures").click()
+    largest = page.locator("table.grid tbody tr").first
+    assert largest.locator("td").first.inner_text() == "40"
+    assert "Disk quota exceeded" in largest.inner_text()
+    largest.locator("td").first.get_by_role("link").click()
+    page.wait_for_url(re.compile(r"/tokens/\?code=3&"))
+    assert page.locator("table.grid tbody tr").count() == 40
+
+    page.locator("table.grid tbody tr").first.locator("a[href*='/token/']").click()
+    page.wait_for_url(re.compile(r"/token/\?id="))
+    token_id = page.locator("h1.tokenid").inner_text()
+    n = int(token_id.rsplit("_", 1)[1])
+    assert page.locator("pre.log").first.inner_text().startswith(f"starting run {n}")
+    page.get_by_role("link", name="view").first.click()
+    page.wait_for_url(re.compile(r"/attachment/\?.*inline=1"))
+    assert "Disk quota exceeded" in page.locator("body").inner_text()
+    page.go_back()
+    page.go_back()
+    page.go_back()
+
+    page.wait_for_url("**/failures/")
+    page.locator("table.grid tbody tr").first.get_by_role("link", name="Retry this group…").click()
+    page.wait_for_url(re.compile(r"/jobs/new/\?"))
+    assert re.search(r"Dry run: this would reset / retry 40 tokens", page.locator("p.dryrun").inner_text())
+    page.get_by_label("Type 40 to confirm").fill("40")
+    page.get_by_role("button", name="Reset / retry 40 tokens").click()
+
+    page.wait_for_url(re.compile(r"/jobs/\d+/$"))
+    page.evaluate("window.notReloaded = true")  # the bar must move by htmx polling, not by reloading the page
+    page.locator("#progress progress[value='100']").wait_for()
+    page.locator("#progress .status.succeeded").wait_for()
+    assert page.evaluate("window.notReloaded") is True
+    counts = page.locator("#progress table.counts tr").nth(1).locator("td")
+    assert counts.nth(0).inner_text() == "40 / 40" and counts.nth(1).inner_text() == "40"
+    job = Job.objects.get()
+    assert (job.status, job.changed, job.user.username) == ("succeeded", 40, "olga")
+
+    page.get_by_role("link", name=f"Back to {slug}").click()
+    page.wait_for_url(f"**/pools/{slug}/")
+    # The counts were refreshed after the job, or the page's own polling brings them within COUNTS_MAX_AGE.
+    expect(error_locator(page)).to_have_text(str(errors_before - 40))
+    assert busy_pool.get(token_id)["lock"] == 0
+
+
+def test_a_viewer_sees_no_action_controls(live_server, busy_pool, open_page):
+    make_user("olga", OPERATORS)
+    make_user("victor", VIEWERS)
+    slug = busy_pool.database
+    job = Job.objects.create(pool=slug, action="reset", selection={"kind": "state", "bucket": "error"},
+                             preview_count=1, status=Job.FAILED, message="for the test")
+    JobToken.objects.create(job=job, pool=slug, token_id="token_00001", outcome=JobToken.FAILED, reason="test")
+    pages = [f"/pools/{slug}/", f"/pools/{slug}/failures/", f"/pools/{slug}/tokens/?state=error",
+             f"/pools/{slug}/stale/?hours=1", f"/pools/{slug}/token/?id=token_00001", f"/jobs/{job.pk}/"]
+    as_operator = open_page()
+    log_in(as_operator, live_server.url, "olga")
+    as_viewer = open_page()
+    log_in(as_viewer, live_server.url, "victor")
+    for path in pages:
+        as_operator.goto(live_server.url + path)
+        as_viewer.goto(live_server.url + path)
+        assert as_viewer.locator("main h1").is_visible()
+        if "/token/" not in path:  # the token page has no controls for anyone
+            assert as_operator.locator(ACTION_CONTROLS).count() > 0, path
+        assert as_viewer.locator(ACTION_CONTROLS).count() == 0, path
+        assert "viewer" in as_viewer.locator("form.who").inner_text()
+
+
+def test_every_main_page_fits_a_desktop_and_a_phone_screen(live_server, demo_pools, open_page, couch):
+    make_user("olga", OPERATORS)
+    surf = couch(SURF)
+    error_ids = [r["id"] for r in surf.view("picas-dashboard", "states", start_key=["error"], end_key=["error", {}],
+                                            reduce=False, limit=50)["rows"]] if _has_own_views(surf) else []
+    token_id = next((i for i in error_ids if surf.get(i).get("_attachments")), None)
+    job = Job.objects.create(pool=SURF, action="reset", selection={"kind": "state", "bucket": "error"},
+                             preview_count=3, status=Job.SUCCEEDED, total=3, changed=2, skipped=1)
+    JobToken.objects.create(job=job, pool=SURF, token_id=token_id or "token_00001", outcome=JobToken.SKIPPED,
+                            reason="changed meanwhile (now locked)", conflicted=True)
+    pages = {
+        "pools": "/",
+        "pool": f"/pools/{LOFAR}/",
+        "pool-surf": f"/pools/{SURF}/",
+        "failures": f"/pools/{SURF}/failures/",
+        "tokens": f"/pools/{SURF}/tokens/?state=error",
+        "stale": f"/pools/{SURF}/stale/?hours=1",
+        "job-dry-run": f"/pools/{SURF}/jobs/new/?action=reset&kind=state&bucket=error",
+        "job": f"/jobs/{job.pk}/",
+        "jobs": "/jobs/",
+        "tokenset-form": f"/pools/{LOFAR}/tokensets/new/",
+    }
+    too_wide = {}
+    for width in WIDTHS:
+        anonymous = open_page(width)
+        anonymous.goto(live_server.url + "/accounts/login/")
+        shoot(anonymous, f"login-{width}")
+        too_wide[f"login-{width}"] = overflow(anonymous)
+        page = open_page(width)
+        log_in(page, live_server.url, "olga")
+        visited = dict(pages)
+        if token_id is None:  # the pool page creates the dashboard's views; ask again once it has
+            page.goto(live_server.url + f"/pools/{SURF}/")
+            error_ids = [r["id"] for r in surf.view("picas-dashboard", "states", start_key=["error"],
+                                                    end_key=["error", {}], reduce=False, limit=50)["rows"]]
+            token_id = next(i for i in error_ids if surf.get(i).get("_attachments"))
+        visited["token"] = f"/pools/{SURF}/token/?id={token_id}"
+        for name, path in visited.items():
+            response = page.goto(live_server.url + path)
+            assert response.status == 200, path
+            page.wait_for_load_state("networkidle")
+            shoot(page, f"{name}-{width}")
+            too_wide[f"{name}-{width}"] = overflow(page)
+    assert {name: px for name, px in too_wide.items() if px > 1} == {}
+
+
+def _has_own_views(db):
+    try:
+        db.get("_design/picas-dashboard")
+    except Exception:
+        return False
+    return True
