@@ -1,8 +1,8 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import path, re_path
 
-from dashboard import job_views, tokenset_views, views
+from dashboard import account_views, api, job_views, tokenset_views, views
 
 urlpatterns = [
     path("", views.pools, name="pools"),
@@ -22,6 +22,15 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
+]
+
+# --- JSON API and API tokens (issue 6) ---
+urlpatterns += [
+    path("api/v1/", api.urls()),
+    re_path(r"^api/v1/(?P<rest>.*)$", api.unknown_path),  # a JSON 404 for any other path under the API
+    path("account/", account_views.account, name="account"),
+    path("account/tokens/", account_views.token_create, name="api_token_create"),
+    path("account/tokens/<int:pk>/revoke/", account_views.token_revoke, name="api_token_revoke"),
 ]
 
 handler404 = "dashboard.views.not_found"
