@@ -123,7 +123,12 @@ def not_found(request, exc):
 
 @api.exception_handler(ValidationError)
 def invalid(request, exc):
-    where = [".".join(str(p) for p in e.get("loc", ())) for e in exc.errors]
+    # ninja puts the body parameter's own name after "body" in every location: drop it
+    locs = [tuple(e.get("loc", ())) for e in exc.errors]
+    locs = [loc[:1] + loc[2:] if loc[:2] == ("body", "body") else loc for loc in locs]
+    for e, loc in zip(exc.errors, locs, strict=True):
+        e["loc"] = list(loc)
+    where = [".".join(str(p) for p in loc) for loc in locs]
     first = exc.errors[0] if exc.errors else {}
     detail = f"Invalid {where[0]}: {first.get('msg', 'invalid value')}" if where else "Invalid request"
     listed = [{k: e[k] for k in ("loc", "msg", "type") if k in e} for e in exc.errors]
@@ -140,7 +145,8 @@ def urls():
     """The API's URL patterns, each open to callers without a login session (the API answers 401 itself, where
     LoginRequiredMiddleware would redirect to the login page) and answering JSON where ninja would not."""
     patterns, app_name, namespace = api.urls
-    wrapped = [URLPattern(p.pattern, _json_always(p.callback), p.default_args, p.name) for p in patterns]
+    wrapped = [URLPattern(p.pattern, unknown_path if p.name == "api-root" else _json_always(p.callback),
+                          p.default_args, p.name) for p in patterns]
     return wrapped, app_name, namespace
 
 
@@ -163,7 +169,8 @@ def _json_always(view):
 
 @login_not_required
 def unknown_path(request, rest=""):
-    return JsonResponse({"detail": f"No API endpoint at {request.path}"}, status=404)
+    return JsonResponse({"detail": f"No API endpoint at {request.path}; the API is described at "
+                                   f"/api/v1/openapi.json"}, status=404)
 
 
 # --- input types ------------------------------------------------------------------------------
@@ -522,7 +529,7 @@ def list_tokens(
 def get_token(request, slug: Slug, token_id: Annotated[Text, Path(min_length=1)]):
     """A token in full, with its state, lock and finish times, errors newest first, and the jobs that touched it."""
     pool = pool_of(slug)
-    if token_id.startswith("_"):  # CouchDB's own documents (design, local): never tokens
+    if token_id.startswith("_") or token_id in (".", ".."):  # CouchDB's own documents and paths: never tokens
         raise Http404("No such token")
     try:
         doc = reading.get_token(pool, token_id)

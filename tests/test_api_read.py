@@ -121,6 +121,9 @@ def test_stale_locks_are_those_older_than_the_hours_asked(api, demo_pools, couch
     ("/api/v1/pools/no-such-pool/tokens", {}, 404, "No such pool"),
     (f"/api/v1/pools/{SURF}/tokens/no-such-token", {}, 404, "No such token"),
     (f"/api/v1/pools/{SURF}/tokens/_design/Monitor", {}, 404, "No such token"),
+    (f"/api/v1/pools/{SURF}/tokens/..", {}, 404, "No such token"),
+    (f"/api/v1/pools/{SURF}/tokens/a%00b", {}, 422, "NUL"),
+    ("/api/v1/pools/not%20a%20slug", {}, 422, "slug"),
     (f"/api/v1/pools/{SURF}/tokens", {"state": "sleeping"}, 422, "state"),
     (f"/api/v1/pools/{SURF}/tokens", {"limit": 0}, 422, "limit"),
     (f"/api/v1/pools/{SURF}/tokens", {"limit": "many"}, 422, "limit"),
@@ -134,6 +137,7 @@ def test_stale_locks_are_those_older_than_the_hours_asked(api, demo_pools, couch
     ("/api/v1/jobs/99999999999999999999999", {}, 422, "job_id"),
     ("/api/v1/jobs", {"status": "sleeping"}, 422, "status"),
     ("/api/v1/nothing/here", {}, 404, "No API endpoint"),
+    ("/api/v1/", {}, 404, "openapi.json"),
 ])
 def test_bad_requests_get_a_json_error_with_a_message(api, demo_pools, url, params, status, says):
     response = api.get(url, params)
