@@ -155,3 +155,14 @@ def test_couchdb_trouble_is_a_json_502_or_503(api, settings, demo_pools, couch_s
     response = api.get(f"/api/v1/pools/{SURF}/tokens/token_1")
     assert response.status_code == 503 and "unreachable" in response.json()["detail"]
     assert "127.0.0.1:9" in response.json()["detail"] and couch_server.password not in response.content.decode()
+
+
+def test_an_unexpected_failure_is_a_json_500_without_a_traceback(api, demo_pools):
+    from django.utils import timezone
+
+    from tokens.models import CountSnapshot
+
+    # A snapshot row that no refresh wrote (say, by a botched manual edit) breaks the pool's answer.
+    CountSnapshot.objects.update_or_create(pool=SURF, defaults={"data": {"broken": True}, "taken_at": timezone.now()})
+    response = api.get(f"/api/v1/pools/{SURF}")
+    assert response.status_code == 500 and response.json() == {"detail": "Internal error; it has been logged."}
