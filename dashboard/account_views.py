@@ -1,7 +1,59 @@
+"""The user's own page: API tokens for scripts, created and revoked here. A new token's secret is shown once."""
+
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
+from django.http import JsonResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.views.decorators.http import require_GET, require_POST
 
+from dashboard.models import ApiToken
+from dashboard.roles import is_operator
 from dashboard.throttle import ThrottledLoginForm
+from dashboard.views import respond, wants_json
+
+
+def token_json(t):
+    return {"id": t.pk, "name": t.name, "hint": t.hint, "created_at": t.created_at.isoformat(),
+            "last_used_at": t.last_used_at.isoformat() if t.last_used_at else None,
+            "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None}
+
+
+def page(request, status=200, **extra):
+    tokens = ApiToken.objects.filter(user=request.user)
+    context = {"tokens": tokens, "role": "operator" if is_operator(request.user) else "viewer", **extra}
+    payload = {"user": request.user.username, "role": context["role"], "tokens": [token_json(t) for t in tokens]}
+    return respond(request, "account.html", context, payload, status=status)
+
+
+@require_GET
+def account(request):
+    return page(request)
+
+
+@require_POST
+def token_create(request):
+    name = request.POST.get("name", "").strip()
+    if not name or len(name) > 100:
+        if wants_json(request):
+            return JsonResponse({"error": "Name the token (up to 100 characters)"}, status=400)
+        return page(request, status=400, problem="Name the token (up to 100 characters), e.g. the script using it.")
+    token, secret = ApiToken.issue(request.user, name)
+    if wants_json(request):
+        return JsonResponse({**token_json(token), "secret": secret}, status=201)
+    # Rendered, not redirected: the secret must not travel in a URL or be stored anywhere to show it later.
+    response = page(request, status=201, new_token=token, secret=secret)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_POST
+def token_revoke(request, pk):
+    token = get_object_or_404(ApiToken, pk=pk, user=request.user)  # someone else's token is not found
+    token.revoke()
+    if wants_json(request):
+        return JsonResponse(token_json(token))
+    return redirect("account")
+
 
 _login = auth_views.LoginView.as_view(authentication_form=ThrottledLoginForm)
 

@@ -150,14 +150,12 @@ def job_json(job):
 def job(request, pk):
     operations.tend_jobs()
     job = get_object_or_404(Job.objects.select_related("user"), pk=pk)
-    problems = JobToken.objects.filter(job=job).exclude(outcome=JobToken.CHANGED, conflicted=False)
+    problems = job_problems(job)
     context = {"job": job, "description": Selection.from_dict(job.selection).describe(),
                "rerun_query": operations.rerun_query(job),
                "action_label": ACTION_LABELS.get(job.action, job.action), "problems": problems[:500],
                "problem_count": problems.count(), "bucket_labels": BUCKET_LABELS}
-    payload = {**job_json(job), "problems": [
-        {"id": p.token_id, "outcome": p.outcome, "reason": p.reason, "conflicted": p.conflicted}
-        for p in problems[:500]]}
+    payload = {**job_json(job), "problems": [problem_json(p) for p in problems[:500]]}
     response = respond(request, "job.html", context, payload)
     if request.htmx and job.ended:
         # 286 tells htmx to stop polling; the final state is in this response.
@@ -165,13 +163,20 @@ def job(request, pk):
     return response
 
 
+def job_problems(job):
+    """The tokens a job did not simply change: skipped, failed, or changed after a conflict."""
+    return JobToken.objects.filter(job=job).exclude(outcome=JobToken.CHANGED, conflicted=False)
+
+
+def problem_json(p):
+    return {"id": p.token_id, "outcome": p.outcome, "reason": p.reason, "conflicted": p.conflicted}
+
+
 @require_POST
 @operator_required
 def job_cancel(request, pk):
     job = get_object_or_404(Job, pk=pk)
-    Job.objects.filter(pk=pk).update(cancel_requested=True)
-    # A job no worker has started yet ends here; a running one stops between two batches.
-    Job.objects.filter(pk=pk, status=Job.QUEUED).update(status=Job.CANCELLED, message="Cancelled before it started.")
+    operations.cancel_job(job.pk)
     return redirect("job", job.pk)
 
 
@@ -180,18 +185,25 @@ def jobs(request):
     """The audit list: every job, newest first, filterable by pool, user and action."""
     operations.tend_jobs()
     q = request.GET
-    found = Job.objects.select_related("user")
-    if q.get("pool"):
-        found = found.filter(pool=q["pool"])
-    if q.get("user"):
-        found = found.filter(user__username=q["user"])
-    if q.get("action"):
-        found = found.filter(action=q["action"])
-    found = found[:200]
+    found = filtered_jobs(pool=q.get("pool"), user=q.get("user"), action=q.get("action"))[:200]
     context = {"jobs": found, "filters": q, "action_labels": ACTION_LABELS,
                "pools": Job.objects.values_list("pool", flat=True).distinct().order_by("pool"),
                "users": User.objects.filter(job__isnull=False).distinct().order_by("username")}
     return respond(request, "jobs.html", context, {"jobs": [job_json(j) for j in found]})
+
+
+def filtered_jobs(pool=None, user=None, action=None, status=None):
+    """Jobs, newest first, narrowed by whichever filters are given (the audit list and the API)."""
+    found = Job.objects.select_related("user")
+    if pool:
+        found = found.filter(pool=pool)
+    if user:
+        found = found.filter(user__username=user)
+    if action:
+        found = found.filter(action=action)
+    if status:
+        found = found.filter(status=status)
+    return found
 
 
 def token_jobs(pool_slug, token_id):

@@ -1,8 +1,8 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import path, re_path
 
-from dashboard import account_views, job_views, observe_views, tokenset_views, views
+from dashboard import account_views, api, job_views, observe_views, tokenset_views, views
 from dashboard.throttle import ThrottledAdminLoginForm
 
 # The admin's login is throttled like the site's (dashboard/throttle.py).
@@ -33,6 +33,15 @@ urlpatterns += [
     path("metrics", observe_views.metrics_view, name="metrics"),
     path("healthz", observe_views.healthz, name="healthz"),
     path("pools/<slug:slug>/obs/", observe_views.observation, name="observation"),
+]
+
+# --- JSON API and API tokens (issue 6) ---
+urlpatterns += [
+    path("api/v1/", api.urls()),
+    re_path(r"^api/v1/(?P<rest>.*)$", api.unknown_path),  # a JSON 404 for any other path under the API
+    path("account/", account_views.account, name="account"),
+    path("account/tokens/", account_views.token_create, name="api_token_create"),
+    path("account/tokens/<int:pk>/revoke/", account_views.token_revoke, name="api_token_revoke"),
 ]
 
 handler404 = "dashboard.views.not_found"

@@ -86,8 +86,8 @@ def labels():
     return {"bucket_labels": BUCKET_LABELS, "bucket_help": BUCKET_HELP, "buckets": BUCKETS}
 
 
-@require_GET
-def pools(request):
+def pool_rows():
+    """Every pool with its latest totals and health (the pools page and the API)."""
     rows = []
     for pool in all_pools():
         snap = reading.snapshot(pool)
@@ -101,21 +101,26 @@ def pools(request):
             "age": snap.age(),
             "own_views": snap.data["own_views"] if snap.data else None,
         })
-    payload = {
-        "pools": [
-            {
-                "slug": r["pool"].slug,
-                "name": r["pool"].name,
-                "database": r["pool"].database,
-                "health": r["health"],
-                "error": r["error"] or None,
-                "counts": r["totals"],
-                "total": r["total"],
-                "counts_age_seconds": round(r["age"], 1) if r["age"] is not None else None,
-            }
-            for r in rows
-        ]
+    return rows
+
+
+def pool_row_json(r):
+    return {
+        "slug": r["pool"].slug,
+        "name": r["pool"].name,
+        "database": r["pool"].database,
+        "health": r["health"],
+        "error": r["error"] or None,
+        "counts": r["totals"],
+        "total": r["total"],
+        "counts_age_seconds": round(r["age"], 1) if r["age"] is not None else None,
     }
+
+
+@require_GET
+def pools(request):
+    rows = pool_rows()
+    payload = {"pools": [pool_row_json(r) for r in rows]}
     return respond(request, "pools.html", {"rows": rows, **labels()}, payload)
 
 
@@ -128,15 +133,7 @@ def pool(request, slug):
     data = snap.data
     observations = reading.observations(data)
     totals = reading.pool_totals(data)
-    payload = {
-        "pool": pool.slug,
-        **snapshot_meta(snap),
-        "own_views": data["own_views"],
-        "counts": totals,
-        "total": sum(totals.values()),
-        "observations": [o.as_json() for o in observations],
-        "design_documents": data["design_docs"],
-    }
+    payload = pool_payload(pool, snap, observations, totals)
     context = {
         "pool": pool,
         "snap": snap,
@@ -156,6 +153,19 @@ def pool(request, slug):
     context.update(chart_context)
     payload.update(chart_payload)
     return respond(request, "pool.html", context, payload, status=status_of(snap))
+
+
+def pool_payload(pool, snap, observations, totals):
+    """A pool's counts per observation, as the pool page's JSON and the API answer them."""
+    return {
+        "pool": pool.slug,
+        **snapshot_meta(snap),
+        "own_views": snap.data["own_views"],
+        "counts": totals,
+        "total": sum(totals.values()),
+        "observations": [o.as_json() for o in observations],
+        "design_documents": snap.data["design_docs"],
+    }
 
 
 def selection_from(request, data):
@@ -298,14 +308,19 @@ def token(request, slug):
 
     touched = token_jobs(pool.slug, doc_id)
     odd = oddities(doc, snap.data["types"] if snap.data else None)
-    payload = {"pool": pool.slug, "token": doc, "odd": odd, **{k: v for k, v in facts.items() if k != "fields"},
-               "jobs": [{"id": t.job_id, "action": t.job.action, "outcome": t.outcome, "reason": t.reason}
-                        for t in touched]}
+    payload = {**token_payload(pool, doc, facts, touched), "odd": odd}
     context = {"pool": pool, "doc": doc, "facts": facts, "touched": touched, "odd": odd, **labels()}
     if wants_json(request):
         return JsonResponse(payload, json_dumps_params={"ensure_ascii": False})
     context["inline"] = inline_attachments(pool, doc, facts["attachments"])
     return render(request, "token.html", context)
+
+
+def token_payload(pool, doc, facts, touched):
+    """A token, what is derived from it, and the jobs that touched it (the token page's JSON and the API)."""
+    return {"pool": pool.slug, "token": doc, **{k: v for k, v in facts.items() if k != "fields"},
+            "jobs": [{"id": t.job_id, "action": t.job.action, "outcome": t.outcome, "reason": t.reason}
+                     for t in touched]}
 
 
 TEXT_TYPES = ("text/", "application/json", "application/x-yaml", "application/xml")

@@ -56,3 +56,9 @@ def test_an_html_attachment_is_never_served_as_html(viewer_client, demo_pools, c
                                                                "inline": "1"})
     assert response["Content-Type"].startswith("text/plain") and response["X-Content-Type-Options"] == "nosniff"
     db.bulk_docs([{**db.get("html-attachment"), "_deleted": True}])
+
+
+@pytest.mark.parametrize("token_id", ["..", "_all_docs"])
+def test_an_id_that_names_another_couchdb_resource_is_not_a_token(viewer_client, demo_pools, token_id):
+    response = viewer_client.get(f"/pools/{SURF}/token/", {"id": token_id, "format": "json"})
+    assert response.status_code == 404

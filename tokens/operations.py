@@ -701,6 +701,13 @@ def mark_interrupted():
         finished_at=timezone.now())
 
 
+def cancel_job(job_id):
+    """Ask a job to stop. A job no worker has started yet ends here; a running one stops between two batches."""
+    Job.objects.filter(pk=job_id).update(cancel_requested=True)
+    Job.objects.filter(pk=job_id, status=Job.QUEUED).update(status=Job.CANCELLED,
+                                                            message="Cancelled before it started.")
+
+
 def rerun_query(job):
     """The dry-run page's query for a new job like this one: a re-run is previewed and confirmed afresh."""
     from django.http import QueryDict
