@@ -310,12 +310,15 @@ def test_the_list_pages_offer_an_export_form(viewer_client, pool):
 
 
 def test_a_list_of_ten_thousand_tokens_streams_in_the_memory_of_one_thousand(viewer_client, scratch_pool, settings):
-    settings.COUCHDB_TIMEOUT = 300  # the first count indexes 11,000 new tokens
+    settings.COUCHDB_TIMEOUT = 300  # the first export indexes 11,000 new tokens
+    # Counts are taken while the pool is small, as when a pool grows under a running dashboard: only the view the
+    # export reads is indexed at the larger size.
+    viewer_client.get(f"/pools/{scratch_pool.database}/")
     scratch_pool.bulk_docs([surf_token(i, input=f"run {i} " + "x" * 300) for i in range(1000)])
     for start in range(1000, 11000, 2500):
         scratch_pool.bulk_docs([surf_token(i, lock=NOW - 7200, done=NOW - 3600, exit_code=0, hostname="wn1",
                                            input=f"run {i} " + "x" * 300) for i in range(start, start + 2500)])
-    viewer_client.get(f"/pools/{scratch_pool.database}/")  # counts (and the view index) before measuring
+    body(export(viewer_client, scratch_pool, state="todo", fields="_id"))  # indexes them; one-time allocations
 
     def measure(state):
         tracemalloc.start()
