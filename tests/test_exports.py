@@ -299,6 +299,7 @@ def test_the_list_pages_offer_an_export_form(viewer_client, pool):
     assert action in tokens and 'name="state" value="error"' in tokens and 'name="q" value="token"' in tokens
     failures = viewer_client.get(f"/pools/{slug}/failures/").content.decode()
     assert failures.count(action) == 2 and 'name="code" value="3"' in failures
+    assert 'name="message" value="&lt;b&gt;timeout&lt;/b&gt; after &lt;n&gt; s"' in failures
     stale = viewer_client.get(f"/pools/{slug}/stale/", {"hours": "24"}).content.decode()
     assert action in stale and 'name="hours" value="24.0"' in stale
     overview = viewer_client.get(f"/pools/{slug}/").content.decode()
