@@ -45,3 +45,8 @@ urlpatterns += [
 ]
 
 handler404 = "dashboard.views.not_found"
+
+# --- exports (issue 6) ---
+from dashboard import export_views  # noqa: E402
+
+urlpatterns += [path("pools/<slug:slug>/export/", export_views.export, name="export")]

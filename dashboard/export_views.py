@@ -1,0 +1,46 @@
+"""Exports in the web UI: one GET endpoint that streams any token list as CSV or JSON lines.
+
+Viewers and operators alike may export (it reads only). Everything that can be wrong with the request, and a
+server that does not answer, is found before the first byte is sent, so it gets a 4xx/5xx page or JSON object;
+what goes wrong later can only end the file with an "incomplete" line. Without `format` the URL is the export
+form for its selection (the pool page links there, as its rows are redrawn by polling).
+"""
+
+from django.http import StreamingHttpResponse
+from django.utils.http import content_disposition_header
+from django.views.decorators.http import require_GET
+
+from dashboard.views import couch_error, pool_or_404, respond, snapshot_or_error, wants_json
+from tokens import exports
+from tokens.couch import CouchError
+
+
+@require_GET
+def export(request, slug):
+    pool = pool_or_404(slug)
+    snap, error = snapshot_or_error(request, pool)
+    if error:
+        return error
+    try:
+        if "format" not in request.GET and not wants_json(request):
+            return form(request, pool, exports.selection_from(request.GET, snap.data["own_views"]))
+        made = exports.open_export(pool, snap.data, request.GET)
+    except exports.ExportError as e:
+        return respond(request, "export_problem.html", {"pool": pool, "problem": str(e)}, {"error": str(e)},
+                       status=400)
+    except CouchError as e:
+        return couch_error(request, pool, e)
+    response = StreamingHttpResponse(made.chunks(), content_type=made.content_type)
+    response["Content-Disposition"] = content_disposition_header(True, made.filename)
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def form(request, pool, selection):
+    q = request.GET
+    return respond(request, "export.html", {
+        "pool": pool, "selection": selection, "description": selection.describe(),
+        "q": q.get("q", ""), "field": q.get("field", ""), "value": q.get("value", ""),
+        "computed": exports.COMPUTED.items(),
+    }, {})

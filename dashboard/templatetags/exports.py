@@ -1,0 +1,26 @@
+"""{% export_form %}: the small GET form that exports the list a page shows (fields, format)."""
+
+from django import template
+
+from tokens import exports
+
+register = template.Library()
+
+# Offered unticked next to the default set; any other field is typed by name.
+MORE = ("observation", "lock_age_hours", "job_id", "lock", "done", "input", "error", "_rev")
+
+
+@register.inclusion_tag("_export.html", takes_context=True)
+def export_form(context, open=False, **selection):
+    """`selection`: the list's query parameters (kind, state, code, message, type, group, hours, q, field, value);
+    empty ones are left out, as the list pages read an empty value as no value."""
+    pool = context["pool"]
+    group_field = getattr(pool, "group_field", "")
+    more = [n for n in ((group_field,) if group_field else ()) + MORE if n not in exports.DEFAULT_FIELDS]
+    return {
+        "pool": pool,
+        "open": open,
+        "params": [(k, v) for k, v in selection.items() if v not in (None, "")],
+        "choices": [(n, exports.COMPUTED.get(n, ""), True) for n in exports.DEFAULT_FIELDS]
+        + [(n, exports.COMPUTED.get(n, ""), False) for n in dict.fromkeys(more)],
+    }
