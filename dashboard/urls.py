@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path, re_path
 
-from dashboard import account_views, api, job_views, observe_views, tokenset_views, views
+from dashboard import account_views, api, export_views, job_views, observe_views, tokenset_views, views
 from dashboard.throttle import ThrottledAdminLoginForm
 
 # The admin's login is throttled like the site's (dashboard/throttle.py).
@@ -47,6 +47,5 @@ urlpatterns += [
 handler404 = "dashboard.views.not_found"
 
 # --- exports (issue 6) ---
-from dashboard import export_views  # noqa: E402
 
 urlpatterns += [path("pools/<slug:slug>/export/", export_views.export, name="export")]
