@@ -17,9 +17,11 @@ from typing import Annotated, Any, Literal
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
-from django.http import Http404, JsonResponse
+from django.http import Http404, JsonResponse, QueryDict, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import URLPattern
+from django.utils.http import content_disposition_header
+from django.views.decorators.http import require_safe
 from ninja import Field, NinjaAPI, Path, Query, Schema
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer
@@ -30,7 +32,7 @@ from pydantic import AfterValidator, create_model, field_validator
 from dashboard import job_views, views
 from dashboard.models import ApiToken
 from dashboard.roles import is_operator
-from tokens import operations, reading
+from tokens import exports, operations, reading
 from tokens.couch import CouchError, NotFound
 from tokens.models import Job
 from tokens.operations import OperationError, Selection
@@ -145,8 +147,13 @@ def urls():
     """The API's URL patterns, each open to callers without a login session (the API answers 401 itself, where
     LoginRequiredMiddleware would redirect to the login page) and answering JSON where ninja would not."""
     patterns, app_name, namespace = api.urls
-    wrapped = [URLPattern(p.pattern, unknown_path if p.name == "api-root" else _json_always(p.callback),
-                          p.default_args, p.name) for p in patterns]
+    def view(p):
+        if p.name == "api-root":
+            return unknown_path
+        # ninja serves the schema to any method; reading it is all there is to do
+        return _json_always(require_safe(p.callback) if p.name == "openapi-json" else p.callback)
+
+    wrapped = [URLPattern(p.pattern, view(p), p.default_args, p.name) for p in patterns]
     return wrapped, app_name, namespace
 
 
@@ -576,6 +583,49 @@ def list_stale_locks(
     return answer
 
 
+EXPORT_CONTENT = {"text/csv": {"schema": {"type": "string"}}, "application/x-ndjson": {"schema": {"type": "string"}}}
+
+
+@api.get("/pools/{slug}/export", response={400: Error, **READ_ERRORS}, tags=["tokens"],
+         openapi_extra={"responses": {"200": {"description": "The tokens, streamed", "content": EXPORT_CONTENT}}})
+def export_tokens(
+    request,
+    slug: Slug,
+    format: Annotated[Literal["csv", "jsonl"], Query(description="CSV or JSON lines")] = "csv",
+    fields: Annotated[Text | None, Query(description="Comma-separated fields (computed ones too); * with jsonl "
+                                                     "for whole documents")] = None,
+    state: Annotated[Bucket | None, Query(description="Tokens in this state")] = None,
+    code: Annotated[Text | None, Query(description="A failure group's exit code")] = None,
+    message: Annotated[Text | None, Query(description="A failure group's normalised message")] = None,
+    hours: Annotated[float | None, Query(ge=0, le=MAX_HOURS, allow_inf_nan=False,
+                                         description="Stale locks older than this many hours")] = None,
+    type: Annotated[Text | None, Query(description="Token type of one observation")] = None,
+    group: Annotated[Text | None, Query(description="Group of one observation (with type)")] = None,
+    q: Annotated[Text | None, Query(description="Token id contains")] = None,
+    field: Annotated[Text | None, Query(description="Field name for `value`")] = None,
+    value: Annotated[Text | None, Query(description="Only tokens whose `field` equals this")] = None,
+):
+    """Any token list (a state, a failure group, stale locks, an observation) as CSV or JSON lines, streamed a page
+    at a time: the web UI's export (tokens/exports.py), with an API token."""
+    pool = pool_of(slug)
+    snap = snapshot_of(pool)
+    given = {"format": format, "fields": fields, "state": state, "code": code, "message": message, "hours": hours,
+             "type": type, "group": group, "q": q, "field": field, "value": value}
+    query = QueryDict(mutable=True)
+    for key, given_value in given.items():
+        if given_value is not None:
+            query[key] = str(given_value)
+    try:
+        made = exports.open_export(pool, snap.data, query)
+    except exports.ExportError as e:
+        raise HttpError(400, str(e)) from None
+    response = StreamingHttpResponse(made.chunks(), content_type=made.content_type)
+    response["Content-Disposition"] = content_disposition_header(True, made.filename)
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Cache-Control"] = "no-store"
+    return response
+
+
 # --- jobs -------------------------------------------------------------------------------------
 
 
@@ -623,7 +673,7 @@ def create_job(request, slug: Slug, body: JobIn):
                      "needs_confirmation": operations.needs_typed_confirmation(body.action, seen["count"])}
     job = operations.create_job(pool, request.auth, body.action, selection, params, confirmation=body.confirm,
                                 via="api")
-    job_views.enqueue(job)
+    operations.enqueue(job)
     job.refresh_from_db()
     return 201, job_views.job_json(job)
 
@@ -640,7 +690,7 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ):
     """The audit list, newest first, paged by job id."""
-    operations.mark_interrupted()
+    operations.tend_jobs()
     found = job_views.filtered_jobs(pool=pool, user=user, action=action, status=status).order_by("-pk")
     if before is not None:
         found = found.filter(pk__lt=before)
@@ -652,7 +702,7 @@ def list_jobs(
 @api.get("/jobs/{job_id}", response={200: JobDetail, **errors(401, 404, 422, 500)}, tags=["jobs"])
 def get_job(request, job_id: JobId):
     """A job's progress and outcome (poll until `status` is no longer queued or running)."""
-    operations.mark_interrupted()
+    operations.tend_jobs()
     return job_detail(get_object_or_404(Job.objects.select_related("user"), pk=job_id))
 
 

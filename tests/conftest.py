@@ -76,9 +76,22 @@ def operator_client(client, operator):
     return client
 
 
-@pytest.fixture(scope="session")
+def use_broker(url):
+    """Point this process's Celery app at a broker. The app makes its connection pools on first use and they keep
+    the URL they were made with, so they are dropped too (what Celery itself does after a fork)."""
+    from dashboard.celery import app
+
+    app.conf.broker_url = app.conf.result_backend = url
+    app._pool = None
+    app.amqp._producer_pool = None
+
+
+@pytest.fixture(scope="session", autouse=True)
 def redis_server(tmp_path_factory):
+    """The embedded Redis, from the first test on: a page that queues a refresh before any test has started the
+    worker must queue it here, never on a Redis this machine happens to run on the default port."""
     server = EmbeddedRedis(tmp_path_factory.mktemp("redis")).start()
+    use_broker(server.url)
     yield server
     server.stop()
 
@@ -90,7 +103,6 @@ def celery_worker(redis_server, django_db_setup, django_db_blocker):
 
     from dashboard.celery import app
 
-    app.conf.broker_url = app.conf.result_backend = redis_server.url
     with django_db_blocker.unblock(), start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
         yield app
 

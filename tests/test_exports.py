@@ -349,3 +349,35 @@ def test_a_list_of_ten_thousand_tokens_streams_in_the_memory_of_one_thousand(vie
     assert big_size > 9 * small_size
     assert big_peak < 1.5 * small_peak, (small_peak, big_peak)
     assert big_peak < big_size  # the file never was in memory whole
+
+
+def test_a_script_exports_through_the_api_with_its_token_what_the_web_export_gives(viewer_client, viewer, pool,
+                                                                                    small_pages):
+    from django.test import Client
+
+    from tests.api_client import token_for
+
+    script = Client(headers={"Authorization": f"Bearer {token_for(viewer)}"})
+    params = {"state": "error", "fields": "_id,exit_code,last_error,hostname"}
+    by_api = script.get(f"/api/v1/pools/{pool.database}/export", {**params, "format": "csv"})
+    by_web = export(viewer_client, pool, **params)
+
+    assert by_api["Content-Type"].startswith("text/csv") and "attachment" in by_api["Content-Disposition"]
+    content = body(by_api)
+    assert content == body(by_web)
+    rows = list(csv.DictReader(io.StringIO(content.decode())))
+    assert sorted(r["_id"] for r in rows) == sorted(pool.ids["disk"] + pool.ids["timeout"])
+
+
+def test_the_api_export_refuses_bad_parameters_and_strangers_with_json(viewer, pool):
+    from django.test import Client
+
+    from tests.api_client import token_for
+
+    script = Client(headers={"Authorization": f"Bearer {token_for(viewer)}"})
+    bad = script.get(f"/api/v1/pools/{pool.database}/export", {"hours": "1", "type": "token"})
+    assert bad.status_code == 400 and "detail" in bad.json()
+    missing = script.get(f"/api/v1/pools/{pool.database}/export", {"fields": "no such field, nor this"})
+    assert missing.status_code == 400 and missing.json()["detail"]
+    stranger = Client().get(f"/api/v1/pools/{pool.database}/export", {"state": "error"})
+    assert stranger.status_code == 401 and stranger["Content-Type"].startswith("application/json")

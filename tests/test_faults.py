@@ -12,6 +12,7 @@ from django.contrib.auth.models import Group, User
 
 from dashboard.embedded import EmbeddedRedis, free_port
 from dashboard.roles import OPERATORS
+from tests.conftest import use_broker
 from tests.test_job_safety import errored, reset_in_couch, wait_for
 from tokens import operations
 from tokens.models import Job
@@ -53,7 +54,7 @@ def test_jobs_queued_when_the_broker_stops_run_once_when_it_is_back(operator_cli
     port = free_port()
     broker = EmbeddedRedis(tmp_path / "redis", port=port).start()
     session_broker = app.conf.broker_url
-    app.conf.broker_url = broker.url  # no worker listens there yet: the job waits in this broker's queue
+    use_broker(broker.url)  # no worker listens there yet: the job waits in this broker's queue
     worker = None
     try:
         first = operations.create_job(all_pools()[0], None, "reset", Selection("state", bucket="error"), {})
@@ -84,7 +85,7 @@ def test_jobs_queued_when_the_broker_stops_run_once_when_it_is_back(operator_cli
             worker.terminate()
             worker.wait(30)
         broker.stop()
-        app.conf.broker_url = session_broker
+        use_broker(session_broker)
 
 
 def test_a_job_page_left_by_a_site_restart_finds_the_job_running_or_done(scratch_pool, couch_server, redis_server,

@@ -244,10 +244,8 @@ def test_a_worker_killed_mid_job_leaves_an_interrupted_job_that_reruns_safely(
                                "--loglevel", "WARNING", "--hostname", f"{queue}@%h", "-Q", queue],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        from dashboard.celery import app
         from tokens.tasks import run_job
 
-        app.conf.broker_url = redis_server.url
         pk = operations.create_job(all_pools()[0], None, "reset", Selection("state", bucket="error"), {}).pk
         run_job.apply_async((pk,), queue=queue)
         assert wait_for(lambda: Job.objects.get(pk=pk).changed >= 20, seconds=60)

@@ -19,7 +19,7 @@ from django.contrib.auth.models import User
 from django.test import RequestFactory
 from django.urls import URLPattern, get_resolver, reverse
 
-from dashboard.models import LoginFailure
+from dashboard.models import ApiToken, LoginFailure
 from dashboard.throttle import client_ip
 from tests.conftest import LOFAR, SURF
 from tokens.models import Job, PoolConfig
@@ -106,6 +106,7 @@ def site_pages(operator_client, demo_pools, couch, couch_server):
     selection = {"kind": "state", "bucket": "error"}
     PoolConfig.objects.create(slug="wrong-password", url=couch_server.url, database=SURF, username="admin",
                               password="not-the-password")
+    observation = client.get(reverse("pool", args=[SURF]), {"format": "json"}).json()["observations"][0]
     visits = [
         ("pools", "list", client.get(reverse("pools"))),
         ("pool", "SURF pool", client.get(reverse("pool", args=[SURF]))),
@@ -134,6 +135,17 @@ def site_pages(operator_client, demo_pools, couch, couch_server):
         ("job_cancel", "cancel", client.post(reverse("job_cancel", args=[job.pk]))),
         (None, "404", client.get("/pools/no-such-pool/")),
         ("pool", "CouchDB refuses the credentials", client.get(reverse("pool", args=["wrong-password"]))),
+        ("account", "API tokens", client.get(reverse("account"))),
+        ("api_token_create", "a new token", client.post(reverse("api_token_create"), {"name": "csp check"})),
+        ("api_token_revoke", "revoke", client.post(reverse("api_token_revoke", args=[
+            ApiToken.issue(operator, "to revoke")[0].pk]))),
+        ("export", "the form", client.get(reverse("export", args=[SURF]), {"state": "error"})),
+        ("export", "a CSV download", client.get(reverse("export", args=[SURF]), {"state": "error", "format": "csv"})),
+        ("export", "bad parameters", client.get(reverse("export", args=[SURF]), {"format": "csv"})),
+        ("observation", "an observation", client.get(reverse("observation", args=[SURF]), {
+            "type": observation["type"], "group": observation["group"] or ""})),
+        ("healthz", "health", client.get(reverse("healthz"))),
+        ("metrics", "metrics without a token", client.get(reverse("metrics"))),
         ("logout", "log out", client.post(reverse("logout"))),
         ("login", "form", client.get(reverse("login"))),
         ("login", "failed", client.post(reverse("login"), {"username": "olga", "password": "wrong"})),
