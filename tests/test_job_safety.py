@@ -244,8 +244,13 @@ def test_a_worker_killed_mid_job_leaves_an_interrupted_job_that_reruns_safely(
                                "--loglevel", "WARNING", "--hostname", f"{queue}@%h", "-Q", queue],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
+        from dashboard.celery import app
         from tokens.tasks import run_job
 
+        # A starting worker hands every queued job to the broker again (tend_jobs): let it start before the job
+        # exists, so that this job goes to it alone.
+        assert wait_for(lambda: any(name.startswith(queue) for reply in app.control.ping(timeout=0.5)
+                                    for name in reply), seconds=60)
         pk = operations.create_job(all_pools()[0], None, "reset", Selection("state", bucket="error"), {}).pk
         run_job.apply_async((pk,), queue=queue)
         assert wait_for(lambda: Job.objects.get(pk=pk).changed >= 20, seconds=60)
