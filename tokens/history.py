@@ -9,15 +9,13 @@ CHART_MAX_AGE; only the very first page of a pool waits for it.
 
 import logging
 import time
-from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F, Q
 from django.utils import timezone
 
 from dashboard.models import PoolHistory
 from tokens.couch import CouchError
+from tokens.reading import claim_refresh
 from tokens.states import OWN_DDOC
 
 log = logging.getLogger(__name__)
@@ -78,14 +76,8 @@ def history(pool, data):
 
 
 def _request_refresh(pool, record):
-    now = timezone.now()
-    # One recomputation in flight per pool, as for the counts: claimed only if none was asked for since the last one
-    # (or the one asked for is older than the chart's own age limit: its worker died).
-    with transaction.atomic():
-        in_flight = Q(refresh_requested_at__gt=F("computed_at")) & Q(
-            refresh_requested_at__gt=now - timedelta(seconds=max(60, settings.CHART_MAX_AGE)))
-        claimed = PoolHistory.objects.filter(pk=record.pk).exclude(in_flight).update(refresh_requested_at=now)
-    if not claimed:
+    # One recomputation in flight per pool, as for the counts.
+    if not claim_refresh(record, "computed_at", give_up_after=max(60, settings.CHART_MAX_AGE)):
         return
     from dashboard.tasks import refresh_history
 

@@ -233,14 +233,19 @@ def snapshot(pool):
     return snap
 
 
-def _request_refresh(pool, snap):
+def claim_refresh(record, taken_field, give_up_after=60):
+    """Whether this caller may ask for the record's one background refresh, however many viewers poll: only if none
+    was asked for since the record was last taken (or the one asked for is older than `give_up_after` seconds: its
+    worker died). The record's model has `refresh_requested_at` and the `taken_field` timestamp."""
     now = timezone.now()
-    # One refresh in flight per pool, however many viewers poll: a request claims the refresh only if none was
-    # asked for since the snapshot was taken (or the one asked for is over a minute old: its worker died).
     with transaction.atomic():
-        in_flight = Q(refresh_requested_at__gt=F("taken_at")) & Q(refresh_requested_at__gt=now - timedelta(seconds=60))
-        claimed = CountSnapshot.objects.filter(pk=snap.pk).exclude(in_flight).update(refresh_requested_at=now)
-    if not claimed:
+        in_flight = Q(refresh_requested_at__gt=F(taken_field)) & Q(
+            refresh_requested_at__gt=now - timedelta(seconds=give_up_after))
+        return bool(type(record).objects.filter(pk=record.pk).exclude(in_flight).update(refresh_requested_at=now))
+
+
+def _request_refresh(pool, snap):
+    if not claim_refresh(snap, "taken_at"):
         return
     from tokens.tasks import refresh_counts
 
