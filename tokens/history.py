@@ -79,6 +79,11 @@ def history(pool, data):
 
 def _request_refresh(pool, record):
     now = timezone.now()
+    # Nothing to claim when the row just read shows one in flight: a claim is a write (see reading._request_refresh).
+    asked = record.refresh_requested_at
+    if (asked and record.computed_at and asked > record.computed_at
+            and asked > now - timedelta(seconds=max(60, settings.CHART_MAX_AGE))):
+        return
     # One recomputation in flight per pool, as for the counts: claimed only if none was asked for since the last one
     # (or the one asked for is older than the chart's own age limit: its worker died).
     with transaction.atomic():

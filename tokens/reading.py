@@ -235,6 +235,11 @@ def snapshot(pool):
 
 def _request_refresh(pool, snap):
     now = timezone.now()
+    # The row just read already shows a refresh in flight: nothing to claim. Checked here first because a claim is a
+    # write, and on SQLite every write waits for the one writer (a refill holds it for seconds) while pages poll.
+    asked = snap.refresh_requested_at
+    if asked and snap.taken_at and asked > snap.taken_at and asked > now - timedelta(seconds=60):
+        return
     # One refresh in flight per pool, however many viewers poll: a request claims the refresh only if none was
     # asked for since the snapshot was taken (or the one asked for is over a minute old: its worker died).
     with transaction.atomic():
