@@ -506,7 +506,8 @@ def bench_load(server):
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         site = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "dashboard.wsgi",
-                                 "--bind", f"127.0.0.1:{port}", *LOAD_GUNICORN], cwd=BASE, env=env,
+                                 "--bind", f"127.0.0.1:{port}", "--control-socket", str(WORK / "gunicorn.ctl"),
+                                 *LOAD_GUNICORN], cwd=BASE, env=env,
                                 stdout=site_log, stderr=subprocess.STDOUT)
         wait_for(lambda: requests.get(base + "/accounts/login/", timeout=5).status_code == 200, 60, "gunicorn")
         wait_for(lambda: app.control.ping(timeout=1), 60, "celery worker")
