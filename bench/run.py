@@ -398,6 +398,181 @@ def bench_site(server):
         site.wait(30)
 
 
+# --- load: many viewers on a real server while a job runs -------------------------------------
+
+LOAD_CLIENTS = int(os.getenv("BENCH_LOAD_CLIENTS", "50"))
+LOAD_SECONDS = float(os.getenv("BENCH_LOAD_SECONDS", "60"))
+# Each client requests its four pages, then waits this long: htmx polls the job page every second.
+LOAD_PAUSE = float(os.getenv("BENCH_LOAD_PAUSE", "1"))
+# As docs/deploy.md runs the site and the worker.
+LOAD_GUNICORN = os.getenv("BENCH_LOAD_GUNICORN", "--workers 4 --timeout 120").split()
+LOAD_CELERY = os.getenv("BENCH_LOAD_CELERY", "--concurrency 4").split()
+
+
+def wait_for(check, seconds, what):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{what}: not ready after {seconds:.0f} s")
+
+
+def stop_process(process, seconds=30):
+    """Terminate a child we started; kill it if it has not gone after `seconds`."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
+def site_session(base, username, password):
+    """A logged-in requests.Session, as a browser has after the login form."""
+    session = requests.Session()
+    session.get(base + "/accounts/login/", timeout=60)
+    response = session.post(base + "/accounts/login/", data={
+        "username": username, "password": password, "csrfmiddlewaretoken": session.cookies["csrftoken"]},
+        timeout=60, allow_redirects=False)
+    assert response.status_code == 302, f"login of {username}: {response.status_code}"
+    return session
+
+
+def load_client(base, session, job_id, end, samples):
+    """Poll the pool page, its htmx partial, the job page and the job's JSON until `end`; record every request."""
+    htmx = {"HX-Request": "true", "HX-Target": "observations", "HX-Current-URL": base + "/pools/load/"}
+    requests_ = [("pool page", "/pools/load/", {}), ("pool partial", "/pools/load/", htmx),
+                 ("job page", f"/jobs/{job_id}/", {}), ("job JSON", f"/jobs/{job_id}/?format=json", {})]
+    while time.monotonic() < end:
+        for kind, path, headers in requests_:
+            started = time.perf_counter()
+            try:
+                response = session.get(base + path, headers=headers, timeout=120, allow_redirects=False)
+                outcome = response.status_code
+            except requests.RequestException as e:
+                outcome = type(e).__name__
+            samples.append((kind, outcome, time.perf_counter() - started))
+        time.sleep(LOAD_PAUSE)
+
+
+def bench_load(server):
+    """LOAD_CLIENTS logged-in viewers poll a real site (gunicorn, production settings) for LOAD_SECONDS while a real
+    Celery worker resets N error tokens that an operator started through the site."""
+    print(f"load: {LOAD_CLIENTS} clients poll the pool and job pages for {LOAD_SECONDS:.0f} s during a reset of "
+          f"{N} tokens", flush=True)
+    from django.contrib.auth.models import Group
+
+    from dashboard.celery import app
+    from dashboard.embedded import EmbeddedRedis
+    from tokens import history
+    from tokens.models import Job
+
+    db = surf_pool(server, "load", N, lambda i, now: mixed_state(9, now))
+    configure(server, ["load"])
+    pool = get_pool("load")
+    started = time.perf_counter()
+    reading.refresh(pool)  # builds the dashboard's views: the first page would otherwise wait minutes for them
+    history.refresh(pool)
+    print(f"  first snapshot and history (builds the dashboard's views): {time.perf_counter() - started:.0f} s",
+          flush=True)
+    operator = User.objects.create_user("load-operator", password="load-password-1")
+    operator.groups.add(Group.objects.get_or_create(name="operators")[0])
+    viewer = User.objects.create_user("load-viewer", password="load-password-1")
+    viewer.groups.add(Group.objects.get_or_create(name="viewers")[0])
+
+    # Production settings (DEBUG off: WhiteNoise, hashed static files, no debug bookkeeping per request), over plain
+    # http on loopback: so no https redirect and no secure-only cookies.
+    env = dict(os.environ, DEBUG="false", SECURE_SSL_REDIRECT="false", SECURE_COOKIES="false",
+               STATIC_ROOT=str(WORK / "static"), LOG_LEVEL="WARNING", COUCHDB_URL=server.url,
+               COUCHDB_USER=server.username, COUCHDB_PASSWORD=server.password, COUCHDB_DATABASES="load",
+               COUCHDB_CREATE_VIEWS="true", COUCHDB_GROUP_FIELD="OBSID", COUCHDB_TIMEOUT="900")
+    subprocess.run([sys.executable, str(BASE / "manage.py"), "collectstatic", "--no-input", "-v", "0"], env=env,
+                   check=True)
+    redis = site = worker = None
+    site_log, worker_log = open(WORK / "gunicorn.log", "wb"), open(WORK / "celery.log", "wb")
+    try:
+        redis = EmbeddedRedis(WORK / "load-redis").start()
+        env["CELERY_BROKER_URL"] = redis.url
+        env.pop("CELERY_RESULT_BACKEND", None)
+        app.conf.broker_url = redis.url
+        worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "dashboard", "worker", "--loglevel", "WARNING",
+                                   *LOAD_CELERY], cwd=BASE, env=env, stdout=worker_log, stderr=subprocess.STDOUT)
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        site = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "dashboard.wsgi",
+                                 "--bind", f"127.0.0.1:{port}", "--control-socket", str(WORK / "gunicorn.ctl"),
+                                 *LOAD_GUNICORN], cwd=BASE, env=env,
+                                stdout=site_log, stderr=subprocess.STDOUT)
+        wait_for(lambda: requests.get(base + "/accounts/login/", timeout=5).status_code == 200, 60, "gunicorn")
+        wait_for(lambda: app.control.ping(timeout=1), 60, "celery worker")
+        sessions = [site_session(base, "load-viewer", "load-password-1") for _ in range(LOAD_CLIENTS)]
+        operating = site_session(base, "load-operator", "load-password-1")
+        preview = operating.get(base + "/pools/load/jobs/new/", params={
+            "action": "reset", "kind": "state", "bucket": "error", "format": "json"}, timeout=900).json()
+        assert preview["count"] == N, preview
+        created = operating.post(base + "/pools/load/jobs/?format=json", data={
+            "action": "reset", "kind": "state", "bucket": "error", "confirmation": str(preview["count"]),
+            "csrfmiddlewaretoken": operating.cookies["csrftoken"]}, timeout=120)
+        assert created.status_code == 201, (created.status_code, created.text[:200])
+        job_id = created.json()["id"]
+
+        samples, end = [], time.monotonic() + LOAD_SECONDS
+        clients = [threading.Thread(target=load_client, args=(base, s, job_id, end, samples), daemon=True)
+                   for s in sessions]
+        for c in clients:
+            c.start()
+        # The job as the database has it, once a second: is it moving while the pages are hammered?
+        progress, load_started = [], time.monotonic()
+        job_deadline = load_started + LOAD_SECONDS + 900 + N / 100
+        while time.monotonic() < job_deadline:
+            job = Job.objects.get(pk=job_id)
+            progress.append((time.monotonic() - load_started, job.status, job.total))
+            if job.ended and time.monotonic() >= end:
+                break
+            time.sleep(1)
+        for c in clients:
+            c.join(180)
+    finally:
+        stop_process(site)
+        stop_process(worker)
+        if redis is not None:
+            redis.stop()
+        site_log.close()
+        worker_log.close()
+
+    job = Job.objects.get(pk=job_id)
+    todo = db.total_rows("Monitor", "todo")
+    # Longest time the running job's count of tokens read stood still.
+    stall, since, last = 0.0, None, None
+    for t, status, total in progress:
+        if status != Job.RUNNING or total != last:
+            since, last = t, total
+        stall = max(stall, t - since)
+    latencies = sorted(s[2] for s in samples)
+    errors = [s for s in samples if not (isinstance(s[1], int) and 200 <= s[1] < 300)]
+    p50, p95 = (statistics.quantiles(latencies, n=100)[i] for i in (49, 94))
+    for kind in ("pool page", "pool partial", "job page", "job JSON"):
+        some = sorted(s[2] for s in samples if s[0] == kind)
+        print(f"  {kind}: {len(some)} requests, p50 {statistics.median(some) * 1000:.0f} ms, "
+              f"p95 {statistics.quantiles(some, n=100)[94] * 1000:.0f} ms, max {some[-1] * 1000:.0f} ms")
+    for kind, outcome, seconds in errors[:10]:
+        print(f"  error: {kind}: {outcome} after {seconds:.1f} s")
+    ran = [t for t, status, _ in progress if status == Job.RUNNING]
+    ok = job.status == Job.SUCCEEDED and job.changed == N and todo == N
+    row(f"load: {LOAD_CLIENTS} clients for {LOAD_SECONDS:.0f} s during a reset of {N}",
+        "requests, errors; latency p50 / p95 / max; the job",
+        f"{len(samples)} ({len(samples) / LOAD_SECONDS:.0f}/s), {len(errors)} errors; {p50 * 1000:.0f} / "
+        f"{p95 * 1000:.0f} / {latencies[-1] * 1000:.0f} ms; job {job.status}, {job.changed} changed, {todo} todo, "
+        f"ran {ran[-1] - ran[0] if ran else 0:.0f} s, longest stall {stall:.0f} s",
+        "0 errors; job finishes, all changed", not errors and ok)
+
+
 def main():
     started = time.monotonic()
     call_command("migrate", verbosity=0)
@@ -408,7 +583,7 @@ def main():
     server = EmbeddedCouch(WORK / "couch", heap_mb=3072).start()  # it keeps a 200 MB attachment in memory
     # BENCH_ONLY=freshness,reset (say) runs some sections; the pool page's pools are built for the first four.
     only = set(filter(None, os.getenv("BENCH_ONLY", "").split(","))) or {
-        "page", "paging", "freshness", "site", "reset", "tokenset"}
+        "page", "paging", "freshness", "site", "reset", "tokenset", "load"}
     try:
         if only & {"page", "paging", "freshness", "site"}:
             big = bench_pool_page(server, client)
@@ -422,6 +597,8 @@ def main():
             bench_reset(server)
         if "tokenset" in only:
             bench_tokenset(server)
+        if "load" in only:
+            bench_load(server)
     finally:
         server.stop()
     print_table(time.monotonic() - started)

@@ -695,7 +695,12 @@ def requeue_waiting(seconds):
 def mark_interrupted():
     """Running jobs whose worker stopped sending heartbeats are shown as interrupted (and can be re-run)."""
     cutoff = timezone.now() - timezone.timedelta(seconds=settings.JOB_HEARTBEAT_TIMEOUT)
-    return Job.objects.filter(status=Job.RUNNING, heartbeat_at__lt=cutoff).update(
+    silent = Job.objects.filter(status=Job.RUNNING, heartbeat_at__lt=cutoff)
+    # Job pages call this on every poll: read first, because on SQLite even an UPDATE of no rows waits for the one
+    # writer (a job writing its batch, a refill of the counts), and 50 polling pages would queue behind it.
+    if not silent.exists():
+        return 0
+    return silent.update(
         status=Job.INTERRUPTED, message="The worker running this job stopped (killed or restarted). "
                                         "Re-running is safe: tokens already changed are no longer selected.",
         finished_at=timezone.now())

@@ -238,6 +238,11 @@ def claim_refresh(record, taken_field, give_up_after=60):
     was asked for since the record was last taken (or the one asked for is older than `give_up_after` seconds: its
     worker died). The record's model has `refresh_requested_at` and the `taken_field` timestamp."""
     now = timezone.now()
+    # The row just read already shows a refresh in flight: nothing to claim. Checked first because a claim is a write,
+    # and on SQLite every write waits for the one writer (a refill holds it for seconds) while pages poll.
+    asked, taken = record.refresh_requested_at, getattr(record, taken_field)
+    if asked and taken and asked > taken and asked > now - timedelta(seconds=give_up_after):
+        return False
     with transaction.atomic():
         in_flight = Q(refresh_requested_at__gt=F(taken_field)) & Q(
             refresh_requested_at__gt=now - timedelta(seconds=give_up_after))
