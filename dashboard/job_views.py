@@ -37,7 +37,7 @@ def selection_from(data):
             raise OperationError("The lock age must be a number of hours")
     selection = Selection(
         kind=kind,
-        bucket=data.get("bucket") or None,
+        bucket=data.get("bucket") or data.get("state") or None,  # the token lists call it state
         type=data.get("type") or None,
         group=data.get("group") if data.get("group") not in (None, "") else None,
         hours=hours,

@@ -9,6 +9,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -29,10 +30,22 @@ def persistent_secret(path):
     return path.read_text().strip()
 
 
+def port_is_free(port):
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.getenv("PORT", "8000")))
     args = parser.parse_args()
+    if not port_is_free(args.port):
+        sys.exit(f"make run: port {args.port} is taken (another `make run`?). "
+                 f"Choose another: make run PORT={args.port + 1}")
     VAR.mkdir(exist_ok=True)
     env = dict(os.environ)
     env.setdefault("DEBUG", "true")

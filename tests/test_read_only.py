@@ -51,3 +51,10 @@ def test_without_permission_it_creates_no_design_document(couch, settings):
         assert revisions(db) == before
     finally:
         db.delete_database()
+
+
+def test_a_viewer_sent_to_an_operators_page_is_told_why_and_where_to_go(viewer_client, demo_pools):
+    response = viewer_client.get(f"/pools/{SURF}/jobs/new/", {"action": "reset", "kind": "state", "bucket": "error"})
+    assert response.status_code == 403
+    html = response.content.decode()
+    assert "Only operators can do this." in html and "operators" in html and 'href="/"' in html

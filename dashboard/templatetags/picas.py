@@ -3,6 +3,8 @@ from datetime import UTC, datetime
 
 from django import template
 
+from tokens.states import TIME_MIN
+
 register = template.Library()
 
 
@@ -13,8 +15,9 @@ def get_item(mapping, key):
 
 @register.filter
 def epoch(value):
-    """A Unix time as an ISO date in UTC; anything else unchanged."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+    """A Unix time as an ISO date in UTC; anything else unchanged. Values below TIME_MIN are markers, not times
+    (picas writes lock = done = 99 on an error it caught, GRID_LRT lock = 1): shown as they are."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= TIME_MIN:
         try:
             return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         except (OverflowError, OSError, ValueError):
