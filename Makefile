@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 
-.PHONY: run test install lint bench clean
+.PHONY: run test install lint bench load clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: install
 
 bench: install
 	$(PY) bench/run.py
+
+# 50 clients poll the pool and job pages for 60 s while a reset of BENCH_TOKENS (100,000) tokens runs.
+load: install
+	BENCH_ONLY=load $(PY) bench/run.py
 
 lint: install
 	$(PY) -m ruff check .
