@@ -623,7 +623,7 @@ def create_job(request, slug: Slug, body: JobIn):
                      "needs_confirmation": operations.needs_typed_confirmation(body.action, seen["count"])}
     job = operations.create_job(pool, request.auth, body.action, selection, params, confirmation=body.confirm,
                                 via="api")
-    job_views.enqueue(job)
+    operations.enqueue(job)
     job.refresh_from_db()
     return 201, job_views.job_json(job)
 
