@@ -38,6 +38,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
 # Not schemathesis's negative_data_rejection: its WSGI transport sends a generated object as a query parameter's
 # text "{'k': 'v'}", which the API rightly takes as the string it is, so the check would blame a valid request.
+
 UNDOCUMENTED_METHODS = ("put", "patch", "delete", "post", "get")
 
 
@@ -130,7 +131,7 @@ def undocumented_methods_are_refused(api_schema, headers):
 
 
 def test_a_viewer_fuzzing_every_operation_on_the_demo_pools_gets_no_5xx_and_writes_nothing(
-        api_schema, viewer, demo_pools, couch, client, operator):
+        api_schema, viewer, demo_pools, couch, operator):
     from tests.api_client import Api, openapi
 
     pools = [couch(SURF), couch(LOFAR)]
