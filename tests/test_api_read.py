@@ -136,6 +136,10 @@ def test_stale_locks_are_those_older_than_the_hours_asked(api, demo_pools, couch
     ("/api/v1/jobs/99999999", {}, 404, "No Job matches"),
     ("/api/v1/jobs/99999999999999999999999", {}, 422, "job_id"),
     ("/api/v1/jobs", {"status": "sleeping"}, 422, "status"),
+    # a parameter given twice is refused, not read as its last value
+    (f"/api/v1/pools/{SURF}/tokens", {"state": ["error", "todo"]}, 422, "query.state"),
+    (f"/api/v1/pools/{SURF}/failures", {"group": ["a", "b"]}, 422, "query.group"),
+    ("/api/v1/jobs", {"limit": [1, 2]}, 422, "query.limit"),
     ("/api/v1/nothing/here", {}, 404, "No API endpoint"),
     ("/api/v1/", {}, 404, "openapi.json"),
 ])
