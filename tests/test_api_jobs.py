@@ -70,6 +70,7 @@ def test_the_count_must_be_confirmed_above_the_threshold(api, pool, settings, ce
     for confirm in (None, 11):
         refused = api.post(jobs_url(pool), {**body, "confirm": confirm})
         assert refused.status_code == 400 and "Type the number of tokens (12)" in refused.json()["detail"]
+        assert 'send "confirm": 12' in refused.json()["detail"]
     assert not Job.objects.exists() and pool.get("token_00001")["lock"] > 0
     created = api.post(jobs_url(pool), {**body, "confirm": 12})
     assert created.status_code == 201 and wait_until_ended(created.json()["id"]).changed == 12

@@ -275,9 +275,9 @@ def create_job(pool, user, action, selection, params, confirmation=None, via="we
     check_params(action, params)
     seen = preview(pool, selection)
     if needs_typed_confirmation(action, seen["count"]) and str(confirmation).strip() != str(seen["count"]):
-        raise OperationError(
-            f"Type the number of tokens ({seen['count']}) to confirm"
-            + (" deleting them" if action == "delete" else f" acting on more than {settings.JOB_CONFIRM_THRESHOLD}"))
+        why = "deleting them" if action == "delete" else f"acting on more than {settings.JOB_CONFIRM_THRESHOLD}"
+        how = {"web": "", "api": f' (send "confirm": {seen["count"]})', "cli": f" (--confirm {seen['count']})"}
+        raise OperationError(f"Type the number of tokens ({seen['count']}) to confirm {why}{how.get(via, '')}")
     job = Job.objects.create(
         pool=pool.slug, user=user, via=via, action=action, selection=selection.as_dict(), params=params,
         preview_count=seen["count"], preview_sample=seen["sample"],
