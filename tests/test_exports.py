@@ -312,8 +312,8 @@ def test_the_list_pages_offer_an_export_form(viewer_client, pool):
     assert 'name="message" value="&lt;b&gt;timeout&lt;/b&gt; after &lt;n&gt; s"' in failures
     stale = viewer_client.get(f"/pools/{slug}/stale/", {"hours": "24"}).content.decode()
     assert action in stale and 'name="hours" value="24.0"' in stale
-    overview = viewer_client.get(f"/pools/{slug}/").content.decode()
-    assert f"/pools/{slug}/export/?kind=observation&amp;type=token&amp;group=L2" in overview
+    observation = viewer_client.get(f"/pools/{slug}/obs/", {"type": "token", "group": "L2"}).content.decode()
+    assert f"/pools/{slug}/export/?kind=observation&amp;type=token&amp;group=L2" in observation
     form = viewer_client.get(f"/pools/{slug}/export/", {"kind": "observation", "type": "token", "group": "L2"})
     page = form.content.decode()
     assert form.status_code == 200 and action in page and 'name="group" value="L2"' in page
