@@ -180,8 +180,8 @@ def test_anonymous_users_are_sent_to_log_in_from_an_observation(client, finished
 
 @pytest.mark.django_db(transaction=True)
 def test_an_old_history_is_shown_and_recomputed_by_the_worker(viewer_client, finished_pool, settings, celery_worker):
-    from dashboard.models import PoolHistory
     from tests.test_background_refresh import wait_for
+    from tokens.models import PoolHistory
 
     db, docs, lrt = finished_pool
     url = f"/pools/{db.database}/obs/"

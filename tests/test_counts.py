@@ -2,7 +2,6 @@
 
 import math
 import re
-import time
 
 import pytest
 
@@ -139,13 +138,15 @@ def test_without_own_views_it_counts_each_worker_design_document(demo_pools, cou
 
 
 def test_done_last_hour_counts_tokens_finished_in_the_last_hour(demo_pools, couch):
+    data = reading.refresh(get_pool(LOFAR)).data
     docs = all_docs(couch(LOFAR))
-    hour_ago = (int(time.time()) - 3600) // 300 * 300  # the view counts in 5-minute slots
+    hour_ago = data["finished_since"]  # the view counts in 5-minute slots from the one an hour before the snapshot
+    assert hour_ago % 300 == 0 and 3590 <= data["taken_at"] - hour_ago < 3910
     recent = sum(
         1 for d in docs
         if d.get("status") == "done" and isinstance(d.get("done"), (int, float)) and d["done"] >= hour_ago
     )
-    observations = reading.observations(reading.refresh(get_pool(LOFAR)).data)
+    observations = reading.observations(data)
     assert sum(o.done_recent for o in observations) == recent
     assert recent > 0
 

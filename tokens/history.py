@@ -3,7 +3,7 @@
 It comes from the `finished` view of the dashboard's own design document (keyed by the 5-minute slot of each
 token's `done` time), read with one grouped range query over the chart period. CouchDB answers that from stored
 reductions; the embedded server needs O(rows in the range), seconds at 100k tokens. So, like the counts, pages read
-a stored copy (`dashboard.models.PoolHistory`) and have it recomputed in the background when it is older than
+a stored copy (`tokens.models.PoolHistory`) and have it recomputed in the background when it is older than
 CHART_MAX_AGE; only the very first page of a pool waits for it.
 """
 
@@ -13,8 +13,8 @@ import time
 from django.conf import settings
 from django.utils import timezone
 
-from dashboard.models import PoolHistory
 from tokens.couch import CouchError
+from tokens.models import PoolHistory
 from tokens.reading import claim_refresh
 from tokens.states import OWN_DDOC
 
@@ -79,7 +79,7 @@ def _request_refresh(pool, record):
     # One recomputation in flight per pool, as for the counts.
     if not claim_refresh(record, "computed_at", give_up_after=max(60, settings.CHART_MAX_AGE)):
         return
-    from dashboard.tasks import refresh_history
+    from tokens.tasks import refresh_history
 
     try:
         refresh_history.delay(pool.slug)

@@ -83,7 +83,7 @@ def take_snapshot(pool):
             TokenState.objects.filter(pool=pool.slug).values_list("bucket", "type", "group")
             .annotate(n=Count("id")).order_by("bucket", "type", "group")
         ]
-        since = (int(time.time()) - RECENT_SECONDS) // 300 * 300
+        since = data["finished_since"] = (int(time.time()) - RECENT_SECONDS) // 300 * 300
         rows = couch.view(OWN_DDOC, "finished", start_key=[since], end_key=[{}], group_level=4)["rows"]
         data["finished"] = [[*r["key"], r["value"]] for r in rows]
         previous = CountSnapshot.objects.filter(pool=pool.slug).values_list("data", flat=True).first() or {}

@@ -1,7 +1,7 @@
 from celery import shared_task
 from celery.signals import worker_ready
 
-from tokens import operations, reading
+from tokens import history, operations, reading
 from tokens.pools import get_pool
 
 
@@ -11,6 +11,14 @@ def refresh_counts(slug):
     pool = get_pool(slug)
     if pool is not None:
         reading.refresh(pool)
+
+
+@shared_task(ignore_result=True)
+def refresh_history(slug):
+    """Recompute a pool's chart history in the background (see tokens.history)."""
+    pool = get_pool(slug)
+    if pool is not None:
+        history.refresh(pool)
 
 
 @shared_task(ignore_result=True, acks_late=True)

@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
-        ("dashboard", "0002_pool_history"),
+        ("dashboard", "0001_login_failures"),
     ]
 
     operations = [
