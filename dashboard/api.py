@@ -17,10 +17,9 @@ from typing import Annotated, Any, Literal
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
-from django.http import Http404, JsonResponse, QueryDict, StreamingHttpResponse
+from django.http import Http404, JsonResponse, QueryDict
 from django.shortcuts import get_object_or_404
 from django.urls import URLPattern
-from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_safe
 from ninja import Field, NinjaAPI, Path, Query, Schema
 from ninja.errors import AuthenticationError, HttpError, ValidationError
@@ -30,7 +29,7 @@ from ninja.security.apikey import APIKeyCookie
 from ninja.utils import check_csrf
 from pydantic import AfterValidator, create_model, field_validator
 
-from dashboard import job_views, views
+from dashboard import export_views, job_views, views
 from dashboard.models import ApiToken
 from dashboard.roles import is_operator
 from tokens import exports, operations, reading
@@ -630,11 +629,7 @@ def export_tokens(
         made = exports.open_export(pool, snap.data, query)
     except exports.ExportError as e:
         raise HttpError(400, str(e)) from None
-    response = StreamingHttpResponse(made.chunks(), content_type=made.content_type)
-    response["Content-Disposition"] = content_disposition_header(True, made.filename)
-    response["X-Content-Type-Options"] = "nosniff"
-    response["Cache-Control"] = "no-store"
-    return response
+    return export_views.download(made)
 
 
 # --- jobs -------------------------------------------------------------------------------------

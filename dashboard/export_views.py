@@ -30,6 +30,11 @@ def export(request, slug):
                        status=400)
     except CouchError as e:
         return couch_error(request, pool, e)
+    return download(made)
+
+
+def download(made):
+    """An opened export as a streamed file (the web UI's and the API's)."""
     response = StreamingHttpResponse(made.chunks(), content_type=made.content_type)
     response["Content-Disposition"] = content_disposition_header(True, made.filename)
     response["X-Content-Type-Options"] = "nosniff"

@@ -1,6 +1,7 @@
 """Real servers for the tests: the embedded CouchDB-compatible server and the demo pools in it,
 seeded by real picas workers. Started once per test session and stopped after it."""
 
+import os
 import uuid
 
 import pytest
@@ -105,6 +106,17 @@ def celery_worker(redis_server, django_db_setup, django_db_blocker):
 
     with django_db_blocker.unblock(), start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
         yield app
+
+
+def server_env(couch_server, pool, broker_url, **extra):
+    """The environment of a site or Celery worker process of a test's own, on the test database and one pool."""
+    from django.db import connection
+
+    return dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings",
+                DATABASE_URL=f"sqlite:///{connection.settings_dict['NAME']}", CELERY_BROKER_URL=broker_url,
+                COUCHDB_URL=couch_server.url, COUCHDB_USER=couch_server.username,
+                COUCHDB_PASSWORD=couch_server.password, COUCHDB_DATABASES=pool.database, COUCHDB_CREATE_VIEWS="true",
+                **extra)
 
 
 def surf_token(n, **fields):

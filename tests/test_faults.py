@@ -12,7 +12,7 @@ from django.contrib.auth.models import Group, User
 
 from dashboard.embedded import EmbeddedRedis, free_port
 from dashboard.roles import OPERATORS
-from tests.conftest import use_broker
+from tests.conftest import server_env, use_broker
 from tests.test_job_safety import errored, reset_in_couch, wait_for
 from tokens import operations
 from tokens.models import Job
@@ -21,17 +21,6 @@ from tokens.pools import all_pools
 
 pytestmark = pytest.mark.django_db(transaction=True)
 BASE = Path(__file__).resolve().parent.parent
-
-
-def server_env(couch_server, pool, broker_url):
-    """The environment of a site or worker process of our own, on the test database and the test pool."""
-    from django.db import connection
-
-    return dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings",
-                DATABASE_URL=f"sqlite:///{connection.settings_dict['NAME']}", CELERY_BROKER_URL=broker_url,
-                COUCHDB_URL=couch_server.url, COUCHDB_USER=couch_server.username,
-                COUCHDB_PASSWORD=couch_server.password, COUCHDB_DATABASES=pool.database, COUCHDB_CREATE_VIEWS="true",
-                JOB_BATCH_SIZE="10")
 
 
 def start_worker(env, tmp_path):
@@ -71,7 +60,7 @@ def test_jobs_queued_when_the_broker_stops_run_once_when_it_is_back(operator_cli
         assert reset_in_couch(scratch_pool) == 0
 
         broker = EmbeddedRedis(tmp_path / "redis", port=port).start()  # back, empty
-        worker = start_worker(server_env(couch_server, scratch_pool, broker.url), tmp_path)
+        worker = start_worker(server_env(couch_server, scratch_pool, broker.url, JOB_BATCH_SIZE="10"), tmp_path)
 
         # The starting worker takes over both jobs; they run one after the other and reset each token once.
         assert wait_for(lambda: all(j.ended for j in Job.objects.all()), seconds=90), (
@@ -95,8 +84,7 @@ def test_a_job_page_left_by_a_site_restart_finds_the_job_running_or_done(scratch
     operator = User.objects.create_user("restart-op", password="pw-restart-op")
     operator.groups.add(Group.objects.get_or_create(name=OPERATORS)[0])
     port = free_port()
-    env = server_env(couch_server, scratch_pool, redis_server.url)
-    env["JOB_BATCH_SIZE"] = "5"
+    env = server_env(couch_server, scratch_pool, redis_server.url, JOB_BATCH_SIZE="5")
 
     def start_site():
         site = subprocess.Popen([sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],

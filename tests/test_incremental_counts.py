@@ -101,7 +101,7 @@ def test_counts_are_taken_whole_again_after_the_refill_interval(scratch_pool, se
     assert CountSnapshot.objects.get(pool=all_pools()[0].slug).filled_at > before
 
 
-def test_two_refreshes_at_once_apply_each_change_once(scratch_pool):
+def test_two_refreshes_at_once_leave_exact_counts(scratch_pool):
     scratch_pool.bulk_docs([surf_token(n) for n in range(300)])
     refresh()
     docs = [scratch_pool.get(f"token_{n:05d}") for n in range(0, 300, 2)]
@@ -118,3 +118,21 @@ def test_two_refreshes_at_once_apply_each_change_once(scratch_pool):
     assert snapshot_counts(snap) == [["locked", "token", None, 150], ["todo", "token", None, 150]] == view_counts(
         scratch_pool)
     assert TokenState.objects.filter(pool=pool.slug).count() == 300
+
+
+def test_a_refresh_that_started_from_an_older_sequence_writes_nothing(scratch_pool):
+    """The compare-and-set that keeps two refreshes apart: a refresh overtaken by another one gives way instead of
+    writing what it read (which may be older than what the other one wrote)."""
+    scratch_pool.bulk_docs([surf_token(n) for n in range(3)])
+    pool = all_pools()[0]
+    refresh()
+    older = CountSnapshot.objects.get(pool=pool.slug).seq
+    doc = scratch_pool.get("token_00000")
+    scratch_pool.bulk_docs([{**doc, "lock": 1_700_000_000}])
+    refresh()
+    before = sorted(TokenState.objects.filter(pool=pool.slug).values_list("doc_id", "bucket"))
+
+    with pytest.raises(reading._Overtaken):
+        reading._apply_changes(pool, pool.couch(), {"token": "surf"}, older)
+
+    assert sorted(TokenState.objects.filter(pool=pool.slug).values_list("doc_id", "bucket")) == before

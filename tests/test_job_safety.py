@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dashboard.embedded import EmbeddedCouch
-from tests.conftest import surf_token
+from tests.conftest import server_env, surf_token
 from tokens import operations
 from tokens.couch import Couch
 from tokens.models import Job, JobToken
@@ -230,15 +230,9 @@ def test_a_worker_killed_mid_job_leaves_an_interrupted_job_that_reruns_safely(
     matches what is in CouchDB, and a re-run finishes the rest without resetting anything twice."""
     import signal
 
-    from django.db import connection
-
     settings.JOB_CONFIRM_THRESHOLD = 10_000
     scratch_pool.bulk_docs([errored(n) for n in range(400)])
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings",
-               DATABASE_URL=f"sqlite:///{connection.settings_dict['NAME']}", CELERY_BROKER_URL=redis_server.url,
-               COUCHDB_URL=couch_server.url, COUCHDB_USER=couch_server.username,
-               COUCHDB_PASSWORD=couch_server.password, COUCHDB_DATABASES=scratch_pool.database,
-               COUCHDB_CREATE_VIEWS="true", JOB_BATCH_SIZE="5")
+    env = server_env(couch_server, scratch_pool, redis_server.url, JOB_BATCH_SIZE="5")
     queue = f"doomed-{os.getpid()}"  # its own queue: the tests' worker thread must not take this job
     worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "dashboard", "worker", "--pool", "solo",
                                "--loglevel", "WARNING", "--hostname", f"{queue}@%h", "-Q", queue],
