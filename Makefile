@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 
-.PHONY: run test install lint bench load clean
+.PHONY: run test install chromium lint bench load clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,21 @@ install: $(VENV)/.installed node_modules/.installed
 run: install
 	$(PY) -m dashboard.run --port $(PORT)
 
-test: install
+# The browser tests drive Debian's Chromium (Playwright's own browser download does not work on these machines):
+# installed here when it is missing and this is root with apt; otherwise nothing runs until it is there.
+CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@if [ -x "$(CHROMIUM)" ] || [ "$(SKIP_BROWSER_TESTS)" = true ]; then exit 0; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Installing Debian's Chromium for the browser tests (about 30 s)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "The browser tests need Debian's Chromium at $(CHROMIUM). Install it with:"; \
+		echo "    sudo apt-get install -y chromium"; \
+		echo "(or run 'SKIP_BROWSER_TESTS=true make test' to leave the browser tests out)"; exit 1; \
+	fi
+
+test: install chromium
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -2,6 +2,10 @@
 
 Run as a separate process by the tests: `python tests/picas_worker.py` with PICAS_URL, PICAS_DB, PICAS_USER,
 PICAS_PASSWORD (never on the command line) and PICAS_DELAY (seconds of "work" per token) in the environment.
+Failures come in picas's two kinds: PICAS_FAIL_EVERY=n makes every n-th first try exit 1 (the task sets exit_code
+and done = now); PICAS_RAISE_EVERY=n makes every n-th first try raise, which picas's Task.error() records as
+lock = done = 99 with the time in error[]. RunActor's max_scrub retries both, after cleanup_run: PICAS_CLEANUP
+seconds of clean-up (copying logs, removing scratch files) lie between saving a failure and scrubbing it.
 """
 
 import os
@@ -15,8 +19,10 @@ from picas.clients import CouchDB
 class Pilot(RunActor):
     def process_task(self, task):
         time.sleep(float(os.environ.get("PICAS_DELAY", "0.02")))
-        fail_every = int(os.environ.get("PICAS_FAIL_EVERY", "0"))
-        failing = fail_every and self.tasks_processed % fail_every == 0 and task.get("scrub_count", 0) == 0
+        first_try = task.value.get("scrub_count", 0) == 0
+        if first_try and every("PICAS_RAISE_EVERY", self.tasks_processed):
+            raise RuntimeError("pilot raised (first try)")
+        failing = first_try and every("PICAS_FAIL_EVERY", self.tasks_processed)
         task["exit_code"] = 1 if failing else 0
         if failing:
             task.doc.setdefault("error", []).append({"time": int(time.time()), "message": "exit 1 (first try)"})
@@ -25,6 +31,14 @@ class Pilot(RunActor):
         if os.environ.get("PICAS_GRID_LRT"):
             task["status"], task["output"] = "done", 0  # what GRID_LRT's launcher writes on success
         task.done()
+
+    def cleanup_run(self):
+        time.sleep(float(os.environ.get("PICAS_CLEANUP", "0")))
+
+
+def every(variable, processed):
+    n = int(os.environ.get(variable, "0"))
+    return n > 0 and processed % n == 0
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ An operator logs in, follows the largest failure group to a token and its log, r
 end; a viewer sees no action controls; every main page is screenshot at desktop and phone width into
 test-artifacts/screenshots/ and must not overflow the window sideways.
 
-Chromium is Debian's (`apt-get install -y chromium`; `.ci/run` installs it). Without it these tests fail, unless
-SKIP_BROWSER_TESTS=true says to skip them.
+Chromium is Debian's (`apt-get install -y chromium`; `make test` installs it when it can). Without it these tests
+fail, unless SKIP_BROWSER_TESTS=true says to skip them.
 """
 
 import base64
@@ -38,7 +38,7 @@ def browser():
     if os.environ.get("SKIP_BROWSER_TESTS", "").lower() in ("1", "true", "yes"):
         pytest.skip("SKIP_BROWSER_TESTS is set")
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"No Chromium at {CHROMIUM}: install it with `apt-get install -y chromium` (as .ci/run does), "
+        pytest.fail(f"No Chromium at {CHROMIUM}: install it with `apt-get install -y chromium` (as make test does), "
                     "or set SKIP_BROWSER_TESTS=true to skip the browser tests", pytrace=False)
     from playwright.sync_api import sync_playwright
 

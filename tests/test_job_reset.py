@@ -161,3 +161,27 @@ def test_a_lost_answer_to_a_write_is_settled_by_reading_back(scratch_pool, monke
     assert lost == [6]
     assert (job.status, job.changed, job.conflicts) == ("succeeded", 6, 0)
     assert all(scratch_pool.get(f"token_{n:05d}")["scrub_count"] == 1 for n in range(6))
+
+
+def test_a_token_that_raised_seconds_ago_is_left_to_its_pilot_though_picas_wrote_done_99(scratch_pool):
+    """picas's Task.error() writes lock = done = 99 and the time only into error[]: the failure is seconds old."""
+    now = int(time.time())
+    raised = surf_token(1, lock=99, done=99, error=[{"time": NOW - 7200, "message": "old"},
+                                                     {"time": now, "message": "Exception ... occurred"}])
+    long_ago = surf_token(2, lock=99, done=99, error=[{"time": now - 3600, "message": "Exception ..."}])
+    scratch_pool.bulk_docs([raised, long_ago])
+    job = run("reset", Selection("state", bucket="error"))
+    assert scratch_pool.get("token_00001")["lock"] == 99 and scratch_pool.get("token_00002")["lock"] == 0
+    reasons = {t.token_id: (t.outcome, t.reason) for t in JobToken.objects.filter(job=job)}
+    assert reasons == {"token_00001": ("skipped", "failed moments ago: its pilot may still retry it"),
+                       "token_00002": ("changed", "")}
+
+
+def test_a_failure_of_unknown_time_is_never_old_unless_named_by_id(scratch_pool):
+    scratch_pool.bulk_docs([surf_token(1, lock=99, done=99, error=[]), surf_token(2, lock=5, done=5, exit_code=1)])
+    job = run("reset", Selection("state", bucket="error"))
+    assert (job.changed, job.skipped) == (0, 2)
+    assert {t.reason for t in JobToken.objects.filter(job=job)} == {
+        "failed at an unknown time (no done time, error time or status time): select it by id to act on it"}
+    job = run("reset", Selection("ids", ids=["token_00001", "token_00002"]))
+    assert job.changed == 2 and scratch_pool.get("token_00001")["lock"] == 0

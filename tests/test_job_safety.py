@@ -33,10 +33,10 @@ def picas_db(server, database):
     return CouchDB(url=server.url, db=database, username=server.username, password=server.password)
 
 
-def start_pilots(server, database, count, delay, fail_every=0, max_scrub=0):
+def start_pilots(server, database, count, delay, fail_every=0, raise_every=0, max_scrub=0, cleanup=0):
     env = dict(os.environ, PICAS_URL=server.url, PICAS_DB=database, PICAS_USER=server.username,
                PICAS_PASSWORD=server.password, PICAS_DELAY=str(delay), PICAS_FAIL_EVERY=str(fail_every),
-               PICAS_MAX_SCRUB=str(max_scrub))
+               PICAS_RAISE_EVERY=str(raise_every), PICAS_MAX_SCRUB=str(max_scrub), PICAS_CLEANUP=str(cleanup))
     script = Path(__file__).with_name("picas_worker.py")
     return [subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True) for _ in range(count)]
@@ -88,14 +88,18 @@ def test_a_token_changed_by_a_worker_after_the_job_read_it_is_rechecked_not_over
 @pytest.mark.django_db
 def test_resetting_errors_and_stale_locks_while_pilots_run_loses_no_result(scratch_pool, couch_server, settings):
     """Pilots claim, fail and scrub tokens while error and stale-lock resets run over and over."""
-    settings.JOB_FINISHED_GRACE_SECONDS = 0.3  # so that the resets race the pilots' fresh failures
+    # The scrubbing pilot takes 0.5 s between saving a failure and scrubbing it: within the grace period, so a
+    # reset that measured the failure's age wrongly (from done = 99, say) would hit the token in between.
+    settings.JOB_FINISHED_GRACE_SECONDS = 1
     tokens = [errored(n) for n in range(60)] + [surf_token(n, lock=STALE, hostname="dead") for n in range(60, 80)]
     tokens += [surf_token(n) for n in range(80, 400)]
     scratch_pool.bulk_docs(tokens)
     pool = all_pools()[0]
-    # Two pilots leave their failures in error, one scrubs and retries them itself (picas max_scrub).
-    pilots = start_pilots(couch_server, scratch_pool.database, 2, delay=0.01, fail_every=3, max_scrub=0)
-    pilots += start_pilots(couch_server, scratch_pool.database, 1, delay=0.01, fail_every=3, max_scrub=1)
+    # Two pilots leave their failures in error, one scrubs and retries them itself (picas max_scrub). Failures
+    # of both kinds: an exit code (done = now), and an exception (lock = done = 99, the time only in error[]).
+    pilots = start_pilots(couch_server, scratch_pool.database, 2, delay=0.01, fail_every=3, raise_every=5)
+    pilots += start_pilots(couch_server, scratch_pool.database, 1, delay=0.01, fail_every=2, raise_every=3,
+                           max_scrub=1, cleanup=0.5)
     jobs = []
     try:
         while any(p.poll() is None for p in pilots) and len(jobs) < 60:
@@ -127,6 +131,9 @@ def test_resetting_errors_and_stale_locks_while_pilots_run_loses_no_result(scrat
     docs = [r["doc"] for r in scratch_pool._call(scratch_pool.client.post_all_docs, db=scratch_pool.database,
                                                  include_docs=True)["rows"] if not r["id"].startswith("_design/")]
     assert len(docs) == 400
+    # The pilots' exceptions happened (the failures picas marks lock = done = 99), and some were reset.
+    raised = {d["_id"] for d in docs if any("pilot raised" in str(e.get("message")) for e in d.get("error") or [])}
+    assert raised and raised & {r.token_id for r in changed}
     for doc in docs:
         if isinstance(doc.get("output"), dict) and doc["output"].get("result"):
             assert classify(doc, "surf") == "done", doc["_id"]

@@ -30,6 +30,7 @@ from tokens.states import (
     TIME_MIN,
     classify,
     describe_design_doc,
+    failed_at,
     js_number,
     js_string,
     token_types,
@@ -128,7 +129,7 @@ class Selection:
             return False
         if bucket == "locked" and self.kind != "stale":
             return False  # a worker may hold it: writing now would make the worker drop its result
-        if bucket == "error" and now - js_number(doc.get("done")) < settings.JOB_FINISHED_GRACE_SECONDS:
+        if bucket == "error" and not _failed_long_enough(doc, now, explicit=self.kind == "ids"):
             return False  # just failed: picas's max_scrub retry may be scrubbing it this very moment
         if self.kind == "state" or (self.kind == "ids" and self.bucket):
             return bucket == self.bucket
@@ -139,6 +140,16 @@ class Selection:
             code = js_string(code) if code not in (None, "") else "(none)"  # as the failures view keys it
             return bucket in ("error", "legacy_error") and code == self.code
         return True  # explicit ids, a whole observation: whatever state they are in
+
+
+def _failed_long_enough(doc, now, explicit=False):
+    """Whether a failed token failed more than the grace period before `now`. A failure of unknown time is never
+    old enough for a selection by state or group; an operator who names the token by id has looked at it."""
+    failed = failed_at(doc)
+    if failed is None:
+        return explicit
+    # picas stamps whole seconds (int(time.time())): the failure happened up to a second after its stamp.
+    return now - (failed + 1) >= settings.JOB_FINISHED_GRACE_SECONDS
 
 
 @dataclass
@@ -397,7 +408,7 @@ def _process(job, couch, pool, selection, rules, docs, now):
         for doc in docs:
             job.total += 1
             if not selection.holds(doc, rules, now):
-                records.append(_record(job, doc["_id"], JobToken.SKIPPED, _why_not(doc, rules)))
+                records.append(_record(job, doc["_id"], JobToken.SKIPPED, _why_not(doc, rules, now)))
                 continue
             new = _apply(job, doc, rules)
             if new is None:
@@ -443,13 +454,15 @@ def create_batch(job, couch, docs):
         _save_batch(job, records)
 
 
-def _why_not(doc, rules):
+def _why_not(doc, rules, now):
     bucket = classify(doc, rules.style_of(doc))
     if bucket is None:
         return "not a token of this pool's types"
     if bucket == "locked":
         return "locked: a worker may hold it (act on locks by age)"
-    if bucket == "error":
+    if bucket == "error" and failed_at(doc) is None:
+        return "failed at an unknown time (no done time, error time or status time): select it by id to act on it"
+    if bucket == "error" and not _failed_long_enough(doc, now):
         return "failed moments ago: its pilot may still retry it"
     return f"not in the selection (now {bucket})"
 

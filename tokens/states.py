@@ -224,6 +224,26 @@ def classify(doc, style):
     return "other"
 
 
+# A time above this is not Unix seconds (milliseconds, or a typo): it tells nothing about when.
+TIME_MAX = 100_000_000_000
+
+
+def failed_at(doc):
+    """When a failed token last failed (Unix seconds), or None when nothing in it says.
+
+    Not `done` alone: picas's Task.error() (an exception in the worker's code) writes lock = done = 99 and
+    puts the time only in the `error` entry it appends. GRID_LRT tokens stamp each status in `times`.
+    The newest time any of these give is the last failure."""
+    times = [doc.get("done")]
+    if isinstance(doc.get("error"), list):
+        times += [e.get("time") for e in doc["error"] if isinstance(e, dict)]
+    if isinstance(doc.get("times"), dict):
+        times += list(doc["times"].values())
+    seconds = [js_number(t) for t in times if isinstance(t, (int, float, str)) and not isinstance(t, bool)]
+    known = [t for t in seconds if TIME_MIN <= t < TIME_MAX]
+    return max(known) if known else None
+
+
 def _js_eq(value, number):
     """`value == number` in JavaScript: null and undefined equal no number (though null > -1 holds)."""
     if value is None or value is _MISSING or isinstance(value, dict):
