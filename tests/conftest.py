@@ -1,21 +1,77 @@
-"""Real servers for the tests: the embedded CouchDB-compatible server and the demo pools in it,
-seeded by real picas workers. Started once per test session and stopped after it."""
+"""Real servers for the tests: a CouchDB server and the demo pools in it, seeded by real picas workers.
+
+The server is the embedded pouchdb-server, started once per test session and stopped after it, or the one that
+COUCHDB_TEST_URL names (http://user:password@host:port, e.g. an Apache CouchDB 3). Every database a test makes
+is named uniquely and deleted after, so two runs can share one server."""
 
 import os
+import shutil
+import subprocess
 import uuid
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Group, User
 
-from dashboard.embedded import EmbeddedCouch, EmbeddedRedis
+from dashboard.embedded import EmbeddedCouch, EmbeddedRedis, free_port
 from dashboard.roles import OPERATORS, VIEWERS
-from tokens.couch import Couch
+from tokens.couch import Couch, split_credentials
 
-SURF, LOFAR = "demo-surf", "demo-lofar"
+RUN = uuid.uuid4().hex[:6]  # this session's databases carry it
+SURF, LOFAR = f"demo-surf-{RUN}", f"demo-lofar-{RUN}"
+# A user name no server knows: tests of refused credentials use it, never the admin's, because CouchDB 3 locks a
+# user out (for minutes, from this address) after 5 failed logins.
+STRANGER = "no-such-user"
+
+
+@dataclass
+class OutsideCouch:
+    """A CouchDB server that this session did not start (COUCHDB_TEST_URL)."""
+
+    url: str
+    username: str
+    password: str
+
+    def stop(self):
+        pass
+
+
+class CouchDB3:
+    """An Apache CouchDB 3 of a test's own, from the `couchdb3` start/stop script that COUCHDB3 names
+    (tests that must stop or break their server); the same interface as EmbeddedCouch."""
+
+    def __init__(self, workdir, script):
+        self.workdir, self.script, self.port = Path(workdir), script, free_port()
+        self.url, self.username, self.password = "", "admin", "admin"
+
+    def start(self):
+        out = subprocess.run([self.script, "start", str(self.workdir), str(self.port)], check=True,
+                             capture_output=True, text=True, env=dict(os.environ, COUCHDB3_LOCKOUT="off"))
+        self.url, self.username, self.password = split_credentials(out.stdout.strip().splitlines()[-1])
+        return self
+
+    def stop(self):
+        subprocess.run([self.script, "stop", str(self.workdir)], check=True, capture_output=True)
+
+
+def couchdb3_script():
+    return os.environ.get("COUCHDB3") or shutil.which("couchdb3")
+
+
+def own_couch_server(workdir):
+    """A server a test may stop and start (its data kept on disk): a CouchDB 3 when the run is on one and its
+    script is at hand, else the embedded server. Not started yet."""
+    if os.environ.get("COUCHDB_TEST_URL") and couchdb3_script():
+        return CouchDB3(workdir, couchdb3_script())
+    return EmbeddedCouch(workdir)
 
 
 @pytest.fixture(scope="session")
 def couch_server(tmp_path_factory):
+    if os.environ.get("COUCHDB_TEST_URL"):
+        yield OutsideCouch(*split_credentials(os.environ["COUCHDB_TEST_URL"]))
+        return
     server = EmbeddedCouch(tmp_path_factory.mktemp("couchdb"), memory=True).start()
     yield server
     server.stop()
@@ -23,11 +79,13 @@ def couch_server(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def demo_pools(couch_server):
-    """Both demo pools, seeded once: {database: seed summary}."""
+    """Both demo pools, seeded once: {database: seed summary}; deleted after the session."""
     from tokens import demo
 
     credentials = (couch_server.url, couch_server.username, couch_server.password)
-    return {SURF: demo.seed_surf(*credentials, database=SURF), LOFAR: demo.seed_lofar(*credentials, database=LOFAR)}
+    yield {SURF: demo.seed_surf(*credentials, database=SURF), LOFAR: demo.seed_lofar(*credentials, database=LOFAR)}
+    for name in (SURF, LOFAR):
+        Couch(couch_server.url, name, couch_server.username, couch_server.password).delete_database()
 
 
 @pytest.fixture

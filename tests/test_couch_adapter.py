@@ -6,6 +6,7 @@ import uuid
 import pytest
 
 from dashboard.embedded import free_port
+from tests.conftest import STRANGER
 from tokens.couch import Conflict, Couch, NotFound, Unauthorised, Unreachable, split_credentials
 
 
@@ -28,7 +29,7 @@ def test_it_names_an_unreachable_server_without_its_credentials():
 
 def test_it_reports_refused_credentials_without_repeating_them(couch_server):
     with pytest.raises(Unauthorised) as caught:
-        Couch(couch_server.url, "pool", couch_server.username, "not-the-password").database_info()
+        Couch(couch_server.url, "pool", STRANGER, "not-the-password").database_info()
     assert "refused the credentials" in str(caught.value)
     assert "not-the-password" not in str(caught.value)
 

@@ -3,7 +3,7 @@
 import pytest
 
 from dashboard.embedded import free_port
-from tests.conftest import SURF
+from tests.conftest import STRANGER, SURF
 from tokens import reading
 from tokens.pools import get_pool
 
@@ -20,7 +20,7 @@ def test_an_unreachable_server_shows_a_banner_and_a_503(viewer_client, settings)
 
 
 def test_refused_credentials_show_a_banner_without_the_password(viewer_client, settings):
-    settings.COUCHDB_PASSWORD = "wrong-password-123"
+    settings.COUCHDB_USER, settings.COUCHDB_PASSWORD = STRANGER, "wrong-password-123"
     response = viewer_client.get(f"/pools/{SURF}/", {"format": "json"})
     assert response.status_code == 502
     assert "refused the credentials" in response.json()["error"]

@@ -118,13 +118,13 @@ def test_the_four_states_equal_the_workers_monitor_views(demo_pools, couch):
 
 def test_without_own_views_it_counts_each_worker_design_document(demo_pools, couch, settings):
     settings.COUCHDB_CREATE_VIEWS = False
-    settings.COUCHDB_DATABASES = ["demo-surf-copy"]
-    copy = couch("demo-surf-copy")
+    settings.COUCHDB_DATABASES = [f"{SURF}-copy"]
+    copy = couch(f"{SURF}-copy")
     copy.create_database()
     try:
         source = [d for d in all_docs(couch(SURF)) if not d["_id"].startswith("_design/picas-dashboard")]
         copy.bulk_docs([{k: v for k, v in d.items() if k not in ("_rev", "_attachments")} for d in source])
-        data = reading.refresh(get_pool("demo-surf-copy")).data
+        data = reading.refresh(get_pool(f"{SURF}-copy")).data
         assert data["own_views"] is False
         rows = {o.group: o.counts for o in reading.observations(data)}
         assert set(rows) == {"Monitor", "SingleCore", "MultiCore"}

@@ -3,7 +3,7 @@
 import pytest
 
 from dashboard.embedded import free_port
-from tests.conftest import LOFAR, SURF
+from tests.conftest import LOFAR, STRANGER, SURF
 
 pytestmark = pytest.mark.django_db
 
@@ -53,7 +53,7 @@ def test_a_broker_nobody_listens_on_fails_it(client, settings, demo_pools):
 
 
 def test_refused_credentials_fail_it_without_showing_them(client, broker_up, demo_pools):
-    broker_up.COUCHDB_PASSWORD = "wrong-password-123"
+    broker_up.COUCHDB_USER, broker_up.COUCHDB_PASSWORD = STRANGER, "wrong-password-123"
     response = client.get("/healthz")
     assert response.status_code == 503
     assert response.json()["checks"]["pools"][SURF]["error"] == "credentials refused"

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dashboard.embedded import EmbeddedCouch
-from tests.conftest import server_env, surf_token
+from tests.conftest import own_couch_server, server_env, surf_token
 from tokens import operations
 from tokens.couch import Couch
 from tokens.models import Job, JobToken
@@ -175,7 +174,7 @@ def test_a_cancelled_job_stops_between_batches_and_says_exactly_what_it_wrote(op
 @pytest.mark.django_db(transaction=True)
 def test_couchdb_going_away_mid_job_fails_it_with_an_exact_account_and_a_safe_rerun(
         operator_client, settings, celery_worker, tmp_path):
-    server = EmbeddedCouch(tmp_path / "couch").start()  # on disk: its data survives the restart
+    server = own_couch_server(tmp_path / "couch").start()  # on disk: its data survives the restart
     try:
         settings.COUCHDB_URL, settings.COUCHDB_USER, settings.COUCHDB_PASSWORD = (
             server.url, server.username, server.password)

@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from tests.conftest import SURF
+from tests.conftest import LOFAR, STRANGER, SURF
 from tokens import reading
 from tokens.models import PoolConfig
 from tokens.pools import all_pools, get_pool
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.django_db
 
 
 def test_an_admin_added_pool_is_listed_and_read(viewer_client, couch_server, demo_pools):
-    PoolConfig.objects.create(slug="lofar-copy", name="LOFAR (admin)", url=couch_server.url, database="demo-lofar",
+    PoolConfig.objects.create(slug="lofar-copy", name="LOFAR (admin)", url=couch_server.url, database=LOFAR,
                               username=couch_server.username, password=couch_server.password, create_views=True)
     assert "lofar-copy" in [p.slug for p in all_pools()]
     data = viewer_client.get("/pools/lofar-copy/", {"format": "json"}).json()
@@ -21,7 +21,7 @@ def test_an_admin_added_pool_is_listed_and_read(viewer_client, couch_server, dem
 
 
 def test_the_admin_form_never_sends_a_stored_password_back(admin_client, couch_server):
-    config = PoolConfig.objects.create(slug="p", url=couch_server.url, database="demo-surf",
+    config = PoolConfig.objects.create(slug="p", url=couch_server.url, database=SURF,
                                        username="admin", password="stored-secret-42")
     html = admin_client.get(f"/admin/tokens/poolconfig/{config.pk}/change/").content.decode()
     assert "stored-secret-42" not in html
@@ -35,7 +35,7 @@ def test_no_page_and_no_log_line_holds_the_couchdb_password(viewer_client, couch
         ("/", {}), (f"/pools/{SURF}/", {}), (f"/pools/{SURF}/tokens/", {"state": "error"}),
         (f"/pools/{SURF}/failures/", {}), (f"/pools/{SURF}/stale/", {}), (f"/pools/{SURF}/", {"format": "json"}),
     ]]
-    settings.COUCHDB_PASSWORD = "a-wrong-password"  # the error path logs too
+    settings.COUCHDB_USER, settings.COUCHDB_PASSWORD = STRANGER, "a-wrong-password"  # the error path logs too
     reading.refresh(get_pool(SURF))
     pages.append(viewer_client.get(f"/pools/{SURF}/"))
     assert all(password not in p.content.decode() for p in pages)

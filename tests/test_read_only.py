@@ -3,7 +3,7 @@
 import pytest
 from django.urls import reverse
 
-from tests.conftest import LOFAR, SURF
+from tests.conftest import LOFAR, RUN, SURF
 from tokens import reading
 from tokens.pools import get_pool
 
@@ -39,14 +39,15 @@ def test_the_workers_design_documents_are_never_written(demo_pools, couch, setti
 
 def test_without_permission_it_creates_no_design_document(couch, settings):
     settings.COUCHDB_CREATE_VIEWS = False
-    settings.COUCHDB_DATABASES = ["fresh-pool"]
-    db = couch("fresh-pool")
+    name = f"fresh-pool-{RUN}"
+    settings.COUCHDB_DATABASES = [name]
+    db = couch(name)
     db.create_database()
     try:
         code = 'function(doc) { if(doc.type == "token") { emit(doc._id, doc._id); } }'
         db.put_design("Monitor", {"views": {v: {"map": code} for v in ("todo", "locked", "done", "error")}})
         before = revisions(db)
-        data = reading.refresh(get_pool("fresh-pool")).data
+        data = reading.refresh(get_pool(name)).data
         assert data["own_views"] is False
         assert revisions(db) == before
     finally:

@@ -21,7 +21,7 @@ from django.urls import URLPattern, get_resolver, reverse
 
 from dashboard.models import ApiToken, LoginFailure
 from dashboard.throttle import client_ip
-from tests.conftest import LOFAR, SURF
+from tests.conftest import LOFAR, STRANGER, SURF
 from tokens.models import Job, PoolConfig
 
 pytestmark = pytest.mark.django_db
@@ -104,7 +104,7 @@ def site_pages(operator_client, demo_pools, couch, couch_server):
     ended = Job.objects.create(pool=SURF, user=operator, action="reset", preview_count=3, status=Job.SUCCEEDED,
                                selection={"kind": "state", "bucket": "error"})
     selection = {"kind": "state", "bucket": "error"}
-    PoolConfig.objects.create(slug="wrong-password", url=couch_server.url, database=SURF, username="admin",
+    PoolConfig.objects.create(slug="wrong-password", url=couch_server.url, database=SURF, username=STRANGER,
                               password="not-the-password")
     observation = client.get(reverse("pool", args=[SURF]), {"format": "json"}).json()["observations"][0]
     visits = [
