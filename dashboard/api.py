@@ -530,7 +530,7 @@ def list_tokens(
     bucket = state or ("error" if failure else "todo")
     if not snap.data["own_views"] and bucket not in STATES:
         raise HttpError(400, f"State {bucket!r} needs the dashboard's own views in this pool")
-    selection = {"bucket": bucket, "type_": type or None, "group": group or None, "failure": failure}
+    selection = {"bucket": bucket, "type_": type or None, "group": group, "failure": failure}
     page = reading.token_page(pool, snap.data, **selection, cursor=cursor_from(after), id_filter=q.strip(),
                               field_filter=(field.strip(), value) if field.strip() else None, limit=limit)
     return {
@@ -645,7 +645,7 @@ def selection_of(body):
     s = body.selection
     if s.ids and s.kind != "ids":
         raise OperationError("Token ids select by themselves: use kind \"ids\"")
-    return Selection(kind=s.kind, bucket=s.bucket, type=s.type or None, group=s.group or None, hours=s.hours,
+    return Selection(kind=s.kind, bucket=s.bucket, type=s.type or None, group=s.group, hours=s.hours,
                      code=s.code, message=s.message or "", ids=list(s.ids))
 
 

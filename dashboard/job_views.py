@@ -17,7 +17,7 @@ from tokens import operations
 from tokens.couch import CouchError
 from tokens.models import Job, JobToken
 from tokens.operations import OperationError, Selection
-from tokens.states import BUCKET_LABELS
+from tokens.states import BUCKET_LABELS, group_from
 
 OPERATION_LABELS = {"reset": "Reset / retry", "set_field": "Set a field", "attach": "Attach a file",
                     "delete": "Delete"}  # the actions on selected tokens
@@ -39,7 +39,7 @@ def selection_from(data):
         kind=kind,
         bucket=data.get("bucket") or data.get("state") or None,  # the token lists call it state
         type=data.get("type") or None,
-        group=data.get("group") if data.get("group") not in (None, "") else None,
+        group=group_from(data),
         hours=hours,
         code=data.get("code") if "code" in data else None,
         message=data.get("message", ""),

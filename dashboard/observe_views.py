@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from dashboard import charts, health
 from dashboard.views import labels, pool_or_404, respond, snapshot_meta, snapshot_or_error, status_of
 from tokens import history, metrics, reading
-from tokens.states import STATES
+from tokens.states import STATES, group_from
 
 
 @login_not_required
@@ -76,7 +76,7 @@ def observation(request, slug):
     type_ = request.GET.get("type", "")
     if not type_:
         raise Http404("Which observation? Give its type (and its group, if it has one).")
-    group = request.GET.get("group") or None
+    group = group_from(request.GET)
     found = next((o for o in reading.observations(snap.data) if (o.type, o.group) == (type_, group)), None)
     if found is None:
         raise Http404("No such observation in this pool")

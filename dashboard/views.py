@@ -16,7 +16,7 @@ from tokens import reading
 from tokens.couch import CouchError, NotFound
 from tokens.oddities import oddities, safe_file_name
 from tokens.pools import all_pools, get_pool
-from tokens.states import BUCKET_HELP, BUCKET_LABELS, BUCKETS, OUT_OF_VIEW, STATES, STYLE_LABELS
+from tokens.states import BUCKET_HELP, BUCKET_LABELS, BUCKETS, OUT_OF_VIEW, STATES, STYLE_LABELS, group_from
 
 
 def wants_json(request):
@@ -172,9 +172,7 @@ def selection_from(request, data):
     """The list selection in the query string: a bucket or a failure group, optionally one observation."""
     q = request.GET
     type_ = q.get("type") or None
-    group = q.get("group") if "group" in q else None
-    if group == "":
-        group = None
+    group = group_from(q)
     failure = (q["code"], q.get("message", "")) if "code" in q else None
     bucket = q.get("state") or ("error" if failure else "todo")
     if bucket not in BUCKETS:
@@ -254,7 +252,7 @@ def failures(request, slug):
     if error:
         return error
     type_ = request.GET.get("type") or None
-    group = request.GET.get("group") or None
+    group = group_from(request.GET)
     result = reading.failure_groups(snap.data, type_, group)
     payload = {"pool": pool.slug, **snapshot_meta(snap), "own_views": snap.data["own_views"], **result}
     context = {"pool": pool, "snap": snap, "result": result, "type": type_, "group": group,

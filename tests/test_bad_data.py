@@ -10,6 +10,7 @@ from django.test import Client
 
 from tests.conftest import surf_token
 from tests.test_job_web import wait_until_ended
+from tokens.couch import CouchError
 from tokens.states import BUCKETS
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -77,6 +78,17 @@ BROKEN_LRT = {"language": "javascript", "PICAS_API_VERSION": "0.5", "views": {
     "error": {"map": 'function(doc) { if(doc.type == "broken_lrt") { if(doc.output != 0) emit(doc._id, doc.output) }'},
     "overview_total": {"map": "function(doc) { emit(", "reduce": "function(k, v) { return sum(v) "},
 }}
+# CouchDB 3 compiles map functions when a design document is saved and refuses syntax errors (pouchdb-server
+# stores anything): there, the broken design document is one whose functions all fail as they run.
+FAILING = 'function(doc) { if(doc.type == "broken_lrt") { if(doc.lock == 0) emit(doc.nope.deeper, 1); } }'
+BROKEN_LRT_AT_RUN_TIME = {"language": "javascript", "PICAS_API_VERSION": "0.5", "views": {
+    **{view: {"map": FAILING} for view in ("todo", "locked", "done", "error")},
+    "overview_total": {"map": FAILING, "reduce": "function(k, v) { return v.nope.deeper; }"},
+}}
+# Design documents that are not PiCaS state documents at all, but odd in shape (CouchDB 3 refuses these).
+ODD_SHAPES = {"views_a_list": {"language": "javascript", "views": ["todo", "done"]},
+              "views_text": {"language": "javascript", "views": {"todo": "function(doc) {}", "locked": 5, "done": None,
+                                                                 "error": {"map": 7}}}}
 
 
 @pytest.fixture
@@ -89,12 +101,16 @@ def odd_pool(scratch_pool):
                         "output": 0, "scrub_count": 0}
     results = scratch_pool.bulk_docs([doc for doc, _note in ODD.values()] + normal + [broken_lrt_token])
     assert not [r for r in results if r.get("error")]
-    scratch_pool.put_design("broken_lrt", BROKEN_LRT)
-    # Design documents that are not PiCaS state documents at all, but odd in shape.
-    scratch_pool.put_design("views_a_list", {"language": "javascript", "views": ["todo", "done"]})
-    scratch_pool.put_design("views_text", {"language": "javascript", "views": {"todo": "function(doc) {}",
-                                                                               "locked": 5, "done": None,
-                                                                               "error": {"map": 7}}})
+    try:
+        scratch_pool.put_design("broken_lrt", BROKEN_LRT)
+    except CouchError as refused:
+        assert "compilation" in str(refused).lower()
+        scratch_pool.put_design("broken_lrt", BROKEN_LRT_AT_RUN_TIME)
+    for name, ddoc in ODD_SHAPES.items():
+        try:
+            scratch_pool.put_design(name, ddoc)
+        except CouchError as refused:
+            assert "must have object type" in str(refused)
     return scratch_pool
 
 

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from tests.conftest import SURF
+from tests.conftest import SURF, surf_token
 
 pytestmark = pytest.mark.django_db
 
@@ -37,3 +37,26 @@ def test_locks_of_unknown_age_are_listed_apart(viewer_client, demo_pools, couch)
 
 def test_a_bad_hours_value_falls_back_to_the_default(viewer_client, demo_pools):
     assert viewer_client.get(f"/pools/{SURF}/stale/", {"hours": "lots", "format": "json"}).json()["hours"] == 24
+
+
+def test_every_lock_the_locked_view_counts_is_on_the_stale_page(viewer_client, scratch_pool):
+    """A lock the locked view counts (lock > 0 && done == 0, JavaScript's coercions) is stale or of unknown age:
+    a time as text or in a list is a time; true, [5], "5" and fractions are locks of unknown age."""
+    old = int(time.time()) - 30 * 3600
+    times = {"as_number": old, "as_text": str(old), "in_a_list": [old], "fraction": old + 0.5}
+    unknown = {"true": True, "list_of_five": [5], "five_as_text": "5", "small_fraction": 0.25, "one": 1}
+    scratch_pool.bulk_docs([surf_token(n, _id=f"lock_{name}", lock=lock)
+                            for n, (name, lock) in enumerate({**times, **unknown}.items())])
+    data = viewer_client.get(f"/pools/{scratch_pool.database}/stale/", {"hours": 24, "format": "json"}).json()
+    assert {t["id"] for t in data["tokens"]} == {f"lock_{n}" for n in times} and data["count"] == len(times)
+    assert all(29.9 < t["age_hours"] < 30.1 for t in data["tokens"])
+    assert {t["id"] for t in data["unknown"]} == {f"lock_{n}" for n in unknown} == set(
+        t["id"] for t in data["unknown"] if t["age_hours"] is None)
+    page = viewer_client.get(f"/pools/{scratch_pool.database}/stale/", {"hours": 24}).content.decode()
+    assert all(f"lock_{name}" in page for name in {**times, **unknown})
+
+
+def test_an_age_beyond_every_timestamp_finds_no_stale_lock_and_is_no_error(viewer_client, scratch_pool):
+    scratch_pool.bulk_docs([surf_token(1, lock=int(time.time()) - 3600)])
+    data = viewer_client.get(f"/pools/{scratch_pool.database}/stale/", {"hours": 600000, "format": "json"}).json()
+    assert data["count"] == 0 and data["tokens"] == []

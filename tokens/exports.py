@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from tokens.couch import CouchError
 from tokens.operations import Selection
 from tokens.reading import JOB_ID_FIELDS, matches
-from tokens.states import BUCKETS, OWN_DDOC, STATES, TIME_MIN, classify, js_string
+from tokens.states import BUCKETS, OWN_DDOC, STATES, TIME_MIN, classify, group_from, group_label, group_of
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +161,7 @@ def selection_from(query, own_views):
                           "or type=… (an observation)")
     if kind not in KINDS:
         raise ExportError(f"Unknown selection {kind!r}: one of {', '.join(KINDS)}")
-    group = query.get("group")
-    selection = Selection(kind=kind, type=query.get("type") or None, group=group if group not in (None, "") else None)
+    selection = Selection(kind=kind, type=query.get("type") or None, group=group_from(query))
     if kind == "state":
         bucket = query.get("state") or query.get("bucket") or ""
         allowed = BUCKETS if own_views else STATES
@@ -255,8 +254,7 @@ def _row_maker(fields, data, now):
         if name == "observation":
             if not group_field:
                 return doc.get("type")
-            value = doc.get(group_field)
-            label = f"(no {group_field})" if value is None else js_string(value)
+            label = group_label(group_of(doc, group_field), group_field)
             return f"{label} · {doc.get('type')}" if several_types else label
         if name in ("lock_time", "done_time"):
             return iso_time(doc.get(name[:-5]))

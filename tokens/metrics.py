@@ -17,7 +17,7 @@ from tokens import operations, reading
 from tokens.couch import CouchError
 from tokens.models import Job
 from tokens.pools import all_pools
-from tokens.states import BUCKETS, OWN_DDOC, TIME_MIN
+from tokens.states import BUCKETS, OWN_DDOC, UNKNOWN_LOCKS, stale_locks_range
 
 # Upper bounds (seconds) of the job duration histogram's buckets: a reset of a few tokens to a day-long token set.
 DURATION_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
@@ -26,9 +26,10 @@ DURATION_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
 def lock_counts(pool, hours):
     """(locks older than `hours`, locks of unknown age): two reduced range counts of the `locks` view."""
     couch = pool.couch()
-    cutoff = time.time() - hours * 3600
-    stale = couch.view(OWN_DDOC, "locks", start_key=[TIME_MIN], end_key=[cutoff, {}])["rows"]
-    unknown = couch.view(OWN_DDOC, "locks", start_key=[0], end_key=[TIME_MIN])["rows"]
+    stale_range = stale_locks_range(time.time() - hours * 3600)
+    stale = couch.view(OWN_DDOC, "locks", start_key=stale_range[0], end_key=stale_range[1])["rows"] if stale_range \
+        else []
+    unknown = couch.view(OWN_DDOC, "locks", start_key=UNKNOWN_LOCKS[0], end_key=UNKNOWN_LOCKS[1])["rows"]
     return (stale[0]["value"] if stale else 0), (unknown[0]["value"] if unknown else 0)
 
 

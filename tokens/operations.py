@@ -8,6 +8,7 @@ is skipped and reported, never overwritten. Tokens are read a key-range page at 
 one `_bulk_docs` per page, so a job's memory does not grow with the pool.
 """
 
+import base64
 import hashlib
 import logging
 import math
@@ -27,12 +28,14 @@ from tokens.states import (
     BUCKETS,
     OWN_DDOC,
     SURF,
-    TIME_MIN,
     classify,
     describe_design_doc,
     failed_at,
+    group_of,
     js_number,
     js_string,
+    lock_time,
+    stale_locks_range,
     token_types,
 )
 
@@ -114,7 +117,8 @@ class Selection:
         if self.kind == "failure":
             return [("failures", [self.code, self.message or "", *scope], [self.code, self.message or "", *scope, {}])]
         if self.kind == "stale":
-            return [("locks", [TIME_MIN], [now - self.hours * 3600, {}])]
+            stale_range = stale_locks_range(now - self.hours * 3600)
+            return [("locks", *stale_range)] if stale_range else []
         raise ValueError(self.kind)
 
     def holds(self, doc, rules, now):
@@ -125,8 +129,8 @@ class Selection:
         bucket = classify(doc, style)
         if self.type and doc.get("type") != self.type:
             return False
-        if self.type and self.group is not None and str(doc.get(rules.group_field)) != self.group:
-            return False
+        if self.type and group_of(doc, rules.group_field) != self.group:
+            return False  # another observation (None: the tokens without a group)
         if bucket == "locked" and self.kind != "stale":
             return False  # a worker may hold it: writing now would make the worker drop its result
         if bucket == "error" and not _failed_long_enough(doc, now, explicit=self.kind == "ids"):
@@ -134,7 +138,7 @@ class Selection:
         if self.kind == "state" or (self.kind == "ids" and self.bucket):
             return bucket == self.bucket
         if self.kind == "stale":
-            return bucket == "locked" and now - js_number(doc["lock"]) > self.hours * 3600
+            return bucket == "locked" and now - lock_time(doc) > self.hours * 3600
         if self.kind == "failure":
             code = doc.get("exit_code") if style == SURF else doc.get("output")
             code = js_string(code) if code not in (None, "") else "(none)"  # as the failures view keys it
@@ -410,7 +414,7 @@ def _process(job, couch, pool, selection, rules, docs, now):
             if not selection.holds(doc, rules, now):
                 records.append(_record(job, doc["_id"], JobToken.SKIPPED, _why_not(doc, rules, now)))
                 continue
-            new = _apply(job, doc, rules)
+            new = _apply(job, couch, doc, rules)
             if new is None:
                 records.append(_record(job, doc["_id"], JobToken.SKIPPED, "already as asked"))
                 continue
@@ -467,7 +471,7 @@ def _why_not(doc, rules, now):
     return f"not in the selection (now {bucket})"
 
 
-def _apply(job, doc, rules):
+def _apply(job, couch, doc, rules):
     style = rules.style_of(doc)
     if job.action == "reset":
         return reset_token(doc, style, job.params.get("delete_attachments", False))
@@ -476,8 +480,7 @@ def _apply(job, doc, rules):
     if job.action == "delete":
         return {"_id": doc["_id"], "_rev": doc["_rev"], "_deleted": True}
     if job.action == "attach":
-        stub = (doc.get("_attachments") or {}).get(job.params["name"])
-        return None if stub and stub.get("digest") == job.params.get("digest") else doc
+        return None if _holds_our_file(job, couch, doc) else doc
     raise OperationError(f"Unknown action {job.action!r}")
 
 
@@ -541,7 +544,7 @@ def _write(job, couch, selection, rules, writes, now, records, second_try=False)
             records.append(_record(job, doc_id, JobToken.SKIPPED, f"changed meanwhile (now {now_in})", True,
                                    old["_rev"]))
         else:
-            new = _apply(job, doc, rules)
+            new = _apply(job, couch, doc, rules)
             if new is None:
                 records.append(_record(job, doc_id, JobToken.SKIPPED, "already as asked", True, doc["_rev"]))
             else:
@@ -582,7 +585,7 @@ def _reconcile(job, couch, writes):
 def _attach_each(job, couch, selection, rules, writes, now, records):
     """Attachments go one request per token (CouchDB has no bulk attachment upload), streamed from disk."""
     path = upload_path(job.params["upload"])
-    name, digest = job.params["name"], job.params.get("digest")
+    name = job.params["name"]
     content_type = job.params.get("content_type") or "application/octet-stream"
     for doc_id, (doc, _same) in writes.items():
         conflicted = False
@@ -604,8 +607,7 @@ def _attach_each(job, couch, selection, rules, writes, now, records):
                 except NotFound:
                     records.append(_record(job, doc_id, JobToken.SKIPPED, "deleted meanwhile", True, doc["_rev"]))
                     break
-                stub = (fresh.get("_attachments") or {}).get(name) or {}
-                if stub.get("digest") == digest:  # our upload arrived (its answer was lost) or was already there
+                if _holds_our_file(job, couch, fresh):  # our upload arrived (its answer was lost) or was already there
                     records.append(_record(job, doc_id, JobToken.CHANGED, "", conflicted, doc["_rev"], fresh["_rev"]))
                     break
                 if fresh["_rev"] != doc["_rev"]:
@@ -617,6 +619,27 @@ def _attach_each(job, couch, selection, rules, writes, now, records):
         else:
             raise Unreachable(f"CouchDB at {couch.url} is unreachable")
         Job.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now())
+
+
+def _holds_our_file(job, couch, doc):
+    """Whether the token already has the job's file under the job's attachment name.
+
+    The stub's digest is the MD5 of the bytes as stored. CouchDB stores compressible types (text/*, JSON ...)
+    gzipped and digests the compressed bytes, so there the same file has another digest than the upload's.
+    A stub of the file's length and an unknown digest is read back once and compared; what it showed is
+    remembered for the rest of the job (the same server compresses the same file the same way)."""
+    stub = (doc.get("_attachments") or {}).get(job.params["name"])
+    if not stub or stub.get("length") != job.params.get("size"):
+        return False
+    if not hasattr(job, "stored_digests"):
+        job.stored_digests = {job.params.get("digest"): True}
+    if stub.get("digest") not in job.stored_digests:
+        md5 = hashlib.md5()  # noqa: S324 - CouchDB's attachment digest, not security
+        chunks, _type, _length = _retrying(couch.attachment, doc["_id"], job.params["name"])
+        for chunk in chunks:
+            md5.update(chunk)
+        job.stored_digests[stub["digest"]] = "md5-" + base64.b64encode(md5.digest()).decode() == job.params["digest"]
+    return job.stored_digests[stub["digest"]]
 
 
 # --- uploads ---------------------------------------------------------------------------------
@@ -640,8 +663,6 @@ def save_upload(uploaded):
     except OSError as e:
         path.unlink(missing_ok=True)
         raise OperationError(f"The upload could not be stored on the server: {e.strerror}") from None
-    import base64
-
     return upload_id, uploaded.size, "md5-" + base64.b64encode(digest.digest()).decode()
 
 

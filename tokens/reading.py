@@ -22,18 +22,22 @@ from django.db import transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from tokens.couch import CouchError, NotFound
+from tokens.couch import CouchError, NotFound, Page
 from tokens.models import CountSnapshot, TokenState
 from tokens.states import (
     BUCKETS,
     OWN_DDOC,
     STATES,
     TIME_MIN,
+    UNKNOWN_LOCKS,
     classify,
     describe_design_doc,
-    js_string,
+    group_label,
+    group_of,
+    lock_time,
     own_design_doc,
     own_doc_is_current,
+    stale_locks_range,
     token_types,
 )
 
@@ -124,8 +128,7 @@ def token_state(doc, styles, group_field):
     type_ = doc.get("type")
     if doc.get("_id", "").startswith("_design/") or not isinstance(type_, str) or type_ not in styles:
         return None
-    value = doc.get(group_field) if group_field else None
-    return classify(doc, styles[type_]), type_, None if value is None else js_string(value)
+    return classify(doc, styles[type_]), type_, group_of(doc, group_field)
 
 
 def sync_states(pool, couch, styles, update_seq):
@@ -328,7 +331,7 @@ def observations(data):
             if not data["own_views"]:
                 label = group  # one row per worker design document
             elif data["group_field"]:
-                label = group if group is not None else f"(no {data['group_field']})"
+                label = group_label(group, data["group_field"])
                 if len(data["types"]) > 1:
                     label = f"{label} · {type_}"
             else:
@@ -475,15 +478,18 @@ def stale_locks(pool, data, hours, cursor=None, limit=None):
     if not data["own_views"]:
         return None
     couch = pool.couch()
-    cutoff = time.time() - hours * 3600
-    start_key, start_docid = cursor if cursor else ([TIME_MIN], None)
-    page = couch.page(OWN_DDOC, "locks", limit=limit, start_key=start_key, start_docid=start_docid,
-                      end_key=[cutoff, {}], include_docs=True)
     now = time.time()
+    stale_range = stale_locks_range(now - hours * 3600)
+    page, count = Page([]), []
+    if stale_range:
+        start_key, start_docid = cursor if cursor else (stale_range[0], None)
+        page = couch.page(OWN_DDOC, "locks", limit=limit, start_key=start_key, start_docid=start_docid,
+                          end_key=stale_range[1], include_docs=True)
+        count = couch.view(OWN_DDOC, "locks", start_key=stale_range[0], end_key=stale_range[1])["rows"]
     stale = [lock_row(r["doc"], now) for r in page.rows if r.get("doc")]
-    unknown = couch.page(OWN_DDOC, "locks", limit=limit, start_key=[0], end_key=[TIME_MIN], include_docs=True)
-    count = couch.view(OWN_DDOC, "locks", start_key=[TIME_MIN], end_key=[cutoff, {}])["rows"]
-    unknown_count = couch.view(OWN_DDOC, "locks", start_key=[0], end_key=[TIME_MIN])["rows"]
+    start, end = UNKNOWN_LOCKS
+    unknown = couch.page(OWN_DDOC, "locks", limit=limit, start_key=start, end_key=end, include_docs=True)
+    unknown_count = couch.view(OWN_DDOC, "locks", start_key=start, end_key=end)["rows"]
     return {
         "hours": hours,
         "count": count[0]["value"] if count else 0,
@@ -495,12 +501,12 @@ def stale_locks(pool, data, hours, cursor=None, limit=None):
 
 
 def lock_row(doc, now):
-    lock = doc.get("lock")
-    age = now - lock if isinstance(lock, (int, float)) and lock >= TIME_MIN else None
+    lock = lock_time(doc)
+    age = now - lock if lock is not None else None
     return {
         "id": doc["_id"],
         "type": doc.get("type"),
-        "lock": lock,
+        "lock": doc.get("lock"),
         "age_hours": round(age / 3600, 1) if age is not None else None,
         "hostname": doc.get("hostname", ""),
         "status": doc.get("status"),

@@ -36,7 +36,7 @@ BUCKET_HELP = {
 }
 
 OWN_DDOC = "picas-dashboard"
-OWN_VERSION = 3
+OWN_VERSION = 4
 
 # A lock below this is not a Unix time (2001-09-09): GRID_LRT writes lock = 1, picas errors write 99.
 TIME_MIN = 1_000_000_000
@@ -127,8 +127,10 @@ _OWN_VIEWS = {
     # Finished tokens by the 5-minute slot of their done time: throughput and ETA.
     "finished": """if ((bucket == "done" || bucket == "error") && done >= %(time_min)d)
     emit([Math.floor(done / 300) * 300, bucket, doc.type, group, doc._id], null);""",
-    # Locked tokens by lock time: stale locks are a key range.
-    "locks": """if (bucket == "locked" || bucket == "locked_unknown") emit([lock, doc.type, group, doc._id], null);""",
+    # Locked tokens by lock time as the locked view compares it (Number(lock): "1700000000" and [1700000000] are
+    # times too), so stale locks are one key range; locks of unknown age (lock = 1, true ...) under null.
+    "locks": """if (bucket == "locked" || bucket == "locked_unknown")
+    emit([bucket == "locked" ? Number(lock) : null, doc.type, group, doc._id], null);""",
     # Failed tokens by exit code and normalised first error line: failure groups.
     "failures": """if (bucket == "error" || bucket == "legacy_error") {
     var code = (style !== "surf") ? doc.output : doc.exit_code;
@@ -224,6 +226,43 @@ def classify(doc, style):
     return "other"
 
 
+def group_of(doc, group_field):
+    """A token's group as the own views key it: String(value), or None (the views' null) when the pool has no
+    grouping field or the token's is absent or null. OBSID 229585 and "229585" are one group, as in the views."""
+    value = doc.get(group_field) if group_field else None
+    return None if value is None else js_string(value)
+
+
+def group_from(params):
+    """The group a query string or a JSON body names: absent or null is None (the tokens without one); any
+    text, the empty text included, is that group. The one reading of `group=` for pages, API, exports and jobs."""
+    value = params.get("group")
+    return None if value is None else str(value)
+
+
+def group_label(group, group_field):
+    """How an observation's group is shown: never blank, and never the same as another group's."""
+    if group is None:
+        return f"(no {group_field})"
+    return f"({group_field} is empty)" if group == "" else group
+
+
+# The `locks` view's keys of the locks whose age is unknown.
+UNKNOWN_LOCKS = ([None], [None, {}])
+
+
+def stale_locks_range(cutoff):
+    """The `locks` view's key range of locks taken before `cutoff` (Unix seconds); None when no lock can be
+    (a cutoff before TIME_MIN: CouchDB refuses a range that ends before it starts)."""
+    return ([TIME_MIN], [cutoff, {}]) if cutoff >= TIME_MIN else None
+
+
+def lock_time(doc):
+    """The lock's Unix time as the views compare it, or None when the lock is not a time."""
+    lock = js_number(doc.get("lock", _MISSING))
+    return lock if TIME_MIN <= lock < math.inf else None
+
+
 # A time above this is not Unix seconds (milliseconds, or a typo): it tells nothing about when.
 TIME_MAX = 100_000_000_000
 
@@ -261,15 +300,13 @@ def _js_eq_text(value, text):
 
 
 def js_string(value):
-    """JavaScript's String(value) for JSON values."""
+    """JavaScript's String(value) for a JSON value, as the views' engine (V8, QuickJS) computes it."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, float):
-        if math.isfinite(value) and value.is_integer() and abs(value) < 1e21:
-            return str(int(value))
-        return repr(value)
+    if isinstance(value, (int, float)):
+        return _js_number_text(_js_double(value))
     if isinstance(value, list):
         return ",".join("" if v is None else js_string(v) for v in value)
     if isinstance(value, dict):
@@ -277,8 +314,51 @@ def js_string(value):
     return str(value)
 
 
+def _js_double(value):
+    """A JSON number as JavaScript holds it: a double (a huge integer rounds, one beyond range is infinite)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
+def _js_number_text(x):
+    """Number.prototype.toString(): the shortest digits that round-trip (as Python's repr), laid out by
+    ECMAScript's rules: plain up to 21 integer digits, 0.000001 and up plain, exponents otherwise."""
+    if math.isnan(x):
+        return "NaN"
+    if math.isinf(x):
+        return "Infinity" if x > 0 else "-Infinity"
+    if x == 0:
+        return "0"  # -0 too
+    sign = "-" if x < 0 else ""
+    mantissa, _, exponent = repr(abs(x)).partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    figures = whole + fraction
+    leading = len(figures) - len(figures.lstrip("0"))
+    digits = figures.strip("0")
+    n = len(whole) + int(exponent or 0) - leading  # ECMAScript's n: the value is 0.<digits> * 10**n
+    k = len(digits)
+    if k <= n <= 21:
+        text = digits + "0" * (n - k)
+    elif 0 < n <= 21:
+        text = digits[:n] + "." + digits[n:]
+    elif -6 < n <= 0:
+        text = "0." + "0" * -n + digits
+    else:
+        e = n - 1
+        text = digits[0] + ("." + digits[1:] if k > 1 else "") + "e" + ("+" if e >= 0 else "-") + str(abs(e))
+    return sign + text
+
+
+# What JavaScript's trim and Number() treat as white space (WhiteSpace and LineTerminator): not Python's
+# str.strip() set, which adds U+001C..U+001F and U+0085 and lacks U+FEFF.
+JS_WHITESPACE = "\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a" \
+                "\u2028\u2029\u202f\u205f\u3000\ufeff"
+
 _JS_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?Infinity", re.ASCII)
-_JS_HEX = re.compile(r"0[xX][0-9a-fA-F]+", re.ASCII)
+_JS_RADIX = {"x": 16, "o": 8, "b": 2}
+_JS_NON_DECIMAL = re.compile(r"0([xX][0-9a-fA-F]+|[oO][0-7]+|[bB][01]+)", re.ASCII)
 
 
 def js_number(value):
@@ -287,26 +367,32 @@ def js_number(value):
         return math.nan  # undefined
     if value is None:
         return 0.0  # null
-    if isinstance(value, (bool, int, float)):
+    if isinstance(value, bool):
         return float(value)
+    if isinstance(value, (int, float)):
+        return _js_double(value)
     if isinstance(value, dict):
         return math.nan
-    text = js_string(value).strip()  # an array compares as its joined text: [] == 0, [5] == 5
+    text = js_string(value).strip(JS_WHITESPACE)  # an array compares as its joined text: [] == 0, [5] == 5
     if text == "":
         return 0.0
     if _JS_DECIMAL.fullmatch(text):
         return float(text.replace("Infinity", "inf"))
-    if _JS_HEX.fullmatch(text):
-        return float(int(text, 16))
+    if _JS_NON_DECIMAL.fullmatch(text):  # no sign allowed: Number("-0x1") is NaN
+        return float(int(text[2:], _JS_RADIX[text[1].lower()]))
     return math.nan
+
+
+_JS_PARSE_INT = re.compile(r"([+-]?)(0[xX])?([0-9a-fA-F]*)", re.ASCII)
 
 
 def _js_parse_int(value):
     """parseInt(value) == 0 is all a view asks of it: the leading integer of String(value), or None (NaN)."""
     if value is _MISSING:
-        return None
-    text = js_string(value).lstrip()
-    if re.match(r"[+-]?0[xX][0-9a-fA-F]", text, re.ASCII):
-        return int(re.match(r"([+-]?)0[xX]([0-9a-fA-F]+)", text, re.ASCII).group(2), 16)
-    match = re.match(r"([+-]?\d+)", text, re.ASCII)
-    return int(match.group(1)) if match else None
+        return None  # String(undefined) is "undefined"
+    sign, hex_prefix, rest = _JS_PARSE_INT.match(js_string(value).lstrip(JS_WHITESPACE)).groups()
+    digits = re.match(r"[0-9a-fA-F]*" if hex_prefix else r"[0-9]*", rest, re.ASCII).group()
+    if not digits:
+        return None  # "", "-", "0x", "0xg": NaN
+    number = int(digits, 16 if hex_prefix else 10)
+    return -number if sign == "-" else number
