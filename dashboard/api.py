@@ -423,6 +423,23 @@ class JobDetail(JobOut):
     problem_count: int
 
 
+class JobToken(Schema):
+    id: str
+    outcome: str
+    reason: str
+    conflicted: bool
+    rev_before: str
+    rev_after: str
+
+
+class JobTokens(Schema):
+    job: int
+    outcome: str
+    count: int
+    next: int | None = Field(description="Pass as `after` for the next page; null on the last page")
+    tokens: list[JobToken]
+
+
 class JobList(Schema):
     jobs: list[JobOut]
     next: int | None = Field(description="Pass as `before` for the next page; null on the last page")
@@ -442,7 +459,7 @@ class Preview(Schema):
 
 
 class SelectionIn(Schema):
-    kind: Literal["state", "stale", "failure", "observation", "ids"]
+    kind: Literal["state", "stale", "failure", "observation", "ids", "job"]
     bucket: Bucket | None = None
     type: Text | None = None
     group: Text | None = None
@@ -450,6 +467,9 @@ class SelectionIn(Schema):
     code: Text | None = None
     message: Text | None = None
     ids: list[Text] = Field(default_factory=list, max_length=MAX_IDS)
+    job: int | None = Field(None, ge=1, le=MAX_ID, description="kind job: the job whose tokens to select")
+    outcome: Literal["changed", "skipped", "failed"] | None = Field(
+        None, description="kind job: the tokens it changed, skipped or failed on")
 
 
 class ParamsIn(Schema):
@@ -646,7 +666,7 @@ def selection_of(body):
     if s.ids and s.kind != "ids":
         raise OperationError("Token ids select by themselves: use kind \"ids\"")
     return Selection(kind=s.kind, bucket=s.bucket, type=s.type or None, group=s.group, hours=s.hours,
-                     code=s.code, message=s.message or "", ids=list(s.ids))
+                     code=s.code, message=s.message or "", ids=list(s.ids), job=s.job, outcome=s.outcome)
 
 
 def params_of(body):
@@ -710,6 +730,26 @@ def get_job(request, job_id: JobId):
     """A job's progress and outcome (poll until `status` is no longer queued or running)."""
     operations.tend_jobs()
     return job_detail(get_object_or_404(Job.objects.select_related("user"), pk=job_id))
+
+
+@api.get("/jobs/{job_id}/tokens", response={200: JobTokens, **errors(401, 404, 422, 500)}, tags=["jobs"])
+def get_job_tokens(
+    request,
+    job_id: JobId,
+    outcome: Annotated[Literal["changed", "skipped", "failed"], Query()] = "changed",
+    after: Annotated[int | None, Query(ge=1, le=MAX_ID, description="The `next` of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+):
+    """Every token a job changed (or skipped, or failed on), in the order it met them, paged. To act on them
+    again, create a job with the selection {"kind": "job", "job": job_id, "outcome": ...}."""
+    job = get_object_or_404(Job, pk=job_id)
+    records = job.tokens.filter(outcome=outcome).order_by("pk")
+    if after is not None:
+        records = records.filter(pk__gt=after)
+    page = list(records[:limit + 1])
+    return {"job": job.pk, "outcome": outcome, "count": getattr(job, outcome),
+            "next": page[limit - 1].pk if len(page) > limit else None,
+            "tokens": [job_views.token_record_json(r) for r in page[:limit]]}
 
 
 @api.post("/jobs/{job_id}/cancel", response={200: JobDetail, **errors(401, 403, 404, 409, 422, 500)},

@@ -35,8 +35,17 @@ def export(request, slug):
 
 def download(made):
     """An opened export as a streamed file (the web UI's and the API's)."""
-    response = StreamingHttpResponse(made.chunks(), content_type=made.content_type)
-    response["Content-Disposition"] = content_disposition_header(True, made.filename)
+    return streamed_file(made.chunks(), made.content_type, made.filename)
+
+
+def csv_download(filename, header, rows):
+    """Plain rows as a streamed CSV file (a job's list of tokens)."""
+    return streamed_file(exports.csv_chunks(header, rows), "text/csv; charset=utf-8", filename)
+
+
+def streamed_file(chunks, content_type, filename):
+    response = StreamingHttpResponse(chunks, content_type=content_type)
+    response["Content-Disposition"] = content_disposition_header(True, filename)
     response["X-Content-Type-Options"] = "nosniff"
     response["Cache-Control"] = "no-store"
     return response

@@ -6,11 +6,12 @@ Operators act; viewers get 403 on every one of these except reading a job and th
 import math
 
 from django.contrib.auth.models import User
-from django.http import JsonResponse
+from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
+from dashboard.export_views import csv_download
 from dashboard.roles import operator_required
 from dashboard.views import couch_error, pool_or_404, respond, wants_json
 from tokens import operations
@@ -44,6 +45,8 @@ def selection_from(data):
         code=data.get("code") if "code" in data else None,
         message=data.get("message", ""),
         ids=[i for i in data.getlist("ids") if i],
+        job=data.get("job") or None,
+        outcome=data.get("outcome") or None,
     )
     if selection.ids:
         selection.kind = "ids"
@@ -166,6 +169,43 @@ def job(request, pk):
 def job_problems(job):
     """The tokens a job did not simply change: skipped, failed, or changed after a conflict."""
     return JobToken.objects.filter(job=job).exclude(outcome=JobToken.CHANGED, conflicted=False)
+
+
+JOB_TOKENS_PAGE = 200
+
+
+@require_GET
+def job_tokens(request, pk):
+    """Every token a job changed (or skipped, or failed on), a page at a time in the order the job met them, with
+    each one's revisions before and after; as CSV for the whole list; a link that selects them for a new job."""
+    job = get_object_or_404(Job.objects.select_related("user"), pk=pk)
+    outcome = request.GET.get("outcome", JobToken.CHANGED)
+    if outcome not in operations.JOB_OUTCOMES:
+        raise Http404("outcome is changed, skipped or failed")
+    records = JobToken.objects.filter(job=job, outcome=outcome).order_by("pk")
+    if request.GET.get("format") == "csv":
+        return csv_download(f"job-{job.pk}-{outcome}.csv", ("token", "outcome", "reason", "after_conflict",
+                                                           "rev_before", "rev_after"),
+                            ((r.token_id, r.outcome, r.reason, r.conflicted, r.rev_before, r.rev_after)
+                             for r in records.iterator(chunk_size=2000)))
+    after = request.GET.get("after", "")
+    if after.isdigit():
+        records = records.filter(pk__gt=int(after))
+    page = list(records[:JOB_TOKENS_PAGE + 1])
+    more = page[JOB_TOKENS_PAGE - 1].pk if len(page) > JOB_TOKENS_PAGE else None
+    page = page[:JOB_TOKENS_PAGE]
+    counts = {o: getattr(job, o) for o in operations.JOB_OUTCOMES}
+    context = {"job": job, "outcome": outcome, "outcomes": operations.JOB_OUTCOMES, "counts": counts,
+               "records": page, "next": more, "page_size": JOB_TOKENS_PAGE,
+               "action_label": ACTION_LABELS.get(job.action, job.action)}
+    payload = {"job": job.pk, "outcome": outcome, "count": counts[outcome], "next": more,
+               "tokens": [token_record_json(r) for r in page]}
+    return respond(request, "job_tokens.html", context, payload)
+
+
+def token_record_json(r):
+    return {"id": r.token_id, "outcome": r.outcome, "reason": r.reason, "conflicted": r.conflicted,
+            "rev_before": r.rev_before, "rev_after": r.rev_after}
 
 
 def problem_json(p):

@@ -23,6 +23,7 @@ urlpatterns = [
     path("jobs/", job_views.jobs, name="jobs"),
     path("jobs/<int:pk>/", job_views.job, name="job"),
     path("jobs/<int:pk>/cancel/", job_views.job_cancel, name="job_cancel"),
+    path("jobs/<int:pk>/tokens/", job_views.job_tokens, name="job_tokens"),
     path("accounts/login/", account_views.login, name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

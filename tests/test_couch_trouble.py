@@ -1,11 +1,16 @@
 """An unreachable or unauthorised CouchDB shows a banner (HTML) or a JSON error with a status, never a traceback."""
 
+import uuid
+
 import pytest
 
 from dashboard.embedded import free_port
-from tests.conftest import STRANGER, SURF
+from tests.conftest import STRANGER, SURF, surf_token
 from tokens import reading
+from tokens.couch import Couch, TimedOut
 from tokens.pools import get_pool
+from tokens.states import OWN_DDOC, own_design_doc
+from tokens.states import SURF as SURF_STYLE
 
 pytestmark = pytest.mark.django_db
 
@@ -43,3 +48,25 @@ def test_counts_taken_before_an_outage_are_shown_with_the_error(viewer_client, s
     html = response.content.decode()
     assert response.status_code == 503
     assert "is unreachable" in html and "showing the counts from" in html
+
+
+def test_a_server_busy_building_its_index_is_reported_slow_not_unreachable(couch, settings):
+    """A view query on a fresh index waits for the build; past the timeout the page says so, and on CouchDB 3
+    (whose _active_tasks lists index builds) which index is being built and how far it is."""
+    name = f"slow-{uuid.uuid4().hex[:8]}"
+    db = couch(name)
+    db.create_database()
+    try:
+        for start in range(0, 30_000, 10_000):
+            db.bulk_docs([surf_token(n) for n in range(start, start + 10_000)])
+        own = own_design_doc({"token": SURF_STYLE}, None)
+        db.put_design(OWN_DDOC, {k: v for k, v in own.items() if k != "_id"})
+        slow = Couch(db.url, name, settings.COUCHDB_USER, settings.COUCHDB_PASSWORD, timeout=0.3)
+        with pytest.raises(TimedOut) as caught:
+            slow.view(OWN_DDOC, "states", group_level=1)
+        message = str(caught.value)
+        assert message.startswith(f"CouchDB at {db.url} did not answer within 0.3 s") and "unreachable" not in message
+        if "couchdb" in slow.server_info():  # Apache CouchDB (pouchdb-server has no index tasks to show)
+            assert f"building the index of _design/{OWN_DDOC}" in message and "% done" in message
+    finally:
+        db.delete_database()

@@ -133,6 +133,8 @@ def site_pages(operator_client, demo_pools, couch, couch_server):
         ("job", "a queued job", client.get(reverse("job", args=[job.pk]))),
         ("job", "an ended job", client.get(reverse("job", args=[ended.pk]))),
         ("job_cancel", "cancel", client.post(reverse("job_cancel", args=[job.pk]))),
+        ("job_tokens", "a job's tokens", client.get(reverse("job_tokens", args=[ended.pk]), {"outcome": "skipped"})),
+        ("job_tokens", "as CSV", client.get(reverse("job_tokens", args=[ended.pk]), {"format": "csv"})),
         (None, "404", client.get("/pools/no-such-pool/")),
         ("pool", "CouchDB refuses the credentials", client.get(reverse("pool", args=["wrong-password"]))),
         ("account", "API tokens", client.get(reverse("account"))),
@@ -143,7 +145,8 @@ def site_pages(operator_client, demo_pools, couch, couch_server):
         ("export", "a CSV download", client.get(reverse("export", args=[SURF]), {"state": "error", "format": "csv"})),
         ("export", "bad parameters", client.get(reverse("export", args=[SURF]), {"format": "csv"})),
         ("observation", "an observation", client.get(reverse("observation", args=[SURF]), {
-            "type": observation["type"], "group": observation["group"] or ""})),
+            "type": observation["type"], **({"group": observation["group"]} if observation["group"] is not None
+                                            else {})})),
         ("healthz", "health", client.get(reverse("healthz"))),
         ("metrics", "metrics without a token", client.get(reverse("metrics"))),
         ("logout", "log out", client.post(reverse("logout"))),

@@ -30,6 +30,10 @@ class Unreachable(CouchError):
     status = 503
 
 
+class TimedOut(Unreachable):
+    """The server took longer than the timeout to answer: it is there, but slow (often: building an index)."""
+
+
 class Unauthorised(CouchError):
     status = 502
 
@@ -73,6 +77,7 @@ class Couch:
         username, password = username or url_user, password or url_password
         self.url = url  # never holds credentials: it is used in messages
         self.database = database
+        self.timeout = timeout
         authenticator = BasicAuthenticator(username, password) if username else NoAuthAuthenticator()
         self.client = CloudantV1(authenticator=authenticator)
         self.client.set_service_url(url)
@@ -90,10 +95,29 @@ class Couch:
             return method(*args, **kwargs).get_result()
         except ApiException as e:
             raise self._translate(e) from None
+        except requests.ReadTimeout:
+            raise TimedOut(self._slow()) from None
         except (requests.ConnectionError, requests.Timeout):
             raise Unreachable(f"CouchDB at {self.url} is unreachable") from None
         except requests.RequestException as e:
             raise CouchError(f"CouchDB at {self.url}: {type(e).__name__}") from None
+
+    def _slow(self):
+        """What a timed-out request says: how long it waited, and an index build of this database if the server
+        lists one in _active_tasks (CouchDB: admins only; anything that goes wrong asking leaves it out)."""
+        message = f"CouchDB at {self.url} did not answer within {self.timeout:g} s"
+        try:
+            tasks = self.client.get_active_tasks(timeout=2).get_result()
+        except Exception:
+            return message
+        # CouchDB 3 names a shard of the database: shards/00000000-7fffffff/<database>.<creation time>.
+        building = [t for t in tasks if isinstance(t, dict) and t.get("type") == "indexer"
+                    and str(t.get("database", "")).rpartition("/")[2].rsplit(".", 1)[0] == self.database]
+        if not building:
+            return message
+        progress = sum(t.get("progress", 0) for t in building) / len(building)
+        designs = ", ".join(sorted({str(t.get("design_document", "?")) for t in building}))
+        return f"{message}: it is building the index of {designs} ({progress:.0f} % done); try again later"
 
     def _translate(self, e):
         where = f"CouchDB at {self.url}"

@@ -315,6 +315,19 @@ def csv_cell(value):
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
+def csv_chunks(header, rows, per=500):
+    """A CSV file of plain rows (cells as csv_cell spells them), `per` rows to a chunk: for a streamed download."""
+    yield _csv_lines([header])
+    batch = []
+    for row in rows:
+        batch.append([csv_cell(v) for v in row])
+        if len(batch) == per:
+            yield _csv_lines(batch)
+            batch = []
+    if batch:
+        yield _csv_lines(batch)
+
+
 def _csv_lines(rows):
     out = io.StringIO()
     csv.writer(out, lineterminator="\r\n").writerows(rows)

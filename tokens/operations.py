@@ -41,6 +41,8 @@ from tokens.states import (
 
 log = logging.getLogger(__name__)
 
+JOB_OUTCOMES = {"changed": "changed", "skipped": "skipped", "failed": "failed on"}
+
 # Fields whose change moves a token between states: set_field refuses them unless told otherwise.
 STATE_FIELDS = {"lock", "done", "exit_code", "status", "output", "type", "scrub_count"}
 RESERVED_FIELDS = {"_id", "_rev", "_attachments", "_deleted", "_conflicts", "_revisions"}
@@ -53,7 +55,8 @@ class OperationError(Exception):
 
 @dataclass
 class Selection:
-    """Which tokens a job touches. kind: state, stale, failure, observation (all its tokens) or ids."""
+    """Which tokens a job touches. kind: state, stale, failure, observation (all its tokens), ids, or job (the
+    tokens an earlier job changed, skipped or failed: `job` its id, `outcome` which)."""
 
     kind: str
     bucket: str | None = None
@@ -63,6 +66,8 @@ class Selection:
     code: str | None = None
     message: str | None = None
     ids: list = field(default_factory=list)
+    job: int | None = None
+    outcome: str | None = None
 
     def as_dict(self):
         return {k: v for k, v in asdict(self).items() if v not in (None, [])}
@@ -88,8 +93,24 @@ class Selection:
         if self.kind == "stale" and self.type:
             raise OperationError("Stale locks are selected across the whole pool (no observation)")
         self.ids = list(dict.fromkeys(self.ids))  # a token listed twice is still one token
-        if self.kind not in ("state", "stale", "failure", "observation", "ids", "tokenset"):
+        if self.kind == "job":
+            self._validate_job()
+        if self.kind not in ("state", "stale", "failure", "observation", "ids", "tokenset", "job"):
             raise OperationError(f"Unknown selection {self.kind!r}")
+
+    def _validate_job(self):
+        if self.outcome not in JOB_OUTCOMES:
+            raise OperationError("Name the outcome: the tokens a job changed, skipped or failed")
+        try:
+            self.job = int(self.job)
+        except (TypeError, ValueError):
+            raise OperationError("Name the job by its number") from None
+        if not Job.objects.filter(pk=self.job).exists():
+            raise OperationError(f"There is no job {self.job}")
+
+    def job_tokens(self):
+        """The records of the tokens this selection names (kind job), in the order the job met them."""
+        return JobToken.objects.filter(job_id=self.job, outcome=self.outcome).order_by("pk")
 
     def describe(self):
         where = ""
@@ -105,6 +126,8 @@ class Selection:
             return f"all tokens{where}, in every state"
         if self.kind == "tokenset":
             return f"a new token set of type {self.type}"
+        if self.kind == "job":
+            return f"the tokens job {self.job} {JOB_OUTCOMES.get(self.outcome, self.outcome)}"
         return f"{len(self.ids)} selected token{'s' if len(self.ids) != 1 else ''}"
 
     def view_ranges(self, now):
@@ -133,7 +156,7 @@ class Selection:
             return False  # another observation (None: the tokens without a group)
         if bucket == "locked" and self.kind != "stale":
             return False  # a worker may hold it: writing now would make the worker drop its result
-        if bucket == "error" and not _failed_long_enough(doc, now, explicit=self.kind == "ids"):
+        if bucket == "error" and not _failed_long_enough(doc, now, explicit=self.kind in ("ids", "job")):
             return False  # just failed: picas's max_scrub retry may be scrubbing it this very moment
         if self.kind == "state" or (self.kind == "ids" and self.bucket):
             return bucket == self.bucket
@@ -264,6 +287,11 @@ def preview(pool, selection, sample_size=10):
     if selection.kind == "ids":
         docs = [d for d in _fetch(couch, selection.ids) if selection.holds(d, rules, now)]
         return {"count": len(docs), "sample": [d["_id"] for d in docs[:sample_size]]}
+    if selection.kind == "job":  # what the job recorded; each is re-checked when read, as always
+        if Job.objects.get(pk=selection.job).pool != pool.slug:
+            raise OperationError(f"Job {selection.job} was on another pool")
+        records = selection.job_tokens()
+        return {"count": records.count(), "sample": list(records.values_list("token_id", flat=True)[:sample_size])}
     if not rules.own_views:
         raise OperationError("Jobs on a state need the dashboard's own design document (COUCHDB_CREATE_VIEWS)")
     count, sample = 0, []
@@ -376,9 +404,8 @@ def _run(job, pool, batch_size):
     selection = Selection.from_dict(job.selection)
     rules = _retrying(pool_rules, pool, couch)
     started = time.time()
-    if selection.kind == "ids":
-        batches = (selection.ids[i:i + batch_size] for i in range(0, len(selection.ids), batch_size))
-        for ids in batches:
+    if selection.kind in ("ids", "job"):
+        for ids in _id_batches(selection, batch_size):
             _check_cancel(job)
             docs = _retrying(_fetch, couch, ids)
             _process(job, couch, pool, selection, rules, docs, started)
@@ -397,6 +424,19 @@ def _run(job, pool, batch_size):
             if not page.has_next:
                 break
             cursor = page.next_key
+
+
+def _id_batches(selection, batch_size):
+    if selection.kind == "ids":
+        yield from (selection.ids[i:i + batch_size] for i in range(0, len(selection.ids), batch_size))
+        return
+    after = 0  # the job's records, a batch at a time by primary key: memory stays flat at any size
+    while True:
+        batch = list(selection.job_tokens().filter(pk__gt=after).values_list("pk", "token_id")[:batch_size])
+        if not batch:
+            return
+        after = batch[-1][0]
+        yield [token_id for _pk, token_id in batch]
 
 
 def _check_cancel(job):

@@ -24,6 +24,9 @@ class Command(BaseCommand):
         parser.add_argument("--type", help="only this token type (observation)")
         parser.add_argument("--group", help="only this group (e.g. OBSID) within --type")
         parser.add_argument("--ids", nargs="+", default=[], help="explicit token ids")
+        parser.add_argument("--from-job", type=int, help="the tokens an earlier job changed (see --outcome)")
+        parser.add_argument("--outcome", default="changed", choices=list(operations.JOB_OUTCOMES),
+                            help="with --from-job: the tokens it changed, skipped or failed on")
         parser.add_argument("--delete-attachments", action="store_true", help="reset: delete attachments too")
         parser.add_argument("--field", help="set_field: the field")
         parser.add_argument("--value", help="set_field: the value")
@@ -45,10 +48,13 @@ class Command(BaseCommand):
             kind = "failure"
         elif o["ids"]:
             kind = "ids"
+        elif o["from_job"] is not None:
+            kind = "job"
         else:
             kind = "state"
         selection = Selection(kind, bucket=o["state"], type=o["type"], group=o["group"], hours=o["stale_hours"],
-                              code=o["code"], message=o["message"], ids=o["ids"])
+                              code=o["code"], message=o["message"], ids=o["ids"], job=o["from_job"],
+                              outcome=o["outcome"] if o["from_job"] is not None else None)
         try:
             if o["dry_run"]:
                 seen = operations.preview(pool, selection)
