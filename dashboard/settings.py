@@ -226,6 +226,9 @@ COUCHDB_TIMEOUT = envfloat("COUCHDB_TIMEOUT", 10.0)
 COUNTS_MAX_AGE = envint("COUNTS_MAX_AGE", 3)
 # Counts are kept up to date from the changes feed; every so often they are taken again from the view, whole.
 COUNTS_REFILL_SECONDS = envint("COUNTS_REFILL_SECONDS", 3600)
+# How long a refresh waits for a view whose index the server is still building (a new or much-changed pool) before
+# it counts from the documents themselves and says that the index is being built.
+COUNTS_INDEX_WAIT = envfloat("COUNTS_INDEX_WAIT", 5.0)
 # A lock older than this many hours is stale (the Stale locks page takes ?hours=N).
 STALE_LOCK_HOURS = envfloat("STALE_LOCK_HOURS", 24.0)
 PAGE_SIZE = envint("PAGE_SIZE", 50)

@@ -67,6 +67,8 @@ def snapshot_meta(snap):
         "counts_taken_at": snap.taken_at.isoformat(),
         "error": snap.error or None,
         "error_at": snap.error_at.isoformat() if snap.error_at else None,
+        # While the server builds a new index: which views wait for it, and how far it is (CouchDB 3 says).
+        "indexing": (snap.data or {}).get("indexing"),
     }
 
 

@@ -78,6 +78,7 @@ class Couch:
         self.url = url  # never holds credentials: it is used in messages
         self.database = database
         self.timeout = timeout
+        self._credentials = (username, password)  # for with_timeout(); never shown
         authenticator = BasicAuthenticator(username, password) if username else NoAuthAuthenticator()
         self.client = CloudantV1(authenticator=authenticator)
         self.client.set_service_url(url)
@@ -86,6 +87,10 @@ class Couch:
         self.client.set_enable_gzip_compression(False)
         # (connect, read): a dead host fails fast, a slow view gets the read timeout.
         self.client.set_http_config({"timeout": (min(3.05, timeout), timeout)})
+
+    def with_timeout(self, timeout):
+        """The same server and database with another read timeout (the SDK's client has one for all requests)."""
+        return Couch(self.url, self.database, *self._credentials, timeout=timeout)
 
     def __repr__(self):
         return f"<Couch {self.url}/{self.database}>"
@@ -96,28 +101,34 @@ class Couch:
         except ApiException as e:
             raise self._translate(e) from None
         except requests.ReadTimeout:
-            raise TimedOut(self._slow()) from None
+            raise TimedOut(self._slow(self.timeout)) from None
         except (requests.ConnectionError, requests.Timeout):
             raise Unreachable(f"CouchDB at {self.url} is unreachable") from None
         except requests.RequestException as e:
             raise CouchError(f"CouchDB at {self.url}: {type(e).__name__}") from None
 
-    def _slow(self):
+    def _slow(self, waited):
         """What a timed-out request says: how long it waited, and an index build of this database if the server
-        lists one in _active_tasks (CouchDB: admins only; anything that goes wrong asking leaves it out)."""
-        message = f"CouchDB at {self.url} did not answer within {self.timeout:g} s"
+        lists one in _active_tasks."""
+        message = f"CouchDB at {self.url} did not answer within {waited:g} s"
+        building = self.index_builds()
+        return f"{message}: it is {building}; try again later" if building else message
+
+    def index_builds(self):
+        """'building the index of _design/x (42 % done)' when _active_tasks lists index builds of this database, or
+        "" (none, or the server does not say: pouchdb-server has none, CouchDB tells admins only)."""
         try:
             tasks = self.client.get_active_tasks(timeout=2).get_result()
         except Exception:
-            return message
+            return ""
         # CouchDB 3 names a shard of the database: shards/00000000-7fffffff/<database>.<creation time>.
         building = [t for t in tasks if isinstance(t, dict) and t.get("type") == "indexer"
                     and str(t.get("database", "")).rpartition("/")[2].rsplit(".", 1)[0] == self.database]
         if not building:
-            return message
+            return ""
         progress = sum(t.get("progress", 0) for t in building) / len(building)
         designs = ", ".join(sorted({str(t.get("design_document", "?")) for t in building}))
-        return f"{message}: it is building the index of {designs} ({progress:.0f} % done); try again later"
+        return f"building the index of {designs} ({progress:.0f} % done)"
 
     def _translate(self, e):
         where = f"CouchDB at {self.url}"
@@ -197,9 +208,21 @@ class Couch:
 
     # --- views --------------------------------------------------------------------------------
 
-    def view(self, ddoc, view, **params):
-        """Query a view; params are CouchDB's (start_key, end_key, group_level, reduce, limit ...)."""
+    def view(self, ddoc, view, timeout=None, **params):
+        """Query a view; params are CouchDB's (start_key, end_key, group_level, reduce, limit ...). A view whose
+        index is behind answers once it is built: `timeout` bounds that wait (TimedOut)."""
+        if timeout is not None:
+            return self.with_timeout(timeout).view(ddoc, view, **params)
         return self._call(self.client.post_view, db=self.database, ddoc=ddoc, view=view, **params)
+
+    def documents(self, limit, start_id=None):
+        """A page of the database's documents in id order (design documents included), by key."""
+        params = {"start_key": start_id} if start_id is not None else {}
+        rows = self._call(self.client.post_all_docs, db=self.database, include_docs=True, limit=limit + 1,
+                          **params)["rows"]
+        if len(rows) > limit:
+            return Page(rows[:limit], rows[limit]["id"], rows[limit]["id"])
+        return Page(rows)
 
     def _view_as_indexed(self, ddoc, view, params):
         """A view query that does not update the index first: update=false (CouchDB 2+, in the body) and the older
@@ -216,7 +239,7 @@ class Couch:
         return self.view(ddoc, view, limit=0, reduce=False)["total_rows"]
 
     def page(self, ddoc, view, *, limit, start_key=None, start_docid=None, end_key=None,
-             include_docs=False, descending=False, stale=False):
+             include_docs=False, descending=False, stale=False, timeout=None):
         """One page of a map view, paged by key (never by skip, which is O(skip) on CouchDB).
 
         The view's keys must be unique (end them with the document id): pouchdb-server ignores
@@ -232,7 +255,8 @@ class Couch:
                 params["start_key_doc_id"] = start_docid
         if end_key is not None:
             params["end_key"] = end_key
-        rows = (self._view_as_indexed(ddoc, view, params) if stale else self.view(ddoc, view, **params))["rows"]
+        rows = (self._view_as_indexed(ddoc, view, params) if stale
+                else self.view(ddoc, view, timeout=timeout, **params))["rows"]
         if len(rows) > limit:
             nxt = rows[limit]
             return Page(rows[:limit], nxt["key"], nxt["id"])

@@ -22,7 +22,7 @@ from django.db import transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from tokens.couch import CouchError, NotFound, Page
+from tokens.couch import CouchError, NotFound, Page, TimedOut
 from tokens.models import CountSnapshot, TokenState
 from tokens.states import (
     BUCKETS,
@@ -81,21 +81,25 @@ def take_snapshot(pool):
         "own_views": ensure_own_views(pool, couch, styles, design_docs),
     }
     if data["own_views"]:
-        errors_changed = sync_states(pool, couch, styles, info.get("update_seq"))
+        building = []  # the views the server is still indexing: what comes from them waits, and the page says so
+        errors_changed = sync_states(pool, couch, styles, info.get("update_seq"), building)
+        previous = CountSnapshot.objects.filter(pool=pool.slug).values_list("data", flat=True).first() or {}
         data["buckets"] = [
             [bucket, type_, group, n] for bucket, type_, group, n in
             TokenState.objects.filter(pool=pool.slug).values_list("bucket", "type", "group")
             .annotate(n=Count("id")).order_by("bucket", "type", "group")
         ]
         since = data["finished_since"] = (int(time.time()) - RECENT_SECONDS) // 300 * 300
-        rows = couch.view(OWN_DDOC, "finished", start_key=[since], end_key=[{}], group_level=4)["rows"]
-        data["finished"] = [[*r["key"], r["value"]] for r in rows]
-        previous = CountSnapshot.objects.filter(pool=pool.slug).values_list("data", flat=True).first() or {}
-        if errors_changed or "failures" not in previous:
-            rows = couch.view(OWN_DDOC, "failures", group_level=4)["rows"]
-            data["failures"] = [[*r["key"], r["value"]] for r in rows]
+        rows = _while_indexed(couch, "finished", building, start_key=[since], end_key=[{}], group_level=4)
+        data["finished"] = [[*r["key"], r["value"]] for r in rows] if rows is not None else []
+        if errors_changed or "failures" not in previous or previous.get("indexing"):
+            rows = _while_indexed(couch, "failures", building, group_level=4)
+            data["failures"] = [[*r["key"], r["value"]] for r in rows] if rows is not None else \
+                previous.get("failures", [])
         else:  # no failed token changed: the grouped reduce over every failure would give what we have
             data["failures"] = previous["failures"]
+        if building:
+            data["indexing"] = {"views": building, "progress": couch.index_builds()}
     else:
         # Without views of our own, count what the workers' views count (no out-of-view buckets).
         data["buckets"], data["finished"], data["failures"] = [], [], []
@@ -115,12 +119,26 @@ def take_snapshot(pool):
 # changes, when the backlog of changes is large, and every COUNTS_REFILL_SECONDS (a bound on any drift).
 
 FILL_PAGE = 10_000
+DOCUMENT_PAGE = 2_000  # whole documents: a smaller page than the view's rows
 CHANGES_BATCH = 1_000
 ERROR_BUCKETS = {"error", "legacy_error"}
 
 
 class _Overtaken(Exception):
     """Another refresh moved the table forward first: it has done this work."""
+
+
+def _while_indexed(couch, view, building, **params):
+    """The rows of a query of an own view, or None (and the view noted in `building`) while the server is still
+    building its index: the query waits COUNTS_INDEX_WAIT s, and the build goes on on the server meanwhile."""
+    if "states" in building:  # built in the same pass (CouchDB) or just as new (pouchdb-server): not waited for
+        building.append(view)
+        return None
+    try:
+        return couch.view(OWN_DDOC, view, timeout=settings.COUNTS_INDEX_WAIT, **params)["rows"]
+    except TimedOut:
+        building.append(view)
+        return None
 
 
 def token_state(doc, styles, group_field):
@@ -131,8 +149,9 @@ def token_state(doc, styles, group_field):
     return classify(doc, styles[type_]), type_, group_of(doc, group_field)
 
 
-def sync_states(pool, couch, styles, update_seq):
-    """Bring the pool's TokenState rows up to date. Returns whether a failed token may have changed."""
+def sync_states(pool, couch, styles, update_seq, building):
+    """Bring the pool's TokenState rows up to date. Returns whether a failed token may have changed. Notes "states"
+    in `building` if it counted from the documents because the server is building the view's index."""
     snap, _ = CountSnapshot.objects.get_or_create(pool=pool.slug)
     fingerprint = hashlib.sha256(
         json.dumps(own_design_doc(styles, pool.group_field)["views"], sort_keys=True).encode()).hexdigest()
@@ -145,7 +164,8 @@ def sync_states(pool, couch, styles, update_seq):
     )
     try:
         if refill:
-            _fill(pool, couch, snap, fingerprint, update_seq)
+            if _fill(pool, couch, snap, fingerprint, update_seq, styles) == "documents":
+                building.append("states")
             snap.refresh_from_db()
         return _apply_changes(pool, couch, styles, snap.seq) or refill
     except _Overtaken:
@@ -159,18 +179,16 @@ def _seq_number(seq):
     return int(match.group()) if match else 0
 
 
-def _fill(pool, couch, snap, fingerprint, update_seq):
-    # The view is read after update_seq was taken, so it holds every change up to it; changes after it that the
-    # view also holds are applied again from the changes feed, which is harmless (it sets, never adds).
-    states, start, stale = {}, None, False
-    while True:
-        page = couch.page(OWN_DDOC, "states", limit=FILL_PAGE, start_key=start, stale=stale)
-        for row in page.rows:
-            bucket, type_, group, doc_id = row["key"]
-            states[doc_id] = (bucket, type_, group)  # a token that moved while we paged is seen twice: keep either
-        if not page.has_next:
-            break
-        start, stale = page.next_key, True  # the index is current since the first page
+def _fill(pool, couch, snap, fingerprint, update_seq, styles):
+    # Read after update_seq was taken, so it holds every change up to it; changes after it that it also holds are
+    # applied again from the changes feed, which is harmless (it sets, never adds).
+    try:
+        states, source = _states_from_view(couch), "view"
+    except TimedOut:
+        # The server is building the index (a new pool, a new version of the own views): 6 to 11 minutes at
+        # 100,000 tokens on pouchdb-server. The same rules applied to the documents give the same buckets (the
+        # differential test holds the twin to the server's JavaScript) in seconds; the next refill reads the view.
+        states, source = _states_from_documents(couch, styles, pool.group_field), "documents"
     with transaction.atomic():
         if not CountSnapshot.objects.filter(pk=snap.pk, seq=snap.seq, filled_for=snap.filled_for).update(
                 seq=str(update_seq), filled_for=fingerprint, filled_at=timezone.now()):
@@ -180,7 +198,37 @@ def _fill(pool, couch, snap, fingerprint, update_seq):
         while batch := list(itertools.islice(items, 2000)):
             TokenState.objects.bulk_create(
                 TokenState(pool=pool.slug, doc_id=i, bucket=b, type=t, group=g) for i, (b, t, g) in batch)
-    log.info("pool %s: counted %d tokens from the states view", pool.slug, len(states))
+    log.info("pool %s: counted %d tokens from the %s", pool.slug, len(states),
+             "states view" if source == "view" else "documents (the states view is being built)")
+    return source
+
+
+def _states_from_view(couch):
+    """{id: (bucket, type, group)} from the `states` view; TimedOut while its index is being built."""
+    states, start, stale = {}, None, False
+    while True:
+        page = couch.page(OWN_DDOC, "states", limit=FILL_PAGE, start_key=start, stale=stale,
+                          timeout=None if stale else settings.COUNTS_INDEX_WAIT)
+        for row in page.rows:
+            bucket, type_, group, doc_id = row["key"]
+            states[doc_id] = (bucket, type_, group)  # a token that moved while we paged is seen twice: keep either
+        if not page.has_next:
+            return states
+        start, stale = page.next_key, True  # the index is current since the first page
+
+
+def _states_from_documents(couch, styles, group_field):
+    """{id: (bucket, type, group)} from the documents themselves, a page at a time, by the twin of the view."""
+    states, start = {}, None
+    while True:
+        page = couch.documents(DOCUMENT_PAGE, start_id=start)
+        for row in page.rows:
+            state = token_state(row["doc"], styles, group_field) if row.get("doc") else None
+            if state is not None:
+                states[row["id"]] = state
+        if not page.has_next:
+            return states
+        start = page.next_key
 
 
 def _apply_changes(pool, couch, styles, seq):

@@ -1,0 +1,54 @@
+"""First counts on a pool whose index the server is still building: from the documents themselves, at once, with
+the page saying so; exact, and the same as the view gives once it is built."""
+
+import time
+import uuid
+
+import pytest
+
+from tests.conftest import surf_token
+from tokens import demo, reading
+from tokens.pools import get_pool
+from tokens.states import OWN_DDOC
+
+pytestmark = pytest.mark.django_db
+
+NOW = int(time.time())
+
+
+@pytest.fixture
+def big_new_pool(couch, couch_server, settings):
+    name = "fresh-" + uuid.uuid4().hex[:8]
+    db = couch(name)
+    db.create_database()
+    demo._surf_design_docs(couch_server.url, couch_server.username, couch_server.password, name)
+    docs = [surf_token(n) for n in range(4_000)]
+    docs += [surf_token(n, lock=NOW - 900, done=NOW - 60, exit_code=0) for n in range(4_000, 8_000)]
+    docs += [surf_token(n, lock=NOW - 900, done=NOW - 60, exit_code=1, OBSID="L1") for n in range(8_000, 12_000)]
+    for start in range(0, len(docs), 5000):
+        db.bulk_docs(docs[start:start + 5000])
+    settings.COUCHDB_DATABASES = [name]
+    settings.COUCHDB_GROUP_FIELD = "OBSID"
+    yield db
+    db.delete_database()
+
+
+def test_a_pool_being_indexed_is_counted_from_its_documents_and_says_so(viewer_client, big_new_pool, settings):
+    settings.COUNTS_INDEX_WAIT = 0.2  # far less than any server takes to index 12,000 tokens
+    data = reading.refresh(get_pool(big_new_pool.database)).data
+    assert data["indexing"]["views"] == ["states", "finished", "failures"]
+    page = viewer_client.get(f"/pools/{big_new_pool.database}/", {"format": "json"}).json()
+    assert {k: v for k, v in page["counts"].items() if v} == {"todo": 4_000, "done": 4_000, "error": 4_000}
+    assert page["indexing"]["views"]
+    html = viewer_client.get(f"/pools/{big_new_pool.database}/").content.decode()
+    assert "Counted from the documents themselves: the server is" in html
+
+    # Once the index is built, a refill from the view gives the same counts and the note is gone.
+    big_new_pool.view(OWN_DDOC, "states", limit=0, reduce=False, timeout=600)
+    big_new_pool.view(OWN_DDOC, "failures", limit=0, reduce=False, timeout=600)
+    big_new_pool.view(OWN_DDOC, "finished", limit=0, reduce=False, timeout=600)
+    settings.COUNTS_INDEX_WAIT, settings.COUNTS_REFILL_SECONDS = 600, 0
+    data = reading.refresh(get_pool(big_new_pool.database)).data
+    assert "indexing" not in data and data["failures"]
+    again = viewer_client.get(f"/pools/{big_new_pool.database}/", {"format": "json"}).json()
+    assert again["counts"] == page["counts"] and again["indexing"] is None
