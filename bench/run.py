@@ -37,7 +37,8 @@ from django.test import Client  # noqa: E402
 
 from dashboard.embedded import EmbeddedCouch, free_port  # noqa: E402
 from tokens import operations, reading, tokensets  # noqa: E402
-from tokens.couch import Couch  # noqa: E402
+from tokens.couch import Couch, NotFound, split_credentials  # noqa: E402
+from tokens.models import CountSnapshot, Job, PoolHistory, TokenState  # noqa: E402
 from tokens.operations import Selection  # noqa: E402
 from tokens.pools import get_pool  # noqa: E402
 from tokens.worker_views import surf_design_doc  # noqa: E402
@@ -48,11 +49,14 @@ N = int(os.getenv("BENCH_TOKENS", "100000"))
 ATTACHMENT_MB = int(os.getenv("BENCH_ATTACHMENT_MB", "100"))
 COUNTS_MAX_AGE = settings.COUNTS_MAX_AGE  # as configured: the freshness measurement uses it
 OBSERVATIONS = 50
-ROWS = []  # (what, measure, figure, goal, met)
+ROWS = {}  # {server: [(what, measure, figure, goal, met)]}, the rows in the same order for each server
+SERVER = [None]  # the server being measured
+CREATED = []  # the databases this run made on it
+INDEX_WAIT = settings.COUNTS_INDEX_WAIT
 
 
 def row(what, measure, figure, goal, met):
-    ROWS.append((what, measure, figure, goal, "yes" if met else "NO"))
+    ROWS[SERVER[0]].append((what, measure, figure, goal, "yes" if met else "NO"))
     print(f"  {what}: {measure} = {figure} (goal {goal}) {'met' if met else 'NOT MET'}", flush=True)
 
 
@@ -68,10 +72,21 @@ def median_time(call, runs=7):
 # --- pools ------------------------------------------------------------------------------------
 
 
+def fresh_database(server, name):
+    """A new database of the bench's (named bench-...): one left by an earlier run on that server goes first."""
+    db = Couch(server.url, name, server.username, server.password, timeout=900)
+    try:
+        db.delete_database()
+    except NotFound:
+        pass
+    db.create_database()
+    CREATED.append(db)
+    return db
+
+
 def surf_pool(server, name, n, state_of):
     """A SURF pool with Monitor and n tokens over 50 observations (OBSID); state_of(i) gives lock/done/exit."""
-    db = Couch(server.url, name, server.username, server.password, timeout=900)
-    db.create_database()
+    db = fresh_database(server, name)
     db.put_design("Monitor", surf_design_doc())
     now = int(time.time())
     for first in range(0, n, 5000):
@@ -123,17 +138,17 @@ def pool_page(client, slug):
 
 def bench_pool_page(server, client):
     print(f"pool page: pools of {N // 10} and {N} tokens, {OBSERVATIONS} observations", flush=True)
-    surf_pool(server, "page-small", N // 10, mixed_state)
-    big = surf_pool(server, "page-big", N, mixed_state)
-    configure(server, ["page-small", "page-big"])
+    surf_pool(server, "bench-small", N // 10, mixed_state)
+    big = surf_pool(server, "bench-big", N, mixed_state)
+    configure(server, ["bench-small", "bench-big"])
     settings.COUNTS_MAX_AGE = 3600  # the page serves the snapshot; its refresh is measured under freshness
     started = time.perf_counter()
-    reading.refresh(get_pool("page-big"))
+    reading.refresh(get_pool("bench-big"))
     print(f"  first snapshot at {N} tokens (builds the dashboard's views): {time.perf_counter() - started:.0f} s")
-    reading.refresh(get_pool("page-small"))
-    t_small = median_time(lambda: pool_page(client, "page-small"), runs=15)
-    t_big = median_time(lambda: pool_page(client, "page-big"), runs=15)
-    rows = len(reading.observations(reading.snapshot(get_pool("page-big")).data))
+    reading.refresh(get_pool("bench-small"))
+    t_small = median_time(lambda: pool_page(client, "bench-small"), runs=15)
+    t_big = median_time(lambda: pool_page(client, "bench-big"), runs=15)
+    rows = len(reading.observations(reading.snapshot(get_pool("bench-big")).data))
     pull_state_views(big)  # builds Monitor's indexes (not part of the operators' time)
     # Pulling the views takes minutes at survey size: one run is enough against a page measured in milliseconds.
     t_pull = median_time(lambda: pull_state_views(big), runs=3 if N < 50_000 else 1)
@@ -152,8 +167,8 @@ def bench_paging(client, db):
     rows = db.view("picas-dashboard", "states", start_key=["done"], end_key=["done", {}], reduce=False,
                    skip=deep - 50, limit=1)["rows"]
     cursor = reading.encode_cursor([rows[0]["key"], rows[0]["id"]])
-    t_first = median_time(lambda: client.get("/pools/page-big/tokens/", {"state": "done"}))
-    t_deep = median_time(lambda: client.get("/pools/page-big/tokens/", {"state": "done", "after": cursor}))
+    t_first = median_time(lambda: client.get("/pools/bench-big/tokens/", {"state": "done"}))
+    t_deep = median_time(lambda: client.get("/pools/bench-big/tokens/", {"state": "done", "after": cursor}))
 
     def skip_page(skip):
         return db.view("picas-dashboard", "states", start_key=["done"], end_key=["done", {}], reduce=False,
@@ -173,12 +188,12 @@ def bench_freshness(server, client, db):
 
     redis = EmbeddedRedis(WORK / "redis").start()
     env = dict(os.environ, CELERY_BROKER_URL=redis.url, COUCHDB_URL=server.url, COUCHDB_USER=server.username,
-               COUCHDB_PASSWORD=server.password, COUCHDB_DATABASES="page-small,page-big", COUCHDB_CREATE_VIEWS="true",
+               COUCHDB_PASSWORD=server.password, COUCHDB_DATABASES="bench-small,bench-big", COUCHDB_CREATE_VIEWS="true",
                COUCHDB_GROUP_FIELD="OBSID", COUCHDB_TIMEOUT="900")
     worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "dashboard", "worker", "--pool", "solo",
                                "--loglevel", "ERROR"], cwd=BASE, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
-    pilot_env = dict(os.environ, PICAS_URL=server.url, PICAS_DB="page-big", PICAS_USER=server.username,
+    pilot_env = dict(os.environ, PICAS_URL=server.url, PICAS_DB="bench-big", PICAS_USER=server.username,
                      PICAS_PASSWORD=server.password, PICAS_DELAY="0.05")
     pilots = [subprocess.Popen([sys.executable, str(BASE / "tests" / "picas_worker.py")], env=pilot_env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
@@ -189,16 +204,16 @@ def bench_freshness(server, client, db):
     settings.COUNTS_MAX_AGE = COUNTS_MAX_AGE
     # Start from the steady state: the snapshot left by the earlier measurements is minutes old, and its first
     # background refresh (the worker starting, the views catching up) is not what a viewer sees afterwards.
-    before = reading.snapshot(get_pool("page-big")).taken_at
-    client.get("/pools/page-big/")
+    before = reading.snapshot(get_pool("bench-big")).taken_at
+    client.get("/pools/bench-big/")
     deadline = time.monotonic() + 300
-    while reading.snapshot(get_pool("page-big")).taken_at == before and time.monotonic() < deadline:
+    while reading.snapshot(get_pool("bench-big")).taken_at == before and time.monotonic() < deadline:
         time.sleep(0.5)
     ages = []
     try:
         end = time.monotonic() + 60
         while time.monotonic() < end:
-            data = client.get("/pools/page-big/", {"format": "json"}).json()
+            data = client.get("/pools/bench-big/", {"format": "json"}).json()
             ages.append(data["counts_age_seconds"])
             time.sleep(1)
     finally:
@@ -211,14 +226,14 @@ def bench_freshness(server, client, db):
     stopped = time.time()
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        client.get("/pools/page-big/")  # asks for a refresh whenever the counts are older than COUNTS_MAX_AGE
-        if reading.snapshot(get_pool("page-big")).data["taken_at"] > stopped:
+        client.get("/pools/bench-big/")  # asks for a refresh whenever the counts are older than COUNTS_MAX_AGE
+        if reading.snapshot(get_pool("bench-big")).data["taken_at"] > stopped:
             break
         time.sleep(0.5)
     worker.terminate()
     worker.wait(30)
     redis.stop()
-    totals = client.get("/pools/page-big/", {"format": "json"}).json()["counts"]
+    totals = client.get("/pools/bench-big/", {"format": "json"}).json()["counts"]
     truth = {s: db.total_rows("Monitor", s) for s in ("todo", "locked", "done", "error")}
     exact = all(totals[s] == truth[s] for s in ("todo", "done", "error")) and (
         totals["locked"] + totals["locked_unknown"] == truth["locked"])
@@ -266,9 +281,9 @@ def raw_rewrite(db, ids, change):
 
 def bench_reset(server):
     print(f"reset of {N} error tokens", flush=True)
-    db = surf_pool(server, "reset", N, lambda i, now: mixed_state(9, now))
-    configure(server, ["reset"])
-    pool = get_pool("reset")
+    db = surf_pool(server, "bench-reset", N, lambda i, now: mixed_state(9, now))
+    configure(server, ["bench-reset"])
+    pool = get_pool("bench-reset")
     job = operations.create_job(pool, None, "reset", Selection("state", bucket="error"), {}, confirmation=str(N))
     job, elapsed, peak = run_job_measured(job)
     ids = [f"token_{i:07d}" for i in range(N)]
@@ -291,17 +306,15 @@ def bench_reset(server):
 
 def bench_tokenset(server):
     print(f"new token set of {N} tokens with an attachment each", flush=True)
-    db = Couch(server.url, "tokenset", server.username, server.password, timeout=900)
-    db.create_database()
-    configure(server, ["tokenset"])
+    fresh_database(server, "bench-tokenset")
+    configure(server, ["bench-tokenset"])
     config = (BASE / "tests" / "fixtures" / "pref_cal1.yaml").read_text()
     surls = "".join(f"srm://srm.grid.sara.nl:8443/pnfs/grid.sara.nl/data/lofar/ops/projects/lc2_035/229585/"
                     f"L229585_SB{i:03d}_uv.dppp.MS_2b1cf5e8.tar\n" for i in range(N))
     options = tokensets.Options(token_type="pref_cal1_L229585", per_token=1)
-    job = tokensets.create_job(get_pool("tokenset"), None, config, surls, options, confirmation=str(N))
+    job = tokensets.create_job(get_pool("bench-tokenset"), None, config, surls, options, confirmation=str(N))
     job, elapsed, peak = run_job_measured(job)
-    raw_db = Couch(server.url, "tokenset-raw", server.username, server.password, timeout=900)
-    raw_db.create_database()
+    raw_db = fresh_database(server, "bench-tokenset-raw")
     plan = tokensets.plan(config, surls, options)
     started, batch = time.perf_counter(), []
     for doc in plan.tokens():
@@ -323,7 +336,7 @@ def bench_tokenset(server):
 def bench_site(server):
     """A real site process: the attachment download through it, and the pool page's weight."""
     print(f"site: {ATTACHMENT_MB} MB attachment download, page weight", flush=True)
-    db = Couch(server.url, "page-big", server.username, server.password, timeout=900)
+    db = Couch(server.url, "bench-big", server.username, server.password, timeout=900)
     blob = WORK / "blob.bin"
     with open(blob, "wb") as f:
         for _ in range(ATTACHMENT_MB):
@@ -333,7 +346,7 @@ def bench_site(server):
         db.put_attachment("token_0000001", "big.bin", body, "application/octet-stream", doc["_rev"])
     port = free_port()
     env = dict(os.environ, COUCHDB_URL=server.url, COUCHDB_USER=server.username, COUCHDB_PASSWORD=server.password,
-               COUCHDB_DATABASES="page-big", COUCHDB_GROUP_FIELD="OBSID", COUCHDB_CREATE_VIEWS="true",
+               COUCHDB_DATABASES="bench-big", COUCHDB_GROUP_FIELD="OBSID", COUCHDB_CREATE_VIEWS="true",
                COUCHDB_TIMEOUT="900", COUNTS_MAX_AGE="3600")
     site = subprocess.Popen([sys.executable, str(BASE / "manage.py"), "runserver", "--noreload", f"127.0.0.1:{port}"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -350,7 +363,7 @@ def bench_site(server):
                                                       "csrfmiddlewaretoken": session.cookies["csrftoken"]},
                      headers={"Referer": base + "/accounts/login/"})
         site_process = psutil.Process(site.pid)
-        session.get(base + "/pools/page-big/")  # warm up
+        session.get(base + "/pools/bench-big/")  # warm up
         before = site_process.memory_info().rss
         peak = before
         done = threading.Event()
@@ -371,11 +384,11 @@ def bench_site(server):
                     size += len(chunk)
             return size, time.perf_counter() - started
 
-        via_site = download(base + "/pools/page-big/attachment/?id=token_0000001&name=big.bin",
+        via_site = download(base + "/pools/bench-big/attachment/?id=token_0000001&name=big.bin",
                             cookies=session.cookies)
         done.set()
         watcher.join()
-        direct = download(f"{server.url}/page-big/token_0000001/big.bin", auth=(server.username, server.password))
+        direct = download(f"{server.url}/bench-big/token_0000001/big.bin", auth=(server.username, server.password))
         assert via_site[0] == direct[0] == ATTACHMENT_MB * 2**20, (via_site[0], direct[0])
         ratio = direct[1] / via_site[1]
         growth = (peak - before) / 2**20
@@ -383,7 +396,7 @@ def bench_site(server):
             f"{growth:.0f} MB; {ratio:.2f} ({ATTACHMENT_MB / via_site[1]:.0f} vs {ATTACHMENT_MB / direct[1]:.0f} MB/s)",
             "<= 50 MB; >= 0.5", growth <= 50 and ratio >= 0.5)
 
-        page = session.get(base + "/pools/page-big/")
+        page = session.get(base + "/pools/bench-big/")
         import re
 
         assets = re.findall(r'(?:src|href)="([^"]+\.(?:css|js))"', page.text)
@@ -473,9 +486,9 @@ def bench_load(server):
     from tokens import history
     from tokens.models import Job
 
-    db = surf_pool(server, "load", N, lambda i, now: mixed_state(9, now))
-    configure(server, ["load"])
-    pool = get_pool("load")
+    db = surf_pool(server, "bench-load", N, lambda i, now: mixed_state(9, now))
+    configure(server, ["bench-load"])
+    pool = get_pool("bench-load")
     started = time.perf_counter()
     reading.refresh(pool)  # builds the dashboard's views: the first page would otherwise wait minutes for them
     history.refresh(pool)
@@ -490,7 +503,7 @@ def bench_load(server):
     # http on loopback: so no https redirect and no secure-only cookies.
     env = dict(os.environ, DEBUG="false", SECURE_SSL_REDIRECT="false", SECURE_COOKIES="false",
                STATIC_ROOT=str(WORK / "static"), LOG_LEVEL="WARNING", COUCHDB_URL=server.url,
-               COUCHDB_USER=server.username, COUCHDB_PASSWORD=server.password, COUCHDB_DATABASES="load",
+               COUCHDB_USER=server.username, COUCHDB_PASSWORD=server.password, COUCHDB_DATABASES="bench-load",
                COUCHDB_CREATE_VIEWS="true", COUCHDB_GROUP_FIELD="OBSID", COUCHDB_TIMEOUT="900")
     subprocess.run([sys.executable, str(BASE / "manage.py"), "collectstatic", "--no-input", "-v", "0"], env=env,
                    check=True)
@@ -573,6 +586,57 @@ def bench_load(server):
         "0 errors; job finishes, all changed", not errors and ok)
 
 
+def bench_first_counts(server):
+    """A new pool: how soon its page has exact counts while the server builds the dashboard's index."""
+    print(f"first counts on a new pool of {N} tokens", flush=True)
+    db = surf_pool(server, "bench-first", N, mixed_state)
+    configure(server, ["bench-first"])
+    settings.COUNTS_INDEX_WAIT = INDEX_WAIT
+    kinds = [i % 10 for i in range(N)]  # mixed_state's buckets
+    expected = {"todo": sum(k < 3 for k in kinds), "locked": kinds.count(3), "done": sum(3 < k < 9 for k in kinds),
+                "error": kinds.count(9)}
+    started = time.perf_counter()
+    snap = reading.refresh(get_pool("bench-first"))
+    first = time.perf_counter() - started
+    counts = {}
+    for bucket, _type, _group, n in snap.data["buckets"]:
+        counts[bucket] = counts.get(bucket, 0) + n
+    exact = counts == expected
+    source = "from the documents" if snap.data.get("indexing") else "from the view"
+    db.view("picas-dashboard", "states", limit=0, reduce=False)  # wait for the index: the rest of the story
+    built = time.perf_counter() - started
+    row("first counts on a new pool", f"time to exact counts at {N} tokens (index not built)",
+        f"{first:.1f} s ({source}, {'exact' if exact else 'NOT exact'}); index built after {built:.0f} s",
+        "<= 30 s, exact", first <= 30 and exact)
+
+
+def servers():
+    """The servers to measure: the embedded pouchdb-server, and the CouchDB that --couchdb URL (or
+    BENCH_COUCHDB_URL) names, e.g. an Apache CouchDB 3.5: (label, server, whether the bench started it)."""
+    found = [("pouchdb-server 4.2.0", None)]
+    url = os.getenv("BENCH_COUCHDB_URL")
+    if "--couchdb" in sys.argv:
+        url = sys.argv[sys.argv.index("--couchdb") + 1]
+    if url:
+        clean, user, password = split_credentials(url)
+        version = requests.get(clean, auth=(user, password), timeout=10).json().get("version", "?")
+        found.append((f"CouchDB {version}", Outside(clean, user, password)))
+    return found
+
+
+class Outside:
+    """A CouchDB server the bench did not start."""
+
+    def __init__(self, url, username, password):
+        self.url, self.username, self.password = url, username, password
+
+    def start(self):
+        return self
+
+    def stop(self):
+        pass
+
+
 def main():
     started = time.monotonic()
     call_command("migrate", verbosity=0)
@@ -580,39 +644,60 @@ def main():
     settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
     client = Client()
     client.force_login(User.objects.get(username="bench"))
-    server = EmbeddedCouch(WORK / "couch", heap_mb=3072).start()  # it keeps a 200 MB attachment in memory
     # BENCH_ONLY=freshness,reset (say) runs some sections; the pool page's pools are built for the first four. The
     # load test (`make load`: 50 clients during a reset, 10-20 more minutes at 100,000 tokens) runs only when named,
     # so that the full bench stays within its half hour.
     only = set(filter(None, os.getenv("BENCH_ONLY", "").split(","))) or {
-        "page", "paging", "freshness", "site", "reset", "tokenset"}
-    try:
-        if only & {"page", "paging", "freshness", "site"}:
-            big = bench_pool_page(server, client)
-        if "paging" in only:
-            bench_paging(client, big)
-        if "freshness" in only:
-            bench_freshness(server, client, big)
-        if "site" in only:
-            bench_site(server)
-        if "reset" in only:
-            bench_reset(server)
-        if "tokenset" in only:
-            bench_tokenset(server)
-        if "load" in only:
-            bench_load(server)
-    finally:
-        server.stop()
+        "page", "paging", "freshness", "site", "first", "reset", "tokenset"}
+    for label, outside in servers():
+        print(f"=== {label}", flush=True)
+        ROWS[label] = []
+        SERVER[0] = label
+        # The dashboard's own records of the previous server's pools (same names) must not carry over.
+        for model in (TokenState, CountSnapshot, PoolHistory, Job):
+            model.objects.all().delete()
+        server = outside or EmbeddedCouch(WORK / "couch", heap_mb=3072).start()  # it keeps a 200 MB attachment
+        try:
+            if only & {"page", "paging", "freshness", "site"}:
+                big = bench_pool_page(server, client)
+            if "paging" in only:
+                bench_paging(client, big)
+            if "freshness" in only:
+                bench_freshness(server, client, big)
+            if "site" in only:
+                bench_site(server)
+            if "first" in only:
+                bench_first_counts(server)
+            if "reset" in only:
+                bench_reset(server)
+            if "tokenset" in only:
+                bench_tokenset(server)
+            if "load" in only:
+                bench_load(server)
+        finally:
+            for db in CREATED:
+                if db.url == server.url:
+                    db.delete_database()
+            CREATED.clear()
+            server.stop()
     print_table(time.monotonic() - started)
 
 
 def print_table(elapsed):
     memory = psutil.virtual_memory().total / 2**30
     machine = f"{os.cpu_count()} cores, {memory:.0f} GiB, Python {sys.version.split()[0]}"
-    lines = [f"Benchmark: {N} tokens, {OBSERVATIONS} observations, embedded pouchdb-server 4.2.0; {machine}; "
+    labels = list(ROWS)
+    lines = [f"Benchmark: {N} tokens, {OBSERVATIONS} observations, on {' and '.join(labels)}; {machine}; "
              f"{elapsed / 60:.1f} min", "",
-             "| what | measure | figure | goal | met |", "|---|---|---|---|---|"]
-    lines += [f"| {' | '.join(r)} |" for r in ROWS]
+             "| what | measure | goal | " + " | ".join(f"{label} | met" for label in labels) + " |",
+             "|---|---|---|" + "---|---|" * len(labels)]
+    first = ROWS[labels[0]]
+    for i, (what, measure, _figure, goal, _met) in enumerate(first):
+        cells = []
+        for label in labels:
+            mine = ROWS[label][i] if i < len(ROWS[label]) else None
+            cells += [mine[2], mine[4]] if mine else ["(not run)", ""]
+        lines.append(f"| {what} | {measure} | {goal} | " + " | ".join(cells) + " |")
     print("\n".join(lines))
     out = os.getenv("BENCH_RESULTS")
     if out:
