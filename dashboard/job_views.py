@@ -6,6 +6,7 @@ Operators act; viewers get 403 on every one of these except reading a job and th
 import math
 
 from django.contrib.auth.models import User
+from django.db.models import Count
 from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
@@ -194,7 +195,8 @@ def job_tokens(request, pk):
     page = list(records[:JOB_TOKENS_PAGE + 1])
     more = page[JOB_TOKENS_PAGE - 1].pk if len(page) > JOB_TOKENS_PAGE else None
     page = page[:JOB_TOKENS_PAGE]
-    counts = {o: getattr(job, o) for o in operations.JOB_OUTCOMES}
+    counts = dict.fromkeys(operations.JOB_OUTCOMES, 0) | dict(
+        JobToken.objects.filter(job=job).values_list("outcome").annotate(n=Count("id")).values_list("outcome", "n"))
     context = {"job": job, "outcome": outcome, "outcomes": operations.JOB_OUTCOMES, "counts": counts,
                "records": page, "next": more, "page_size": JOB_TOKENS_PAGE,
                "action_label": ACTION_LABELS.get(job.action, job.action)}

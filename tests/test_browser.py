@@ -202,7 +202,8 @@ def test_a_viewer_sees_no_action_controls(live_server, busy_pool, open_page):
                              preview_count=1, status=Job.FAILED, message="for the test")
     JobToken.objects.create(job=job, pool=slug, token_id="token_00001", outcome=JobToken.FAILED, reason="test")
     pages = [f"/pools/{slug}/", f"/pools/{slug}/failures/", f"/pools/{slug}/tokens/?state=error",
-             f"/pools/{slug}/stale/?hours=1", f"/pools/{slug}/token/?id=token_00001", f"/jobs/{job.pk}/"]
+             f"/pools/{slug}/stale/?hours=1", f"/pools/{slug}/token/?id=token_00001", f"/jobs/{job.pk}/",
+             f"/jobs/{job.pk}/tokens/?outcome=failed"]
     as_operator = open_page()
     log_in(as_operator, live_server.url, "olga")
     as_viewer = open_page()
@@ -227,6 +228,10 @@ def test_every_main_page_fits_a_desktop_and_a_phone_screen(live_server, demo_poo
                              preview_count=3, status=Job.SUCCEEDED, total=3, changed=2, skipped=1)
     JobToken.objects.create(job=job, pool=SURF, token_id=token_id or "token_00001", outcome=JobToken.SKIPPED,
                             reason="changed meanwhile (now locked)", conflicted=True)
+    for n in (2, 3):
+        JobToken.objects.create(job=job, pool=SURF, token_id=f"token_{n:05d}", outcome=JobToken.CHANGED,
+                                rev_before=f"{n}-6ada97f388573f94695dc15caeadefd9",
+                                rev_after=f"{n + 1}-9c191d46120e05cbb8c04036e827c1f2")
     pages = {
         "pools": "/",
         "pool": f"/pools/{LOFAR}/",
@@ -236,6 +241,7 @@ def test_every_main_page_fits_a_desktop_and_a_phone_screen(live_server, demo_poo
         "stale": f"/pools/{SURF}/stale/?hours=1",
         "job-dry-run": f"/pools/{SURF}/jobs/new/?action=reset&kind=state&bucket=error",
         "job": f"/jobs/{job.pk}/",
+        "job-tokens": f"/jobs/{job.pk}/tokens/?outcome=changed",
         "jobs": "/jobs/",
         "tokenset-form": f"/pools/{LOFAR}/tokensets/new/",
     }

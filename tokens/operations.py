@@ -161,7 +161,8 @@ class Selection:
         if self.kind == "state" or (self.kind == "ids" and self.bucket):
             return bucket == self.bucket
         if self.kind == "stale":
-            return bucket == "locked" and now - lock_time(doc) > self.hours * 3600
+            taken = lock_time(doc)  # None for a lock of "Infinity": locked, but of no age
+            return bucket == "locked" and taken is not None and now - taken > self.hours * 3600
         if self.kind == "failure":
             code = doc.get("exit_code") if style == SURF else doc.get("output")
             code = js_string(code) if code not in (None, "") else "(none)"  # as the failures view keys it
