@@ -12,6 +12,8 @@ import random
 import uuid
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tokens.reading import token_state
 from tokens.states import (
@@ -165,3 +167,55 @@ def test_numbers_read_as_the_engines_read_them():
     assert _js_parse_int("0x") is None and _js_parse_int("0xg") is None and _js_parse_int(" -0x1f") == -31
     assert js_number("0b1") == 1 and js_number("0o7") == 7 and math.isnan(js_number("-0x1"))
     assert js_number("\ufeff5") == 5 and math.isnan(js_number("\x1c5")) and math.isnan(js_number("٣"))
+
+
+# --- the same rules against V8 directly, value by value, with hypothesis shrinking any difference -----------------
+
+# Runs a map function on each JSON line it reads and answers with the keys it emitted (one node for the whole test).
+NODE_MAP = r"""
+const fn = eval("(" + process.argv[1] + ")");
+let rows = [];
+globalThis.emit = (key, value) => rows.push(key);
+require("readline").createInterface({input: process.stdin}).on("line", line => {
+  rows = [];
+  try { fn(JSON.parse(line)); } catch (e) { rows = [["threw", String(e)]]; }
+  process.stdout.write(JSON.stringify(rows) + "\n");
+});
+"""
+
+WHITE = "".join(SPACES)
+scalars = (st.none() | st.booleans() | st.integers() | st.integers(min_value=-(2**80), max_value=2**80)
+           | st.floats(allow_nan=False, allow_infinity=False)
+           | st.text(alphabet=st.sampled_from(list("0123456789+-.eExXoObBInfinityaf_, ") + list(WHITE) + DIGITS),
+                     max_size=8)
+           | st.sampled_from(TEXTS + PREFIXES))
+values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+    st.sampled_from(["a", "message", "0"]), inner, max_size=2), max_leaves=4)
+documents = st.fixed_dictionaries({"_id": st.just("doc")}, optional={
+    "type": st.sampled_from(list(STYLES)) | values, "lock": values, "done": values, "exit_code": values,
+    "status": values, "output": values, GROUP: values})
+
+
+@pytest.fixture(scope="module")
+def node_states():
+    import json
+    import subprocess
+
+    code = own_design_doc(STYLES, GROUP)["views"]["states"]["map"]
+    node = subprocess.Popen(["node", "-e", NODE_MAP, code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def run(doc):
+        node.stdin.write(json.dumps(doc) + "\n")
+        node.stdin.flush()
+        rows = json.loads(node.stdout.readline())
+        return tuple(rows[0][:3]) if rows else None
+
+    yield run
+    node.stdin.close()
+    node.wait(10)
+
+
+@settings(max_examples=3000, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(doc=documents)
+def test_the_twin_agrees_with_v8_on_any_document(node_states, doc):
+    assert token_state(doc, STYLES, GROUP) == node_states(doc)
