@@ -126,6 +126,7 @@ def odd_pool(couch):
 
 def view_rows(db):
     rows, start = {}, None
+    db = db.with_timeout(600)  # the first page waits for the index of 10,000 documents (a minute on a busy machine)
     while True:
         page = db.page(OWN_DDOC, "states", limit=5000, start_key=start)
         for row in page.rows:
