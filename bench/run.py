@@ -635,9 +635,6 @@ class Outside:
     def __init__(self, url, username, password):
         self.url, self.username, self.password = url, username, password
 
-    def start(self):
-        return self
-
     def stop(self):
         pass
 

@@ -747,7 +747,7 @@ def get_job_tokens(
     if after is not None:
         records = records.filter(pk__gt=after)
     page = list(records[:limit + 1])
-    return {"job": job.pk, "outcome": outcome, "count": getattr(job, outcome),
+    return {"job": job.pk, "outcome": outcome, "count": job_views.outcome_counts(job)[outcome],
             "next": page[limit - 1].pk if len(page) > limit else None,
             "tokens": [job_views.token_record_json(r) for r in page[:limit]]}
 

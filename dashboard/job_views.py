@@ -195,14 +195,19 @@ def job_tokens(request, pk):
     page = list(records[:JOB_TOKENS_PAGE + 1])
     more = page[JOB_TOKENS_PAGE - 1].pk if len(page) > JOB_TOKENS_PAGE else None
     page = page[:JOB_TOKENS_PAGE]
-    counts = dict.fromkeys(operations.JOB_OUTCOMES, 0) | dict(
-        JobToken.objects.filter(job=job).values_list("outcome").annotate(n=Count("id")).values_list("outcome", "n"))
+    counts = outcome_counts(job)
     context = {"job": job, "outcome": outcome, "outcomes": operations.JOB_OUTCOMES, "counts": counts,
                "records": page, "next": more, "page_size": JOB_TOKENS_PAGE,
                "action_label": ACTION_LABELS.get(job.action, job.action)}
     payload = {"job": job.pk, "outcome": outcome, "count": counts[outcome], "next": more,
                "tokens": [token_record_json(r) for r in page]}
     return respond(request, "job_tokens.html", context, payload)
+
+
+def outcome_counts(job):
+    """{outcome: tokens} from the job's records (the page and the API count alike)."""
+    return dict.fromkeys(operations.JOB_OUTCOMES, 0) | dict(
+        JobToken.objects.filter(job=job).values_list("outcome").annotate(n=Count("id")).values_list("outcome", "n"))
 
 
 def token_record_json(r):

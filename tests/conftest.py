@@ -33,9 +33,6 @@ class OutsideCouch:
     username: str
     password: str
 
-    def stop(self):
-        pass
-
 
 class CouchDB3:
     """An Apache CouchDB 3 of a test's own, from the `couchdb3` start/stop script that COUCHDB3 names

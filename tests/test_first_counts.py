@@ -2,12 +2,11 @@
 the page saying so; exact, and the same as the view gives once it is built."""
 
 import time
-import uuid
 
 import pytest
 
 from tests.conftest import surf_token
-from tokens import demo, reading
+from tokens import reading
 from tokens.pools import get_pool
 from tokens.states import OWN_DDOC
 
@@ -17,20 +16,14 @@ NOW = int(time.time())
 
 
 @pytest.fixture
-def big_new_pool(couch, couch_server, settings):
-    name = "fresh-" + uuid.uuid4().hex[:8]
-    db = couch(name)
-    db.create_database()
-    demo._surf_design_docs(couch_server.url, couch_server.username, couch_server.password, name)
+def big_new_pool(scratch_pool, settings):
     docs = [surf_token(n) for n in range(4_000)]
     docs += [surf_token(n, lock=NOW - 900, done=NOW - 60, exit_code=0) for n in range(4_000, 8_000)]
     docs += [surf_token(n, lock=NOW - 900, done=NOW - 60, exit_code=1, OBSID="L1") for n in range(8_000, 12_000)]
     for start in range(0, len(docs), 5000):
-        db.bulk_docs(docs[start:start + 5000])
-    settings.COUCHDB_DATABASES = [name]
+        scratch_pool.bulk_docs(docs[start:start + 5000])
     settings.COUCHDB_GROUP_FIELD = "OBSID"
-    yield db
-    db.delete_database()
+    return scratch_pool
 
 
 def test_a_pool_being_indexed_is_counted_from_its_documents_and_says_so(viewer_client, big_new_pool, settings):
