@@ -6,6 +6,8 @@ Failures come in picas's two kinds: PICAS_FAIL_EVERY=n makes every n-th first tr
 and done = now); PICAS_RAISE_EVERY=n makes every n-th first try raise, which picas's Task.error() records as
 lock = done = 99 with the time in error[]. RunActor's max_scrub retries both, after cleanup_run: PICAS_CLEANUP
 seconds of clean-up (copying logs, removing scratch files) lie between saving a failure and scrubbing it.
+PICAS_FIRST / PICAS_LAST (token ids, both optional) limit the pilot to a slice of the todo view, as
+view parameters of picas's iterator.
 """
 
 import os
@@ -45,4 +47,6 @@ if __name__ == "__main__":
     db = CouchDB(url=os.environ["PICAS_URL"], db=os.environ["PICAS_DB"], username=os.environ["PICAS_USER"],
                  password=os.environ["PICAS_PASSWORD"])
     design = os.environ.get("PICAS_DESIGN", "Monitor")
-    Pilot(db, view="todo", design_doc=design).run(max_scrub=int(os.environ.get("PICAS_MAX_SCRUB", "0")))
+    keys = {name: os.environ[variable] for name, variable in (("startkey", "PICAS_FIRST"), ("endkey", "PICAS_LAST"))
+            if os.environ.get(variable)}
+    Pilot(db, view="todo", design_doc=design, **keys).run(max_scrub=int(os.environ.get("PICAS_MAX_SCRUB", "0")))
