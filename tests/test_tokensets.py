@@ -132,6 +132,26 @@ def test_an_oversized_input_is_refused(scratch_pool, settings):
     assert all_docs(scratch_pool) == {}
 
 
+def test_a_set_cancelled_with_a_batch_on_its_way_records_every_token_it_created(scratch_pool, monkeypatch):
+    from tokens.models import Job, JobToken
+
+    job = tokensets.create_job(pool(), None, CONFIG, SURLS, Options(token_type=TYPE, per_token=1))
+    checks = []
+
+    def operator_cancels_after_two_batches(job):
+        checks.append(job.pk)
+        if len(checks) == 3:  # batches 1 and 2 sent, one of them still on its way to CouchDB
+            Job.objects.filter(pk=job.pk).update(cancel_requested=True)
+        if Job.objects.filter(pk=job.pk, cancel_requested=True).exists():
+            raise operations._Cancelled
+
+    monkeypatch.setattr(operations, "_check_cancel", operator_cancels_after_two_batches)
+    job = operations.run_job(job.pk, batch_size=5)
+    created = sorted(all_docs(scratch_pool))
+    assert (job.status, job.changed, len(created)) == ("cancelled", 10, 10)
+    assert sorted(JobToken.objects.filter(job=job, outcome="changed").values_list("token_id", flat=True)) == created
+
+
 def test_real_picas_workers_run_every_created_token_and_the_pool_shows_it_complete(scratch_pool, couch_server,
                                                                                     viewer_client):
     create(per_token=1)

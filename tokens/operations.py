@@ -13,6 +13,7 @@ import hashlib
 import logging
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from django.conf import settings
@@ -405,26 +406,55 @@ def _run(job, pool, batch_size):
     selection = Selection.from_dict(job.selection)
     rules = _retrying(pool_rules, pool, couch)
     started = time.time()
-    if selection.kind in ("ids", "job"):
-        for ids in _id_batches(selection, batch_size):
+    with _Reader(pool, batch_size) as reader:
+        for docs in reader.batches(selection, started):
             _check_cancel(job)
-            docs = _retrying(_fetch, couch, ids)
             _process(job, couch, pool, selection, rules, docs, started)
-        return
-    for view, start, end in selection.view_ranges(started):
-        cursor, first = start, True
-        while True:
-            _check_cancel(job)
+
+
+class _Reader:
+    """Reads a job's batches one ahead: CouchDB answers the next read while the job checks and writes this batch.
+
+    The reading thread has a CouchDB client of its own and touches nothing else; what to read next (a job's
+    records in Django's database, say) is decided in the job's own thread. A read still running when the job
+    stops is left to finish on its own, its answer unused.
+    """
+
+    def __init__(self, pool, batch_size):
+        self.couch, self.batch_size = pool.couch(), batch_size
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-reader")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.thread.shutdown(wait=False, cancel_futures=True)
+
+    def batches(self, selection, now):
+        if selection.kind in ("ids", "job"):
+            ids = _id_batches(selection, self.batch_size)
+            pending = self._fetch(next(ids, None))
+            while pending:
+                docs = pending.result()
+                pending = self._fetch(next(ids, None))
+                yield docs
+            return
+        for view, start, end in selection.view_ranges(now):
             # The first page brings the index up to date; later pages read it as it is, because re-indexing the
             # batch the job just wrote costs the server more than the write itself, and every document read is
             # re-checked anyway (a row whose document moved on is skipped).
-            page = _retrying(couch.page, OWN_DDOC, view, limit=batch_size, start_key=cursor, end_key=end,
-                             include_docs=True, stale=not first)
-            first = False
-            _process(job, couch, pool, selection, rules, [r["doc"] for r in page.rows if r.get("doc")], started)
-            if not page.has_next:
-                break
-            cursor = page.next_key
+            pending = self._page(view, start, end, first=True)
+            while pending:
+                page = pending.result()
+                pending = self._page(view, page.next_key, end, first=False) if page.has_next else None
+                yield [r["doc"] for r in page.rows if r.get("doc")]
+
+    def _fetch(self, ids):
+        return self.thread.submit(_retrying, _fetch, self.couch, ids) if ids else None
+
+    def _page(self, view, start, end, first):
+        return self.thread.submit(_retrying, self.couch.page, OWN_DDOC, view, limit=self.batch_size,
+                                  start_key=start, end_key=end, include_docs=True, stale=not first)
 
 
 def _id_batches(selection, batch_size):
@@ -477,14 +507,15 @@ def _save_batch(job, records):
     reset_queries()  # with DEBUG on, Django keeps every query: a long job's memory would grow with it
 
 
-def create_batch(job, couch, docs):
-    """New documents in one _bulk_docs: an id that exists answers 409 and is reported, never overwritten."""
+def create_batch(job, couch, docs, sent=None):
+    """New documents in one _bulk_docs: an id that exists answers 409 and is reported, never overwritten.
+    `sent` is that _bulk_docs already on its way (a future), when the caller sends one batch ahead."""
     records = []
     try:
         job.total += len(docs)
         writes = {d["_id"]: (d, d) for d in docs}
         try:
-            results = couch.bulk_docs(docs)
+            results = sent.result() if sent else couch.bulk_docs(docs)
         except Unreachable:
             results = _reconcile(job, couch, writes)
         for result in results:

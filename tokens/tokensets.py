@@ -10,6 +10,7 @@ import base64
 import copy
 import math
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import yaml
@@ -298,13 +299,28 @@ def run(job, pool, batch_size):
             couch.put_design(*views)
         except operations.Conflict:
             pass  # created meanwhile by someone else: theirs stands
+    # One batch is on its way to CouchDB (a thread with a client of its own) while the next one is made and the
+    # one before is recorded. Every batch sent is recorded, even when the job stops (a cancel, an error).
+    sent = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenset-writer") as writer:
+        writer_couch = pool.couch()
+        try:
+            for batch in _batches(the_plan.tokens(), batch_size):
+                operations._check_cancel(job)
+                sent.append((batch, writer.submit(writer_couch.bulk_docs, batch)))
+                if len(sent) == 2:
+                    operations.create_batch(job, couch, *sent.pop(0))
+        finally:
+            while sent:
+                operations.create_batch(job, couch, *sent.pop(0))
+
+
+def _batches(items, size):
     batch = []
-    for doc in the_plan.tokens():
-        batch.append(doc)
-        if len(batch) == batch_size:
-            operations._check_cancel(job)
-            operations.create_batch(job, couch, batch)
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
             batch = []
     if batch:
-        operations._check_cancel(job)
-        operations.create_batch(job, couch, batch)
+        yield batch
