@@ -218,6 +218,39 @@ def test_a_viewer_sees_no_action_controls(live_server, busy_pool, open_page):
         assert "viewer" in as_viewer.locator("form.who").inner_text()
 
 
+def test_a_pool_the_server_is_still_indexing_says_its_counts_come_from_the_documents(live_server, scratch_pool,
+                                                                                      open_page, settings):
+    from tokens import reading
+    from tokens.pools import get_pool
+
+    settings.COUCHDB_GROUP_FIELD = "OBSID"
+    settings.COUNTS_INDEX_WAIT = 0.2  # far less than any server takes to index 12,000 tokens
+    settings.COUNTS_MAX_AGE = 3600  # the page shows the counts taken here, not a later refill from the built view
+    docs = [surf_token(n, OBSID=f"L{229585 + n % 3}") for n in range(6_000)]
+    docs += [surf_token(n, lock=NOW - 900, done=NOW - 60, exit_code=n % 2, OBSID=f"L{229585 + n % 3}")
+             for n in range(6_000, 12_000)]
+    for start in range(0, len(docs), 5000):
+        scratch_pool.bulk_docs(docs[start:start + 5000])
+    assert reading.refresh(get_pool(scratch_pool.database)).data["indexing"]
+    make_user("victor", VIEWERS)
+    for width in WIDTHS:
+        page = open_page(width)
+        log_in(page, live_server.url, "victor")
+        page.goto(live_server.url + f"/pools/{scratch_pool.database}/")
+        banner = page.locator(".banner.warn[role=status]")
+        assert banner.inner_text().startswith("Counted from the documents themselves: the server is")
+        assert page.locator("ul.legend").inner_text().count("3,000") + page.locator(
+            "ul.legend").inner_text().count("3000") >= 2  # done and error, 3,000 each
+        # What comes from an index still being built says it waits, never a 0 that reads as "nothing finished".
+        first_row = page.locator("table.observations tbody tr").first.locator("td")
+        assert [first_row.nth(i).inner_text() for i in (-2, -1)] == ["…", "…"]
+        shoot(page, f"pool-indexing-{width}")
+        assert overflow(page) <= 1
+        page.get_by_role("link", name="L229585 · token").click()
+        assert "ETA: waits for the server's index" in page.locator("#counts").inner_text()
+        assert page.locator(".banner.warn[role=status]").is_visible()
+
+
 def test_every_main_page_fits_a_desktop_and_a_phone_screen(live_server, demo_pools, open_page, couch):
     make_user("olga", OPERATORS)
     surf = couch(SURF)
