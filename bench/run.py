@@ -39,8 +39,8 @@ from dashboard.embedded import EmbeddedCouch, free_port  # noqa: E402
 from tokens import operations, reading, tokensets  # noqa: E402
 from tokens.couch import Couch, NotFound, split_credentials  # noqa: E402
 from tokens.models import CountSnapshot, Job, PoolHistory, TokenState  # noqa: E402
-from tokens.operations import Selection  # noqa: E402
 from tokens.pools import get_pool  # noqa: E402
+from tokens.selections import Selection  # noqa: E402
 from tokens.worker_views import surf_design_doc  # noqa: E402
 
 N = int(os.getenv("BENCH_TOKENS", "100000"))

@@ -9,7 +9,7 @@ from django.views.decorators.http import require_GET, require_POST
 from dashboard.models import ApiToken
 from dashboard.roles import is_operator
 from dashboard.throttle import ThrottledLoginForm
-from dashboard.views import respond, wants_json
+from dashboard.web import respond, wants_json
 
 
 def token_json(t):

@@ -29,13 +29,13 @@ from ninja.security.apikey import APIKeyCookie
 from ninja.utils import check_csrf
 from pydantic import AfterValidator, create_model, field_validator
 
-from dashboard import export_views, job_views, views
+from dashboard import export_views, job_views, views, web
 from dashboard.models import ApiToken
 from dashboard.roles import is_operator
-from tokens import exports, operations, reading
+from tokens import actions, exports, operations, reading, selections
 from tokens.couch import CouchError, NotFound
 from tokens.models import Job
-from tokens.operations import OperationError, Selection
+from tokens.selections import OperationError, Selection
 from tokens.states import BUCKETS, STATES
 
 log = logging.getLogger(__name__)
@@ -212,7 +212,7 @@ After = Annotated[Text | None, Query(description="The `next` of the previous pag
 
 
 def pool_of(slug):
-    return views.pool_or_404(slug)
+    return web.pool_or_404(slug)
 
 
 def snapshot_of(pool):
@@ -588,7 +588,7 @@ def list_failures(
     pool = pool_of(slug)
     snap = snapshot_of(pool)
     result = reading.failure_groups(snap.data, type or None, group or None)
-    return {"pool": pool.slug, **views.snapshot_meta(snap), "own_views": snap.data["own_views"], **result}
+    return {"pool": pool.slug, **web.snapshot_meta(snap), "own_views": snap.data["own_views"], **result}
 
 
 @api.get("/pools/{slug}/stale", response={200: StaleLocks, **errors(400, *READ_ERRORS)}, tags=["tokens"])
@@ -692,11 +692,11 @@ def create_job(request, slug: Slug, body: JobIn):
     selection = selection_of(body)
     params = params_of(body)
     if body.dry_run:
-        operations.check_params(body.action, params)
-        seen = operations.preview(pool, selection)
+        actions.check_params(body.action, params)
+        seen = selections.preview(pool, selection)
         return 200, {"dry_run": True, "action": body.action, "selection": selection.as_dict(),
                      "description": selection.describe(), "count": seen["count"], "sample": seen["sample"],
-                     "needs_confirmation": operations.needs_typed_confirmation(body.action, seen["count"])}
+                     "needs_confirmation": selections.needs_typed_confirmation(body.action, seen["count"])}
     job = operations.create_job(pool, request.auth, body.action, selection, params, confirmation=body.confirm,
                                 via="api")
     operations.enqueue(job)

@@ -10,7 +10,7 @@ from django.http import StreamingHttpResponse
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET
 
-from dashboard.views import couch_error, pool_or_404, respond, snapshot_or_error, wants_json
+from dashboard.web import couch_error, pool_or_404, respond, snapshot_or_error, wants_json
 from tokens import exports
 from tokens.couch import CouchError
 

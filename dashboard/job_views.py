@@ -14,11 +14,11 @@ from django_htmx.http import HttpResponseStopPolling
 
 from dashboard.export_views import csv_download
 from dashboard.roles import operator_required
-from dashboard.views import couch_error, pool_or_404, respond, wants_json
-from tokens import operations
+from dashboard.web import couch_error, pool_or_404, respond, wants_json
+from tokens import actions, operations, selections, uploads
 from tokens.couch import CouchError
 from tokens.models import Job, JobToken
-from tokens.operations import OperationError, Selection
+from tokens.selections import OperationError, Selection
 from tokens.states import BUCKET_LABELS, group_from
 
 OPERATION_LABELS = {"reset": "Reset / retry", "set_field": "Set a field", "attach": "Attach a file",
@@ -63,13 +63,13 @@ def params_from(request, action):
     if action == "set_field":
         params = {"field": post.get("field", "").strip(), "value_type": post.get("value_type", "string"),
                   "allow_state_fields": post.get("allow_state_fields") == "on"}
-        params["value"] = operations.parse_value(post.get("value", ""), params["value_type"])
+        params["value"] = actions.parse_value(post.get("value", ""), params["value_type"])
         return params
     if action == "attach":
         uploaded = request.FILES.get("file")
         if uploaded is None:
             raise OperationError("Choose a file to attach")
-        upload_id, size, digest = operations.save_upload(uploaded)
+        upload_id, size, digest = uploads.save_upload(uploaded)
         return {"name": post.get("name", "").strip() or uploaded.name, "upload": upload_id, "size": size,
                 "digest": digest, "content_type": uploaded.content_type or "application/octet-stream"}
     return {}
@@ -86,7 +86,7 @@ def job_new(request, slug):
         if action not in OPERATION_LABELS:
             raise OperationError(f"Unknown action {action!r}")
         selection = selection_from(request.GET)
-        seen = operations.preview(pool, selection)
+        seen = selections.preview(pool, selection)
     except OperationError as e:
         return respond(request, "job_new.html", {**context, "problem": str(e)}, {"error": str(e)}, status=400)
     except CouchError as e:
@@ -95,8 +95,8 @@ def job_new(request, slug):
     query.pop("action", None)
     context.update(selection=selection, description=selection.describe(), preview=seen,
                    action_labels=OPERATION_LABELS, query_without_action=query.urlencode(),
-                   typed=operations.needs_typed_confirmation(action, seen["count"]),
-                   state_fields=sorted(operations.STATE_FIELDS))
+                   typed=selections.needs_typed_confirmation(action, seen["count"]),
+                   state_fields=sorted(actions.STATE_FIELDS))
     payload = {"action": action, "selection": selection.as_dict(), "count": seen["count"], "sample": seen["sample"],
                "needs_typed_confirmation": context["typed"]}
     return respond(request, "job_new.html", context, payload)
@@ -181,7 +181,7 @@ def job_tokens(request, pk):
     each one's revisions before and after; as CSV for the whole list; a link that selects them for a new job."""
     job = get_object_or_404(Job.objects.select_related("user"), pk=pk)
     outcome = request.GET.get("outcome", JobToken.CHANGED)
-    if outcome not in operations.JOB_OUTCOMES:
+    if outcome not in selections.JOB_OUTCOMES:
         raise Http404("outcome is changed, skipped or failed")
     records = JobToken.objects.filter(job=job, outcome=outcome).order_by("pk")
     if request.GET.get("format") == "csv":
@@ -196,7 +196,7 @@ def job_tokens(request, pk):
     more = page[JOB_TOKENS_PAGE - 1].pk if len(page) > JOB_TOKENS_PAGE else None
     page = page[:JOB_TOKENS_PAGE]
     counts = outcome_counts(job)
-    context = {"job": job, "outcome": outcome, "outcomes": operations.JOB_OUTCOMES, "counts": counts,
+    context = {"job": job, "outcome": outcome, "outcomes": selections.JOB_OUTCOMES, "counts": counts,
                "records": page, "next": more, "page_size": JOB_TOKENS_PAGE,
                "action_label": ACTION_LABELS.get(job.action, job.action)}
     payload = {"job": job.pk, "outcome": outcome, "count": counts[outcome], "next": more,
@@ -206,7 +206,7 @@ def job_tokens(request, pk):
 
 def outcome_counts(job):
     """{outcome: tokens} from the job's records (the page and the API count alike)."""
-    return dict.fromkeys(operations.JOB_OUTCOMES, 0) | dict(
+    return dict.fromkeys(selections.JOB_OUTCOMES, 0) | dict(
         JobToken.objects.filter(job=job).values_list("outcome").annotate(n=Count("id")).values_list("outcome", "n"))
 
 

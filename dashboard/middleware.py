@@ -12,7 +12,7 @@ class JsonNotFoundMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request, exception):
-        from dashboard.views import wants_json
+        from dashboard.web import wants_json
 
         if isinstance(exception, Http404) and wants_json(request):
             return JsonResponse({"error": str(exception) or "Not found"}, status=404)

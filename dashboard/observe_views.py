@@ -10,7 +10,7 @@ from django.views.decorators.http import require_GET, require_safe
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from dashboard import charts, health
-from dashboard.views import labels, pool_or_404, respond, snapshot_meta, snapshot_or_error, status_of
+from dashboard.web import labels, pool_or_404, respond, snapshot_meta, snapshot_or_error, status_of
 from tokens import history, metrics, reading
 from tokens.states import STATES, group_from
 

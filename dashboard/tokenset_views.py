@@ -6,10 +6,10 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from dashboard.job_views import start
 from dashboard.roles import operator_required
-from dashboard.views import couch_error, pool_or_404, wants_json
-from tokens import operations, tokensets
+from dashboard.web import couch_error, pool_or_404, wants_json
+from tokens import selections, tokensets
 from tokens.couch import CouchError
-from tokens.operations import OperationError
+from tokens.selections import OperationError
 from tokens.tokensets import Options, TokenSetError
 
 
@@ -65,7 +65,7 @@ def tokenset_new(request, slug):
     if wants_json(request):
         return JsonResponse(seen)
     context.update(preview=seen, config_text=config_text, items_text=items_text,
-                   typed=operations.needs_typed_confirmation("create", seen["count"]))
+                   typed=selections.needs_typed_confirmation("create", seen["count"]))
     return render(request, "tokenset_new.html", context)
 
 

@@ -12,69 +12,23 @@ from django.shortcuts import render
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET
 
+from dashboard.job_views import token_jobs
+from dashboard.observe_views import pool_charts
+from dashboard.web import (
+    couch_error,
+    labels,
+    pool_or_404,
+    respond,
+    snapshot_meta,
+    snapshot_or_error,
+    status_of,
+    wants_json,
+)
 from tokens import reading
 from tokens.couch import CouchError, NotFound
 from tokens.oddities import oddities, safe_file_name
-from tokens.pools import all_pools, get_pool
-from tokens.states import BUCKET_HELP, BUCKET_LABELS, BUCKETS, OUT_OF_VIEW, STATES, STYLE_LABELS, group_from
-
-
-def wants_json(request):
-    if request.GET.get("format") == "json":
-        return True
-    accept = request.headers.get("Accept", "")
-    return "application/json" in accept and "text/html" not in accept
-
-
-def respond(request, template, context, payload, status=200):
-    if wants_json(request):
-        return JsonResponse(payload, status=status, json_dumps_params={"ensure_ascii": False})
-    if request.htmx and request.htmx.target and not request.htmx.boosted:
-        template += "#" + request.htmx.target
-    return render(request, template, context, status=status)
-
-
-def couch_error(request, pool, error, template="error.html"):
-    """A CouchDB failure as a page with a banner, or as JSON with the matching status."""
-    payload = {"error": str(error), "pool": pool.slug if pool else None}
-    return respond(request, template, {"pool": pool, "error": str(error)}, payload, status=error.status)
-
-
-def pool_or_404(slug):
-    pool = get_pool(slug)
-    if pool is None:
-        raise Http404("No such pool")
-    return pool
-
-
-def snapshot_or_error(request, pool):
-    """The pool's snapshot; (None, response) when there are no counts to show at all."""
-    snap = reading.snapshot(pool)
-    if snap.data is None:
-        return None, couch_error(request, pool, _SnapshotError(snap))
-    return snap, None
-
-
-class _SnapshotError(CouchError):
-    def __init__(self, snap):
-        super().__init__(snap.error or "no counts yet")
-        self.status = snap.error_status or 503
-
-
-def snapshot_meta(snap):
-    return {
-        "counts_age_seconds": round(snap.age(), 1),
-        "counts_taken_at": snap.taken_at.isoformat(),
-        "error": snap.error or None,
-        "error_at": snap.error_at.isoformat() if snap.error_at else None,
-        # While the server builds a new index: which views wait for it, and how far it is (CouchDB 3 says).
-        "indexing": (snap.data or {}).get("indexing"),
-    }
-
-
-def status_of(snap):
-    """A page whose latest refresh failed still shows the older counts, but says so with its status."""
-    return (snap.error_status or 503) if snap.error else 200
+from tokens.pools import all_pools
+from tokens.states import BUCKETS, OUT_OF_VIEW, STATES, STYLE_LABELS, group_from
 
 
 def not_found(request, exception=None):
@@ -82,10 +36,6 @@ def not_found(request, exception=None):
     if wants_json(request):
         return JsonResponse({"error": message}, status=404)
     return render(request, "404.html", {"message": message}, status=404)
-
-
-def labels():
-    return {"bucket_labels": BUCKET_LABELS, "bucket_help": BUCKET_HELP, "buckets": BUCKETS}
 
 
 def pool_rows():
@@ -149,7 +99,6 @@ def pool(request, slug):
         **labels(),
     }
     # Charts: the pool's tokens per hour and a sparkline per observation, from the stored history.
-    from dashboard.observe_views import pool_charts
 
     chart_context, chart_payload = pool_charts(pool, data, observations)
     context.update(chart_context)
@@ -304,7 +253,6 @@ def token(request, slug):
         return couch_error(request, pool, e)
     snap = reading.snapshot(pool)
     facts = reading.token_facts(doc, snap.data["types"] if snap.data else {})
-    from dashboard.job_views import token_jobs
 
     touched = token_jobs(pool.slug, doc_id)
     odd = oddities(doc, snap.data["types"] if snap.data else None)

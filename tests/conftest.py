@@ -188,7 +188,7 @@ def scratch_pool(couch_server, couch, settings):
     name = "ops-" + uuid.uuid4().hex[:8]
     db = couch(name)
     db.create_database()
-    demo._surf_design_docs(couch_server.url, couch_server.username, couch_server.password, name)
+    demo.surf_design_docs(couch_server.url, couch_server.username, couch_server.password, name)
     from tokens.worker_views import lrt_design_doc
 
     lrt = lrt_design_doc("pref_cal1_L229585", "0.5")

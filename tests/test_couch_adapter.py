@@ -44,7 +44,7 @@ def test_it_reports_a_conflict_on_a_stale_revision(scratch):
     first = scratch.get("t1")
     scratch.client.put_document(db=scratch.database, doc_id="t1", document={**first, "lock": 1})
     with pytest.raises(Conflict):
-        scratch._call(scratch.client.put_document, db=scratch.database, doc_id="t1", document={**first, "lock": 2})
+        scratch.call(scratch.client.put_document, db=scratch.database, doc_id="t1", document={**first, "lock": 2})
 
 
 def test_it_takes_credentials_out_of_a_url():

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.django_db
 
 
 def all_docs(db):
-    rows = db._call(db.client.post_all_docs, db=db.database, include_docs=True)["rows"]
+    rows = db.call(db.client.post_all_docs, db=db.database, include_docs=True)["rows"]
     return [r["doc"] for r in rows]
 
 

@@ -175,7 +175,7 @@ def site(tmp_path_factory, couch_server, redis_server):
     database = "deploy-" + uuid.uuid4().hex[:8]
     couch = Couch(couch_server.url, database, couch_server.username, couch_server.password)
     couch.create_database()
-    demo._surf_design_docs(couch_server.url, couch_server.username, couch_server.password, database)
+    demo.surf_design_docs(couch_server.url, couch_server.username, couch_server.password, database)
     couch.bulk_docs([errored(n) for n in range(6)] + [surf_token(n) for n in range(6, 10)])
     (tmp / "couchdb_password").write_text(couch_server.password + "\n")
     env = production_env(

@@ -58,7 +58,7 @@ def routes(demo_pools, operator):
 
 def revs(couch):
     db = couch(SURF)
-    return {r["id"]: r["value"]["rev"] for r in db._call(db.client.post_all_docs, db=SURF)["rows"]}
+    return {r["id"]: r["value"]["rev"] for r in db.call(db.client.post_all_docs, db=SURF)["rows"]}
 
 
 def test_anonymous_users_cannot_write_anywhere(routes, client, couch):

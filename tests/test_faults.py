@@ -16,8 +16,8 @@ from tests.conftest import server_env, use_broker
 from tests.test_job_safety import errored, reset_in_couch, wait_for
 from tokens import operations
 from tokens.models import Job
-from tokens.operations import Selection
 from tokens.pools import all_pools
+from tokens.selections import Selection
 
 pytestmark = pytest.mark.django_db(transaction=True)
 BASE = Path(__file__).resolve().parent.parent
@@ -30,7 +30,7 @@ def start_worker(env, tmp_path):
 
 
 def scrub_counts(db):
-    rows = db._call(db.client.post_all_docs, db=db.database, include_docs=True)["rows"]
+    rows = db.call(db.client.post_all_docs, db=db.database, include_docs=True)["rows"]
     return [r["doc"].get("scrub_count", 0) for r in rows if not r["id"].startswith("_design/")]
 
 

@@ -132,7 +132,7 @@ def test_a_refresh_that_started_from_an_older_sequence_writes_nothing(scratch_po
     refresh()
     before = sorted(TokenState.objects.filter(pool=pool.slug).values_list("doc_id", "bucket"))
 
-    with pytest.raises(reading._Overtaken):
-        reading._apply_changes(pool, pool.couch(), {"token": "surf"}, older)
+    with pytest.raises(reading.Overtaken):
+        reading.apply_changes(pool, pool.couch(), {"token": "surf"}, older)
 
     assert sorted(TokenState.objects.filter(pool=pool.slug).values_list("doc_id", "bucket")) == before

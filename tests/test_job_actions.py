@@ -6,11 +6,11 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from tests.conftest import surf_token
-from tokens import operations
+from tokens import actions, operations, uploads
 from tokens.couch import NotFound
 from tokens.models import JobToken
-from tokens.operations import OperationError, Selection
 from tokens.pools import all_pools
+from tokens.selections import OperationError, Selection
 
 pytestmark = pytest.mark.django_db
 
@@ -33,7 +33,7 @@ def done_tokens(db, n):
 def test_set_field_writes_the_typed_value_on_every_selected_token(scratch_pool, text, value_type, value):
     done_tokens(scratch_pool, 6)
     job = run("set_field", Selection("state", bucket="done"),
-              {"field": "priority", "value": operations.parse_value(text, value_type), "value_type": value_type})
+              {"field": "priority", "value": actions.parse_value(text, value_type), "value_type": value_type})
     assert job.changed == 6
     assert all(scratch_pool.get(f"token_{i:05d}")["priority"] == value for i in range(6))
     assert scratch_pool.get("token_00000")["lock"] == NOW - 100  # nothing else moves
@@ -57,7 +57,7 @@ def test_set_field_never_sets_couchdbs_own_fields(scratch_pool, field):
 def test_bad_typed_values_are_refused_with_a_message():
     for text, value_type in (("ten", "number"), ("maybe", "boolean"), ("{oops", "json"), ("nan", "number")):
         with pytest.raises(OperationError):
-            operations.parse_value(text, value_type)
+            actions.parse_value(text, value_type)
 
 
 def test_set_field_twice_changes_nothing_the_second_time(scratch_pool):
@@ -77,7 +77,7 @@ def test_delete_leaves_tombstones_and_always_wants_the_count_typed(scratch_pool)
         scratch_pool.get("token_00000")
     # A tombstone, not a purge: the deleting revision is there to read.
     rev = JobToken.objects.get(job=job, token_id="token_00000").rev_after
-    tombstone = scratch_pool._call(scratch_pool.client.get_document, db=scratch_pool.database,
+    tombstone = scratch_pool.call(scratch_pool.client.get_document, db=scratch_pool.database,
                                    doc_id="token_00000", rev=rev)
     assert tombstone["_deleted"] is True
     design = {d["_id"] for d in scratch_pool.design_docs()}
@@ -87,7 +87,7 @@ def test_delete_leaves_tombstones_and_always_wants_the_count_typed(scratch_pool)
 def test_attach_streams_one_file_to_every_selected_token_under_its_name(scratch_pool):
     done_tokens(scratch_pool, 5)
     content = b"srm://a\nsrm://b\n" * 5000
-    upload_id, size, digest = operations.save_upload(SimpleUploadedFile("list.txt", content))
+    upload_id, size, digest = uploads.save_upload(SimpleUploadedFile("list.txt", content))
     params = {"name": "inputs/srm list.txt", "upload": upload_id, "size": size, "digest": digest,
               "content_type": "text/plain"}
     job = run("attach", Selection("state", bucket="done"), params)
@@ -101,7 +101,7 @@ def test_attach_streams_one_file_to_every_selected_token_under_its_name(scratch_
 def test_an_upload_over_the_limit_is_refused(settings):
     settings.JOB_UPLOAD_MAX_BYTES = 10
     with pytest.raises(OperationError, match="the limit is 10"):
-        operations.save_upload(SimpleUploadedFile("big.txt", b"x" * 11))
+        uploads.save_upload(SimpleUploadedFile("big.txt", b"x" * 11))
 
 
 def test_the_management_command_runs_the_same_reset(scratch_pool, capsys):
@@ -120,7 +120,7 @@ def test_the_management_command_runs_the_same_reset(scratch_pool, capsys):
 
 def test_an_attach_jobs_upload_is_removed_when_it_ends(scratch_pool):
     done_tokens(scratch_pool, 1)
-    upload_id, size, digest = operations.save_upload(SimpleUploadedFile("x.txt", b"x"))
+    upload_id, size, digest = uploads.save_upload(SimpleUploadedFile("x.txt", b"x"))
     run("attach", Selection("state", bucket="done"), {"name": "x.txt", "upload": upload_id, "size": size,
                                                        "digest": digest})
-    assert not operations.upload_path(upload_id).exists()
+    assert not uploads.upload_path(upload_id).exists()

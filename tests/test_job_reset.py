@@ -5,10 +5,10 @@ import time
 import pytest
 
 from tests.conftest import surf_token
-from tokens import operations
+from tokens import operations, selections
 from tokens.models import Job, JobToken
-from tokens.operations import OperationError, Selection
 from tokens.pools import all_pools
+from tokens.selections import OperationError, Selection
 
 pytestmark = pytest.mark.django_db
 
@@ -80,7 +80,7 @@ def test_locked_tokens_are_reset_by_lock_age_only(scratch_pool):
 def test_the_preview_count_equals_what_is_then_changed(scratch_pool):
     scratch_pool.bulk_docs([errored(n) for n in range(40)] + [surf_token(n) for n in range(40, 60)])
     selection = Selection("state", bucket="error")
-    seen = operations.preview(pool(), selection)
+    seen = selections.preview(pool(), selection)
     job = run("reset", selection)
     assert seen["count"] == job.preview_count == job.changed == 40
     assert JobToken.objects.filter(job=job, outcome="changed").count() == 40
@@ -89,11 +89,11 @@ def test_the_preview_count_equals_what_is_then_changed(scratch_pool):
 def test_running_the_same_reset_twice_changes_nothing_the_second_time(scratch_pool):
     scratch_pool.bulk_docs([errored(n) for n in range(10)])
     run("reset", Selection("state", bucket="error"))
-    revs = {d["id"]: d["value"]["rev"] for d in scratch_pool._call(
+    revs = {d["id"]: d["value"]["rev"] for d in scratch_pool.call(
         scratch_pool.client.post_all_docs, db=scratch_pool.database)["rows"]}
     second = run("reset", Selection("state", bucket="error"))
     assert second.preview_count == second.changed == 0
-    assert revs == {d["id"]: d["value"]["rev"] for d in scratch_pool._call(
+    assert revs == {d["id"]: d["value"]["rev"] for d in scratch_pool.call(
         scratch_pool.client.post_all_docs, db=scratch_pool.database)["rows"]}
 
 
@@ -111,7 +111,7 @@ def test_a_whole_observation_can_be_selected_across_its_states(scratch_pool, set
     scratch_pool.bulk_docs([errored(1, OBSID="L1"), surf_token(2, OBSID="L1"),
                             surf_token(3, OBSID="L1", lock=NOW - 5, done=NOW, exit_code=0), errored(4, OBSID="L2")])
     selection = Selection("observation", type="token", group="L1")
-    assert operations.preview(pool(), selection)["count"] == 3
+    assert selections.preview(pool(), selection)["count"] == 3
     job = run("set_field", selection, {"field": "campaign", "value": "c7"})
     assert job.changed == 3
     assert "campaign" not in scratch_pool.get("token_00004")

@@ -10,11 +10,11 @@ import pytest
 
 from dashboard.embedded import EmbeddedCouch
 from tests.conftest import own_couch_server, server_env, surf_token
-from tokens import operations
+from tokens import actions, operations, selections
 from tokens.couch import Couch, NotFound
 from tokens.models import Job, JobToken
-from tokens.operations import Selection
 from tokens.pools import all_pools
+from tokens.selections import Selection
 from tokens.states import classify
 
 NOW = int(time.time())
@@ -49,12 +49,12 @@ def test_a_token_changed_by_a_worker_after_the_job_read_it_is_rechecked_not_over
     scratch_pool.bulk_docs([surf_token(1, lock=STALE, hostname="slow-but-alive"), errored(2), errored(3)])
     pool = all_pools()[0]
     couch = pool.couch()
-    rules = operations.pool_rules(pool, couch)
+    rules = selections.pool_rules(pool, couch)
     stale_job = Job.objects.create(pool=pool.slug, action="reset", selection={"kind": "stale", "hours": 24},
                                    preview_count=1)
     error_job = Job.objects.create(pool=pool.slug, action="reset", selection={"kind": "state", "bucket": "error"},
                                    preview_count=2)
-    read_by_job = {d["_id"]: d for d in operations._fetch(couch, ["token_00001", "token_00002", "token_00003"])}
+    read_by_job = {d["_id"]: d for d in selections.fetch(couch, ["token_00001", "token_00002", "token_00003"])}
 
     # Meanwhile the real picas client: the slow pilot finishes token 1, a pilot's max_scrub retry scrubs
     # token 2, and someone annotates token 3 (which stays in error).
@@ -70,10 +70,10 @@ def test_a_token_changed_by_a_worker_after_the_job_read_it_is_rechecked_not_over
     annotated["note"] = "looked at"
     db.save(annotated)
 
-    operations._process(stale_job, couch, pool, Selection("stale", hours=24), rules, [read_by_job["token_00001"]],
-                        time.time())
-    operations._process(error_job, couch, pool, Selection("state", bucket="error"), rules,
-                        [read_by_job["token_00002"], read_by_job["token_00003"]], time.time())
+    actions.process_batch(stale_job, couch, Selection("stale", hours=24), rules, [read_by_job["token_00001"]],
+                          time.time())
+    actions.process_batch(error_job, couch, Selection("state", bucket="error"), rules,
+                          [read_by_job["token_00002"], read_by_job["token_00003"]], time.time())
 
     token1 = scratch_pool.get("token_00001")
     assert token1["done"] > 0 and token1["exit_code"] == 0  # the worker's result stands
@@ -113,7 +113,7 @@ def test_resetting_errors_and_stale_locks_while_pilots_run_loses_no_result(scrat
             for selection in (Selection("state", bucket="error"), Selection("stale", hours=24)):
                 jobs.append(operations.run_job(operations.create_job(
                     pool, None, "reset", selection, {}, confirmation=str(
-                        operations.preview(pool, selection)["count"])).pk, batch_size=5))
+                        selections.preview(pool, selection)["count"])).pk, batch_size=5))
     finally:
         outputs = [p.communicate(timeout=120)[0] for p in pilots]
     # No pilot crashed: a reset never hit a pilot's own scrub save (picas does not handle a 409 there).
@@ -132,7 +132,7 @@ def test_resetting_errors_and_stale_locks_while_pilots_run_loses_no_result(scrat
     compacted = 0
     for record in changed:
         try:
-            replaced = scratch_pool._call(scratch_pool.client.get_document, db=scratch_pool.database,
+            replaced = scratch_pool.call(scratch_pool.client.get_document, db=scratch_pool.database,
                                           doc_id=record.token_id, rev=record.rev_before)
         except NotFound:
             compacted += 1
@@ -144,7 +144,7 @@ def test_resetting_errors_and_stale_locks_while_pilots_run_loses_no_result(scrat
     assert compacted == 0 or not isinstance(couch_server, EmbeddedCouch)
     # A pilot's result is never undone (reset keeps `output`, so a reset done token would show here), and
     # every token is still there.
-    docs = [r["doc"] for r in scratch_pool._call(scratch_pool.client.post_all_docs, db=scratch_pool.database,
+    docs = [r["doc"] for r in scratch_pool.call(scratch_pool.client.post_all_docs, db=scratch_pool.database,
                                                  include_docs=True)["rows"] if not r["id"].startswith("_design/")]
     assert len(docs) == 400
     # The pilots' exceptions happened (the failures picas marks lock = done = 99), and some were reset.
@@ -167,7 +167,7 @@ def wait_for(condition, seconds=60, step=0.05):
 
 
 def reset_in_couch(db):
-    rows = db._call(db.client.post_all_docs, db=db.database, include_docs=True)["rows"]
+    rows = db.call(db.client.post_all_docs, db=db.database, include_docs=True)["rows"]
     return sum(1 for r in rows if r["doc"].get("scrub_count") == 1)
 
 
@@ -202,7 +202,7 @@ def test_couchdb_going_away_mid_job_fails_it_with_an_exact_account_and_a_safe_re
         db.create_database()
         from tokens import demo
 
-        demo._surf_design_docs(server.url, server.username, server.password, "outage")
+        demo.surf_design_docs(server.url, server.username, server.password, "outage")
         db.bulk_docs([errored(n) for n in range(300)])
         pk = operator_client.post("/pools/outage/jobs/?format=json",
                                   {"action": "reset", "kind": "state", "bucket": "error"}).json()["id"]
@@ -234,9 +234,9 @@ def test_a_job_whose_worker_stopped_reporting_is_shown_interrupted_and_reruns_sa
     scratch_pool.bulk_docs([errored(n) for n in range(10)])
     pool = all_pools()[0]
     job = operations.create_job(pool, None, "reset", Selection("state", bucket="error"), {})
-    operations._process(job, pool.couch(), pool, Selection("state", bucket="error"),
-                        operations.pool_rules(pool, pool.couch()),
-                        operations._fetch(pool.couch(), [f"token_{n:05d}" for n in range(4)]), time.time())
+    actions.process_batch(job, pool.couch(), Selection("state", bucket="error"),
+                          selections.pool_rules(pool, pool.couch()),
+                          selections.fetch(pool.couch(), [f"token_{n:05d}" for n in range(4)]), time.time())
     Job.objects.filter(pk=job.pk).update(status=Job.RUNNING, heartbeat_at=job.created_at.replace(year=2000))
     assert operations.mark_interrupted() == 1
     assert Job.objects.get(pk=job.pk).status == "interrupted"
@@ -288,5 +288,5 @@ def test_a_worker_killed_mid_job_leaves_an_interrupted_job_that_reruns_safely(
                                                      confirmation=str(400 - written)).pk)
     assert rerun.status == "succeeded" and rerun.changed == 400 - written
     assert reset_in_couch(scratch_pool) == 400
-    rows = scratch_pool._call(scratch_pool.client.post_all_docs, db=scratch_pool.database, include_docs=True)["rows"]
+    rows = scratch_pool.call(scratch_pool.client.post_all_docs, db=scratch_pool.database, include_docs=True)["rows"]
     assert max(r["doc"].get("scrub_count", 0) for r in rows) == 1  # nothing was reset twice

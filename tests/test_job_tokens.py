@@ -11,8 +11,8 @@ from django.core.management import call_command
 from tests.conftest import surf_token
 from tokens import operations
 from tokens.models import Job, JobToken
-from tokens.operations import Selection
 from tokens.pools import all_pools
+from tokens.selections import Selection
 
 pytestmark = pytest.mark.django_db
 
@@ -77,7 +77,7 @@ def test_select_these_tokens_feeds_a_new_job_that_changes_exactly_them(operator_
         "value": "rerun", "value_type": "string", "confirmation": "230"}).json()["id"]
     job = operations.run_job(pk)
     assert job.changed == 230
-    docs = scratch_pool._call(scratch_pool.client.post_all_docs, db=slug, include_docs=True)["rows"]
+    docs = scratch_pool.call(scratch_pool.client.post_all_docs, db=slug, include_docs=True)["rows"]
     noted = {r["id"] for r in docs if r["doc"].get("note") == "rerun"}
     assert noted == {f"token_{n:05d}" for n in range(230)}
 

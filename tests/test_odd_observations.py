@@ -8,10 +8,10 @@ import time
 import pytest
 
 from tests.conftest import surf_token
-from tokens import operations, reading
+from tokens import operations, reading, selections
 from tokens.models import JobToken
-from tokens.operations import Selection
 from tokens.pools import all_pools
+from tokens.selections import Selection
 
 pytestmark = pytest.mark.django_db
 
@@ -78,7 +78,7 @@ def test_a_job_on_an_odd_observation_changes_exactly_its_tokens(odd_pool):
     reading.refresh(pool)
     for group, ids in expected().items():
         selection = Selection("observation", type="token", group=group)
-        assert operations.preview(pool, selection)["count"] == len(ids), group
+        assert selections.preview(pool, selection)["count"] == len(ids), group
         job = operations.run_job(operations.create_job(pool, None, "reset", selection, {}).pk)
         changed = set(JobToken.objects.filter(job=job, outcome="changed").values_list("token_id", flat=True))
         assert changed == ids and job.skipped == 0, (group, job.message)

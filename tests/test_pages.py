@@ -67,7 +67,7 @@ def test_an_htmx_poll_gets_only_the_observations_partial(viewer_client, demo_poo
 
 def test_token_fields_holding_html_are_shown_escaped(viewer_client, demo_pools, couch):
     db = couch(SURF)
-    rows = db._call(db.client.post_all_docs, db=SURF, include_docs=True)["rows"]
+    rows = db.call(db.client.post_all_docs, db=SURF, include_docs=True)["rows"]
     hostile = next(r["doc"] for r in rows if "<script>" in str(r["doc"].get("hostname", "")))
     html = viewer_client.get(f"/pools/{SURF}/token/", {"id": hostile["_id"]}).content.decode()
     assert "<script>alert" not in html

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.django_db
 
 
 def revisions(db):
-    rows = db._call(db.client.post_all_docs, db=db.database)["rows"]
+    rows = db.call(db.client.post_all_docs, db=db.database)["rows"]
     return {r["id"]: r["value"]["rev"] for r in rows}
 
 

@@ -95,7 +95,7 @@ def site_pages(operator_client, demo_pools, couch, couch_server):
     the error page. A new URL must be added here: test_every_url_of_the_site_is_checked says so."""
     client = operator_client
     db = couch(SURF)
-    rows = db._call(db.client.post_all_docs, db=SURF, include_docs=True)["rows"]
+    rows = db.call(db.client.post_all_docs, db=SURF, include_docs=True)["rows"]
     doc = next(r["doc"] for r in rows if r["doc"].get("_attachments") and r["doc"].get("error"))
     attachment = next(iter(doc["_attachments"]))
     operator = User.objects.get(username="olga")

@@ -22,8 +22,8 @@ from tokens.states import (
     LRT1,
     OWN_DDOC,
     SURF,
-    _js_parse_int,
     js_number,
+    js_parse_int,
     js_string,
     own_design_doc,
 )
@@ -138,7 +138,7 @@ def view_rows(db):
 
 
 def stored_docs(db):
-    rows = db._call(db.client.post_all_docs, db=db.database, include_docs=True)["rows"]
+    rows = db.call(db.client.post_all_docs, db=db.database, include_docs=True)["rows"]
     return [r["doc"] for r in rows if not r["id"].startswith("_design/")]
 
 
@@ -165,7 +165,7 @@ def test_the_twin_puts_every_odd_document_where_the_servers_javascript_does(odd_
 def test_numbers_read_as_the_engines_read_them():
     assert js_string(12345678901234567890) == "12345678901234567000"
     assert js_string(10**400) == "Infinity" and js_string(1e21) == "1e+21" and js_string(1e-7) == "1e-7"
-    assert _js_parse_int("0x") is None and _js_parse_int("0xg") is None and _js_parse_int(" -0x1f") == -31
+    assert js_parse_int("0x") is None and js_parse_int("0xg") is None and js_parse_int(" -0x1f") == -31
     assert js_number("0b1") == 1 and js_number("0o7") == 7 and math.isnan(js_number("-0x1"))
     assert js_number("\ufeff5") == 5 and math.isnan(js_number("\x1c5")) and math.isnan(js_number("٣"))
 

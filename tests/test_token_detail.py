@@ -10,7 +10,7 @@ pytestmark = pytest.mark.django_db
 
 def docs(couch, database):
     db = couch(database)
-    return [r["doc"] for r in db._call(db.client.post_all_docs, db=database, include_docs=True)["rows"]]
+    return [r["doc"] for r in db.call(db.client.post_all_docs, db=database, include_docs=True)["rows"]]
 
 
 def test_it_shows_the_error_history_newest_first(viewer_client, demo_pools, couch):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tokens import operations, reading, tokensets
+from tokens import engine, operations, reading, tokensets
 from tokens.pools import all_pools
 from tokens.tokensets import Options, TokenSetError
 
@@ -28,7 +28,7 @@ def pool():
 
 
 def all_docs(db):
-    return {r["id"]: r["doc"] for r in db._call(db.client.post_all_docs, db=db.database, include_docs=True,
+    return {r["id"]: r["doc"] for r in db.call(db.client.post_all_docs, db=db.database, include_docs=True,
                                                    attachments=True)["rows"] if not r["id"].startswith("_design/")}
 
 
@@ -143,9 +143,9 @@ def test_a_set_cancelled_with_a_batch_on_its_way_records_every_token_it_created(
         if len(checks) == 3:  # batches 1 and 2 sent, one of them still on its way to CouchDB
             Job.objects.filter(pk=job.pk).update(cancel_requested=True)
         if Job.objects.filter(pk=job.pk, cancel_requested=True).exists():
-            raise operations._Cancelled
+            raise engine.Cancelled
 
-    monkeypatch.setattr(operations, "_check_cancel", operator_cancels_after_two_batches)
+    monkeypatch.setattr(engine, "check_cancel", operator_cancels_after_two_batches)
     job = operations.run_job(job.pk, batch_size=5)
     created = sorted(all_docs(scratch_pool))
     assert (job.status, job.changed, len(created)) == ("cancelled", 10, 10)

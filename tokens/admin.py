@@ -8,6 +8,8 @@ class PoolConfigForm(forms.ModelForm):
     # Never send a stored password back to the browser.
     password = forms.CharField(widget=forms.PasswordInput(render_value=False), required=False,
                                help_text="Leave empty to keep the stored password.")
+    # A server typed without a scheme is taken as https (production CouchDB servers are; Django 6's default too).
+    url = forms.URLField(assume_scheme="https", help_text=PoolConfig._meta.get_field("url").help_text)
 
     class Meta:
         model = PoolConfig

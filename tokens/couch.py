@@ -95,7 +95,9 @@ class Couch:
     def __repr__(self):
         return f"<Couch {self.url}/{self.database}>"
 
-    def _call(self, method, *args, **kwargs):
+    def call(self, method, *args, **kwargs):
+        """A method of the ibmcloudant client (self.client) with this adapter's errors: what the methods below use,
+        and what tests use to read the server as it is."""
         try:
             return method(*args, **kwargs).get_result()
         except ApiException as e:
@@ -137,33 +139,33 @@ class Couch:
             reason = e.http_response.json().get("reason", "")
         except Exception:
             pass
-        if e.code in (401, 403):
+        if e.status_code in (401, 403):
             return Unauthorised(f"{where} refused the credentials for database {self.database!r}")
-        if e.code == 404:
+        if e.status_code == 404:
             return NotFound(f"{where}: not found in database {self.database!r}" + (f" ({reason})" if reason else ""))
-        if e.code == 409:
+        if e.status_code == 409:
             return Conflict(f"{where}: document update conflict")
-        return CouchError(f"{where} answered {e.code}" + (f": {reason}" if reason else ""))
+        return CouchError(f"{where} answered {e.status_code}" + (f": {reason}" if reason else ""))
 
     # --- server and database ------------------------------------------------------------------
 
     def server_info(self):
-        return self._call(self.client.get_server_information)
+        return self.call(self.client.get_server_information)
 
     def database_info(self):
-        return self._call(self.client.get_database_information, db=self.database)
+        return self.call(self.client.get_database_information, db=self.database)
 
     def create_database(self):
-        return self._call(self.client.put_database, db=self.database)
+        return self.call(self.client.put_database, db=self.database)
 
     def delete_database(self):
-        return self._call(self.client.delete_database, db=self.database)
+        return self.call(self.client.delete_database, db=self.database)
 
     # --- documents ----------------------------------------------------------------------------
 
     def design_docs(self):
         """Every design document of the database (the range `_design/`..`_design0` of _all_docs)."""
-        result = self._call(
+        result = self.call(
             self.client.post_all_docs,
             db=self.database,
             start_key="_design/",
@@ -174,25 +176,25 @@ class Couch:
 
     def get(self, doc_id):
         if doc_id.startswith("_design/"):
-            return self._call(self.client.get_design_document, db=self.database, ddoc=doc_id[len("_design/") :])
+            return self.call(self.client.get_design_document, db=self.database, ddoc=doc_id[len("_design/") :])
         if doc_id.startswith("_"):
             raise NotFound(f"CouchDB at {self.url}: no token {doc_id!r}")
-        return self._call(self.client.get_document, db=self.database, doc_id=doc_id)
+        return self.call(self.client.get_document, db=self.database, doc_id=doc_id)
 
     def docs(self, ids):
         """Documents by id in one request: a list in the order of `ids`, None where missing or deleted."""
-        result = self._call(self.client.post_all_docs, db=self.database, keys=list(ids), include_docs=True)
+        result = self.call(self.client.post_all_docs, db=self.database, keys=list(ids), include_docs=True)
         return [row.get("doc") for row in result["rows"]]
 
     def put_design(self, name, doc):
         """Create or replace a design document. Only ever used for the dashboard's own one."""
-        return self._call(
+        return self.call(
             self.client.put_design_document, db=self.database, ddoc=name, design_document=doc
         )
 
     def bulk_docs(self, docs):
         """Write documents in one request; returns CouchDB's per-document results (ok / error)."""
-        return self._call(self.client.post_bulk_docs, db=self.database, bulk_docs={"docs": docs})
+        return self.call(self.client.post_bulk_docs, db=self.database, bulk_docs={"docs": docs})
 
     def changes(self, since, limit):
         """What changed after `since` (an update_seq or last_seq), oldest first: (results, last_seq).
@@ -202,7 +204,7 @@ class Couch:
         are opaque strings on CouchDB 3 (integers on pouchdb-server): they are only ever passed back as text.
         Never sends a `filter` (some crash pouchdb-server, stack.md).
         """
-        result = self._call(self.client.post_changes, db=self.database, since=str(since), include_docs=True,
+        result = self.call(self.client.post_changes, db=self.database, since=str(since), include_docs=True,
                             limit=limit)
         return result["results"], result["last_seq"]
 
@@ -213,12 +215,12 @@ class Couch:
         index is behind answers once it is built: `timeout` bounds that wait (TimedOut)."""
         if timeout is not None:
             return self.with_timeout(timeout).view(ddoc, view, **params)
-        return self._call(self.client.post_view, db=self.database, ddoc=ddoc, view=view, **params)
+        return self.call(self.client.post_view, db=self.database, ddoc=ddoc, view=view, **params)
 
     def documents(self, limit, start_id=None):
         """A page of the database's documents in id order (design documents included), by key."""
         params = {"start_key": start_id} if start_id is not None else {}
-        rows = self._call(self.client.post_all_docs, db=self.database, include_docs=True, limit=limit + 1,
+        rows = self.call(self.client.post_all_docs, db=self.database, include_docs=True, limit=limit + 1,
                           **params)["rows"]
         if len(rows) > limit:
             return Page(rows[:limit], rows[limit]["id"], rows[limit]["id"])
@@ -232,7 +234,7 @@ class Couch:
             method="POST", url=url, headers={"content-type": "application/json", "Accept": "application/json"},
             params={"stale": "ok"}, data=json.dumps({**params, "update": "false"}),
         )
-        return self._call(self.client.send, request)
+        return self.call(self.client.send, request)
 
     def total_rows(self, ddoc, view):
         """The number of rows of a map view, without reading any of them."""
@@ -269,7 +271,7 @@ class Couch:
 
         Returns the document's new revision; Conflict if `rev` is no longer current.
         """
-        result = self._call(
+        result = self.call(
             self.client.put_attachment, db=self.database, doc_id=doc_id, attachment_name=name,
             attachment=body, content_type=content_type, rev=rev,
         )
@@ -282,7 +284,7 @@ class Couch:
         """
         # CouchDB stores text attachments gzipped and sends them so to a client that accepts gzip, with the
         # compressed length: asking for identity keeps the length true for the bytes we pass on.
-        response = self._call(
+        response = self.call(
             self.client.get_attachment, db=self.database, doc_id=doc_id, attachment_name=name, stream=True,
             headers={"Accept-Encoding": "identity"},
         )

@@ -191,7 +191,7 @@ def _create_views(db, design_doc_name, logic_appendix=""):
             raise DemoError(f"could not write {doc_id}: {reason}")
 
 
-def _surf_design_docs(url, username, password, database):
+def surf_design_docs(url, username, password, database):
     import couchdb
 
     server = couchdb.Server(url)
@@ -231,7 +231,7 @@ def seed_surf(url, username, password, database="demo-surf", n_tokens=300, now=N
     db = _Database(url, database, username, password)
     if not db.prepare():
         return {}
-    _surf_design_docs(url, username, password, database)
+    surf_design_docs(url, username, password, database)
     db.bulk(_surf_tokens(n_tokens, rng))
 
     credentials = {"url": db.server, "database": database, "username": username, "password": password}

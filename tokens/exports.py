@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from tokens.couch import CouchError
-from tokens.operations import Selection
 from tokens.reading import JOB_ID_FIELDS, matches
+from tokens.selections import Selection
 from tokens.states import BUCKETS, OWN_DDOC, STATES, TIME_MIN, classify, group_from, group_label, group_of
 
 log = logging.getLogger(__name__)

@@ -13,6 +13,7 @@ import time
 from django.conf import settings
 from django.utils import timezone
 
+from tokens import queue
 from tokens.couch import CouchError
 from tokens.models import PoolHistory
 from tokens.reading import claim_refresh
@@ -79,10 +80,8 @@ def _request_refresh(pool, record):
     # One recomputation in flight per pool, as for the counts.
     if not claim_refresh(record, "computed_at", give_up_after=max(60, settings.CHART_MAX_AGE)):
         return
-    from tokens.tasks import refresh_history
-
     try:
-        refresh_history.delay(pool.slug)
+        queue.refresh_history(pool.slug)
     except Exception as e:  # broker down: recompute here rather than show an ever older chart
         log.warning("pool %s: could not queue a history refresh (%s); computing it in the request",
                     pool.slug, type(e).__name__)

@@ -22,6 +22,7 @@ from django.db import transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
+from tokens import queue
 from tokens.couch import CouchError, NotFound, Page, TimedOut
 from tokens.models import CountSnapshot, TokenState
 from tokens.states import (
@@ -124,7 +125,7 @@ CHANGES_BATCH = 1_000
 ERROR_BUCKETS = {"error", "legacy_error"}
 
 
-class _Overtaken(Exception):
+class Overtaken(Exception):
     """Another refresh moved the table forward first: it has done this work."""
 
 
@@ -167,8 +168,8 @@ def sync_states(pool, couch, styles, update_seq, building):
             if _fill(pool, couch, snap, fingerprint, update_seq, styles) == "documents":
                 building.append("states")
             snap.refresh_from_db()
-        return _apply_changes(pool, couch, styles, snap.seq) or refill
-    except _Overtaken:
+        return apply_changes(pool, couch, styles, snap.seq) or refill
+    except Overtaken:
         return True  # what the other refresh saw is not known here: count the failures again
 
 
@@ -192,7 +193,7 @@ def _fill(pool, couch, snap, fingerprint, update_seq, styles):
     with transaction.atomic():
         if not CountSnapshot.objects.filter(pk=snap.pk, seq=snap.seq, filled_for=snap.filled_for).update(
                 seq=str(update_seq), filled_for=fingerprint, filled_at=timezone.now()):
-            raise _Overtaken
+            raise Overtaken
         TokenState.objects.filter(pool=pool.slug).delete()
         items = iter(states.items())
         while batch := list(itertools.islice(items, 2000)):
@@ -231,7 +232,7 @@ def _states_from_documents(couch, styles, group_field):
         start = page.next_key
 
 
-def _apply_changes(pool, couch, styles, seq):
+def apply_changes(pool, couch, styles, seq):
     """Apply the changes after `seq`, a batch per transaction. Returns whether a failed token changed."""
     touched_errors = False
     while True:
@@ -251,7 +252,7 @@ def _apply_changes(pool, couch, styles, seq):
                 touched_errors = True
         with transaction.atomic():
             if not CountSnapshot.objects.filter(pool=pool.slug, seq=seq).update(seq=str(last_seq)):
-                raise _Overtaken
+                raise Overtaken
             TokenState.objects.filter(pool=pool.slug, doc_id__in=gone).delete()
             TokenState.objects.bulk_create(upserts, update_conflicts=True, unique_fields=["pool", "doc_id"],
                                            update_fields=["bucket", "type", "group"])
@@ -303,10 +304,8 @@ def claim_refresh(record, taken_field, give_up_after=60):
 def _request_refresh(pool, snap):
     if not claim_refresh(snap, "taken_at"):
         return
-    from tokens.tasks import refresh_counts
-
     try:
-        refresh_counts.delay(pool.slug)
+        queue.refresh_counts(pool.slug)
     except Exception as e:  # broker down: refresh here rather than show ever older counts
         log.warning("pool %s: could not queue a refresh (%s); refreshing in the request", pool.slug, type(e).__name__)
         refresh(pool)

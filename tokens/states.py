@@ -218,7 +218,7 @@ def classify(doc, style):
     if js_number(lock) > 0 and _js_eq(done, 0):
         return "locked_unknown" if js_number(lock) < TIME_MIN else "locked"
     if style == "surf" and js_number(lock) > 0 and js_number(done) > 0:
-        return "done" if _js_parse_int(doc.get("exit_code", _MISSING)) == 0 else "error"
+        return "done" if js_parse_int(doc.get("exit_code", _MISSING)) == 0 else "error"
     if _js_eq(lock, -1) and _js_eq(done, -1):
         return "legacy_error"
     if _js_eq(lock, 0) and js_number(done) > 0:
@@ -386,7 +386,7 @@ def js_number(value):
 _JS_PARSE_INT = re.compile(r"([+-]?)(0[xX])?([0-9a-fA-F]*)", re.ASCII)
 
 
-def _js_parse_int(value):
+def js_parse_int(value):
     """parseInt(value) == 0 is all a view asks of it: the leading integer of String(value), or None (NaN)."""
     if value is _MISSING:
         return None  # String(undefined) is "undefined"

@@ -16,8 +16,10 @@ from dataclasses import asdict, dataclass
 import yaml
 from django.conf import settings
 
-from tokens.couch import NotFound
-from tokens.operations import OperationError
+from tokens import engine
+from tokens.couch import Conflict, NotFound
+from tokens.selections import OperationError, needs_typed_confirmation
+from tokens.uploads import save_text, upload_path
 from tokens.worker_views import lrt_design_doc, surf_design_doc
 
 # What a picas worker reads: a token without scrub_count crashes it (contract §2). The config may override them.
@@ -264,18 +266,17 @@ def input_limit_check(size, what):
 
 def create_job(pool, user, config_text, items_text, options, confirmation=None, via="web"):
     """Check and preview a token set, keep its inputs for the worker, and record the job (its header)."""
-    from tokens import operations
     from tokens.models import Job
 
     for text, what in ((config_text, "config"), (items_text, "input list")):
         input_limit_check(len((text or "").encode()), what)
     the_plan = plan(config_text, items_text, options)
     seen = preview(pool, the_plan)
-    if operations.needs_typed_confirmation("create", seen["count"]) and str(confirmation).strip() != str(
+    if needs_typed_confirmation("create", seen["count"]) and str(confirmation).strip() != str(
             seen["count"]):
         raise TokenSetError(f"Type the number of tokens ({seen['count']}) to confirm creating more than "
                             f"{settings.JOB_CONFIRM_THRESHOLD}")
-    items_upload = operations.save_text(items_text)
+    items_upload = save_text(items_text)
     return Job.objects.create(
         pool=pool.slug, user=user, via=via, action="create_tokens",
         selection={"kind": "tokenset", "type": options.token_type},
@@ -287,17 +288,15 @@ def create_job(pool, user, config_text, items_text, options, confirmation=None, 
 
 def run(job, pool, batch_size):
     """Create the tokens in batches (one _bulk_docs each); an id that exists is reported, never overwritten."""
-    from tokens import operations
-
     couch = pool.couch()
     options = Options(**job.params["options"])
-    items_text = operations.upload_path(job.params["items_upload"]).read_text()
+    items_text = upload_path(job.params["items_upload"]).read_text()
     the_plan = plan_from(job.params["config"], items_text, options)
-    views = operations._retrying(views_to_create, couch, options)
+    views = engine.retrying(views_to_create, couch, options)
     if views:
         try:
             couch.put_design(*views)
-        except operations.Conflict:
+        except Conflict:
             pass  # created meanwhile by someone else: theirs stands
     # One batch is on its way to CouchDB (a thread with a client of its own) while the next one is made and the
     # one before is recorded. Every batch sent is recorded, even when the job stops (a cancel, an error).
@@ -306,13 +305,13 @@ def run(job, pool, batch_size):
         writer_couch = pool.couch()
         try:
             for batch in _batches(the_plan.tokens(), batch_size):
-                operations._check_cancel(job)
+                engine.check_cancel(job)
                 sent.append((batch, writer.submit(writer_couch.bulk_docs, batch)))
                 if len(sent) == 2:
-                    operations.create_batch(job, couch, *sent.pop(0))
+                    engine.create_batch(job, couch, *sent.pop(0))
         finally:
             while sent:
-                operations.create_batch(job, couch, *sent.pop(0))
+                engine.create_batch(job, couch, *sent.pop(0))
 
 
 def _batches(items, size):

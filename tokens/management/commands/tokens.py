@@ -5,10 +5,10 @@ import json
 from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError
 
-from tokens import operations
+from tokens import actions, operations, selections, uploads
 from tokens.couch import CouchError
-from tokens.operations import OperationError, Selection
 from tokens.pools import get_pool
+from tokens.selections import OperationError, Selection
 
 
 class Command(BaseCommand):
@@ -25,12 +25,12 @@ class Command(BaseCommand):
         parser.add_argument("--group", help="only this group (e.g. OBSID) within --type")
         parser.add_argument("--ids", nargs="+", default=[], help="explicit token ids")
         parser.add_argument("--from-job", type=int, help="the tokens an earlier job changed (see --outcome)")
-        parser.add_argument("--outcome", default="changed", choices=list(operations.JOB_OUTCOMES),
+        parser.add_argument("--outcome", default="changed", choices=list(selections.JOB_OUTCOMES),
                             help="with --from-job: the tokens it changed, skipped or failed on")
         parser.add_argument("--delete-attachments", action="store_true", help="reset: delete attachments too")
         parser.add_argument("--field", help="set_field: the field")
         parser.add_argument("--value", help="set_field: the value")
-        parser.add_argument("--value-type", default="string", choices=operations.VALUE_TYPES)
+        parser.add_argument("--value-type", default="string", choices=actions.VALUE_TYPES)
         parser.add_argument("--allow-state-fields", action="store_true")
         parser.add_argument("--file", help="attach: the file to attach")
         parser.add_argument("--name", help="attach: the attachment name (default: the file's name)")
@@ -57,7 +57,7 @@ class Command(BaseCommand):
                               outcome=o["outcome"] if o["from_job"] is not None else None)
         try:
             if o["dry_run"]:
-                seen = operations.preview(pool, selection)
+                seen = selections.preview(pool, selection)
                 self.stdout.write(json.dumps({"action": o["action"], "selection": selection.describe(), **seen}))
                 return
             params = self.params(o)
@@ -79,12 +79,12 @@ class Command(BaseCommand):
         if action == "reset":
             return {"delete_attachments": o["delete_attachments"]}
         if action == "set_field":
-            return {"field": o["field"] or "", "value": operations.parse_value(o["value"] or "", o["value_type"]),
+            return {"field": o["field"] or "", "value": actions.parse_value(o["value"] or "", o["value_type"]),
                     "value_type": o["value_type"], "allow_state_fields": o["allow_state_fields"]}
         if action == "attach":
             if not o["file"]:
                 raise OperationError("--file is required")
-            upload_id, size, digest = operations.save_upload(_LocalFile(o["file"]))
+            upload_id, size, digest = uploads.save_upload(_LocalFile(o["file"]))
             return {"name": o["name"] or o["file"].rsplit("/", 1)[-1], "upload": upload_id, "size": size,
                     "digest": digest, "content_type": "application/octet-stream"}
         return {}

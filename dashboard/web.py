@@ -1,0 +1,72 @@
+"""What every page and the API share: JSON or HTML answers, a pool or a 404, CouchDB trouble as a page or an
+error object with its status, the snapshot's metadata. The view modules import this; it imports no view."""
+
+from django.http import Http404, JsonResponse
+from django.shortcuts import render
+
+from tokens import reading
+from tokens.couch import CouchError
+from tokens.pools import get_pool
+from tokens.states import BUCKET_HELP, BUCKET_LABELS, BUCKETS
+
+
+def wants_json(request):
+    if request.GET.get("format") == "json":
+        return True
+    accept = request.headers.get("Accept", "")
+    return "application/json" in accept and "text/html" not in accept
+
+
+def respond(request, template, context, payload, status=200):
+    if wants_json(request):
+        return JsonResponse(payload, status=status, json_dumps_params={"ensure_ascii": False})
+    if request.htmx and request.htmx.target and not request.htmx.boosted:
+        template += "#" + request.htmx.target
+    return render(request, template, context, status=status)
+
+
+def couch_error(request, pool, error, template="error.html"):
+    """A CouchDB failure as a page with a banner, or as JSON with the matching status."""
+    payload = {"error": str(error), "pool": pool.slug if pool else None}
+    return respond(request, template, {"pool": pool, "error": str(error)}, payload, status=error.status)
+
+
+def pool_or_404(slug):
+    pool = get_pool(slug)
+    if pool is None:
+        raise Http404("No such pool")
+    return pool
+
+
+def snapshot_or_error(request, pool):
+    """The pool's snapshot; (None, response) when there are no counts to show at all."""
+    snap = reading.snapshot(pool)
+    if snap.data is None:
+        return None, couch_error(request, pool, SnapshotError(snap))
+    return snap, None
+
+
+class SnapshotError(CouchError):
+    def __init__(self, snap):
+        super().__init__(snap.error or "no counts yet")
+        self.status = snap.error_status or 503
+
+
+def snapshot_meta(snap):
+    return {
+        "counts_age_seconds": round(snap.age(), 1),
+        "counts_taken_at": snap.taken_at.isoformat(),
+        "error": snap.error or None,
+        "error_at": snap.error_at.isoformat() if snap.error_at else None,
+        # While the server builds a new index: which views wait for it, and how far it is (CouchDB 3 says).
+        "indexing": (snap.data or {}).get("indexing"),
+    }
+
+
+def status_of(snap):
+    """A page whose latest refresh failed still shows the older counts, but says so with its status."""
+    return (snap.error_status or 503) if snap.error else 200
+
+
+def labels():
+    return {"bucket_labels": BUCKET_LABELS, "bucket_help": BUCKET_HELP, "buckets": BUCKETS}

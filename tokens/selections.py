@@ -1,0 +1,230 @@
+"""Which tokens a job touches, and the re-check that every token passes again right before it is written.
+
+A selection is a state, stale locks, a failure group, an observation, explicit ids, or what an earlier job did.
+`Selection.holds` is asked of every token as it is read and again after a 409; `preview` counts a selection
+without writing. The rules (which token types the pool's design documents define, its grouping field) come from
+the pool's design documents.
+"""
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+from django.conf import settings
+
+from tokens.models import Job, JobToken
+from tokens.reading import ensure_own_views
+from tokens.states import (
+    BUCKET_LABELS,
+    BUCKETS,
+    OWN_DDOC,
+    SURF,
+    classify,
+    describe_design_doc,
+    failed_at,
+    group_of,
+    js_string,
+    lock_time,
+    stale_locks_range,
+    token_types,
+)
+
+JOB_OUTCOMES = {"changed": "changed", "skipped": "skipped", "failed": "failed on"}
+
+
+class OperationError(Exception):
+    """A job cannot be created or run as asked; the message is for the operator."""
+
+
+@dataclass
+class Selection:
+    """Which tokens a job touches. kind: state, stale, failure, observation (all its tokens), ids, or job (the
+    tokens an earlier job changed, skipped or failed: `job` its id, `outcome` which)."""
+
+    kind: str
+    bucket: str | None = None
+    type: str | None = None
+    group: str | None = None
+    hours: float | None = None
+    code: str | None = None
+    message: str | None = None
+    ids: list = field(default_factory=list)
+    job: int | None = None
+    outcome: str | None = None
+
+    def as_dict(self):
+        return {k: v for k, v in asdict(self).items() if v not in (None, [])}
+
+    @classmethod
+    def from_dict(cls, data):
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+    def validate(self):
+        if self.kind == "state" and self.bucket not in BUCKETS:
+            raise OperationError(f"Unknown state {self.bucket!r}")
+        if self.kind == "stale" and (self.hours is None or not math.isfinite(self.hours) or self.hours < 0):
+            raise OperationError("A stale-lock selection needs a lock age in hours (0 or more)")
+        if self.kind == "failure" and self.code is None:
+            raise OperationError("A failure-group selection needs an exit code")
+        if self.kind == "ids" and not self.ids:
+            raise OperationError("Select at least one token")
+        if self.kind == "observation" and not self.type:
+            raise OperationError("Name the observation (token type, and group if the pool has one)")
+        if self.kind == "state" and self.bucket == "locked":
+            raise OperationError("Locked tokens are acted on by lock age (a live worker may hold them): "
+                                 "use Stale locks, or --stale-hours")
+        if self.kind == "stale" and self.type:
+            raise OperationError("Stale locks are selected across the whole pool (no observation)")
+        self.ids = list(dict.fromkeys(self.ids))  # a token listed twice is still one token
+        if self.kind == "job":
+            self._validate_job()
+        if self.kind not in ("state", "stale", "failure", "observation", "ids", "tokenset", "job"):
+            raise OperationError(f"Unknown selection {self.kind!r}")
+
+    def _validate_job(self):
+        if self.outcome not in JOB_OUTCOMES:
+            raise OperationError("Name the outcome: the tokens a job changed, skipped or failed")
+        try:
+            self.job = int(self.job)
+        except (TypeError, ValueError):
+            raise OperationError("Name the job by its number") from None
+        if not Job.objects.filter(pk=self.job).exists():
+            raise OperationError(f"There is no job {self.job}")
+
+    def job_tokens(self):
+        """The records of the tokens this selection names (kind job), in the order the job met them."""
+        return JobToken.objects.filter(job_id=self.job, outcome=self.outcome).order_by("pk")
+
+    def describe(self):
+        where = ""
+        if self.type:
+            where = f" of {self.group or self.type}"
+        if self.kind == "state":
+            return f"{BUCKET_LABELS[self.bucket]} tokens{where}"
+        if self.kind == "stale":
+            return f"tokens{where} locked longer than {self.hours:g} hours"
+        if self.kind == "failure":
+            return f"failed tokens{where} with exit code {self.code} and error “{self.message or '(no message)'}”"
+        if self.kind == "observation":
+            return f"all tokens{where}, in every state"
+        if self.kind == "tokenset":
+            return f"a new token set of type {self.type}"
+        if self.kind == "job":
+            return f"the tokens job {self.job} {JOB_OUTCOMES.get(self.outcome, self.outcome)}"
+        return f"{len(self.ids)} selected token{'s' if len(self.ids) != 1 else ''}"
+
+    def view_ranges(self, now):
+        """[(view, start key, end key)] of the dashboard's own views that hold the selection."""
+        scope = [self.type, self.group] if self.type else []
+        if self.kind == "state":
+            return [("states", [self.bucket, *scope], [self.bucket, *scope, {}])]
+        if self.kind == "observation":
+            return [("states", [b, *scope], [b, *scope, {}]) for b in BUCKETS]
+        if self.kind == "failure":
+            return [("failures", [self.code, self.message or "", *scope], [self.code, self.message or "", *scope, {}])]
+        if self.kind == "stale":
+            stale_range = stale_locks_range(now - self.hours * 3600)
+            return [("locks", *stale_range)] if stale_range else []
+        raise ValueError(self.kind)
+
+    def holds(self, doc, rules, now):
+        """Whether a token (as just read) is still in the selection: the re-check before every write."""
+        style = rules.style_of(doc)
+        if style is None or doc["_id"].startswith("_design/"):
+            return False
+        bucket = classify(doc, style)
+        if self.type and doc.get("type") != self.type:
+            return False
+        if self.type and group_of(doc, rules.group_field) != self.group:
+            return False  # another observation (None: the tokens without a group)
+        if bucket == "locked" and self.kind != "stale":
+            return False  # a worker may hold it: writing now would make the worker drop its result
+        if bucket == "error" and not _failed_long_enough(doc, now, explicit=self.kind in ("ids", "job")):
+            return False  # just failed: picas's max_scrub retry may be scrubbing it this very moment
+        if self.kind == "state" or (self.kind == "ids" and self.bucket):
+            return bucket == self.bucket
+        if self.kind == "stale":
+            taken = lock_time(doc)  # None for a lock of "Infinity": locked, but of no age
+            return bucket == "locked" and taken is not None and now - taken > self.hours * 3600
+        if self.kind == "failure":
+            code = doc.get("exit_code") if style == SURF else doc.get("output")
+            code = js_string(code) if code not in (None, "") else "(none)"  # as the failures view keys it
+            return bucket in ("error", "legacy_error") and code == self.code
+        return True  # explicit ids, a whole observation: whatever state they are in
+
+
+def _failed_long_enough(doc, now, explicit=False):
+    """Whether a failed token failed more than the grace period before `now`. A failure of unknown time is never
+    old enough for a selection by state or group; an operator who names the token by id has looked at it."""
+    failed = failed_at(doc)
+    if failed is None:
+        return explicit
+    # picas stamps whole seconds (int(time.time())): the failure happened up to a second after its stamp.
+    return now - (failed + 1) >= settings.JOB_FINISHED_GRACE_SECONDS
+
+
+@dataclass
+class Rules:
+    """What a pool's design documents say: {token type: style}, and the pool's grouping field."""
+
+    styles: dict
+    group_field: str | None
+    own_views: bool
+
+    def style_of(self, doc):
+        """The token's style; None for a document of no known type (a type that is not text included)."""
+        return self.styles.get(doc.get("type")) if isinstance(doc.get("type"), str) else None
+
+
+def pool_rules(pool, couch):
+    design_docs = couch.design_docs()
+    styles = token_types([d for d in map(describe_design_doc, design_docs) if d])
+    return Rules(styles, pool.group_field or None, ensure_own_views(pool, couch, styles, design_docs))
+
+
+def why_not(doc, rules, now):
+    bucket = classify(doc, rules.style_of(doc))
+    if bucket is None:
+        return "not a token of this pool's types"
+    if bucket == "locked":
+        return "locked: a worker may hold it (act on locks by age)"
+    if bucket == "error" and failed_at(doc) is None:
+        return "failed at an unknown time (no done time, error time or status time): select it by id to act on it"
+    if bucket == "error" and not _failed_long_enough(doc, now):
+        return "failed moments ago: its pilot may still retry it"
+    return f"not in the selection (now {bucket})"
+
+
+def preview(pool, selection, sample_size=10):
+    """The number of tokens a job would touch now, and the first ids, without writing anything."""
+    selection.validate()
+    couch = pool.couch()
+    rules = pool_rules(pool, couch)
+    now = time.time()
+    if selection.kind == "ids":
+        docs = [d for d in fetch(couch, selection.ids) if selection.holds(d, rules, now)]
+        return {"count": len(docs), "sample": [d["_id"] for d in docs[:sample_size]]}
+    if selection.kind == "job":  # what the job recorded; each is re-checked when read, as always
+        if Job.objects.get(pk=selection.job).pool != pool.slug:
+            raise OperationError(f"Job {selection.job} was on another pool")
+        records = selection.job_tokens()
+        return {"count": records.count(), "sample": list(records.values_list("token_id", flat=True)[:sample_size])}
+    if not rules.own_views:
+        raise OperationError("Jobs on a state need the dashboard's own design document (COUCHDB_CREATE_VIEWS)")
+    count, sample = 0, []
+    for view, start, end in selection.view_ranges(now):
+        rows = couch.view(OWN_DDOC, view, start_key=start, end_key=end, reduce=True)["rows"]
+        count += rows[0]["value"] if rows else 0
+        if len(sample) < sample_size:
+            page = couch.page(OWN_DDOC, view, limit=sample_size - len(sample), start_key=start, end_key=end)
+            sample += [r["id"] for r in page.rows]
+    return {"count": count, "sample": sample}
+
+
+def fetch(couch, ids):
+    """Documents by id, one _all_docs request; missing and deleted ones are left out."""
+    return [doc for doc in couch.docs(ids) if doc is not None]
+
+
+def needs_typed_confirmation(action, count):
+    return action == "delete" or count > settings.JOB_CONFIRM_THRESHOLD
