@@ -1,0 +1,104 @@
+"""What every resource of the API shares: input types with their limits, error answers, a pool or its counts
+or a 4xx, operators only."""
+
+import json
+import math
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from ninja import Field, Path, Query, Schema
+from ninja.errors import HttpError
+from pydantic import AfterValidator, create_model
+
+from dashboard import web
+from dashboard.roles import is_operator
+from tokens import reading
+from tokens.states import BUCKETS
+
+MAX_LIMIT = 1000  # rows per page a caller may ask for
+MAX_IDS = 10_000  # token ids in one job's selection
+MAX_HOURS = 1_000_000.0
+MAX_ID = 2**63 - 1  # the largest primary key every database takes
+
+
+class Error(Schema):
+    detail: str
+    errors: list[dict[str, Any]] | None = None
+
+
+def errors(*codes):
+    return dict.fromkeys(codes, Error)
+
+
+READ_ERRORS = errors(401, 404, 422, 500, 502, 503)
+
+
+def require_operator(request):
+    if not is_operator(request.auth):
+        raise HttpError(403, "Only operators can do this.")
+
+
+def plain_text(value):
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text") from None
+    return value
+
+
+Text = Annotated[str, Field(max_length=2000), AfterValidator(plain_text)]
+Slug = Annotated[str, Path(max_length=100, pattern=r"^[-a-zA-Z0-9_]+$")]
+JobId = Annotated[int, Path(ge=1, le=MAX_ID)]
+Bucket = Literal[BUCKETS]
+Limit = Annotated[int | None, Query(ge=1, le=MAX_LIMIT, description="Rows per page (default PAGE_SIZE)")]
+After = Annotated[Text | None, Query(description="The `next` of the previous page", max_length=20000)]
+
+
+def pool_of(slug):
+    return web.pool_or_404(slug)
+
+
+def snapshot_of(pool):
+    """The pool's latest counts; an error status when there are none at all yet."""
+    snap = reading.snapshot(pool)
+    if snap.data is None:
+        raise HttpError(snap.error_status or 503, snap.error or "No counts for this pool yet")
+    return snap
+
+
+def _finite(text):
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError("not a finite number")
+    return number
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def cursor_from(after):
+    """A key cursor as the previous page handed it out; a malformed one is refused rather than read as 'start'."""
+    if after is None:
+        return None
+    try:
+        value = json.loads(after, parse_float=_finite, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        value = None
+    if not (isinstance(value, list) and len(value) == 2 and isinstance(value[1], str)):
+        raise HttpError(400, "Malformed cursor `after`: pass back the `next` of the previous page unchanged")
+    return value
+
+
+Counts = create_model("Counts", __base__=Schema, **dict.fromkeys(BUCKETS, (int, 0)))
+
+
+class CountsMeta(Schema):
+    pool: str
+    counts_age_seconds: float = Field(description="Age of the snapshot the counts come from")
+    counts_taken_at: datetime
+    error: str | None = Field(description="The latest refresh failed with this; the counts are older")
+    error_at: datetime | None
+    own_views: bool

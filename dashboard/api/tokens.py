@@ -1,0 +1,206 @@
+"""Tokens: a state's (or failure group's) list paged by key, one token in full, failure groups, stale locks."""
+
+from typing import Annotated, Any
+
+from django.conf import settings
+from django.http import Http404
+from ninja import Field, Path, Query, Router, Schema
+from ninja.errors import HttpError
+
+from dashboard import job_views, views, web
+from dashboard.api.common import (
+    MAX_HOURS,
+    READ_ERRORS,
+    After,
+    Bucket,
+    CountsMeta,
+    Limit,
+    Slug,
+    Text,
+    cursor_from,
+    errors,
+    pool_of,
+    snapshot_of,
+)
+from tokens import reading
+from tokens.couch import NotFound
+from tokens.states import STATES
+
+router = Router(tags=["tokens"])
+
+
+class TokenSummary(Schema):
+    id: str
+    type: Any
+    lock: Any
+    done: Any
+    exit_code: Any
+    status: Any
+    output: Any
+    hostname: Any
+    scrub_count: Any
+    last_error: str
+
+
+class TokenSelection(Schema):
+    bucket: str
+    type_: str | None
+    group: str | None
+    failure: list[str] | None = Field(description="[exit code, normalised message] of a failure group")
+
+
+class TokenList(Schema):
+    pool: str
+    selection: TokenSelection
+    tokens: list[TokenSummary]
+    next: str | None = Field(description="Pass as `after` for the next page; null on the last page")
+    scanned: int = Field(description="Rows read for this page (filters may drop some)")
+
+
+class When(Schema):
+    epoch: float
+    age_hours: float
+
+
+class AttachmentInfo(Schema):
+    name: str
+    content_type: str | None = None
+    length: int | None = None
+
+
+class TouchedBy(Schema):
+    id: int
+    action: str
+    outcome: str
+    reason: str
+
+
+class TokenDetail(Schema):
+    pool: str
+    token: dict[str, Any]
+    bucket: str | None
+    lock: When | None
+    done: When | None
+    errors: list[dict[str, Any]]
+    job_ids: dict[str, Any]
+    attachments: list[AttachmentInfo]
+    jobs: list[TouchedBy]
+
+
+class FailureGroup(Schema):
+    code: str
+    message: str
+    count: int
+
+
+class Failures(CountsMeta):
+    total: int
+    groups: list[FailureGroup]
+    other: list[FailureGroup] = Field(description="Groups too small to show, folded")
+    other_count: int
+
+
+class Lock(Schema):
+    id: str
+    type: Any
+    lock: Any
+    age_hours: float | None
+    hostname: Any
+    status: Any
+    job_ids: dict[str, Any]
+
+
+class StaleLocks(Schema):
+    pool: str
+    hours: float
+    own_views: bool = Field(description="Without the dashboard's own views stale locks cannot be listed")
+    count: int | None
+    tokens: list[Lock]
+    next: str | None
+    unknown: list[Lock] = Field(description="Locked tokens whose lock age is unknown (first page)")
+    unknown_count: int | None
+
+
+@router.get("/pools/{slug}/tokens", response={200: TokenList, **errors(400, *READ_ERRORS)}, tags=["tokens"])
+def list_tokens(
+    request,
+    slug: Slug,
+    state: Annotated[Bucket | None, Query(description="Default todo (error for a failure group)")] = None,
+    type: Annotated[Text | None, Query(description="Token type of one observation")] = None,
+    group: Annotated[Text | None, Query(description="Group of one observation (with type)")] = None,
+    code: Annotated[Text | None, Query(description="Exit code of a failure group")] = None,
+    message: Annotated[Text, Query(description="Normalised message of a failure group")] = "",
+    q: Annotated[Text, Query(description="Keep ids containing this")] = "",
+    field: Annotated[Text, Query(description="Keep tokens whose field ...")] = "",
+    value: Annotated[Text, Query(description="... equals this")] = "",
+    after: After = None,
+    limit: Limit = None,
+):
+    """One page of a state's tokens (or a failure group's), paged by key: follow `next` until it is null."""
+    pool = pool_of(slug)
+    snap = snapshot_of(pool)
+    failure = (code, message) if code is not None else None
+    bucket = state or ("error" if failure else "todo")
+    if not snap.data["own_views"] and bucket not in STATES:
+        raise HttpError(400, f"State {bucket!r} needs the dashboard's own views in this pool")
+    selection = {"bucket": bucket, "type_": type or None, "group": group, "failure": failure}
+    page = reading.token_page(pool, snap.data, **selection, cursor=cursor_from(after), id_filter=q.strip(),
+                              field_filter=(field.strip(), value) if field.strip() else None, limit=limit)
+    return {
+        "pool": pool.slug,
+        "selection": {**selection, "failure": list(failure) if failure else None},
+        "tokens": [views.summary(doc) for doc in page["tokens"]],
+        "next": reading.encode_cursor(page["next"]) or None,
+        "scanned": page["scanned"],
+    }
+
+
+@router.get("/pools/{slug}/tokens/{path:token_id}", response={200: TokenDetail, **READ_ERRORS}, tags=["tokens"])
+def get_token(request, slug: Slug, token_id: Annotated[Text, Path(min_length=1)]):
+    """A token in full, with its state, lock and finish times, errors newest first, and the jobs that touched it."""
+    pool = pool_of(slug)
+    if token_id.startswith("_") or token_id in (".", ".."):  # CouchDB's own documents and paths: never tokens
+        raise Http404("No such token")
+    try:
+        doc = reading.get_token(pool, token_id)
+    except NotFound:
+        raise Http404("No such token") from None
+    snap = reading.snapshot(pool)
+    facts = reading.token_facts(doc, snap.data["types"] if snap.data else {})
+    return views.token_payload(pool, doc, facts, job_views.token_jobs(pool.slug, token_id))
+
+
+@router.get("/pools/{slug}/failures", response={200: Failures, **READ_ERRORS}, tags=["tokens"])
+def list_failures(
+    request,
+    slug: Slug,
+    type: Annotated[Text | None, Query(description="Token type of one observation")] = None,
+    group: Annotated[Text | None, Query(description="Group of one observation (with type)")] = None,
+):
+    """Failed tokens grouped by exit code and normalised first error line, largest first."""
+    pool = pool_of(slug)
+    snap = snapshot_of(pool)
+    result = reading.failure_groups(snap.data, type or None, group or None)
+    return {"pool": pool.slug, **web.snapshot_meta(snap), "own_views": snap.data["own_views"], **result}
+
+
+@router.get("/pools/{slug}/stale", response={200: StaleLocks, **errors(400, *READ_ERRORS)}, tags=["tokens"])
+def list_stale_locks(
+    request,
+    slug: Slug,
+    hours: Annotated[float | None, Query(ge=0, le=MAX_HOURS, allow_inf_nan=False,
+                                         description="Lock age in hours (default STALE_LOCK_HOURS)")] = None,
+    after: After = None,
+    limit: Limit = None,
+):
+    """Tokens locked longer than `hours`, oldest first (paged by key), and the locks of unknown age."""
+    pool = pool_of(slug)
+    snap = snapshot_of(pool)
+    hours = settings.STALE_LOCK_HOURS if hours is None else hours
+    result = reading.stale_locks(pool, snap.data, hours, cursor=cursor_from(after), limit=limit)
+    answer = {"pool": pool.slug, "hours": hours, "own_views": snap.data["own_views"], "count": None, "tokens": [],
+              "next": None, "unknown": [], "unknown_count": None}
+    if result:
+        answer.update({k: result[k] for k in ("count", "tokens", "unknown", "unknown_count")})
+        answer["next"] = reading.encode_cursor(result["next"]) or None
+    return answer
