@@ -70,3 +70,13 @@ def test_a_server_busy_building_its_index_is_reported_slow_not_unreachable(couch
             assert f"building the index of _design/{OWN_DDOC}" in message and "% done" in message
     finally:
         db.delete_database()
+
+
+def test_seeding_the_demo_on_an_unreachable_or_refusing_server_says_so_without_the_password(couch_server):
+    from tokens import demo, seeding
+
+    with pytest.raises(seeding.DemoError, match="is unreachable") as unreachable:
+        demo.seed_surf(f"http://127.0.0.1:{free_port()}", "admin", "secret-pw-42", database="demo-nowhere")
+    with pytest.raises(seeding.DemoError, match="refused the credentials") as refused:
+        demo.seed_lofar(couch_server.url, STRANGER, "secret-pw-42", database=f"demo-{uuid.uuid4().hex[:8]}")
+    assert "secret-pw-42" not in str(unreachable.value) + str(refused.value)

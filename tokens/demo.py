@@ -21,27 +21,19 @@ picas is imported only in the worker processes: importing it calls `logging.basi
 would make the calling process (a Django management command) log everything at INFO.
 """
 
-import base64
 import copy
 import json
 import os
 import random
 import re
-import select
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 import zlib
 from datetime import UTC, datetime
-from pathlib import Path
-from urllib.parse import quote
 
-import requests
 import yaml
 
-from tokens.states import BUCKETS, classify
+from tokens import seeding
 from tokens.worker_views import (
     SURF_CONDITIONS,
     SURF_OVERVIEW_CODE,
@@ -49,104 +41,6 @@ from tokens.worker_views import (
     SURF_VIEW_CODE,
     lrt_design_doc,
 )
-
-BASE_DIR = Path(__file__).resolve().parent.parent
-HTTP_TIMEOUT = 60  # seconds; pouchdb-server builds a view index on first query, which takes a while
-WORKER_DEADLINE = 40  # seconds for all picas workers together; the seed must stay well under a minute
-
-
-class DemoError(Exception):
-    """Seeding failed. The message names the server by its URL only, never with credentials."""
-
-
-# --------------------------------------------------------------------------------------------------------------
-# HTTP
-
-
-class _Database:
-    """The few CouchDB calls the seed makes itself, with plain `requests` and basic auth."""
-
-    def __init__(self, url, database, username, password):
-        self.server = url.rstrip("/")
-        self.name = database
-        self.base = f"{self.server}/{quote(database, safe='')}"
-        self.session = requests.Session()
-        self.session.auth = (username, password)
-
-    def request(self, method, path="", ok=(200, 201), **kwargs):
-        url = self.base + (f"/{path}" if path else "")
-        try:
-            response = self.session.request(method, url, timeout=HTTP_TIMEOUT, **kwargs)
-        except requests.RequestException as e:
-            raise DemoError(f"CouchDB at {self.server} is unreachable ({type(e).__name__})") from None
-        if response.status_code not in ok:
-            where = f"{self.name}/{path}" if path else self.name
-            raise DemoError(f"CouchDB at {self.server}: {method} {where} answered {response.status_code} "
-                            f"{response.text.strip()[:200]}")
-        return response
-
-    def prepare(self):
-        """Create the database. False if it already holds documents (then it must not be touched)."""
-        info = self.request("GET", ok=(200, 404))
-        if info.status_code == 200:
-            return info.json().get("doc_count", 0) == 0
-        # 412: created meanwhile by someone else; then it is theirs to fill only if it is still empty.
-        created = self.request("PUT", ok=(201, 202, 412))
-        return created.status_code != 412 or self.request("GET").json().get("doc_count", 0) == 0
-
-    def doc_path(self, doc_id):
-        return quote(doc_id, safe="")
-
-    def get(self, doc_id):
-        return self.request("GET", self.doc_path(doc_id)).json()
-
-    def put(self, doc):
-        return self.request("PUT", self.doc_path(doc["_id"]), json=doc).json()
-
-    def bulk(self, docs):
-        results = self.request("POST", "_bulk_docs", json={"docs": docs}).json()
-        failed = [r for r in results if "error" in r]
-        if failed:
-            raise DemoError(f"CouchDB at {self.server}: {len(failed)} documents not written, e.g. {failed[0]}")
-        return results
-
-    def all_docs(self, page=500):
-        """Every document, paged by key (attachments come as stubs)."""
-        start = None
-        while True:
-            params = {"include_docs": "true", "limit": page + 1}
-            if start is not None:
-                params["startkey"] = json.dumps(start)
-            rows = self.request("GET", "_all_docs", params=params).json()["rows"]
-            yield from (row["doc"] for row in rows[:page])
-            if len(rows) <= page:
-                return
-            start = rows[page]["id"]
-
-
-def _inline(text):
-    """An inline attachment as CouchDB takes it in a document body."""
-    return {"content_type": "text/plain", "data": base64.b64encode(text.encode()).decode()}
-
-
-def _iso(t):
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-# --------------------------------------------------------------------------------------------------------------
-# The summary counts buckets with tokens.states.classify, the Python twin of the dashboard's own view
-# (which follows the workers' views; see shared/reference/picas-tokens.md section 3).
-
-def _summary(db, styles):
-    """{bucket: count} over the tokens of the pool; `styles` maps token type to "surf", "lrt05" or "lrt1"."""
-    counts = dict.fromkeys(BUCKETS, 0)
-    for doc in db.all_docs():
-        style = styles.get(doc.get("type")) if not doc["_id"].startswith("_design/") else None
-        if style:
-            bucket = classify(doc, style)
-            counts[bucket] = counts.get(bucket, 0) + 1
-    return counts
-
 
 # --------------------------------------------------------------------------------------------------------------
 # SURF pool
@@ -188,7 +82,7 @@ def _create_views(db, design_doc_name, logic_appendix=""):
                                 SURF_OVERVIEW_REDUCE))
     for ok, doc_id, reason in ViewDefinition.sync_many(db, views):
         if not ok:
-            raise DemoError(f"could not write {doc_id}: {reason}")
+            raise seeding.DemoError(f"could not write {doc_id}: {reason}")
 
 
 def surf_design_docs(url, username, password, database):
@@ -228,7 +122,7 @@ def seed_surf(url, username, password, database="demo-surf", n_tokens=300, now=N
     """
     now = time.time() if now is None else float(now)
     rng = random.Random(229585)
-    db = _Database(url, database, username, password)
+    db = seeding.Database(url, database, username, password)
     if not db.prepare():
         return {}
     surf_design_docs(url, username, password, database)
@@ -236,7 +130,7 @@ def seed_surf(url, username, password, database="demo-surf", n_tokens=300, now=N
 
     credentials = {"url": db.server, "database": database, "username": username, "password": password}
     doomed = _run_surf_workers(credentials, n_tokens)
-    claimed = _run_worker(credentials, {"role": "claim", **SURF_CLAIMER}).claimed()
+    claimed = seeding.run_worker(credentials, {"role": "claim", **SURF_CLAIMER}).claimed()
     stale, fresh = doomed + claimed[:4], claimed[4:]
     for doc_id in stale:
         _set_lock(db, doc_id, int(now - STALE_AGE - rng.uniform(0, 2 * 3600)))
@@ -244,7 +138,7 @@ def seed_surf(url, username, password, database="demo-surf", n_tokens=300, now=N
         _set_lock(db, doc_id, int(now - rng.uniform(2 * 60, 40 * 60)))
 
     db.bulk(_surf_extras(n_tokens, now, rng))
-    return _summary(db, {"token": "surf"})
+    return seeding.summary(db, {"token": "surf"})
 
 
 def _set_lock(db, doc_id, lock):
@@ -257,13 +151,13 @@ def _set_lock(db, doc_id, lock):
 
 def _run_surf_workers(credentials, n_tokens):
     """Run the picas workers side by side; returns the ids of the tokens held by pilots that were SIGKILLed."""
-    deadline = time.monotonic() + WORKER_DEADLINE
+    deadline = time.monotonic() + seeding.WORKER_DEADLINE
     workers = []
     try:
         for number, spec in enumerate(SURF_WORKERS):
             spec = {**spec, "role": "run", "seed": number, "max_tasks": max(1, int(spec["share"] * n_tokens))}
-            workers.append(_start_worker(credentials, spec))
-        doomed = _start_worker(credentials, {**SURF_DOOMED, "role": "run", "seed": 99})
+            workers.append(seeding.start_worker(credentials, spec))
+        doomed = seeding.start_worker(credentials, {**SURF_DOOMED, "role": "run", "seed": 99})
         workers.append(doomed)
         held = []
         line = doomed.read_line(deadline)
@@ -317,10 +211,10 @@ def _surf_extras(n_tokens, now, rng):
     # Hostile strings, for escaping tests.
     token(lock=int(now - 4000), done=int(now - 3500), exit_code=0, hostname="<script>alert(1)</script>",
           input="echo '<img src=x onerror=alert(2)>' && bash run.sh",
-          _attachments={f"logs_token_{number + 1}.out": _inline("<script>alert('log')</script>\n")})
+          _attachments={f"logs_token_{number + 1}.out": seeding.inline("<script>alert('log')</script>\n")})
     token(lock=int(now - 5000), done=int(now - 4200), exit_code=1, hostname="wn-<b>bold</b>.gina.surfsara.nl",
           error=[{"time": int(now - 4200), "message": "<b>bold</b> failure & <i>more</i> in /tmp/<x>/'\"quoted\""}],
-          _attachments={"<img src=x onerror=alert(4)>.log": _inline("payload in the attachment name\n")})
+          _attachments={"<img src=x onerror=alert(4)>.log": seeding.inline("payload in the attachment name\n")})
     token(OBSID='"><svg onload=alert(3)>', input="<iframe src=javascript:alert(5)></iframe>")
     # Not tokens: picas's CouchDBLogger writes these into the pool database.
     for i in range(2):
@@ -332,74 +226,7 @@ def _surf_extras(n_tokens, now, rng):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# The picas worker processes
-
-
-class _Worker:
-    """One picas worker process, started with `python -m tokens.demo --worker` and its settings on stdin."""
-
-    def __init__(self, process, stderr):
-        self.process = process
-        self.stderr = stderr
-        self.lines = []
-
-    def read_line(self, deadline):
-        """The next protocol line the worker prints, or "" at its end or the deadline."""
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.process.stdout], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
-                break
-            line = self.process.stdout.readline()
-            if not line:
-                return ""
-            if line.startswith("DEMO "):
-                self.lines.append(line[5:].strip())
-                return self.lines[-1]
-        return ""
-
-    def finish(self, deadline, killed=False):
-        """Wait for the worker; past the deadline SIGTERM it (picas then puts its token back to todo)."""
-        try:
-            out, _ = self.process.communicate(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            self.process.terminate()
-            try:
-                out, _ = self.process.communicate(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                out, _ = self.process.communicate()
-        self.lines += [line[5:].strip() for line in out.splitlines() if line.startswith("DEMO ")]
-        code = self.process.returncode
-        if code not in (0, -signal.SIGTERM) and not (killed and code == -signal.SIGKILL):
-            self.stderr.seek(0)
-            tail = self.stderr.read().decode(errors="replace")[-1500:]
-            raise DemoError(f"a picas worker failed (exit {code}):\n{tail}")
-        self.stderr.close()
-        return self
-
-    def claimed(self):
-        return [line.split(" ", 1)[1] for line in self.lines if line.startswith("CLAIMED ")]
-
-
-def _start_worker(credentials, spec):
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SLURM_", "PBS_", "GLITE_", "CREAM_", "DIRAC")) and k != "PYTHONPATH"}
-    env.update(spec.get("env", {}), PYTHONPATH=str(BASE_DIR), PYTHONUNBUFFERED="1")
-    stderr = tempfile.TemporaryFile()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tokens.demo", "--worker"], cwd=BASE_DIR, env=env, text=True,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
-    )
-    # Settings (credentials included) go through stdin, never the command line.
-    process.stdin.write(json.dumps({**credentials, **spec}))
-    process.stdin.close()
-    process.stdin = None  # so that communicate() does not flush it
-    return _Worker(process, stderr)
-
-
-def _run_worker(credentials, spec):
-    return _start_worker(credentials, spec).finish(time.monotonic() + WORKER_DEADLINE)
-
+# The picas worker processes: what they do (seeding.py starts and watches them)
 
 # What a token's command does when a worker runs it: decided by its input, so a rerun behaves the same.
 # (share of tokens in per mille, outcome)
@@ -448,7 +275,7 @@ def _worker_main():
         def process_task(self, task):
             if spec.get("hang_after") is not None and self.tasks_processed >= spec["hang_after"]:
                 print(f"DEMO HANG {task.id}", flush=True)
-                time.sleep(WORKER_DEADLINE + 60)  # until the SIGKILL; the time limit only guards against orphans
+                time.sleep(seeding.WORKER_DEADLINE + 60)  # until the SIGKILL; the limit only guards against orphans
                 os._exit(3)
             _run_command(task, self.rng, spec)
 
@@ -474,12 +301,12 @@ def _run_command(task, rng, spec):
     surl = (f"srm://srm.grid.sara.nl:8443/pnfs/grid.sara.nl/data/lofar/ops/projects/lc2_035/{obsid[1:]}/"
             f"{obsid}_SB{subband:03d}_uv.dppp.MS_{zlib.crc32(obsid.encode()):08x}.tar")
     scratch = f"/scratch/slurm.{job}/{doc_id}"
-    out = [f"{_iso(started)} starting {command}", f"host {host}, scratch {scratch}", f"fetching {surl}"]
+    out = [f"{seeding.iso(started)} starting {command}", f"host {host}, scratch {scratch}", f"fetching {surl}"]
     err = []
     exit_code, message = 0, None
     if outcome == "srm":
         exit_code = 1
-        message = f"srm copy failed for {surl} at {_iso(started)} (attempt {rng.randint(1, 5)})"
+        message = f"srm copy failed for {surl} at {seeding.iso(started)} (attempt {rng.randint(1, 5)})"
     elif outcome == "srm_timeout":
         exit_code = 1
         message = (f"gfal-copy: Transfer timed out after {rng.randint(600, 3600)} s: "
@@ -491,7 +318,7 @@ def _run_command(task, rng, spec):
     elif outcome == "oom":
         exit_code = 137
         message = (f"Killed: process {rng.randint(2000, 65000)} (DPPP) on {host} used "
-                   f"{rng.randint(8000, 64000)} MB at {_iso(started)}, out of memory")
+                   f"{rng.randint(8000, 64000)} MB at {seeding.iso(started)}, out of memory")
     elif outcome == "exception":
         err.append(f"Traceback (most recent call last): checksum of {obsid}_SB{subband:03d}.tar")
         task.put_attachment(f"logs_{doc_id}.err", "\n".join(err) + "\n")
@@ -609,8 +436,8 @@ def _lrt_tokens(obsid, surls, size, api, config):
         if api != "0.5":
             token["PICAS_API_VERSION"] = api
         token["_attachments"] = {
-            "srm.txt": _inline("\n".join(chunk) + "\n"),
-            "pref_cal1.parset": _inline(f"# prefactor pre-facet-calibrator, {obsid}\n"
+            "srm.txt": seeding.inline("\n".join(chunk) + "\n"),
+            "pref_cal1.parset": seeding.inline(f"# prefactor pre-facet-calibrator, {obsid}\n"
                                         f"! cal_input_pattern = {obsid}*.MS\n! avg_timeresolution = 4.\n"),
         }
         tokens.append(token)
@@ -661,7 +488,7 @@ def seed_lofar(url, username, password, database="demo-lofar", now=None):
     """Seed a GRID_LRT (LOFAR) pool, launcher progress simulated. Returns {bucket: count}, or {} if it existed."""
     now = time.time() if now is None else float(now)
     rng = random.Random(230461)
-    db = _Database(url, database, username, password)
+    db = seeding.Database(url, database, username, password)
     if not db.prepare():
         return {}
     config = yaml.safe_load(PREF_CAL1_YAML)["Token"]
@@ -685,7 +512,7 @@ def seed_lofar(url, username, password, database="demo-lofar", now=None):
                          times={"launched": now - STALE_AGE, "downloading": now - STALE_AGE + 40})
         docs.extend(tokens)
     db.bulk(docs)
-    return _summary(db, styles)
+    return seeding.summary(db, styles)
 
 
 if __name__ == "__main__":
