@@ -165,7 +165,7 @@ def sync_states(pool, couch, styles, update_seq, building):
     )
     try:
         if refill:
-            if _fill(pool, couch, snap, fingerprint, update_seq, styles) == "documents":
+            if _fill(pool, couch, snap, fingerprint, update_seq, styles):
                 building.append("states")
             snap.refresh_from_db()
         return apply_changes(pool, couch, styles, snap.seq) or refill
@@ -181,15 +181,21 @@ def _seq_number(seq):
 
 
 def _fill(pool, couch, snap, fingerprint, update_seq, styles):
+    """Count every token afresh; returns whether the server is still building the `states` index."""
     # Read after update_seq was taken, so it holds every change up to it; changes after it that it also holds are
     # applied again from the changes feed, which is harmless (it sets, never adds).
-    try:
-        states, source = _states_from_view(couch), "view"
-    except TimedOut:
-        # The server is building the index (a new pool, a new version of the own views): 6 to 11 minutes at
-        # 100,000 tokens on pouchdb-server. The same rules applied to the documents give the same buckets (the
-        # differential test holds the twin to the server's JavaScript) in seconds; the next refill reads the view.
+    if snap.filled_for != fingerprint:
+        # A new pool, or a new version of the own views: the server has no index for them yet and builds it on the
+        # first query, 6 to 11 minutes at 100,000 tokens on pouchdb-server, whose one thread then also serves every
+        # other request slowly. So count first from the documents themselves, by the same rules (the differential
+        # test holds the twin to the server's JavaScript): seconds. Then start the build; later refills read it.
         states, source = _states_from_documents(couch, styles, pool.group_field), "documents"
+        building = not _index_ready(couch)
+    else:
+        try:
+            states, source, building = _states_from_view(couch), "view", False
+        except TimedOut:  # the index is being rebuilt (the server lost it, or compacts it): the documents again
+            states, source, building = _states_from_documents(couch, styles, pool.group_field), "documents", True
     with transaction.atomic():
         if not CountSnapshot.objects.filter(pk=snap.pk, seq=snap.seq, filled_for=snap.filled_for).update(
                 seq=str(update_seq), filled_for=fingerprint, filled_at=timezone.now()):
@@ -200,8 +206,19 @@ def _fill(pool, couch, snap, fingerprint, update_seq, styles):
             TokenState.objects.bulk_create(
                 TokenState(pool=pool.slug, doc_id=i, bucket=b, type=t, group=g) for i, (b, t, g) in batch)
     log.info("pool %s: counted %d tokens from the %s", pool.slug, len(states),
-             "states view" if source == "view" else "documents (the states view is being built)")
-    return source
+             "states view" if source == "view" else
+             "documents (the states view is being built)" if building else "documents")
+    return building
+
+
+def _index_ready(couch):
+    """Whether the `states` index is built, asked with a query that waits COUNTS_INDEX_WAIT s; a query that times
+    out leaves the server building it."""
+    try:
+        couch.view(OWN_DDOC, "states", timeout=settings.COUNTS_INDEX_WAIT, limit=0, reduce=False)
+    except TimedOut:
+        return False
+    return True
 
 
 def _states_from_view(couch):
