@@ -193,10 +193,6 @@ def bench_freshness(server, client, db):
     worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "dashboard", "worker", "--pool", "solo",
                                "--loglevel", "ERROR"], cwd=BASE, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
-    pilot_env = dict(os.environ, PICAS_URL=server.url, PICAS_DB="bench-big", PICAS_USER=server.username,
-                     PICAS_PASSWORD=server.password, PICAS_DELAY="0.05")
-    pilots = [subprocess.Popen([sys.executable, str(BASE / "tests" / "picas_worker.py")], env=pilot_env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
     from dashboard.celery import app
 
     # Celery's connection pools keep the URL they were made with (the previous server's Redis): dropped too.
@@ -206,12 +202,20 @@ def bench_freshness(server, client, db):
     settings.CELERY_BROKER_URL = redis.url
     settings.COUNTS_MAX_AGE = COUNTS_MAX_AGE
     # Start from the steady state: the snapshot left by the earlier measurements is minutes old, and its first
-    # background refresh (the worker starting, the views catching up) is not what a viewer sees afterwards.
+    # background refreshes (the worker starting, the views catching up, an index still being built) are not what
+    # a viewer sees afterwards. The pilots start once a refresh has read every view.
     before = reading.snapshot(get_pool("bench-big")).taken_at
-    client.get("/pools/bench-big/")
-    deadline = time.monotonic() + 300
-    while reading.snapshot(get_pool("bench-big")).taken_at == before and time.monotonic() < deadline:
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        client.get("/pools/bench-big/")
+        snap = reading.snapshot(get_pool("bench-big"))
+        if snap.taken_at != before and not snap.data.get("indexing"):
+            break
         time.sleep(0.5)
+    pilot_env = dict(os.environ, PICAS_URL=server.url, PICAS_DB="bench-big", PICAS_USER=server.username,
+                     PICAS_PASSWORD=server.password, PICAS_DELAY="0.05")
+    pilots = [subprocess.Popen([sys.executable, str(BASE / "tests" / "picas_worker.py")], env=pilot_env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
     ages = []
     try:
         end = time.monotonic() + 60

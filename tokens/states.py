@@ -149,6 +149,7 @@ _OWN_VIEWS = {
     emit([String(code), normalise(msg), doc.type, group, doc._id], null);
   }""",
 }
+OWN_VIEW_NAMES = tuple(_OWN_VIEWS)
 
 # Folds what differs between two occurrences of one failure: times, URLs, paths, host names, hex ids
 # and numbers. Kept in JavaScript because the grouping happens inside the view.
