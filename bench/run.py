@@ -45,7 +45,7 @@ from tokens.worker_views import surf_design_doc  # noqa: E402
 
 N = int(os.getenv("BENCH_TOKENS", "100000"))
 # pouchdb-server holds an attachment in one JavaScript array and refuses ~128 MB and more ("Invalid array length"),
-# so the download is measured at 100 MB here; the site streams it in 64 KiB chunks whatever its size.
+# so the download is measured at 100 MB here; the site streams it in 1 MiB chunks whatever its size.
 ATTACHMENT_MB = int(os.getenv("BENCH_ATTACHMENT_MB", "100"))
 COUNTS_MAX_AGE = settings.COUNTS_MAX_AGE  # as configured: the freshness measurement uses it
 OBSERVATIONS = 50
