@@ -199,6 +199,8 @@ def bench_freshness(server, client, db):
     app.conf.broker_url = app.conf.result_backend = redis.url
     app._pool = None
     app.amqp._producer_pool = None
+    app._backend_cache = None  # and its result backend (which sending a task subscribes to)
+    app._local.__dict__.pop("backend", None)
     settings.CELERY_BROKER_URL = redis.url
     settings.COUNTS_MAX_AGE = COUNTS_MAX_AGE
     # Start from the steady state: the snapshot left by the earlier measurements is minutes old, and its first

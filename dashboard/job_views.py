@@ -48,6 +48,7 @@ def selection_from(data):
         ids=[i for i in data.getlist("ids") if i],
         job=data.get("job") or None,
         outcome=data.get("outcome") or None,
+        hostname=data.get("hostname") or None,
     )
     if selection.ids:
         selection.kind = "ids"

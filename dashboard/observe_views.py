@@ -1,17 +1,21 @@
-"""Watching the dashboard from outside and over time: /metrics, /healthz and an observation's page with its chart."""
+"""Watching the dashboard from outside and over time: /metrics, /healthz, an observation's page with its chart, and
+the worker hosts of a pool."""
 
 import hmac
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.http import Http404, HttpResponse, JsonResponse
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_safe
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from dashboard import charts, health
 from dashboard.web import labels, pool_or_404, respond, snapshot_meta, snapshot_or_error, status_of
-from tokens import history, metrics, reading
+from tokens import events, history, metrics, reading
+from tokens.models import CountSnapshot
 from tokens.states import STATES, group_from
 
 
@@ -102,3 +106,45 @@ def pool_charts(pool, data, observations):
     for o in observations:
         o.spark = charts.sparkline(per_obs.get((o.type, o.group), empty))
     return context, {"hourly": series_json(record, series)}
+
+
+HOST_WINDOWS = {"6h": ("the last 6 hours", 6), "24h": ("the last 24 hours", 24), "7d": ("the last 7 days", 168),
+                "30d": ("the last 30 days", 720)}
+
+
+@require_GET
+def hosts(request, slug):
+    """The worker hosts of a pool, from its events: per host and per site, and the black holes."""
+    pool = pool_or_404(slug)
+    snap, error = snapshot_or_error(request, pool)
+    if error:
+        return error
+    window = request.GET.get("window", "24h")
+    if window not in HOST_WINDOWS:
+        window = "24h"
+    payload = hosts_payload(pool, snap, window)
+    context = {"pool": pool, "snap": snap, "window": window, "window_label": HOST_WINDOWS[window][0],
+               "windows": HOST_WINDOWS, "rows": payload["hosts"], "sites": payload["sites"],
+               "holes": payload["black_holes"], "rule": payload["black_hole_rule"],
+               "black_hole_hours": f"{settings.BLACKHOLE_WINDOW_HOURS:g}",
+               "events_from": CountSnapshot.objects.filter(pool=pool.slug).values_list("events_from", flat=True)
+               .first()}
+    return respond(request, "hosts.html", context, payload, status=status_of(snap))
+
+
+def hosts_payload(pool, snap, window):
+    """The hosts of a pool over a window (a key of HOST_WINDOWS), per site, and the black holes: the hosts page's
+    JSON and the API's."""
+    now = timezone.now()
+    since = now - timedelta(hours=HOST_WINDOWS[window][1])
+    rows = events.hosts(pool.slug, since, now)
+    holes = events.black_holes(events.hosts(pool.slug, *events.black_hole_window()))
+    return {"pool": pool.slug, **snapshot_meta(snap), "own_views": snap.data["own_views"], "window": window,
+            "since": since, "hosts": rows, "sites": events.sites(rows), "black_holes": holes,
+            "black_hole_rule": black_hole_rule()}
+
+
+def black_hole_rule():
+    return (f"at least {settings.BLACKHOLE_MIN_FAILURES} failures in the last {settings.BLACKHOLE_WINDOW_HOURS:g} "
+            f"hours, at least {settings.BLACKHOLE_RATE:.0%} of the tokens it finished, and at least "
+            f"{settings.BLACKHOLE_FACTOR:g} times the failure rate of the rest of the pool")

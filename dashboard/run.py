@@ -88,7 +88,9 @@ def main():
 
         started.append(subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "dashboard", "worker", "--loglevel", "WARNING",
-             "--concurrency", "2", "--hostname", "dashboard-run@%h"],
+             "--concurrency", "2", "--hostname", "dashboard-run@%h",
+             # -B: the periodic tasks (following every pool's changes, pruning old events) in this worker.
+             "-B", "--schedule", str(VAR / "celerybeat-schedule")],
             cwd=BASE_DIR, env=env, start_new_session=True,
         ))
         started.append(subprocess.Popen(

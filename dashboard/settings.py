@@ -237,6 +237,21 @@ FAILURE_GROUP_MIN_SHARE = envfloat("FAILURE_GROUP_MIN_SHARE", 0.01)
 # Attachments up to this size are shown inline on the token page.
 INLINE_ATTACHMENT_BYTES = envint("INLINE_ATTACHMENT_BYTES", 256 * 1024)
 
+# --- Token events: history, hosts -------------------------------------------------------------
+# Every pool's changes are followed this often (a periodic task), seen or not, so that the events of the night
+# are recorded as they happen; a page asks sooner (COUNTS_MAX_AGE).
+EVENTS_FOLLOW_SECONDS = envint("EVENTS_FOLLOW_SECONDS", 30)
+# Raw events are kept this many days; hourly rollups of them this many.
+EVENTS_KEEP_DAYS = envint("EVENTS_KEEP_DAYS", 90)
+EVENTS_ROLLUP_DAYS = envint("EVENTS_ROLLUP_DAYS", 365)
+# A host is flagged as a black hole (it takes tokens and fails them) when, over the last BLACKHOLE_WINDOW_HOURS,
+# it failed at least BLACKHOLE_MIN_FAILURES tokens, at least BLACKHOLE_RATE of those it finished, and at least
+# BLACKHOLE_FACTOR times the failure rate of the rest of the pool.
+BLACKHOLE_WINDOW_HOURS = envfloat("BLACKHOLE_WINDOW_HOURS", 6.0)
+BLACKHOLE_MIN_FAILURES = envint("BLACKHOLE_MIN_FAILURES", 5)
+BLACKHOLE_RATE = envfloat("BLACKHOLE_RATE", 0.5)
+BLACKHOLE_FACTOR = envfloat("BLACKHOLE_FACTOR", 3.0)
+
 # --- Jobs (operations on tokens) --------------------------------------------------------------
 # Above this many tokens an operator confirms by typing the count (deleting always asks).
 JOB_CONFIRM_THRESHOLD = envint("JOB_CONFIRM_THRESHOLD", 100)
@@ -269,6 +284,11 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # A task whose worker died is redelivered after this long (Redis's default of an hour is too slow).
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", 600)}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# The periodic tasks (a `celery beat`, or a worker started with -B as `make run` does).
+CELERY_BEAT_SCHEDULE = {
+    "follow-pools": {"task": "tokens.tasks.follow_pools", "schedule": float(EVENTS_FOLLOW_SECONDS)},
+    "prune-events": {"task": "tokens.tasks.prune_events", "schedule": 3600.0},
+}
 CELERY_TASK_PUBLISH_RETRY = False
 
 # --- Metrics, health and charts ---------------------------------------------------------------

@@ -34,6 +34,7 @@ urlpatterns += [
     path("metrics", observe_views.metrics_view, name="metrics"),
     path("healthz", observe_views.healthz, name="healthz"),
     path("pools/<slug:slug>/obs/", observe_views.observation, name="observation"),
+    path("pools/<slug:slug>/hosts/", observe_views.hosts, name="hosts"),
 ]
 
 # --- JSON API and API tokens (issue 6) ---

@@ -24,7 +24,7 @@ from dashboard.web import (
     status_of,
     wants_json,
 )
-from tokens import reading
+from tokens import events, reading
 from tokens.couch import CouchError, NotFound
 from tokens.oddities import oddities, safe_file_name
 from tokens.pools import all_pools
@@ -96,8 +96,11 @@ def pool(request, slug):
         "style_labels": STYLE_LABELS,
         "out_of_view": OUT_OF_VIEW,
         "refresh_seconds": settings.COUNTS_MAX_AGE,
+        "holes": events.black_holes(events.hosts(pool.slug, *events.black_hole_window(), medians=False)),
+        "black_hole_hours": f"{settings.BLACKHOLE_WINDOW_HOURS:g}",
         **labels(),
     }
+    payload["black_holes"] = [h["hostname"] for h in context["holes"]]
     # Charts: the pool's tokens per hour and a sparkline per observation, from the stored history.
 
     chart_context, chart_payload = pool_charts(pool, data, observations)
@@ -256,19 +259,23 @@ def token(request, slug):
 
     touched = token_jobs(pool.slug, doc_id)
     odd = oddities(doc, snap.data["types"] if snap.data else None)
-    payload = {**token_payload(pool, doc, facts, touched), "odd": odd}
-    context = {"pool": pool, "doc": doc, "facts": facts, "touched": touched, "odd": odd, **labels()}
+    timeline = events.timeline(pool.slug, doc_id)
+    payload = {**token_payload(pool, doc, facts, touched, timeline), "odd": odd}
+    context = {"pool": pool, "doc": doc, "facts": facts, "touched": touched, "odd": odd, "timeline": timeline,
+               "follow_seconds": settings.EVENTS_FOLLOW_SECONDS, **labels()}
     if wants_json(request):
         return JsonResponse(payload, json_dumps_params={"ensure_ascii": False})
     context["inline"] = inline_attachments(pool, doc, facts["attachments"])
     return render(request, "token.html", context)
 
 
-def token_payload(pool, doc, facts, touched):
-    """A token, what is derived from it, and the jobs that touched it (the token page's JSON and the API)."""
+def token_payload(pool, doc, facts, touched, timeline):
+    """A token, what is derived from it, the jobs that touched it and its events (the token page's JSON and the
+    API)."""
     return {"pool": pool.slug, "token": doc, **{k: v for k, v in facts.items() if k != "fields"},
             "jobs": [{"id": t.job_id, "action": t.job.action, "outcome": t.outcome, "reason": t.reason}
-                     for t in touched]}
+                     for t in touched],
+            "timeline": [events.as_json(e) for e in timeline]}
 
 
 TEXT_TYPES = ("text/", "application/json", "application/x-yaml", "application/xml")

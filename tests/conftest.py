@@ -140,6 +140,8 @@ def use_broker(url):
     app.conf.broker_url = app.conf.result_backend = url
     app._pool = None
     app.amqp._producer_pool = None
+    app._backend_cache = None  # and its result backend (which sending a task subscribes to)
+    app._local.__dict__.pop("backend", None)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -7,7 +7,8 @@ and done = now); PICAS_RAISE_EVERY=n makes every n-th first try raise, which pic
 lock = done = 99 with the time in error[]. RunActor's max_scrub retries both, after cleanup_run: PICAS_CLEANUP
 seconds of clean-up (copying logs, removing scratch files) lie between saving a failure and scrubbing it.
 PICAS_FIRST / PICAS_LAST (token ids, both optional) limit the pilot to a slice of the todo view, as
-view parameters of picas's iterator.
+view parameters of picas's iterator. PICAS_HOSTNAME stands in for the machine's name, which picas writes into each
+token it claims (socket.gethostname()): several "hosts" on one machine.
 """
 
 import os
@@ -44,6 +45,8 @@ def every(variable, processed):
 
 
 if __name__ == "__main__":
+    if os.environ.get("PICAS_HOSTNAME"):
+        socket.gethostname = lambda: os.environ["PICAS_HOSTNAME"]
     db = CouchDB(url=os.environ["PICAS_URL"], db=os.environ["PICAS_DB"], username=os.environ["PICAS_USER"],
                  password=os.environ["PICAS_PASSWORD"])
     design = os.environ.get("PICAS_DESIGN", "Monitor")

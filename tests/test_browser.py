@@ -241,13 +241,14 @@ def test_a_pool_the_server_is_still_indexing_says_its_counts_come_from_the_docum
         assert banner.inner_text().startswith("Counted from the documents themselves: the server is")
         assert page.locator("ul.legend").inner_text().count("3,000") + page.locator(
             "ul.legend").inner_text().count("3000") >= 2  # done and error, 3,000 each
-        # What comes from an index still being built says it waits, never a 0 that reads as "nothing finished".
+        # While the pool's past is still being read (after the index is built), the last hour's figures say they
+        # wait, never a 0 that reads as "nothing finished".
         first_row = page.locator("table.observations tbody tr").first.locator("td")
         assert [first_row.nth(i).inner_text() for i in (-2, -1)] == ["…", "…"]
         shoot(page, f"pool-indexing-{width}")
         assert overflow(page) <= 1
         page.get_by_role("link", name="L229585 · token").click()
-        assert "ETA: waits for the server's index" in page.locator("#counts").inner_text()
+        assert "ETA: waits for the pool's past" in page.locator("#counts").inner_text()
         assert page.locator(".banner.warn[role=status]").is_visible()
 
 

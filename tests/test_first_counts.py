@@ -29,7 +29,7 @@ def big_new_pool(scratch_pool, settings):
 def test_a_pool_being_indexed_is_counted_from_its_documents_and_says_so(viewer_client, big_new_pool, settings):
     settings.COUNTS_INDEX_WAIT = 0.2  # far less than any server takes to index 12,000 tokens
     data = reading.refresh(get_pool(big_new_pool.database)).data
-    assert data["indexing"]["views"] == ["states", "finished", "failures"]
+    assert data["indexing"]["views"] == ["states", "failures"]
     page = viewer_client.get(f"/pools/{big_new_pool.database}/", {"format": "json"}).json()
     assert {k: v for k, v in page["counts"].items() if v} == {"todo": 4_000, "done": 4_000, "error": 4_000}
     assert page["indexing"]["views"]
@@ -39,7 +39,6 @@ def test_a_pool_being_indexed_is_counted_from_its_documents_and_says_so(viewer_c
     # Once the index is built, a refill from the view gives the same counts and the note is gone.
     big_new_pool.view(OWN_DDOC, "states", limit=0, reduce=False, timeout=600)
     big_new_pool.view(OWN_DDOC, "failures", limit=0, reduce=False, timeout=600)
-    big_new_pool.view(OWN_DDOC, "finished", limit=0, reduce=False, timeout=600)
     settings.COUNTS_INDEX_WAIT, settings.COUNTS_REFILL_SECONDS = 600, 0
     data = reading.refresh(get_pool(big_new_pool.database)).data
     assert "indexing" not in data and data["failures"]

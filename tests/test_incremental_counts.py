@@ -133,6 +133,6 @@ def test_a_refresh_that_started_from_an_older_sequence_writes_nothing(scratch_po
     before = sorted(TokenState.objects.filter(pool=pool.slug).values_list("doc_id", "bucket"))
 
     with pytest.raises(reading.Overtaken):
-        reading.apply_changes(pool, pool.couch(), {"token": "surf"}, older)
+        reading.apply_changes(pool, pool.couch(), {"token": "surf"}, older, None)
 
     assert sorted(TokenState.objects.filter(pool=pool.slug).values_list("doc_id", "bucket")) == before

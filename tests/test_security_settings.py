@@ -119,6 +119,8 @@ def site_pages(operator_client, demo_pools, couch, couch_server):
                                                 {"id": doc["_id"], "name": attachment})),
         ("failures", "groups", client.get(reverse("failures", args=[SURF]))),
         ("stale", "locks", client.get(reverse("stale", args=[SURF]), {"hours": 1})),
+        ("hosts", "worker hosts", client.get(reverse("hosts", args=[SURF]))),
+        ("hosts", "JSON", client.get(reverse("hosts", args=[SURF]), {"window": "7d", "format": "json"})),
         ("job_new", "dry run", client.get(reverse("job_new", args=[SURF]), {"action": "reset", **selection})),
         ("job_new", "set a field", client.get(reverse("job_new", args=[SURF]), {"action": "set_field", **selection})),
         ("job_new", "bad input", client.get(reverse("job_new", args=[SURF]), {"action": "reset", "kind": "x"})),

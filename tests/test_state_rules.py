@@ -98,7 +98,7 @@ def value(rng, depth=0):
 
 def document(rng, n):
     doc = {"_id": f"doc-{n:05d}", "type": rng.choice(list(STYLES) * 3 + ["task", "Token", 5, None, ["token"]])}
-    for field in ("lock", "done", "exit_code", "status", "output", GROUP):
+    for field in ("lock", "done", "exit_code", "status", "output", GROUP, "hostname"):
         draw = rng.random()
         if draw < 0.08:
             continue  # missing: undefined in JavaScript
@@ -108,7 +108,8 @@ def document(rng, n):
                           "exit_code": lambda: rng.choice([0, "0", 1, "", "1"]),
                           "status": lambda: rng.choice(["todo", "done", "error", "running"]),
                           "output": lambda: rng.choice([0, 0, 1, "0", ""]),
-                          GROUP: lambda: rng.choice(["L229585", "L229587", ""])}[field]()
+                          GROUP: lambda: rng.choice(["L229585", "L229587", ""]),
+                          "hostname": lambda: rng.choice(["wn-01.grid.surfsara.nl", "", "gina-n7"])}[field]()
         else:
             doc[field] = value(rng)
     return doc
@@ -131,7 +132,7 @@ def view_rows(db):
         page = db.page(OWN_DDOC, "states", limit=5000, start_key=start)
         for row in page.rows:
             bucket, type_, group, doc_id = row["key"]
-            rows[doc_id] = (bucket, type_, group)
+            rows[doc_id] = (bucket, type_, group, row["value"])
         if not page.has_next:
             return rows
         start = page.next_key
@@ -157,9 +158,9 @@ def test_the_twin_puts_every_odd_document_where_the_servers_javascript_does(odd_
     assert not differences, f"{len(differences)} differences, e.g. " + "; ".join(
         f"{d!r}: view {v}, twin {t}" for d, v, t in differences[:5])
     # The documents reached every bucket and many groups, so the comparison covered each rule.
-    buckets = {b for b, _, _ in emitted.values()}
+    buckets = {b for b, _, _, _ in emitted.values()}
     assert buckets >= {"todo", "locked", "locked_unknown", "done", "error", "legacy_error", "done_unlocked", "other"}
-    assert len({g for _, _, g in emitted.values()}) > 1000 and len(emitted) > DOCUMENTS / 2
+    assert len({g for _, _, g, _ in emitted.values()}) > 1000 and len(emitted) > DOCUMENTS / 2
 
 
 def test_numbers_read_as_the_engines_read_them():
@@ -176,7 +177,7 @@ def test_numbers_read_as_the_engines_read_them():
 NODE_MAP = r"""
 const fn = eval("(" + process.argv[1] + ")");
 let rows = [];
-globalThis.emit = (key, value) => rows.push(key);
+globalThis.emit = (key, value) => rows.push([key, value]);
 require("readline").createInterface({input: process.stdin}).on("line", line => {
   rows = [];
   try { fn(JSON.parse(line)); } catch (e) { rows = [["threw", String(e)]]; }
@@ -194,7 +195,7 @@ values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.di
     st.sampled_from(["a", "message", "0"]), inner, max_size=2), max_leaves=4)
 documents = st.fixed_dictionaries({"_id": st.just("doc")}, optional={
     "type": st.sampled_from(list(STYLES)) | values, "lock": values, "done": values, "exit_code": values,
-    "status": values, "output": values, GROUP: values})
+    "status": values, "output": values, GROUP: values, "hostname": values})
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +210,7 @@ def node_states():
         node.stdin.write(json.dumps(doc) + "\n")
         node.stdin.flush()
         rows = json.loads(node.stdout.readline())
-        return tuple(rows[0][:3]) if rows else None
+        return (*rows[0][0][:3], rows[0][1]) if rows and rows[0][0] != "threw" else rows[0] if rows else None
 
     yield run
     node.stdin.close()

@@ -50,7 +50,7 @@ class Reader:
     """
 
     def __init__(self, pool, batch_size):
-        self.couch, self.batch_size = pool.couch(), batch_size
+        self.couch, self.batch_size, self.pool = pool.couch(), batch_size, pool.slug
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-reader")
 
     def __enter__(self):
@@ -60,8 +60,8 @@ class Reader:
         self.thread.shutdown(wait=False, cancel_futures=True)
 
     def batches(self, selection, now):
-        if selection.kind in ("ids", "job"):
-            ids = _id_batches(selection, self.batch_size)
+        if selection.kind in ("ids", "job", "host"):
+            ids = _id_batches(selection, self.batch_size, self.pool)
             pending = self._fetch(next(ids, None))
             while pending:
                 docs = pending.result()
@@ -86,13 +86,16 @@ class Reader:
                                   start_key=start, end_key=end, include_docs=True, stale=not first)
 
 
-def _id_batches(selection, batch_size):
+def _id_batches(selection, batch_size, pool):
     if selection.kind == "ids":
         yield from (selection.ids[i:i + batch_size] for i in range(0, len(selection.ids), batch_size))
         return
-    after = 0  # the job's records, a batch at a time by primary key: memory stays flat at any size
+    # The job's records (or the table of states), a batch at a time by primary key: memory stays flat at any size.
+    records = selection.host_tokens(pool).values_list("pk", "doc_id") if selection.kind == "host" else \
+        selection.job_tokens().values_list("pk", "token_id")
+    after = 0
     while True:
-        batch = list(selection.job_tokens().filter(pk__gt=after).values_list("pk", "token_id")[:batch_size])
+        batch = list(records.filter(pk__gt=after).order_by("pk")[:batch_size])
         if not batch:
             return
         after = batch[-1][0]

@@ -1,23 +1,21 @@
 """A pool's history for its charts: tokens done and failed per hour and observation over the last days.
 
-It comes from the `finished` view of the dashboard's own design document (keyed by the 5-minute slot of each
-token's `done` time), read with one grouped range query over the chart period. CouchDB answers that from stored
-reductions; the embedded server needs O(rows in the range), seconds at 100k tokens. So, like the counts, pages read
-a stored copy (`tokens.models.PoolHistory`) and have it recomputed in the background when it is older than
-CHART_MAX_AGE; only the very first page of a pool waits for it.
+It comes from the pool's token events (tokens.events), grouped by hour: what happened then, whatever the tokens
+became since. Like the counts, pages read a stored copy (`tokens.models.PoolHistory`) and have it recomputed in the
+background when it is older than CHART_MAX_AGE; only the very first page of a pool waits for it.
 """
 
 import logging
 import time
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.utils import timezone
 
-from tokens import queue
+from tokens import events, queue, reading
 from tokens.couch import CouchError
 from tokens.models import PoolHistory
 from tokens.reading import claim_refresh
-from tokens.states import OWN_DDOC
 
 log = logging.getLogger(__name__)
 
@@ -25,32 +23,31 @@ HOUR = 3600
 
 
 def take(pool, days, now=None):
-    """Count the tokens finished per hour, bucket and observation in the `days` x 24 hours up to the current one.
+    """Count the tokens finished per hour, bucket and observation in the `days` x 24 hours up to the current one,
+    from the pool's events: a reset does not change past hours, and a token that failed and then was done counts
+    in both hours.
 
     Returns {"computed_at", "start" (epoch of the first hour), "hours", "rows": [[hour, bucket, type, group, n]]}.
-    Raises CouchError.
     """
     now = time.time() if now is None else now
     end = int(now) // HOUR * HOUR + HOUR  # the end of the current hour
     start = end - days * 24 * HOUR
-    # [end] sorts before every [end, ...] key, so the range stops at the current hour (clocks ahead are left out).
-    rows = pool.couch().view(OWN_DDOC, "finished", start_key=[start], end_key=[end], group_level=4)["rows"]
-    per_hour = {}
-    for row in rows:
-        slot, bucket, type_, group = row["key"]
-        key = (int(slot) // HOUR * HOUR, bucket, type_, group)  # 5-minute slots add up to whole hours exactly
-        per_hour[key] = per_hour.get(key, 0) + row["value"]
+    counts = events.per_hour(pool.slug, datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC),
+                             to_states=("done", "error"))
+    rows = [[int(hour.timestamp()), bucket, type_, group, n] for (hour, bucket, type_, group), n in counts.items()]
     return {
         "computed_at": now,
         "start": start,
         "hours": days * 24,
-        "rows": [[*key, n] for key, n in sorted(per_hour.items(), key=lambda kv: (kv[0][0], str(kv[0][1:])))],
+        "rows": sorted(rows, key=lambda r: (r[0], str(r[1:4]))),
     }
 
 
 def refresh(pool):
-    """Recompute and store a pool's history; on failure keep the older data and store the error."""
+    """Recompute and store a pool's history; on failure keep the older data and store the error. The events are
+    brought up to date first: a refresh of the counts reads the changes feed (what changed since the last one)."""
     try:
+        reading.refresh(pool)
         data = take(pool, settings.CHART_DAYS)
     except CouchError as e:
         log.warning("pool %s: history: %s", pool.slug, e)

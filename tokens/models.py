@@ -41,6 +41,10 @@ class CountSnapshot(models.Model):
     seq = models.TextField(blank=True)
     filled_at = models.DateTimeField(null=True)
     filled_for = models.CharField(max_length=64, blank=True)
+    # Token events (TokenEvent) are recorded from `events_from` on; what came before was backfilled from the
+    # documents' own times once `backfilled` is set.
+    events_from = models.DateTimeField(null=True)
+    backfilled = models.BooleanField(default=False)
 
     def __str__(self):
         return f"counts of {self.pool}"
@@ -58,6 +62,7 @@ class TokenState(models.Model):
     bucket = models.CharField(max_length=20)
     type = models.CharField(max_length=200)
     group = models.CharField(max_length=1000, null=True)  # noqa: DJ001 - no group (null) differs from ""
+    hostname = models.TextField(blank=True)  # the worker host that last claimed it, as it says (any length)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["pool", "doc_id"], name="token_state_unique")]
@@ -163,3 +168,59 @@ class JobToken(models.Model):
 
     def __str__(self):
         return f"{self.token_id}: {self.outcome}"
+
+
+class TokenEvent(models.Model):
+    """One move of a token between states, as the changes feed showed it: append-only, never updated.
+
+    A token that moved several times between two reads of the feed shows as one move (CouchDB keeps only the
+    newest revision). For a pool seen for the first time, the moves its documents' own times tell (lock, done,
+    error[].time) are backfilled, marked so. Raw events are kept EVENTS_KEEP_DAYS, then rolled up into EventHour.
+    """
+
+    CHANGE, BACKFILL, RECOUNT = "change", "backfill", "recount"
+    CREATED, DELETED = "", "deleted"  # from_state of a new token, to_state of a deleted one
+
+    pool = models.CharField(max_length=100)
+    doc_id = models.CharField(max_length=1000)
+    type = models.CharField(max_length=200)
+    group = models.CharField(max_length=1000, null=True)  # noqa: DJ001 - as TokenState.group
+    at = models.DateTimeField()
+    from_state = models.CharField(max_length=20, blank=True)
+    to_state = models.CharField(max_length=20)
+    hostname = models.TextField(blank=True)
+    exit_code = models.CharField(max_length=100, blank=True)  # of a failure, as the failure groups key it
+    scrub_count = models.IntegerField(null=True)
+    run_seconds = models.FloatField(null=True)  # lock to done, where both are times
+    rev = models.CharField(max_length=100, blank=True)  # the revision that made the move: a job's record names it
+    origin = models.CharField(max_length=10, default=CHANGE)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["pool", "at"], name="token_event_time"),
+            models.Index(fields=["pool", "doc_id", "at"], name="token_event_token"),
+            models.Index(fields=["pool", "hostname", "at"], name="token_event_host"),
+        ]
+
+    def __str__(self):
+        return f"{self.doc_id} in {self.pool}: {self.from_state or 'new'} -> {self.to_state}"
+
+
+class EventHour(models.Model):
+    """Events per hour, pool, observation, state, exit code and host, for the events older than the raw ones
+    kept: made by the pruning task before it deletes them, kept EVENTS_ROLLUP_DAYS."""
+
+    pool = models.CharField(max_length=100)
+    hour = models.DateTimeField()
+    type = models.CharField(max_length=200)
+    group = models.CharField(max_length=1000, null=True)  # noqa: DJ001 - as TokenState.group
+    to_state = models.CharField(max_length=20)
+    exit_code = models.CharField(max_length=100, blank=True)
+    hostname = models.TextField(blank=True)
+    count = models.PositiveIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["pool", "hour"], name="event_hour_time")]
+
+    def __str__(self):
+        return f"{self.count} to {self.to_state} in {self.pool} at {self.hour}"

@@ -21,4 +21,5 @@ def run_job(job_id):
 
 
 def _send(task, *args):
-    current_app.send_task(f"tokens.tasks.{task}", args=args)
+    # No caller waits for a result: without ignore_result the sender subscribes to the result backend for each task.
+    current_app.send_task(f"tokens.tasks.{task}", args=args, ignore_result=True)

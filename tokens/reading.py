@@ -12,7 +12,6 @@ import hashlib
 import itertools
 import json
 import logging
-import re
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -22,9 +21,10 @@ from django.db import connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from tokens import queue
+from tokens import events, queue
 from tokens.couch import CouchError, NotFound, Page, TimedOut
 from tokens.models import CountSnapshot, TokenState
+from tokens.pools import all_pools
 from tokens.states import (
     BUCKETS,
     OWN_DDOC,
@@ -91,9 +91,10 @@ def take_snapshot(pool):
             TokenState.objects.filter(pool=pool.slug).values_list("bucket", "type", "group")
             .annotate(n=Count("id")).order_by("bucket", "type", "group")
         ]
-        since = data["finished_since"] = (int(time.time()) - RECENT_SECONDS) // 300 * 300
-        rows = _while_indexed(couch, "finished", building, start_key=[since], end_key=[{}], group_level=4)
-        data["finished"] = [[*r["key"], r["value"]] for r in rows] if rows is not None else []
+        # Throughput and ETA: the tokens that finished in the last hour, from the events (a token that failed and
+        # then was done counts twice, as the work it cost).
+        since = data["finished_since"] = int(time.time()) - RECENT_SECONDS
+        data["finished"] = events.finished_since(pool.slug, since)
         if errors_changed or "failures" not in previous or previous.get("indexing"):
             rows = _while_indexed(couch, "failures", building, group_level=4)
             data["failures"] = [[*r["key"], r["value"]] for r in rows] if rows is not None else \
@@ -102,6 +103,9 @@ def take_snapshot(pool):
             data["failures"] = previous["failures"]
         if building:
             data["indexing"] = {"views": building, "progress": couch.index_builds()}
+        else:  # once, for a pool first seen, after its first counts and with every index built
+            events.backfill(pool, couch, styles, token_state, DOCUMENT_PAGE)
+        data["events_backfilled"] = CountSnapshot.objects.filter(pool=pool.slug, backfilled=True).exists()
     else:
         # Without views of our own, count what the workers' views count (no out-of-view buckets).
         data["buckets"], data["finished"], data["failures"] = [], [], []
@@ -144,11 +148,12 @@ def _while_indexed(couch, view, building, **params):
 
 
 def token_state(doc, styles, group_field):
-    """(bucket, type, group) of a document as the own `states` view emits it, or None where it emits nothing."""
+    """(bucket, type, group, hostname) of a document as the own `states` view emits it (the hostname is its value),
+    or None where it emits nothing."""
     type_ = doc.get("type")
     if doc.get("_id", "").startswith("_design/") or not isinstance(type_, str) or type_ not in styles:
         return None
-    return classify(doc, styles[type_]), type_, group_of(doc, group_field)
+    return classify(doc, styles[type_]), type_, group_of(doc, group_field), events.hostname_of(doc)
 
 
 def sync_states(pool, couch, styles, update_seq, building):
@@ -157,28 +162,22 @@ def sync_states(pool, couch, styles, update_seq, building):
     snap, _ = CountSnapshot.objects.get_or_create(pool=pool.slug)
     fingerprint = hashlib.sha256(
         json.dumps(own_design_doc(styles, pool.group_field)["views"], sort_keys=True).encode()).hexdigest()
-    backlog = _seq_number(update_seq) - _seq_number(snap.seq)
     refill = (
         snap.filled_for != fingerprint
         or snap.filled_at is None
         or (timezone.now() - snap.filled_at).total_seconds() > settings.COUNTS_REFILL_SECONDS
-        or backlog > max(10 * CHANGES_BATCH, TokenState.objects.filter(pool=pool.slug).count() // 5)
     )
     try:
         if refill:
+            if snap.seq:  # the changes waiting first: each move an event with its host and exit code
+                apply_changes(pool, couch, styles, snap.seq, snap.events_from)
+                snap.refresh_from_db()
             if _fill(pool, couch, snap, fingerprint, update_seq, styles):
                 building.append("states")
             snap.refresh_from_db()
-        return apply_changes(pool, couch, styles, snap.seq) or refill
+        return apply_changes(pool, couch, styles, snap.seq, snap.events_from) or refill
     except Overtaken:
         return True  # what the other refresh saw is not known here: count the failures again
-
-
-def _seq_number(seq):
-    """The leading number of a sequence: the whole value on pouchdb-server, the sum over shards on CouchDB 3.
-    Only used to estimate how many changes are waiting."""
-    match = re.match(r"\d+", str(seq or ""))
-    return int(match.group()) if match else 0
 
 
 def _fill(pool, couch, snap, fingerprint, update_seq, styles):
@@ -197,10 +196,17 @@ def _fill(pool, couch, snap, fingerprint, update_seq, styles):
             states, source, building = _states_from_view(couch), "view", False
         except TimedOut:  # the index is being rebuilt (the server lost it, or compacts it): the documents again
             states, source, building = _states_from_documents(couch, styles, pool.group_field), "documents", True
+    now = timezone.now()
     with transaction.atomic():
         if not CountSnapshot.objects.filter(pk=snap.pk, seq=snap.seq, filled_for=snap.filled_for).update(
-                seq=str(update_seq), filled_for=fingerprint, filled_at=timezone.now()):
+                seq=str(update_seq), filled_for=fingerprint, filled_at=now, events_from=snap.events_from or now):
             raise Overtaken
+        if snap.filled_for == fingerprint:
+            # A recount under the same rules (the waiting changes were applied just before): a token found elsewhere
+            # moved without the feed showing it. Under new rules a difference may be the rules': not recorded.
+            before = {i: (b, t, g, h) for i, b, t, g, h in TokenState.objects.filter(pool=pool.slug)
+                      .values_list("doc_id", "bucket", "type", "group", "hostname").iterator(chunk_size=FILL_PAGE)}
+            events.record(events.recounted(pool.slug, before, states, now))
         TokenState.objects.filter(pool=pool.slug).delete()
         items = iter(states.items())
         while batch := list(itertools.islice(items, 2000)):
@@ -212,14 +218,14 @@ def _fill(pool, couch, snap, fingerprint, update_seq, styles):
 
 
 def _insert_states(slug, batch):
-    """TokenState rows for [(doc_id, (bucket, type, group))], one executemany: bulk_create builds a model and
-    compiles every row's values in Python, most of a first count's time at 100,000 tokens."""
+    """TokenState rows for [(doc_id, (bucket, type, group, hostname))], one executemany: bulk_create builds a
+    model and compiles every row's values in Python, most of a first count's time at 100,000 tokens."""
     meta = TokenState._meta
     columns = ", ".join(connection.ops.quote_name(meta.get_field(f).column)
-                        for f in ("pool", "doc_id", "bucket", "type", "group"))
+                        for f in ("pool", "doc_id", "bucket", "type", "group", "hostname"))
     with connection.cursor() as cursor:
         cursor.executemany(f"INSERT INTO {connection.ops.quote_name(meta.db_table)} ({columns}) "
-                           "VALUES (%s, %s, %s, %s, %s)", [(slug, i, b, t, g) for i, (b, t, g) in batch])
+                           "VALUES (%s, %s, %s, %s, %s, %s)", [(slug, i, *state) for i, state in batch])
 
 
 def _index_ready(couch):
@@ -244,21 +250,23 @@ def _index_ready(couch):
 
 
 def _states_from_view(couch):
-    """{id: (bucket, type, group)} from the `states` view; TimedOut while its index is being built."""
+    """{id: (bucket, type, group, hostname)} from the `states` view; TimedOut while its index is being built."""
     states, start, stale = {}, None, False
     while True:
         page = couch.page(OWN_DDOC, "states", limit=FILL_PAGE, start_key=start, stale=stale,
                           timeout=None if stale else settings.COUNTS_INDEX_WAIT)
         for row in page.rows:
             bucket, type_, group, doc_id = row["key"]
-            states[doc_id] = (bucket, type_, group)  # a token that moved while we paged is seen twice: keep either
+            # A token that moved while we paged is seen twice: keep either.
+            states[doc_id] = (bucket, type_, group, row["value"] if isinstance(row["value"], str) else "")
         if not page.has_next:
             return states
         start, stale = page.next_key, True  # the index is current since the first page
 
 
 def _states_from_documents(couch, styles, group_field):
-    """{id: (bucket, type, group)} from the documents themselves, a page at a time, by the twin of the view."""
+    """{id: (bucket, type, group, hostname)} from the documents themselves, a page at a time, by the views'
+    twin."""
     states, start = {}, None
     while True:
         page = couch.documents(DOCUMENT_PAGE, start_id=start)
@@ -271,30 +279,36 @@ def _states_from_documents(couch, styles, group_field):
         start = page.next_key
 
 
-def apply_changes(pool, couch, styles, seq):
-    """Apply the changes after `seq`, a batch per transaction. Returns whether a failed token changed."""
+def apply_changes(pool, couch, styles, seq, events_from):
+    """Apply the changes after `seq`, a batch per transaction, each move recorded as an event in the same
+    transaction. Returns whether a failed token changed."""
     touched_errors = False
     while True:
         results, last_seq = couch.changes(seq, CHANGES_BATCH)
         ids = [r["id"] for r in results]
-        before = dict(TokenState.objects.filter(pool=pool.slug, doc_id__in=ids).values_list("doc_id", "bucket"))
-        upserts, gone = [], []
+        before = {i: (b, t, g, h) for i, b, t, g, h in TokenState.objects.filter(pool=pool.slug, doc_id__in=ids)
+                  .values_list("doc_id", "bucket", "type", "group", "hostname")}
+        upserts, gone, changed = [], [], []
         for r in results:
             doc = None if r.get("deleted") else r.get("doc")
             state = token_state(doc, styles, pool.group_field) if doc else None
+            changed.append((r["id"], (r.get("changes") or [{}])[-1].get("rev", ""), doc, state))
             if state is None:
                 gone.append(r["id"])
             else:
                 upserts.append(TokenState(pool=pool.slug, doc_id=r["id"], bucket=state[0], type=state[1],
-                                          group=state[2]))
-            if before.get(r["id"]) in ERROR_BUCKETS or (state and state[0] in ERROR_BUCKETS):
+                                          group=state[2], hostname=state[3]))
+            old = before.get(r["id"])
+            if (old and old[0] in ERROR_BUCKETS) or (state and state[0] in ERROR_BUCKETS):
                 touched_errors = True
+        moved = events.moves(pool.slug, before, changed, styles, events_from)
         with transaction.atomic():
             if not CountSnapshot.objects.filter(pool=pool.slug, seq=seq).update(seq=str(last_seq)):
                 raise Overtaken
             TokenState.objects.filter(pool=pool.slug, doc_id__in=gone).delete()
             TokenState.objects.bulk_create(upserts, update_conflicts=True, unique_fields=["pool", "doc_id"],
-                                           update_fields=["bucket", "type", "group"])
+                                           update_fields=["bucket", "type", "group", "hostname"])
+            events.record(moved)
         seq = str(last_seq)
         if len(results) < CHANGES_BATCH:
             return touched_errors
@@ -322,6 +336,17 @@ def snapshot(pool):
     if snap.age() > settings.COUNTS_MAX_AGE:
         _request_refresh(pool, snap)
     return snap
+
+
+def follow():
+    """Refresh every pool whose counts are older than EVENTS_FOLLOW_SECONDS (unless a refresh is in flight): the
+    changes feed is read, and its moves recorded as events, while nobody has a page open."""
+    for pool in all_pools():
+        snap = CountSnapshot.objects.filter(pool=pool.slug).first()
+        if snap is None or snap.data is None:
+            refresh(pool)
+        elif snap.age() > settings.EVENTS_FOLLOW_SECONDS and claim_refresh(snap, "taken_at"):
+            refresh(pool)
 
 
 def claim_refresh(record, taken_field, give_up_after=60):

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 from django.conf import settings
 
-from tokens.models import Job, JobToken
+from tokens.models import Job, JobToken, TokenState
 from tokens.reading import ensure_own_views
 from tokens.states import (
     BUCKET_LABELS,
@@ -29,6 +29,7 @@ from tokens.states import (
     token_types,
 )
 
+HOST_BUCKETS = ("error", "locked")
 JOB_OUTCOMES = {"changed": "changed", "skipped": "skipped", "failed": "failed on"}
 
 
@@ -38,8 +39,9 @@ class OperationError(Exception):
 
 @dataclass
 class Selection:
-    """Which tokens a job touches. kind: state, stale, failure, observation (all its tokens), ids, or job (the
-    tokens an earlier job changed, skipped or failed: `job` its id, `outcome` which)."""
+    """Which tokens a job touches. kind: state, stale, failure, observation (all its tokens), ids, job (the
+    tokens an earlier job changed, skipped or failed: `job` its id, `outcome` which), or host (the failed or
+    locked tokens that name `hostname`: what a black hole failed, or what it holds)."""
 
     kind: str
     bucket: str | None = None
@@ -51,6 +53,7 @@ class Selection:
     ids: list = field(default_factory=list)
     job: int | None = None
     outcome: str | None = None
+    hostname: str | None = None
 
     def as_dict(self):
         return {k: v for k, v in asdict(self).items() if v not in (None, [])}
@@ -78,7 +81,10 @@ class Selection:
         self.ids = list(dict.fromkeys(self.ids))  # a token listed twice is still one token
         if self.kind == "job":
             self._validate_job()
-        if self.kind not in ("state", "stale", "failure", "observation", "ids", "tokenset", "job"):
+        if self.kind == "host" and (not self.hostname or self.bucket not in HOST_BUCKETS):
+            raise OperationError("A host selection names the host and the state: error (what failed there) or "
+                                 "locked (what runs there now)")
+        if self.kind not in ("state", "stale", "failure", "observation", "ids", "tokenset", "job", "host"):
             raise OperationError(f"Unknown selection {self.kind!r}")
 
     def _validate_job(self):
@@ -90,6 +96,11 @@ class Selection:
             raise OperationError("Name the job by its number") from None
         if not Job.objects.filter(pk=self.job).exists():
             raise OperationError(f"There is no job {self.job}")
+
+    def host_tokens(self, pool):
+        """The tokens of this selection (kind host) as the dashboard's table of states has them: each is read and
+        re-checked before it is written, so a token that moved since is skipped."""
+        return TokenState.objects.filter(pool=pool, bucket=self.bucket, hostname=self.hostname)
 
     def job_tokens(self):
         """The records of the tokens this selection names (kind job), in the order the job met them."""
@@ -111,6 +122,9 @@ class Selection:
             return f"a new token set of type {self.type}"
         if self.kind == "job":
             return f"the tokens job {self.job} {JOB_OUTCOMES.get(self.outcome, self.outcome)}"
+        if self.kind == "host":
+            what = "failed" if self.bucket == "error" else "running (locked)"
+            return f"{what} tokens{where} on host {self.hostname}"
         return f"{len(self.ids)} selected token{'s' if len(self.ids) != 1 else ''}"
 
     def view_ranges(self, now):
@@ -137,7 +151,9 @@ class Selection:
             return False
         if self.type and group_of(doc, rules.group_field) != self.group:
             return False  # another observation (None: the tokens without a group)
-        if bucket == "locked" and self.kind != "stale":
+        if self.kind == "host" and (doc.get("hostname") != self.hostname or bucket != self.bucket):
+            return False
+        if bucket == "locked" and self.kind not in ("stale", "host"):
             return False  # a worker may hold it: writing now would make the worker drop its result
         if bucket == "error" and not _failed_long_enough(doc, now, explicit=self.kind in ("ids", "job")):
             return False  # just failed: picas's max_scrub retry may be scrubbing it this very moment
@@ -204,6 +220,10 @@ def preview(pool, selection, sample_size=10):
     if selection.kind == "ids":
         docs = [d for d in fetch(couch, selection.ids) if selection.holds(d, rules, now)]
         return {"count": len(docs), "sample": [d["_id"] for d in docs[:sample_size]]}
+    if selection.kind == "host":  # the table of states; each is re-checked when read, as always
+        records = selection.host_tokens(pool.slug)
+        return {"count": records.count(), "sample": list(records.order_by("doc_id")
+                                                         .values_list("doc_id", flat=True)[:sample_size])}
     if selection.kind == "job":  # what the job recorded; each is re-checked when read, as always
         if Job.objects.get(pk=selection.job).pool != pool.slug:
             raise OperationError(f"Job {selection.job} was on another pool")

@@ -123,10 +123,7 @@ _OWN_PRELUDE = r"""
 # row by key alone (pouchdb-server ignores startkey_docid; CouchDB honours it, and needs it not).
 _OWN_VIEWS = {
     # Every token, keyed by its bucket and observation: counts (group_level=3) and lists (paged by key).
-    "states": "emit([bucket, doc.type, group, doc._id], null);",
-    # Finished tokens by the 5-minute slot of their done time: throughput and ETA.
-    "finished": """if ((bucket == "done" || bucket == "error") && done >= %(time_min)d)
-    emit([Math.floor(done / 300) * 300, bucket, doc.type, group, doc._id], null);""",
+    "states": 'emit([bucket, doc.type, group, doc._id], typeof doc.hostname == "string" ? doc.hostname : "");',
     # Locked tokens by lock time as the locked view compares it (Number(lock): "1700000000" and [1700000000] are
     # times too), so stale locks are one key range; locks of unknown age (lock = 1, true ...) under null.
     "locks": """if (bucket == "locked" || bucket == "locked_unknown")

@@ -1,7 +1,7 @@
 from celery import shared_task
 from celery.signals import worker_ready
 
-from tokens import history, operations, reading
+from tokens import events, history, operations, reading
 from tokens.pools import get_pool
 
 
@@ -19,6 +19,18 @@ def refresh_history(slug):
     pool = get_pool(slug)
     if pool is not None:
         history.refresh(pool)
+
+
+@shared_task(ignore_result=True, expires=60)
+def follow_pools():
+    """Every EVENTS_FOLLOW_SECONDS: read every pool's changes, whether anyone looks at it or not."""
+    reading.follow()
+
+
+@shared_task(ignore_result=True, expires=3600)
+def prune_events():
+    """Hourly: roll up and delete the events older than EVENTS_KEEP_DAYS."""
+    events.prune()
 
 
 @shared_task(ignore_result=True, acks_late=True)

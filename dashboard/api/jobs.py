@@ -99,7 +99,7 @@ class Preview(Schema):
 
 
 class SelectionIn(Schema):
-    kind: Literal["state", "stale", "failure", "observation", "ids", "job"]
+    kind: Literal["state", "stale", "failure", "observation", "ids", "job", "host"]
     bucket: Bucket | None = None
     type: Text | None = None
     group: Text | None = None
@@ -110,6 +110,7 @@ class SelectionIn(Schema):
     job: int | None = Field(None, ge=1, le=MAX_ID, description="kind job: the job whose tokens to select")
     outcome: Literal["changed", "skipped", "failed"] | None = Field(
         None, description="kind job: the tokens it changed, skipped or failed on")
+    hostname: Text | None = Field(None, description="kind host: the host (with bucket error or locked)")
 
 
 class ParamsIn(Schema):
@@ -160,7 +161,8 @@ def selection_of(body):
     if s.ids and s.kind != "ids":
         raise OperationError("Token ids select by themselves: use kind \"ids\"")
     return Selection(kind=s.kind, bucket=s.bucket, type=s.type or None, group=s.group, hours=s.hours,
-                     code=s.code, message=s.message or "", ids=list(s.ids), job=s.job, outcome=s.outcome)
+                     code=s.code, message=s.message or "", ids=list(s.ids), job=s.job, outcome=s.outcome,
+                     hostname=s.hostname)
 
 
 def params_of(body):

@@ -22,7 +22,7 @@ from dashboard.api.common import (
     pool_of,
     snapshot_of,
 )
-from tokens import reading
+from tokens import events, reading
 from tokens.couch import NotFound
 from tokens.states import STATES
 
@@ -75,6 +75,21 @@ class TouchedBy(Schema):
     reason: str
 
 
+class Move(Schema):
+    """One move of the token between states, as the dashboard saw it (origin "change"), as its own times told
+    when its pool was first seen ("backfill"), or as a whole recount found it ("recount")."""
+
+    at: str
+    from_state: str
+    to_state: str
+    hostname: str
+    exit_code: str
+    scrub_count: int | None
+    run_seconds: float | None
+    job: int | None
+    origin: str
+
+
 class TokenDetail(Schema):
     pool: str
     token: dict[str, Any]
@@ -85,6 +100,7 @@ class TokenDetail(Schema):
     job_ids: dict[str, Any]
     attachments: list[AttachmentInfo]
     jobs: list[TouchedBy]
+    timeline: list[Move]
 
 
 class FailureGroup(Schema):
@@ -167,7 +183,8 @@ def get_token(request, slug: Slug, token_id: Annotated[Text, Path(min_length=1)]
         raise Http404("No such token") from None
     snap = reading.snapshot(pool)
     facts = reading.token_facts(doc, snap.data["types"] if snap.data else {})
-    return views.token_payload(pool, doc, facts, job_views.token_jobs(pool.slug, token_id))
+    return views.token_payload(pool, doc, facts, job_views.token_jobs(pool.slug, token_id),
+                               events.timeline(pool.slug, token_id))
 
 
 @router.get("/pools/{slug}/failures", response={200: Failures, **READ_ERRORS}, tags=["tokens"])

@@ -44,6 +44,32 @@ def hours(value):
 
 
 @register.filter
+def percent(ratio):
+    """A share (0..1) as a whole percent; a share that is not zero never shows as 0% or 100%."""
+    if ratio is None:
+        return "–"
+    shown = round(ratio * 100)
+    if shown == 0 and ratio > 0:
+        return "<1%"
+    if shown == 100 and ratio < 1:
+        return ">99%"
+    return f"{shown}%"
+
+
+@register.filter
+def duration(seconds):
+    """Seconds as '42 s' / '3 min 20 s' / '2 h 5 min' / '3 d 4 h'."""
+    if seconds is None:
+        return "–"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return hours(seconds / 3600)
+
+
+@register.filter
 def make_list_words(value):
     """"a b c" -> ["a", "b", "c"], for looping over field names in a template."""
     return value.split()

@@ -27,6 +27,7 @@ class Command(BaseCommand):
         parser.add_argument("--from-job", type=int, help="the tokens an earlier job changed (see --outcome)")
         parser.add_argument("--outcome", default="changed", choices=list(selections.JOB_OUTCOMES),
                             help="with --from-job: the tokens it changed, skipped or failed on")
+        parser.add_argument("--host", help="the failed (--state error) or locked (--state locked) tokens of a host")
         parser.add_argument("--delete-attachments", action="store_true", help="reset: delete attachments too")
         parser.add_argument("--field", help="set_field: the field")
         parser.add_argument("--value", help="set_field: the value")
@@ -50,11 +51,13 @@ class Command(BaseCommand):
             kind = "ids"
         elif o["from_job"] is not None:
             kind = "job"
+        elif o["host"]:
+            kind = "host"
         else:
             kind = "state"
         selection = Selection(kind, bucket=o["state"], type=o["type"], group=o["group"], hours=o["stale_hours"],
                               code=o["code"], message=o["message"], ids=o["ids"], job=o["from_job"],
-                              outcome=o["outcome"] if o["from_job"] is not None else None)
+                              outcome=o["outcome"] if o["from_job"] is not None else None, hostname=o["host"])
         try:
             if o["dry_run"]:
                 seen = selections.preview(pool, selection)

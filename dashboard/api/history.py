@@ -1,0 +1,104 @@
+"""A pool's past, from its token events: finishes per hour or day, and the worker hosts with the black holes."""
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal
+
+from django.utils import timezone
+from ninja import Query, Router, Schema
+from ninja.errors import HttpError
+
+from dashboard import observe_views
+from dashboard.api.common import READ_ERRORS, CountsMeta, Slug, Text, errors, pool_of, snapshot_of
+from tokens import events
+
+router = Router(tags=["history"])
+
+
+class Host(Schema):
+    hostname: str
+    site: str
+    running: int
+    claims: int
+    done: int
+    failed: int
+    failure_rate: float | None
+    median_run: float | None
+    first: datetime | None
+    last: datetime | None
+
+
+class BlackHole(Host):
+    rate: float
+    rest_rate: float
+
+
+class Site(Schema):
+    site: str
+    hosts: int
+    running: int
+    claims: int
+    done: int
+    failed: int
+    failure_rate: float | None
+    last: datetime | None
+
+
+class Hosts(CountsMeta):
+    window: str
+    since: datetime
+    hosts: list[Host]
+    sites: list[Site]
+    black_holes: list[BlackHole]
+    black_hole_rule: str
+
+
+class Period(Schema):
+    start: datetime
+    done: int
+    error: int
+
+
+class History(Schema):
+    pool: str
+    bucket: str
+    since: datetime
+    until: datetime
+    type: str | None
+    group: str | None
+    periods: list[Period]
+
+
+@router.get("/pools/{slug}/hosts", response={200: Hosts, **READ_ERRORS})
+def list_hosts(request, slug: Slug, window: Literal["6h", "24h", "7d", "30d"] = "24h"):
+    """Per worker host (and site, the host name's domain) over the window: running now, claims, done, failed,
+    failure rate, median run time (lock to done), first and last seen; and the hosts flagged as black holes."""
+    pool = pool_of(slug)
+    return observe_views.hosts_payload(pool, snapshot_of(pool), window)
+
+
+@router.get("/pools/{slug}/history", response={200: History, **errors(400, *READ_ERRORS)})
+def get_history(
+    request,
+    slug: Slug,
+    bucket: Literal["hour", "day"] = "hour",
+    since: Annotated[datetime | None, Query(description="ISO 8601; default 24 hours (bucket day: 30 days) ago")] = None,
+    until: Annotated[datetime | None, Query(description="ISO 8601; default now")] = None,
+    type: Annotated[Text | None, Query(description="Token type of one observation")] = None,
+    group: Annotated[Text | None, Query(description="Group of one observation (with type)")] = None,
+):
+    """Tokens finished (done, failed) per hour or day, from the pool's events: a reset does not change the past,
+    and a token that failed and then was done counts in both periods."""
+    pool = pool_of(slug)
+    until = _aware(until) or timezone.now()
+    since = _aware(since) or until - (timedelta(days=30) if bucket == "day" else timedelta(hours=24))
+    try:
+        periods = events.history(pool.slug, since, until, bucket, type or None, group or None)
+    except ValueError as e:
+        raise HttpError(400, str(e)) from None
+    return {"pool": pool.slug, "bucket": bucket, "since": since, "until": until, "type": type or None,
+            "group": group or None, "periods": periods}
+
+
+def _aware(value):
+    """A time without a zone is UTC, as every time the dashboard shows."""
+    return value.replace(tzinfo=UTC) if value is not None and timezone.is_naive(value) else value

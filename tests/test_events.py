@@ -1,0 +1,267 @@
+"""Token events: every move recorded from the changes feed while real picas pilots run under several host names,
+the history that a reset does not rewrite, hosts and the black hole, timelines, backfill, restarts, retention."""
+
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from dashboard.embedded import EmbeddedRedis
+from tests.conftest import server_env, surf_token
+from tests.test_job_safety import picas_db, start_pilots, wait_for
+from tokens import events, history, operations, reading, selections
+from tokens.models import EventHour, TokenEvent, TokenState
+from tokens.pools import all_pools
+from tokens.selections import Selection
+from tokens.states import classify
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+GOOD, FLAKY, BLACK_HOLE = "wn-01.grid.surfsara.nl", "wn-02.grid.surfsara.nl", "bh-13.gina.nikhef.nl"
+NOW = int(time.time())
+
+
+def refresh():
+    reading.refresh(all_pools()[0])
+
+
+def follow_while(pilots, seconds=180):
+    """Refresh every half second while the pilots run, as the periodic task does, then once more."""
+    deadline = time.monotonic() + seconds
+    while any(p.poll() is None for p in pilots) and time.monotonic() < deadline:
+        refresh()
+        time.sleep(0.5)
+    for p in pilots:
+        p.communicate(timeout=60)
+    refresh()
+
+
+def tokens_by_id(db):
+    rows = db.call(db.client.post_all_docs, db=db.database, include_docs=True)["rows"]
+    return {r["id"]: r["doc"] for r in rows if not r["id"].startswith("_design/")}
+
+
+@pytest.fixture
+def worked_pool(scratch_pool, couch_server, settings):
+    """240 tokens worked by three pilots on three hosts: one good, one failing a tenth, one failing everything."""
+    settings.JOB_FINISHED_GRACE_SECONDS = 0
+    settings.JOB_CONFIRM_THRESHOLD = 10_000
+    refresh()  # the pool is seen before its tokens exist: each token's every move is an event
+    scratch_pool.bulk_docs([surf_token(n) for n in range(240)])
+    pilots = start_pilots(couch_server, scratch_pool.database, 1, delay=0.02, hostname=GOOD)
+    pilots += start_pilots(couch_server, scratch_pool.database, 1, delay=0.02, fail_every=10, hostname=FLAKY)
+    pilots += start_pilots(couch_server, scratch_pool.database, 1, delay=0.005, fail_every=1, hostname=BLACK_HOLE)
+    follow_while(pilots)
+    # picas stamps whole seconds, so a failure is "old enough" for a reset by state one second after its stamp.
+    newest = max(d["done"] for d in tokens_by_id(scratch_pool).values())
+    time.sleep(max(0.0, newest + 1.1 - time.time()))
+    return scratch_pool
+
+
+def test_the_black_hole_is_flagged_with_its_evidence_and_its_failures_alone_are_retried(worked_pool, operator_client):
+    docs = tokens_by_id(worked_pool)
+    failed_there = {i for i, d in docs.items() if d["hostname"] == BLACK_HOLE and d["exit_code"] == 1}
+    done_there = {i for i, d in docs.items() if d["hostname"] == BLACK_HOLE and d["exit_code"] == 0}
+    failed_elsewhere = {i for i, d in docs.items() if d["hostname"] != BLACK_HOLE and d["exit_code"] == 1}
+    assert failed_there and not done_there and failed_elsewhere  # the pilots did what they were told
+    pool = all_pools()[0]
+
+    rows = {r["hostname"]: r for r in events.hosts(pool.slug, *events.black_hole_window())}
+    assert rows[BLACK_HOLE]["failed"] == len(failed_there) and rows[BLACK_HOLE]["done"] == 0
+    assert rows[FLAKY]["failed"] == len(failed_elsewhere)
+    assert rows[GOOD]["done"] + rows[FLAKY]["done"] == 240 - len(failed_there) - len(failed_elsewhere)
+    assert rows[BLACK_HOLE]["site"] == "gina.nikhef.nl" and rows[GOOD]["median_run"] is not None
+    holes = events.black_holes(list(rows.values()))
+    assert [h["hostname"] for h in holes] == [BLACK_HOLE]
+    assert holes[0]["rate"] == 1.0 and holes[0]["rest_rate"] == pytest.approx(
+        len(failed_elsewhere) / (240 - len(failed_there)))
+
+    page = operator_client.get(f"/pools/{pool.slug}/hosts/").content.decode()
+    n = len(failed_there)
+    assert f"Black hole: {BLACK_HOLE}" in page and f"failed {n} of the {n} tokens" in page
+    assert "Retry what failed on bh-13.gina.nikhef.nl" in page
+    assert f"Black hole: {BLACK_HOLE}" in operator_client.get(f"/pools/{pool.slug}/").content.decode()
+    assert operator_client.get(f"/pools/{pool.slug}/hosts/", {"format": "json"}).json()["black_holes"][0][
+        "failed"] == len(failed_there)
+
+    # "Retry what failed on host H": the preview and the job select exactly its failures.
+    preview = operator_client.get(f"/pools/{pool.slug}/jobs/new/", {
+        "action": "reset", "kind": "host", "state": "error", "hostname": BLACK_HOLE, "format": "json"}).json()
+    assert preview["count"] == len(failed_there) and set(preview["sample"]) <= failed_there
+    job = operations.run_job(operations.create_job(pool, None, "reset", Selection(
+        "host", bucket="error", hostname=BLACK_HOLE), {}).pk)
+    assert job.status == "succeeded" and job.changed == len(failed_there)
+    after = tokens_by_id(worked_pool)
+    assert {i for i, d in after.items() if d["scrub_count"] == 1} == failed_there
+    assert all(after[i]["exit_code"] == 1 for i in failed_elsewhere)
+
+
+def test_a_reset_of_all_errors_leaves_the_past_hours_of_the_charts_as_they_were(worked_pool, couch_server):
+    pool = all_pools()[0]
+    before = history.take(pool, 1)
+    failed = sum(n for _h, bucket, _t, _g, n in before["rows"] if bucket == "error")
+    assert failed > 0
+    selection = Selection("state", bucket="error")
+    job = operations.run_job(operations.create_job(pool, None, "reset", selection, {}).pk)
+    assert job.changed == failed
+    refresh()
+    assert history.take(pool, 1)["rows"] == before["rows"]
+    # Retried and done: the failures stay in their hours, and the done ones are added.
+    follow_while(start_pilots(couch_server, worked_pool.database, 1, delay=0.01, hostname=GOOD))
+    after = history.take(pool, 1)["rows"]
+    assert sum(n for _h, b, _t, _g, n in after if b == "error") == failed
+    assert sum(n for _h, b, _t, _g, n in after if b == "done") == 240
+    assert classify(worked_pool.get("token_00000"), "surf") == "done"
+
+
+def test_a_tokens_timeline_lists_each_claim_failure_and_reset_in_order(scratch_pool, couch_server, operator_client,
+                                                                       settings):
+    from picas.documents import Task
+
+    settings.JOB_FINISHED_GRACE_SECONDS = 0
+    refresh()
+    scratch_pool.bulk_docs([surf_token(1)])
+    refresh()
+    db = picas_db(couch_server, scratch_pool.database)
+
+    def step(change):
+        task = Task(db.get("token_00001").value)
+        change(task)
+        db.save(task)
+        refresh()
+
+    step(lambda t: t.lock())
+    step(lambda t: (t.update({"exit_code": 1}), t.done()))
+    time.sleep(max(0.0, scratch_pool.get("token_00001")["done"] + 1.1 - time.time()))  # old enough for a reset
+    pool = all_pools()[0]
+    job = operations.run_job(operations.create_job(pool, None, "reset", Selection("ids", ids=["token_00001"]), {}).pk)
+    refresh()
+    step(lambda t: t.lock())
+    step(lambda t: (t.update({"exit_code": 0}), t.done()))
+
+    moves = [(e["from_state"], e["to_state"], e["job"]) for e in events.timeline(pool.slug, "token_00001")]
+    assert moves == [("", "todo", None), ("todo", "locked", None), ("locked", "error", None),
+                     ("error", "todo", job.pk), ("todo", "locked", None), ("locked", "done", None)]
+    timeline = events.timeline(pool.slug, "token_00001")
+    assert timeline[2]["exit_code"] == "1" and timeline[3]["scrub_count"] == 1
+    assert all(timezone.now() - timedelta(minutes=5) < e["at"] <= timezone.now() for e in timeline)
+    page = operator_client.get(f"/pools/{pool.slug}/token/", {"id": "token_00001"}).content.decode()
+    assert "Timeline" in page and "6 moves" in page and f"job {job.pk}" in page
+    api = operator_client.get(f"/pools/{pool.slug}/token/", {"id": "token_00001", "format": "json"}).json()
+    assert [m["to_state"] for m in api["timeline"]] == ["todo", "locked", "error", "todo", "locked", "done"]
+
+
+def test_a_pool_seen_for_the_first_time_is_backfilled_from_its_documents_own_times(scratch_pool):
+    hour_ago, two_hours_ago = NOW - 3600, NOW - 7200
+    scratch_pool.bulk_docs([
+        surf_token(1, lock=two_hours_ago, done=hour_ago, exit_code=0, hostname=GOOD,
+                   error=[{"time": two_hours_ago - 600, "message": "exit 1"}], scrub_count=1),
+        surf_token(2, lock=hour_ago, done=99, hostname=BLACK_HOLE,
+                   error=[{"time": hour_ago + 5, "exception": "RuntimeError"}]),
+        surf_token(3, lock=hour_ago, hostname=FLAKY),
+        surf_token(4),
+    ])
+    refresh()
+    refresh()  # the first counts, then (no index being built) the backfill
+    pool = all_pools()[0]
+    past = sorted((e.doc_id, e.from_state, e.to_state, int(e.at.timestamp()), e.hostname)
+                  for e in TokenEvent.objects.filter(pool=pool.slug))
+    assert past == [
+        ("token_00001", "locked", "done", hour_ago, GOOD),
+        ("token_00001", "locked", "error", two_hours_ago - 600, ""),
+        ("token_00001", "todo", "locked", two_hours_ago, GOOD),
+        ("token_00002", "locked", "error", hour_ago + 5, BLACK_HOLE),
+        ("token_00002", "todo", "locked", hour_ago, BLACK_HOLE),
+        ("token_00003", "todo", "locked", hour_ago, FLAKY),
+    ]
+    assert set(TokenEvent.objects.values_list("origin", flat=True)) == {"backfill"}
+    refresh()
+    assert TokenEvent.objects.count() == 6  # once
+    rows = history.take(pool, 1)["rows"]
+    hour = lambda t: t // 3600 * 3600  # noqa: E731
+    charted = {}
+    for h, b, _t, _g, n in rows:
+        charted[(h, b)] = charted.get((h, b), 0) + n
+    expected = {}
+    for h, b in ((hour(two_hours_ago - 600), "error"), (hour(hour_ago), "done"), (hour(hour_ago + 5), "error")):
+        expected[(h, b)] = expected.get((h, b), 0) + 1  # token 1's earlier failure counts in its own hour
+    assert charted == expected
+
+
+def test_a_site_restart_in_the_middle_loses_no_event_and_duplicates_none(scratch_pool, couch_server, tmp_path):
+    """A real Celery worker with its beat follows the pool while pilots run; it is killed, and a new one takes
+    over from the sequence the first one left."""
+    refresh()
+    scratch_pool.bulk_docs([surf_token(n) for n in range(300)])
+    broker = EmbeddedRedis(tmp_path / "redis").start()
+    env = server_env(couch_server, scratch_pool, broker.url, EVENTS_FOLLOW_SECONDS="1")
+
+    def follower():
+        return subprocess.Popen([sys.executable, "-m", "celery", "-A", "dashboard", "worker", "-B", "--pool", "solo",
+                                 "--loglevel", "WARNING", "--schedule", str(tmp_path / "beat-schedule")],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    worker = follower()
+    pilots = start_pilots(couch_server, scratch_pool.database, 2, delay=0.05, fail_every=7, hostname=GOOD)
+    try:
+        assert wait_for(lambda: TokenEvent.objects.filter(to_state="done").count() >= 30, seconds=120)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        time.sleep(3)  # the pilots go on while nobody follows
+        worker = follower()
+        for p in pilots:
+            p.communicate(timeout=180)
+        docs = tokens_by_id(scratch_pool)
+        finished = {i for i, d in docs.items() if classify(d, "surf") in ("done", "error")}
+        assert len(finished) == 300
+        assert wait_for(lambda: TokenEvent.objects.filter(to_state__in=("done", "error")).count() >= 300,
+                        seconds=120)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+        broker.stop()
+    moves = list(TokenEvent.objects.order_by("pk").values_list("doc_id", "from_state", "to_state", "rev"))
+    assert len(moves) == len(set(moves))  # none recorded twice
+    per_token = {}
+    for doc_id, from_state, to_state, _rev in moves:
+        per_token.setdefault(doc_id, []).append((from_state, to_state))
+    for doc_id, chain in per_token.items():
+        assert chain[0][0] == "" and all(a[1] == b[0] for a, b in zip(chain, chain[1:], strict=False)), chain
+        assert chain[-1][1] == classify(docs[doc_id], "surf")  # the last move is where the token is
+    finishes = TokenEvent.objects.filter(to_state__in=("done", "error"))
+    assert finishes.count() == 300 and finishes.values("doc_id").distinct().count() == 300
+
+
+def test_events_past_their_retention_are_rolled_up_into_hours_that_the_charts_still_count(db, settings):
+    settings.EVENTS_KEEP_DAYS, settings.EVENTS_ROLLUP_DAYS = 90, 365
+    now = timezone.now()
+    old, older, ancient = now - timedelta(days=100), now - timedelta(days=120), now - timedelta(days=400)
+    TokenEvent.objects.bulk_create(
+        [TokenEvent(pool="p", doc_id=f"t{n}", type="token", at=old, from_state="locked", to_state="done",
+                    hostname=GOOD) for n in range(5)]
+        + [TokenEvent(pool="p", doc_id="t9", type="token", at=older, from_state="locked", to_state="error",
+                      exit_code="1", hostname=BLACK_HOLE)]
+        + [TokenEvent(pool="p", doc_id="t8", type="token", at=now, from_state="todo", to_state="locked")])
+    EventHour.objects.create(pool="p", hour=ancient, type="token", to_state="done", count=3)
+    counted = events.per_hour("p", now - timedelta(days=200), now + timedelta(hours=1))
+
+    assert events.prune(now) == 6
+    assert TokenEvent.objects.count() == 1  # this hour's event stays raw
+    assert events.per_hour("p", now - timedelta(days=200), now + timedelta(hours=1)) == counted
+    assert sorted(EventHour.objects.values_list("to_state", "exit_code", "hostname", "count")) == [
+        ("done", "", GOOD, 5), ("error", "1", BLACK_HOLE, 1)]  # the year-old hour is gone
+    assert events.prune(now) == 0
+
+
+def test_the_states_view_carries_the_host_that_the_table_keeps(scratch_pool):
+    refresh()
+    scratch_pool.bulk_docs([surf_token(1, lock=NOW, hostname=FLAKY), surf_token(2)])
+    refresh()
+    pool = all_pools()[0]
+    assert dict(TokenState.objects.filter(pool=pool.slug).values_list("doc_id", "hostname")) == {
+        "token_00001": FLAKY, "token_00002": ""}
+    assert selections.preview(pool, Selection("host", bucket="locked", hostname=FLAKY))["sample"] == ["token_00001"]

@@ -1,0 +1,348 @@
+"""Token events: every move of a token between states, recorded as the changes feed shows it.
+
+The counts (tokens.reading) follow the database's changes feed; each change that moves a token to another state
+(or to another host while locked: a new claim) is also written here as a TokenEvent, in the same transaction that
+advances the feed's sequence, so that a refresh that dies records nothing and the next one records it once.
+Charts, throughput, failure history and the hosts page read these events, never the tokens' current state, so a
+reset does not rewrite the past. A pool seen for the first time is backfilled from its documents' own times.
+"""
+
+import itertools
+import math
+import statistics
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Case, Count, Max, Min, Q, Value, When
+from django.db.models.functions import TruncHour
+from django.utils import timezone
+
+from tokens.models import CountSnapshot, EventHour, JobToken, TokenEvent, TokenState
+from tokens.states import SURF, TIME_MAX, TIME_MIN, failed_at, js_number, js_string, lock_time
+
+FINISHED = ("done", "error", "legacy_error")
+FAILED = ("error", "legacy_error")
+BATCH = 2_000
+
+
+def hostname_of(doc):
+    """The host a token names (picas writes socket.gethostname() when it claims it); "" when it names none."""
+    value = doc.get("hostname")
+    return value if isinstance(value, str) else ""
+
+
+def exit_code_of(doc, style):
+    """A failed token's exit code as the failure groups key it: the SURF `exit_code`, GRID_LRT's `output`."""
+    code = doc.get("exit_code") if style == SURF else doc.get("output")
+    return "(none)" if code in (None, "") else js_string(code)[:100]
+
+
+def _time(value):
+    seconds = js_number(value) if isinstance(value, (int, float, str)) and not isinstance(value, bool) else math.nan
+    return seconds if TIME_MIN <= seconds < TIME_MAX else None
+
+
+def finished_at(doc, bucket):
+    """When a finished token finished by its own fields: `done` when it is a time, else (picas's exception
+    marker done = 99) the newest failure time; None when the token says nothing."""
+    done = _time(doc.get("done"))
+    if done is None and bucket in FAILED:
+        return failed_at(doc)
+    return done
+
+
+def _event(pool, doc_id, state, from_state, to_state, at, doc=None, style=None, rev="", origin=TokenEvent.CHANGE):
+    bucket, type_, group, hostname = state
+    event = TokenEvent(pool=pool, doc_id=doc_id, type=type_, group=group, at=at, from_state=from_state,
+                       to_state=to_state, hostname=hostname, rev=rev, origin=origin)
+    if doc is not None:
+        scrubs = js_number(doc.get("scrub_count", 0))
+        event.scrub_count = int(scrubs) if math.isfinite(scrubs) and abs(scrubs) < 2**31 else None
+        if to_state in FAILED:
+            event.exit_code = exit_code_of(doc, style)
+        if to_state in FINISHED:
+            lock, done = lock_time(doc), finished_at(doc, to_state)
+            if lock is not None and done is not None and done >= lock:
+                event.run_seconds = done - lock
+    return event
+
+
+def _moment(doc, bucket, now, earliest):
+    """When a move happened: the token's own time for its new state when that lies between the time events began
+    and now (a worker's clock may be off, a field may be stale), else the time the dashboard saw it."""
+    if doc is None:
+        return now
+    if bucket in ("locked", "locked_unknown"):
+        seconds = lock_time(doc)
+    elif bucket in FINISHED:
+        seconds = finished_at(doc, bucket)
+    else:
+        seconds = None
+    if seconds is None:
+        return now
+    at = datetime.fromtimestamp(seconds, UTC)
+    return at if (earliest is None or at >= earliest) and at <= now + timedelta(seconds=60) else now
+
+
+def moves(pool, before, changes, styles, earliest, now=None):
+    """The events of a batch of changes. `before`: {id: (bucket, type, group, hostname)} as the table had them;
+    `changes`: [(id, rev, doc or None, state or None)] with the state the twin of the views gives now."""
+    now = now or timezone.now()
+    events = []
+    for doc_id, rev, doc, state in changes:
+        old = before.get(doc_id)
+        if state is None:
+            if old is not None:
+                events.append(_event(pool, doc_id, old, old[0], TokenEvent.DELETED, now, rev=rev))
+            continue
+        bucket, hostname = state[0], state[3]
+        if old is not None and old[0] == bucket and not (bucket == "locked" and old[3] != hostname):
+            continue  # no move (a field written, a log attached); a new host on a locked token is a new claim
+        style = styles.get(state[1])
+        events.append(_event(pool, doc_id, state, old[0] if old else TokenEvent.CREATED, bucket,
+                             _moment(doc, bucket, now, earliest), doc, style, rev))
+    return events
+
+
+def recounted(pool, before, states, now=None):
+    """Events for the tokens a whole recount found elsewhere than the table had them: moves the changes feed did
+    not show (none, normally). Their time is the recount's."""
+    now = now or timezone.now()
+    events = []
+    for doc_id, state in states.items():
+        old = before.get(doc_id)
+        if old is None or old[0] != state[0]:
+            events.append(_event(pool, doc_id, state, old[0] if old else TokenEvent.CREATED, state[0], now,
+                                 origin=TokenEvent.RECOUNT))
+    for doc_id, old in before.items():
+        if doc_id not in states:
+            events.append(_event(pool, doc_id, old, old[0], TokenEvent.DELETED, now, origin=TokenEvent.RECOUNT))
+    return events
+
+
+def record(events):
+    """Write events, a batch at a time (inside the caller's transaction)."""
+    it = iter(events)
+    while batch := list(itertools.islice(it, BATCH)):
+        TokenEvent.objects.bulk_create(batch)
+
+
+# --- backfill: a pool's past, from its documents -------------------------------------------------------------
+
+
+def backfill(pool, couch, styles, token_state, page_size):
+    """Record, once, what a pool's documents tell of their past: each claim (lock), each failure in error[] and
+    the last finish (done), up to the time events began. Re-run after a crash, it replaces what it wrote."""
+    snap = CountSnapshot.objects.get(pool=pool.slug)
+    if snap.backfilled or snap.events_from is None:
+        return 0
+    until = snap.events_from.timestamp()
+    TokenEvent.objects.filter(pool=pool.slug, origin=TokenEvent.BACKFILL).delete()
+    written, start = 0, None
+    while True:
+        page = couch.documents(page_size, start_id=start)
+        events = []
+        for row in page.rows:
+            doc = row.get("doc")
+            state = token_state(doc, styles, pool.group_field) if doc else None
+            if state is not None:
+                events += _past(pool.slug, doc, state, styles.get(state[1]), until)
+        record(events)
+        written += len(events)
+        if not page.has_next:
+            break
+        start = page.next_key
+    CountSnapshot.objects.filter(pk=snap.pk).update(backfilled=True)
+    return written
+
+
+def _past(slug, doc, state, style, until):
+    bucket = state[0]
+    found = []  # (seconds, from, to, facts from the document)
+    lock = lock_time(doc)
+    if lock is not None and bucket in ("locked", *FINISHED):
+        found.append((lock, "todo", "locked", False))
+    final = finished_at(doc, bucket) if bucket in FINISHED else None
+    for entry in doc.get("error") if isinstance(doc.get("error"), list) else []:
+        seconds = _time(entry.get("time")) if isinstance(entry, dict) else None
+        if seconds is not None and not (bucket in FAILED and seconds == final):
+            found.append((seconds, "locked", "error", False))  # an earlier failure, retried since
+    if final is not None:
+        found.append((final, "locked", bucket, True))
+    events = []
+    for seconds, from_state, to_state, current in sorted(found, key=lambda f: f[0]):
+        if seconds < until:
+            event = _event(slug, doc["_id"], state if current or to_state == "locked" else (*state[:3], ""),
+                           from_state, to_state, datetime.fromtimestamp(seconds, UTC),
+                           doc if current else None, style, origin=TokenEvent.BACKFILL)
+            events.append(event)
+    return events
+
+
+# --- reading them ------------------------------------------------------------------------------------------
+
+
+def timeline(pool, doc_id, limit=200):
+    """A token's events, oldest first, each with the dashboard job that made it (by the revision it wrote)."""
+    # In the order recorded: the feed shows a token's moves in the order they happened, while their times may
+    # tie or cross within a second (a worker's whole-second lock after the dashboard's reset). Backfilled ones
+    # (recorded later, but all from before the pool was first seen) first.
+    live = Case(When(origin=TokenEvent.BACKFILL, then=Value(0)), default=Value(1))
+    events = list(TokenEvent.objects.filter(pool=pool, doc_id=doc_id).annotate(live=live)
+                  .order_by("-live", "-pk")[:limit])[::-1]
+    revs = [e.rev for e in events if e.rev]
+    jobs = dict(JobToken.objects.filter(pool=pool, token_id=doc_id, rev_after__in=revs)
+                .values_list("rev_after", "job_id")) if revs else {}
+    return [{"at": e.at, "from_state": e.from_state, "to_state": e.to_state, "hostname": e.hostname,
+             "exit_code": e.exit_code, "scrub_count": e.scrub_count, "run_seconds": e.run_seconds,
+             "job": jobs.get(e.rev), "origin": e.origin} for e in events]
+
+
+def as_json(entry):
+    return {**entry, "at": entry["at"].isoformat()}
+
+
+def per_hour(pool, since, until, to_states=FINISHED, type_=None, group=None):
+    """{(hour, to_state, type, group): n} of the events in [since, until), raw and rolled up."""
+    where = Q(pool=pool, at__gte=since, at__lt=until, to_state__in=to_states)
+    rolled = Q(pool=pool, hour__gte=since, hour__lt=until, to_state__in=to_states)
+    if type_ is not None:
+        where &= Q(type=type_, group=group)
+        rolled &= Q(type=type_, group=group)
+    counts = {}
+    for row in (TokenEvent.objects.filter(where).annotate(hour=TruncHour("at"))
+                .values("hour", "to_state", "type", "group").annotate(n=Count("pk")).order_by()):
+        key = (row["hour"], row["to_state"], row["type"], row["group"])
+        counts[key] = counts.get(key, 0) + row["n"]
+    for row in EventHour.objects.filter(rolled).values("hour", "to_state", "type", "group", "count"):
+        key = (row["hour"], row["to_state"], row["type"], row["group"])
+        counts[key] = counts.get(key, 0) + row["count"]
+    return counts
+
+
+def history(pool, since, until, bucket="hour", type_=None, group=None):
+    """Finishes (done, error) per hour or per day in [since, until), oldest first, every period listed: the
+    charts' figures and the API's history. Raises ValueError for a range of more than EVENTS_ROLLUP_DAYS."""
+    step = timedelta(hours=1) if bucket == "hour" else timedelta(days=1)
+    start = since.replace(minute=0, second=0, microsecond=0)
+    if bucket == "day":
+        start = start.replace(hour=0)
+    if until <= start or until - start > timedelta(days=settings.EVENTS_ROLLUP_DAYS + 1):
+        raise ValueError(f"since must be before until, at most {settings.EVENTS_ROLLUP_DAYS} days apart")
+    periods = {}
+    at = start
+    while at < until:
+        periods[at] = {"start": at, "done": 0, "error": 0}
+        at += step
+    for (hour, to_state, _t, _g), n in per_hour(pool, start, until, ("done", "error"), type_, group).items():
+        key = hour if bucket == "hour" else hour.replace(hour=0)
+        if key in periods:
+            periods[key][to_state] += n
+    return list(periods.values())
+
+
+def finished_since(pool, since):
+    """[[since, to_state, type, group, n]]: the finishes (done, error) per observation since `since` (epoch)."""
+    rows = (TokenEvent.objects.filter(pool=pool, at__gte=datetime.fromtimestamp(since, UTC),
+                                      to_state__in=("done", "error"))
+            .values_list("to_state", "type", "group").annotate(n=Count("pk")).order_by())
+    return [[since, *row] for row in rows]
+
+
+def hosts(pool, since, until=None, medians=True):
+    """Per host over [since, until): claims, done, failed, failure rate, median run time (lock to done), first
+    and last seen; and running now (the locked tokens that name it). Sorted by failures, then name."""
+    until = until or timezone.now()
+    rows = {}
+    for r in (TokenEvent.objects.filter(pool=pool, at__gte=since, at__lt=until).exclude(hostname="")
+              .values("hostname").annotate(
+                  claims=Count("pk", filter=Q(to_state="locked")),
+                  done=Count("pk", filter=Q(to_state="done")),
+                  failed=Count("pk", filter=Q(to_state__in=FAILED)),
+                  first=Min("at"), last=Max("at")).order_by()):
+        rows[r["hostname"]] = {**r, "running": 0}
+    for host, n in (TokenState.objects.filter(pool=pool, bucket="locked").exclude(hostname="")
+                    .values_list("hostname").annotate(n=Count("pk")).order_by()):
+        rows.setdefault(host, {"hostname": host, "claims": 0, "done": 0, "failed": 0, "first": None,
+                               "last": None})["running"] = n
+    for host, row in rows.items():
+        finished = row["done"] + row["failed"]
+        row["failure_rate"] = row["failed"] / finished if finished else None
+        row["site"] = host.split(".", 1)[1] if "." in host.strip(".") else ""
+        row["median_run"] = None
+        if medians and finished:
+            runs = list(TokenEvent.objects.filter(pool=pool, hostname=host, at__gte=since, at__lt=until,
+                                                  to_state__in=FINISHED, run_seconds__isnull=False)
+                        .order_by("-at").values_list("run_seconds", flat=True)[:10_000])
+            row["median_run"] = statistics.median(runs) if runs else None
+    return sorted(rows.values(), key=lambda r: (-r["failed"], r["hostname"]))
+
+
+def sites(host_rows):
+    """The hosts' figures added up per site (the hostname's domain)."""
+    per_site = {}
+    for r in host_rows:
+        site = per_site.setdefault(r["site"], {"site": r["site"], "hosts": 0, "running": 0, "claims": 0, "done": 0,
+                                               "failed": 0, "last": None})
+        site["hosts"] += 1
+        for k in ("running", "claims", "done", "failed"):
+            site[k] += r[k]
+        if r["last"] and (site["last"] is None or r["last"] > site["last"]):
+            site["last"] = r["last"]
+    for site in per_site.values():
+        finished = site["done"] + site["failed"]
+        site["failure_rate"] = site["failed"] / finished if finished else None
+    return sorted(per_site.values(), key=lambda r: (-r["failed"], r["site"]))
+
+
+def black_hole_window():
+    now = timezone.now()
+    return now - timedelta(hours=settings.BLACKHOLE_WINDOW_HOURS), now
+
+
+def black_holes(host_rows):
+    """The hosts that fail far more than the pool: at least BLACKHOLE_MIN_FAILURES failures, a failure rate of at
+    least BLACKHOLE_RATE and BLACKHOLE_FACTOR times the rate of the rest of the pool. Each with its evidence."""
+    flagged = []
+    done = sum(r["done"] for r in host_rows)
+    failed = sum(r["failed"] for r in host_rows)
+    for r in host_rows:
+        finished = r["done"] + r["failed"]
+        if r["failed"] < settings.BLACKHOLE_MIN_FAILURES or not finished:
+            continue
+        rest_done, rest_failed = done - r["done"], failed - r["failed"]
+        rest_rate = rest_failed / (rest_done + rest_failed) if rest_done + rest_failed else 0.0
+        rate = r["failed"] / finished
+        if rate >= settings.BLACKHOLE_RATE and rate >= settings.BLACKHOLE_FACTOR * rest_rate:
+            flagged.append({**r, "rest_rate": rest_rate, "rate": rate})
+    return flagged
+
+
+# --- retention -------------------------------------------------------------------------------------------
+
+
+def prune(now=None):
+    """Roll the raw events older than EVENTS_KEEP_DAYS up into hours, delete them, and delete the hours older
+    than EVENTS_ROLLUP_DAYS. The cut-off is a whole hour, so that an hour is rolled up once, whole."""
+    now = now or timezone.now()
+    cutoff = (now - timedelta(days=settings.EVENTS_KEEP_DAYS)).replace(minute=0, second=0, microsecond=0)
+    rolled = 0
+    with transaction.atomic():
+        old = TokenEvent.objects.filter(at__lt=cutoff)
+        hours = (old.annotate(hour=TruncHour("at"))
+                 .values("pool", "hour", "type", "group", "to_state", "exit_code", "hostname")
+                 .annotate(n=Count("pk")).order_by())
+        batch = []
+        for h in hours.iterator(chunk_size=BATCH):
+            batch.append(EventHour(pool=h["pool"], hour=h["hour"], type=h["type"], group=h["group"],
+                                   to_state=h["to_state"], exit_code=h["exit_code"], hostname=h["hostname"],
+                                   count=h["n"]))
+            rolled += h["n"]
+            if len(batch) >= BATCH:
+                EventHour.objects.bulk_create(batch)
+                batch = []
+        EventHour.objects.bulk_create(batch)
+        old.delete()
+        EventHour.objects.filter(hour__lt=now - timedelta(days=settings.EVENTS_ROLLUP_DAYS)).delete()
+    return rolled
