@@ -5,13 +5,16 @@ as a banner (HTML) or an error object (JSON) with the status that fits, never as
 """
 
 import math
+from datetime import timedelta
 
 from django.conf import settings
 from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
+from django.utils import timezone
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET
 
+from dashboard import charts
 from dashboard.job_views import token_jobs
 from dashboard.observe_views import pool_charts
 from dashboard.web import (
@@ -24,11 +27,11 @@ from dashboard.web import (
     status_of,
     wants_json,
 )
-from tokens import events, reading
+from tokens import events, exitcodes, reading
 from tokens.couch import CouchError, NotFound
 from tokens.oddities import oddities, safe_file_name
 from tokens.pools import all_pools
-from tokens.states import BUCKETS, OUT_OF_VIEW, STATES, STYLE_LABELS, group_from
+from tokens.states import BUCKETS, OUT_OF_VIEW, STATES, STYLE_LABELS, failure_key, group_from
 
 
 def not_found(request, exception=None):
@@ -208,9 +211,16 @@ def failures(request, slug):
     type_ = request.GET.get("type") or None
     group = group_from(request.GET)
     result = reading.failure_groups(snap.data, type_, group)
-    payload = {"pool": pool.slug, **snapshot_meta(snap), "own_views": snap.data["own_views"], **result}
+    now = timezone.now()
+    since = now - timedelta(days=settings.CHART_DAYS)
+    events.failure_history(pool.slug, result["groups"], since, now, type_, group)
+    for g in result["groups"]:
+        g["spark"] = charts.sparkline({"hours": g["hours"], "done": [0] * len(g["hours"]), "error": g["hours"]})
+    payload = {"pool": pool.slug, **snapshot_meta(snap), "own_views": snap.data["own_views"],
+               **{**result, "groups": [{k: v for k, v in g.items() if k != "spark"} for g in result["groups"]]}}
     context = {"pool": pool, "snap": snap, "result": result, "type": type_, "group": group,
-               "own_views": snap.data["own_views"]}
+               "own_views": snap.data["own_views"], "chart_days": settings.CHART_DAYS,
+               "spark_hours": charts.SPARK_HOURS, "meanings": exitcodes.meanings(pool.slug, snap.data.get("types"))}
     return respond(request, "failures.html", context, payload, status=status_of(snap))
 
 
@@ -262,7 +272,12 @@ def token(request, slug):
     timeline = events.timeline(pool.slug, doc_id)
     payload = {**token_payload(pool, doc, facts, touched, timeline), "odd": odd}
     context = {"pool": pool, "doc": doc, "facts": facts, "touched": touched, "odd": odd, "timeline": timeline,
-               "follow_seconds": settings.EVENTS_FOLLOW_SECONDS, **labels()}
+               "follow_seconds": settings.EVENTS_FOLLOW_SECONDS,
+               "meanings": exitcodes.meanings(pool.slug, snap.data["types"] if snap.data else {}), **labels()}
+    style = (snap.data["types"] if snap.data else {}).get(doc.get("type")) if isinstance(doc.get("type"), str) else None
+    if facts["bucket"] in ("error", "legacy_error") and style:
+        context["failure_code"] = failure_key(doc, style)[0]
+        context["failure_meaning"] = context["meanings"].get(context["failure_code"], "")
     if wants_json(request):
         return JsonResponse(payload, json_dumps_params={"ensure_ascii": False})
     context["inline"] = inline_attachments(pool, doc, facts["attachments"])

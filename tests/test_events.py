@@ -88,6 +88,19 @@ def test_the_black_hole_is_flagged_with_its_evidence_and_its_failures_alone_are_
     assert operator_client.get(f"/pools/{pool.slug}/hosts/", {"format": "json"}).json()["black_holes"][0][
         "failed"] == len(failed_there)
 
+    # The failure group knows when and where: the black hole's failures and the flaky host's share one group.
+    groups = operator_client.get(f"/pools/{pool.slug}/failures/", {"format": "json"}).json()["groups"]
+    (exit_1,) = [g for g in groups if g["code"] == "1"]
+    assert exit_1["count"] == exit_1["failures_recorded"] == len(failed_there) + len(failed_elsewhere)
+    assert exit_1["hosts"][0] == {"hostname": BLACK_HOLE, "failures": len(failed_there)} and exit_1["host_count"] == 2
+    assert exit_1["first_seen"] <= exit_1["last_seen"] and sum(exit_1["hours"]) == exit_1["count"]
+    assert operator_client.get(f"/api/v1/pools/{pool.slug}/failures").json()["groups"][0]["hosts"] == exit_1["hosts"]
+    api_hosts = operator_client.get(f"/api/v1/pools/{pool.slug}/hosts", {"window": "6h"}).json()
+    assert [h["hostname"] for h in api_hosts["black_holes"]] == [BLACK_HOLE]
+    assert operator_client.get(f"/api/v1/pools/{pool.slug}/hosts", {"window": "2h"}).status_code == 422
+    periods = operator_client.get(f"/api/v1/pools/{pool.slug}/history").json()["periods"]
+    assert len(periods) == 25 and sum(p["done"] + p["error"] for p in periods) == 240  # every finish, once
+
     # "Retry what failed on host H": the preview and the job select exactly its failures.
     preview = operator_client.get(f"/pools/{pool.slug}/jobs/new/", {
         "action": "reset", "kind": "host", "state": "error", "hostname": BLACK_HOLE, "format": "json"}).json()

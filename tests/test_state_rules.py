@@ -22,6 +22,7 @@ from tokens.states import (
     LRT1,
     OWN_DDOC,
     SURF,
+    failure_key,
     js_number,
     js_parse_int,
     js_string,
@@ -221,3 +222,52 @@ def node_states():
 @given(doc=documents)
 def test_the_twin_agrees_with_v8_on_any_document(node_states, doc):
     assert token_state(doc, STYLES, GROUP) == node_states(doc)
+
+
+# --- failure groups: the twin of the failures view's key (code, normalised message), against V8 ------------------
+
+MESSAGE_PARTS = ["2026-12-04T03:12:45Z", "2026-12-04 03:12", "12/04/2026 03:12:45", "03:12:45", "https://x.nl/a?b",
+                 "srm://srm.grid.sara.nl:8443/pnfs/x", "/scratch/job/123/out.log", "wn-07.grid.surfsara.nl",
+                 "0xdeadBEEF", "deadbeef01", "-12.5", "42", "exit 1", "Killed", "(/tmp/a)", "=/x/y", "'/q'",
+                 "\n", "\r", "\u2028", "\t", "  ", "é", "😀", "ab_cd", "1.2.3.4"]
+texts = st.lists(st.sampled_from(MESSAGE_PARTS) | st.text(max_size=6), max_size=8).map("".join) | st.text(
+    max_size=200)
+messages = texts | values
+error_docs = st.fixed_dictionaries(
+    {"_id": st.just("doc"), "type": st.sampled_from(list(STYLES)), "lock": st.just(1_700_000_000),
+     "done": st.just(1_700_000_100), "exit_code": st.sampled_from([1, "1", "", 137, None]) | values,
+     "status": st.just("error"), "output": st.sampled_from([1, "3", "", None, 22]) | values},
+    optional={"error": st.lists(st.fixed_dictionaries({}, optional={"message": messages, "exception": messages})
+                                | messages, max_size=3) | messages,
+              "launcher_status": messages})
+
+
+@pytest.fixture(scope="module")
+def node_failures():
+    import json
+    import subprocess
+
+    code = own_design_doc(STYLES, GROUP)["views"]["failures"]["map"]
+    node = subprocess.Popen(["node", "-e", NODE_MAP, code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            encoding="utf-8", errors="surrogatepass")
+
+    def run(doc):
+        node.stdin.write(json.dumps(doc) + "\n")
+        node.stdin.flush()
+        rows = json.loads(node.stdout.readline())
+        return tuple(rows[0][0][:2]) if rows and rows[0][0] != "threw" else rows[0] if rows else None
+
+    yield run
+    node.stdin.close()
+    node.wait(10)
+
+
+@settings(max_examples=3000, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(doc=error_docs)
+def test_the_failure_group_twin_agrees_with_v8_on_any_failed_token(node_failures, doc):
+    state = token_state(doc, STYLES, GROUP)
+    emitted = node_failures(doc)
+    if state is None or state[0] not in ("error", "legacy_error"):
+        assert emitted is None
+    else:
+        assert failure_key(doc, STYLES[doc["type"]]) == emitted

@@ -1,7 +1,7 @@
 from django import forms
 from django.contrib import admin
 
-from tokens.models import PoolConfig
+from tokens.models import ExitCodeMeaning, PoolConfig
 
 
 class PoolConfigForm(forms.ModelForm):
@@ -23,3 +23,9 @@ class PoolConfigForm(forms.ModelForm):
 class PoolConfigAdmin(admin.ModelAdmin):
     form = PoolConfigForm
     list_display = ("slug", "name", "url", "database", "group_field", "create_views")
+
+
+@admin.register(ExitCodeMeaning)
+class ExitCodeMeaningAdmin(admin.ModelAdmin):
+    list_display = ("pool", "code", "meaning")
+    list_filter = ("pool",)

@@ -19,7 +19,7 @@ from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from tokens.models import CountSnapshot, EventHour, JobToken, TokenEvent, TokenState
-from tokens.states import SURF, TIME_MAX, TIME_MIN, failed_at, js_number, js_string, lock_time
+from tokens.states import TIME_MAX, TIME_MIN, failed_at, failure_key, js_number, lock_time
 
 FINISHED = ("done", "error", "legacy_error")
 FAILED = ("error", "legacy_error")
@@ -30,12 +30,6 @@ def hostname_of(doc):
     """The host a token names (picas writes socket.gethostname() when it claims it); "" when it names none."""
     value = doc.get("hostname")
     return value if isinstance(value, str) else ""
-
-
-def exit_code_of(doc, style):
-    """A failed token's exit code as the failure groups key it: the SURF `exit_code`, GRID_LRT's `output`."""
-    code = doc.get("exit_code") if style == SURF else doc.get("output")
-    return "(none)" if code in (None, "") else js_string(code)[:100]
 
 
 def _time(value):
@@ -60,7 +54,7 @@ def _event(pool, doc_id, state, from_state, to_state, at, doc=None, style=None, 
         scrubs = js_number(doc.get("scrub_count", 0))
         event.scrub_count = int(scrubs) if math.isfinite(scrubs) and abs(scrubs) < 2**31 else None
         if to_state in FAILED:
-            event.exit_code = exit_code_of(doc, style)
+            event.exit_code, event.message = failure_key(doc, style)
         if to_state in FINISHED:
             lock, done = lock_time(doc), finished_at(doc, to_state)
             if lock is not None and done is not None and done >= lock:
@@ -240,6 +234,35 @@ def history(pool, since, until, bucket="hour", type_=None, group=None):
         if key in periods:
             periods[key][to_state] += n
     return list(periods.values())
+
+
+def failure_history(pool, groups, since, until, type_=None, group=None):
+    """For each failure group ({"code", "message", ...}, as reading.failure_groups gives them), from its failure
+    events: first and last seen, failures per hour over [since, until) ("hours": [n...]), the hosts (most failures
+    first) and observations it struck, and how many of its tokens were retried and are done now."""
+    start = since.replace(minute=0, second=0, microsecond=0)
+    hours = int((until - start).total_seconds() // 3600) + 1
+    for g in groups:
+        failures = TokenEvent.objects.filter(pool=pool, to_state__in=FAILED, exit_code=g["code"],
+                                             message=g["message"])
+        if type_ is not None:
+            failures = failures.filter(type=type_, group=group)
+        seen = failures.aggregate(first=Min("at"), last=Max("at"), n=Count("pk"))
+        per_hour = [0] * hours
+        for row in (failures.filter(at__gte=start, at__lt=until).annotate(hour=TruncHour("at"))
+                    .values("hour").annotate(n=Count("pk")).order_by()):
+            i = int((row["hour"] - start).total_seconds() // 3600)
+            if 0 <= i < hours:
+                per_hour[i] += row["n"]
+        g.update(first_seen=seen["first"], last_seen=seen["last"], failures_recorded=seen["n"],
+                 hours=per_hour, hours_start=start,
+                 hosts=[{"hostname": h, "failures": n} for h, n in failures.exclude(hostname="")
+                        .values_list("hostname").annotate(n=Count("pk")).order_by("-n", "hostname")[:5]],
+                 host_count=failures.exclude(hostname="").values("hostname").distinct().count(),
+                 observations=failures.values("type", "group").distinct().count(),
+                 retried_done=TokenState.objects.filter(pool=pool, bucket="done",
+                                                        doc_id__in=failures.values("doc_id")).count())
+    return groups
 
 
 def finished_since(pool, since):

@@ -189,7 +189,8 @@ class TokenEvent(models.Model):
     from_state = models.CharField(max_length=20, blank=True)
     to_state = models.CharField(max_length=20)
     hostname = models.TextField(blank=True)
-    exit_code = models.CharField(max_length=100, blank=True)  # of a failure, as the failure groups key it
+    exit_code = models.TextField(blank=True)  # of a failure, as the failure groups key it
+    message = models.TextField(blank=True)  # of a failure: its normalised message, the failure group's other half
     scrub_count = models.IntegerField(null=True)
     run_seconds = models.FloatField(null=True)  # lock to done, where both are times
     rev = models.CharField(max_length=100, blank=True)  # the revision that made the move: a job's record names it
@@ -200,6 +201,7 @@ class TokenEvent(models.Model):
             models.Index(fields=["pool", "at"], name="token_event_time"),
             models.Index(fields=["pool", "doc_id", "at"], name="token_event_token"),
             models.Index(fields=["pool", "hostname", "at"], name="token_event_host"),
+            models.Index(fields=["pool", "exit_code", "message"], name="token_event_failure"),
         ]
 
     def __str__(self):
@@ -215,7 +217,7 @@ class EventHour(models.Model):
     type = models.CharField(max_length=200)
     group = models.CharField(max_length=1000, null=True)  # noqa: DJ001 - as TokenState.group
     to_state = models.CharField(max_length=20)
-    exit_code = models.CharField(max_length=100, blank=True)
+    exit_code = models.TextField(blank=True)
     hostname = models.TextField(blank=True)
     count = models.PositiveIntegerField()
 
@@ -224,3 +226,18 @@ class EventHour(models.Model):
 
     def __str__(self):
         return f"{self.count} to {self.to_state} in {self.pool} at {self.hour}"
+
+
+class ExitCodeMeaning(models.Model):
+    """What an exit code means in one pool, as its operators know it: shown wherever the code is."""
+
+    pool = models.SlugField(help_text="The pool's short name (as in its URL).")
+    code = models.CharField(max_length=100, help_text='As the failure groups show it, e.g. 3, "(none)".')
+    meaning = models.CharField(max_length=300)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["pool", "code"], name="exit_code_meaning_unique")]
+        ordering = ["pool", "code"]
+
+    def __str__(self):
+        return f"{self.pool}: exit code {self.code}"

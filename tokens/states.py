@@ -149,7 +149,8 @@ _OWN_VIEWS = {
 OWN_VIEW_NAMES = tuple(_OWN_VIEWS)
 
 # Folds what differs between two occurrences of one failure: times, URLs, paths, host names, hex ids
-# and numbers. Kept in JavaScript because the grouping happens inside the view.
+# and numbers. In JavaScript because the grouping happens inside the view; its twin (normalise, failure_key below)
+# names the failure group of each failure event, held to it by a differential test.
 _NORMALISE = r"""
   function normalise(text) {
     var s = String(text).split("\n")[0];
@@ -394,3 +395,71 @@ def js_parse_int(value):
         return None  # "", "-", "0x", "0xg": NaN
     number = int(digits, 16 if hex_prefix else 10)
     return -number if sign == "-" else number
+
+
+# --- failure groups: the twin of the `failures` view's key ---------------------------------------------------
+
+_WS = re.escape(JS_WHITESPACE)
+_FOLDS = [(re.compile(pattern, re.ASCII), replacement) for pattern, replacement in (
+    (r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?", "<time>"),
+    (r"\d{1,2}/\d{1,2}/\d{2,4}[_ T]\d{1,2}:\d{2}(:\d{2})?", "<time>"),
+    (r"\b\d{1,2}:\d{2}:\d{2}\b", "<time>"),
+    (r"[a-zA-Z][a-zA-Z0-9+.-]*://[^" + _WS + r"'\"]+", "<url>"),
+    (r"(^|[" + _WS + r"'\"=:(\[])(/[^" + _WS + r"/'\":<>]+)+/?", r"\1<path>"),
+    (r"\b([a-zA-Z0-9-]+\.)+[a-zA-Z]{2,}\b", "<host>"),
+    (r"\b0x[0-9a-fA-F]+\b", "<hex>"),
+    (r"\b(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{8,}\b", "<hex>"),
+    (r"-?\d+(\.\d+)?", "<n>"),
+)]
+_JS_SPACES = re.compile("[" + _WS + "]+")
+
+
+def normalise(value):
+    """The failures view's normalise(): the first line of a message with times, URLs, paths, host names, hex ids
+    and numbers folded, cut at 160 UTF-16 units as JavaScript counts a string's length."""
+    text = js_string(value).split("\n")[0]
+    for pattern, replacement in _FOLDS:
+        text = pattern.sub(replacement, text)
+    text = _JS_SPACES.sub(" ", text).strip(JS_WHITESPACE)
+    units = text.encode("utf-16-le", "surrogatepass")
+    if len(units) > 320:
+        text = units[:320].decode("utf-16-le", "surrogatepass") + "…"
+    return text
+
+
+def _js_truthy(value):
+    if value is _MISSING or value is None or value is False or value == "":
+        return False
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value != 0 and not math.isnan(value)
+    return True
+
+
+def _js_or(*values):
+    for value in values[:-1]:
+        if _js_truthy(value):
+            return value
+    return values[-1]
+
+
+def _prop(value, name):
+    return value.get(name, _MISSING) if isinstance(value, dict) else _MISSING
+
+
+def failure_key(doc, style):
+    """(code, message) of a failed token as the `failures` view keys it: its failure group."""
+    code = doc.get("exit_code" if style == SURF else "output", _MISSING)
+    code = "(none)" if code is _MISSING or code is None or code == "" else js_string(code)
+    error = doc.get("error", _MISSING)
+    if isinstance(error, list) and error:
+        last = error[-1] if _js_truthy(error[-1]) else {}
+        message = _js_or(_prop(last, "message"), _prop(last, "exception"), "")
+    elif isinstance(error, str):
+        message = error
+    elif isinstance(error, (dict, list)):
+        message = _js_or(_prop(error, "message"), _prop(error, "exception"), "")
+    elif _js_truthy(doc.get("launcher_status", _MISSING)):
+        message = "launcher: " + js_string(doc["launcher_status"])
+    else:
+        message = ""
+    return code, normalise(message)

@@ -1,9 +1,11 @@
 """Tokens: a state's (or failure group's) list paged by key, one token in full, failure groups, stale locks."""
 
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from django.conf import settings
 from django.http import Http404
+from django.utils import timezone
 from ninja import Field, Path, Query, Router, Schema
 from ninja.errors import HttpError
 
@@ -103,10 +105,24 @@ class TokenDetail(Schema):
     timeline: list[Move]
 
 
+class HostFailures(Schema):
+    hostname: str
+    failures: int
+
+
 class FailureGroup(Schema):
     code: str
     message: str
-    count: int
+    count: int = Field(description="Tokens failed with it now")
+    first_seen: datetime | None = Field(None, description="Its first failure the dashboard recorded")
+    last_seen: datetime | None = None
+    failures_recorded: int = Field(0, description="Failures recorded (a token that failed twice counts twice)")
+    hours_start: datetime | None = Field(None, description="The hour `hours` starts at")
+    hours: list[int] = Field(default_factory=list, description="Failures per hour over the last CHART_DAYS days")
+    hosts: list[HostFailures] = Field(default_factory=list, description="The five hosts with most failures")
+    host_count: int = 0
+    observations: int = Field(0, description="Observations it struck")
+    retried_done: int = Field(0, description="Its tokens that were retried and are done now")
 
 
 class Failures(CountsMeta):
@@ -198,6 +214,9 @@ def list_failures(
     pool = pool_of(slug)
     snap = snapshot_of(pool)
     result = reading.failure_groups(snap.data, type or None, group or None)
+    now = timezone.now()
+    events.failure_history(pool.slug, result["groups"], now - timedelta(days=settings.CHART_DAYS), now,
+                           type or None, group or None)
     return {"pool": pool.slug, **web.snapshot_meta(snap), "own_views": snap.data["own_views"], **result}
 
 
