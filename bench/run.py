@@ -13,6 +13,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 BASE = Path(__file__).resolve().parent.parent
@@ -34,11 +35,12 @@ from django.conf import settings  # noqa: E402
 from django.contrib.auth.models import User  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.test import Client  # noqa: E402
+from django.utils import timezone  # noqa: E402
 
 from dashboard.embedded import EmbeddedCouch, free_port  # noqa: E402
 from tokens import operations, reading, tokensets  # noqa: E402
 from tokens.couch import Couch, NotFound, split_credentials  # noqa: E402
-from tokens.models import CountSnapshot, Job, PoolHistory, TokenState  # noqa: E402
+from tokens.models import CountSnapshot, Job, PoolHistory, TokenEvent, TokenState  # noqa: E402
 from tokens.pools import get_pool  # noqa: E402
 from tokens.selections import Selection  # noqa: E402
 from tokens.worker_views import surf_design_doc  # noqa: E402
@@ -318,6 +320,71 @@ def bench_reset(server):
         f"{job_rate * per_token:.1f}x ({1 / per_token:.0f} tokens/s per token)", ">= 5x", job_rate * per_token >= 5)
     row("reset: worker memory", "peak RSS of the process running the job", f"{peak / 2**20:.0f} MB", "<= 300 MB",
         peak <= 300 * 2**20)
+
+
+def bench_events(server, client):
+    """Ingest: a reset moves every token of a pool, and one refresh records the moves as events. Then the pages
+    that read events, over 30 days of them."""
+    print(f"events: {N} tokens moving, then 30 days of events", flush=True)
+    surf_pool(server, "bench-events", N, lambda i, now: mixed_state(9, now))
+    configure(server, ["bench-events"])
+    pool = get_pool("bench-events")
+    reading.refresh(pool)  # the first counts
+    get_pool("bench-events").couch().with_timeout(900).view("picas-dashboard", "states", limit=0, reduce=False)
+    reading.refresh(pool)  # the index built: the backfill of the pool's past
+    job = operations.create_job(pool, None, "reset", Selection("state", bucket="error"), {}, confirmation=str(N))
+    run_job_measured(job)
+    before = TokenEvent.objects.filter(pool="bench-events").count()
+    me, peak, done = psutil.Process(), [0], threading.Event()
+    base = me.memory_info().rss
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], me.memory_info().rss - base)
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    # The ingest alone: the changes feed read and applied, each move an event (a refresh then also asks the
+    # server's views, whose indexes catch up with the 100,000 changed documents: not the dashboard's work).
+    snap = CountSnapshot.objects.get(pool="bench-events")
+    couch, styles = pool.couch(), snap.data["types"]
+    started = time.perf_counter()
+    reading.apply_changes(pool, couch, styles, snap.seq, snap.events_from)
+    elapsed = time.perf_counter() - started
+    done.set()
+    sampler.join()
+    recorded = TokenEvent.objects.filter(pool="bench-events").count() - before
+    rate = recorded / elapsed
+    row("event ingest", f"moves recorded per second ({N} tokens reset, the changes read once); memory growth",
+        f"{rate:.0f}/s ({recorded} in {elapsed:.1f} s); +{peak[0] / 2**20:.0f} MB", ">= 5000/s, <= 100 MB",
+        rate >= 5000 and recorded == N and peak[0] <= 100 * 2**20)
+
+    # 30 days of a survey's events: each token claimed and finished about once a day, on 40 hosts.
+    now = timezone.now()
+    batch = []
+    for n in range(N * 3):
+        at = now - timedelta(seconds=(n * 86_400 * 30) // (N * 3))
+        failed = n % 11 == 0
+        host = f"wn-{n % 40:02d}.grid.surfsara.nl"
+        batch.append(TokenEvent(pool="bench-events", doc_id=f"token_{n % N:07d}", type="token",
+                                group=f"L{229585 + n % OBSERVATIONS}", at=at, from_state="locked",
+                                to_state="error" if failed else "done", hostname=host,
+                                exit_code="1" if failed else "", message="exit <n>" if failed else "",
+                                run_seconds=600 + n % 300, origin=TokenEvent.BACKFILL))
+        if len(batch) == 5000:
+            TokenEvent.objects.bulk_create(batch)
+            batch = []
+    TokenEvent.objects.bulk_create(batch)
+    settings.CHART_MAX_AGE = 0  # every page computes its history afresh
+    t_history = median_time(lambda: client.get("/api/v1/pools/bench-events/history", {"bucket": "day"}), runs=3)
+    t_hosts = median_time(lambda: client.get("/pools/bench-events/hosts/", {"window": "30d"}), runs=3)
+    t_failures = median_time(lambda: client.get("/pools/bench-events/failures/"), runs=3)
+    total = TokenEvent.objects.filter(pool="bench-events").count()
+    row("history pages, 30 days of events", f"server time over {total} events: history API (days), hosts "
+        "(30 days), failure groups", f"{t_history * 1000:.0f} / {t_hosts * 1000:.0f} / {t_failures * 1000:.0f} ms",
+        "<= 2000 ms each", max(t_history, t_hosts, t_failures) <= 2)
+    TokenEvent.objects.filter(pool="bench-events").delete()
 
 
 def bench_tokenset(server):
@@ -663,13 +730,13 @@ def main():
     # load test (`make load`: 50 clients during a reset, 10-20 more minutes at 100,000 tokens) runs only when named,
     # so that the full bench stays within its half hour.
     only = set(filter(None, os.getenv("BENCH_ONLY", "").split(","))) or {
-        "page", "paging", "freshness", "site", "first", "reset", "tokenset"}
+        "page", "paging", "freshness", "site", "first", "reset", "tokenset", "events"}
     for label, outside in servers():
         print(f"=== {label}", flush=True)
         ROWS[label] = []
         SERVER[0] = label
         # The dashboard's own records of the previous server's pools (same names) must not carry over.
-        for model in (TokenState, CountSnapshot, PoolHistory, Job):
+        for model in (TokenState, CountSnapshot, PoolHistory, Job, TokenEvent):
             model.objects.all().delete()
         server = outside or EmbeddedCouch(WORK / "couch", heap_mb=3072).start()  # it keeps a 200 MB attachment
         try:
@@ -687,6 +754,8 @@ def main():
                 bench_reset(server)
             if "tokenset" in only:
                 bench_tokenset(server)
+            if "events" in only:
+                bench_events(server, client)
             if "load" in only:
                 bench_load(server)
         finally:

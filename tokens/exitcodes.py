@@ -39,8 +39,7 @@ SHELL = {
     "143": "terminated (SIGTERM: the batch system's wall-time limit, or a cancel)",
 }
 
-PICAS_NONE = ("no exit code: the worker's code raised an exception, which picas's Task.error() records as "
-              "lock = done = 99 with the traceback in error[]")
+PICAS_NONE = "no exit code: the worker's code raised (picas marks lock = done = 99)"
 
 
 def meanings(pool, styles):

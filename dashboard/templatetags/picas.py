@@ -61,6 +61,8 @@ def duration(seconds):
     """Seconds as '42 s' / '3 min 20 s' / '2 h 5 min' / '3 d 4 h'."""
     if seconds is None:
         return "–"
+    if seconds < 0.5:  # picas stamps whole seconds: a run within one second shows as 0
+        return "<1 s"
     seconds = int(round(seconds))
     if seconds < 60:
         return f"{seconds} s"
