@@ -43,11 +43,14 @@ def take(pool, days, now=None):
     }
 
 
-def refresh(pool):
+def refresh(pool, counts_first=True):
     """Recompute and store a pool's history; on failure keep the older data and store the error. The events are
-    brought up to date first: a refresh of the counts reads the changes feed (what changed since the last one)."""
+    brought up to date first (`counts_first`): a refresh of the counts reads the changes feed (what changed since
+    the last one). A page computing a pool's first history skips that: it has just read the counts, and their own
+    age rule (COUNTS_MAX_AGE) says when they are read again, not a chart."""
     try:
-        reading.refresh(pool)
+        if counts_first:
+            reading.refresh(pool)
         data = take(pool, settings.CHART_DAYS)
     except CouchError as e:
         log.warning("pool %s: history: %s", pool.slug, e)
@@ -67,7 +70,7 @@ def history(pool, data):
         return None
     record = PoolHistory.objects.filter(pool=pool.slug).first()
     if record is None or record.data is None or record.data["hours"] != settings.CHART_DAYS * 24:
-        return refresh(pool)
+        return refresh(pool, counts_first=False)
     if record.age() > settings.CHART_MAX_AGE:
         _request_refresh(pool, record)
     return record
@@ -82,7 +85,7 @@ def _request_refresh(pool, record):
     except Exception as e:  # broker down: recompute here rather than show an ever older chart
         log.warning("pool %s: could not queue a history refresh (%s); computing it in the request",
                     pool.slug, type(e).__name__)
-        refresh(pool)
+        refresh(pool, counts_first=False)
 
 
 def series(data, type_=None, group=None, *, observation=False):
