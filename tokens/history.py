@@ -43,22 +43,26 @@ def take(pool, days, now=None):
     }
 
 
-def refresh(pool, counts_first=True):
-    """Recompute and store a pool's history; on failure keep the older data and store the error. The events are
-    brought up to date first (`counts_first`): a refresh of the counts reads the changes feed (what changed since
-    the last one). A page computing a pool's first history skips that: it has just read the counts, and their own
-    age rule (COUNTS_MAX_AGE) says when they are read again, not a chart."""
+def refresh(pool):
+    """Recompute and store a pool's history from the events recorded so far. A page computing a pool's first
+    history calls this: it has just read the counts, whose own age rule (COUNTS_MAX_AGE) says when the server is
+    read again, not a chart."""
+    record, _ = PoolHistory.objects.update_or_create(
+        pool=pool.slug, defaults={"data": take(pool, settings.CHART_DAYS), "computed_at": timezone.now(), "error": ""})
+    return record
+
+
+def catch_up(pool):
+    """What the background recomputation does: bring the events up to date first (a refresh of the counts reads
+    the changes feed, what changed since the last one), then recompute. When the server cannot be read, the older
+    history is kept and the error stored for the pages to say."""
     try:
-        if counts_first:
-            reading.refresh(pool)
-        data = take(pool, settings.CHART_DAYS)
+        reading.refresh(pool)
     except CouchError as e:
         log.warning("pool %s: history: %s", pool.slug, e)
         record, _ = PoolHistory.objects.update_or_create(pool=pool.slug, defaults={"error": str(e)})
         return record
-    record, _ = PoolHistory.objects.update_or_create(
-        pool=pool.slug, defaults={"data": data, "computed_at": timezone.now(), "error": ""})
-    return record
+    return refresh(pool)
 
 
 def history(pool, data):
@@ -70,7 +74,7 @@ def history(pool, data):
         return None
     record = PoolHistory.objects.filter(pool=pool.slug).first()
     if record is None or record.data is None or record.data["hours"] != settings.CHART_DAYS * 24:
-        return refresh(pool, counts_first=False)
+        return refresh(pool)
     if record.age() > settings.CHART_MAX_AGE:
         _request_refresh(pool, record)
     return record
@@ -85,7 +89,7 @@ def _request_refresh(pool, record):
     except Exception as e:  # broker down: recompute here rather than show an ever older chart
         log.warning("pool %s: could not queue a history refresh (%s); computing it in the request",
                     pool.slug, type(e).__name__)
-        refresh(pool, counts_first=False)
+        refresh(pool)
 
 
 def series(data, type_=None, group=None, *, observation=False):

@@ -18,7 +18,7 @@ def refresh_history(slug):
     """Recompute a pool's chart history in the background (see tokens.history)."""
     pool = get_pool(slug)
     if pool is not None:
-        history.refresh(pool)
+        history.catch_up(pool)
 
 
 @shared_task(ignore_result=True, expires=60)
