@@ -7,7 +7,8 @@ tell them apart without colour. A sparkline puts done bars above a middle line a
 
 from datetime import UTC, datetime
 
-BAR = 8  # width of one hour in a chart
+PLOT = 576  # width of a chart's bars, whatever their number: 72 hours (the default 3 days) of 8 px each
+HOUR, DAY = 3600, 86400
 PANEL = 60  # height of one row of bars
 LEFT, TOP, ROW_GAP, AXIS = 64, 8, 26, 30
 SPARK_BAR, SPARK_HALF = 2, 11
@@ -22,19 +23,39 @@ def hour_label(epoch):
     return _utc(epoch).strftime("%a %d %b %H:00 UTC")
 
 
+def day_label(epoch):
+    return _utc(epoch).strftime("%a %d %b")
+
+
+def _daily(series):
+    return series.get("step", HOUR) == DAY
+
+
+def period_label(series):
+    """"the last 24 hours", "the last 3 days": the span of a series, as a page says it."""
+    hours = len(series["hours"]) * (24 if _daily(series) else 1)
+    return "the last 24 hours" if hours == 24 else (f"the last {hours // 24} days" if hours % 24 == 0 else
+                                                      f"the last {hours} hours")
+
+
 def summary(series):
     done, errors = sum(series["done"]), sum(series["error"])
-    text = f"{done} done and {errors} failed in the last {len(series['hours'])} hours"
+    text = f"{done} done and {errors} failed in {period_label(series)}"
     if done:
         peak = max(range(len(series["done"])), key=lambda i: series["done"][i])
-        text += f"; at most {series['done'][peak]} done per hour ({hour_label(series['hours'][peak])})"
+        unit, label = ("day", day_label) if _daily(series) else ("hour", hour_label)
+        text += f"; at most {series['done'][peak]} done per {unit} ({label(series['hours'][peak])})"
     return text + "."
 
 
 def hourly_chart(series, chart_id):
-    """The geometry of a two-row bar chart of one series (see tokens.history.series)."""
+    """The geometry of a two-row bar chart of one series of hours or days (see tokens.history.series and
+    period_series): the bars share PLOT pixels, so that 24 hours and 7 days make charts of one size."""
     n = len(series["hours"])
-    width = LEFT + n * BAR + 8
+    daily = _daily(series)
+    bar = PLOT / n if n else PLOT
+    gap = 1 if bar >= 4 else bar / 4  # a visible gap between bars, however thin
+    width = LEFT + PLOT + 8
     panels = []
     for row, (name, label) in enumerate((("done", "done"), ("error", "errors"))):
         counts = series[name]
@@ -44,9 +65,10 @@ def hourly_chart(series, chart_id):
         for i, (hour, count) in enumerate(zip(series["hours"], counts, strict=True)):
             height = round(count * PANEL / peak, 2) if peak else 0
             bars.append({
-                "x": LEFT + i * BAR, "y": round(top + PANEL - height, 2), "width": BAR - 1, "height": height,
-                "count": count, "hour": _utc(hour).strftime("%Y-%m-%dT%H:00Z"),
-                "title": f"{hour_label(hour)}: {count} {'done' if name == 'done' else 'failed'}",
+                "x": round(LEFT + i * bar, 2), "y": round(top + PANEL - height, 2), "width": round(bar - gap, 2),
+                "height": height, "count": count, "hour": _utc(hour).strftime("%Y-%m-%dT%H:00Z"),
+                "title": f"{(day_label if daily else hour_label)(hour)}: {count} "
+                         f"{'done' if name == 'done' else 'failed'}",
             })
         panels.append({"series": name, "label": label, "peak": peak, "top": top, "base": top + PANEL,
                        "height": PANEL, "mid": top + PANEL // 2, "bars": bars})
@@ -54,12 +76,17 @@ def hourly_chart(series, chart_id):
     ticks = []
     for i, hour in enumerate(series["hours"]):
         t = _utc(hour)
-        if t.hour % 6 == 0:
-            ticks.append({"x": LEFT + i * BAR, "text": t.strftime("%d %b") if t.hour == 0 else t.strftime("%H:00"),
+        x = round(LEFT + i * bar, 2)
+        if daily:  # a tick a week, on Mondays
+            if t.weekday() == 0:
+                ticks.append({"x": x, "text": t.strftime("%d %b"), "day": True})
+        elif t.hour == 0 or (t.hour % 6 == 0 and n <= 96):  # beyond 4 days, six-hourly ticks would overlap
+            ticks.append({"x": x, "text": t.strftime("%d %b") if t.hour == 0 else t.strftime("%H:00"),
                           "day": t.hour == 0})
     return {
-        "id": chart_id, "width": width, "height": axis_y + AXIS - 12, "left": LEFT, "right": LEFT + n * BAR,
-        "axis_y": axis_y, "panels": panels, "ticks": ticks, "days": n // 24, "summary": summary(series),
+        "id": chart_id, "width": width, "height": axis_y + AXIS - 12, "left": LEFT, "right": LEFT + PLOT,
+        "axis_y": axis_y, "panels": panels, "ticks": ticks, "unit": "day" if daily else "hour",
+        "unit_short": "day" if daily else "h", "period": period_label(series), "summary": summary(series),
     }
 
 

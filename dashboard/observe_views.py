@@ -2,7 +2,8 @@
 the worker hosts of a pool."""
 
 import hmac
-from datetime import timedelta
+import time
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
@@ -13,6 +14,7 @@ from django.views.decorators.http import require_GET, require_safe
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from dashboard import charts, health
+from dashboard.export_views import csv_download
 from dashboard.web import labels, pool_or_404, respond, snapshot_meta, snapshot_or_error, status_of
 from tokens import events, history, metrics, reading
 from tokens.models import CountSnapshot
@@ -46,28 +48,67 @@ def healthz(request):
     return JsonResponse({"status": "ok" if ok else "fail", "checks": checks}, status=200 if ok else 503)
 
 
-def chart_context(pool, data, type_=None, group=None, observation=False):
-    """(context with the stored history and the chart of the pool or of one observation, its series);
-    without a history (no own views) the context holds only `history` and the series is None."""
+def chart_periods():
+    """({key: days} of the periods a chart offers, shortest first; the default's key). The default is CHART_DAYS, the
+    period kept ready in the stored history; 24 hours, 7 and 30 days are computed from the events when asked."""
+    periods = {"24h": 1, "7d": 7, "30d": 30}
+    default = next((k for k, d in periods.items() if d == settings.CHART_DAYS), f"{settings.CHART_DAYS}d")
+    periods[default] = settings.CHART_DAYS
+    return dict(sorted(periods.items(), key=lambda kv: kv[1])), default
+
+
+def chart_context(pool, data, query, type_=None, group=None, observation=False):
+    """(context with the stored history and the chart of the pool or of one observation over the period in the
+    query (`period`, a key of chart_periods), its series); without a history (no own views) the context holds only
+    `history` and the series is None."""
     record = history.history(pool, data)
     if record is None or record.data is None:
         return {"history": record}, None
-    series = history.series(record.data, type_, group, observation=observation)
+    periods, default = chart_periods()
+    period = query.get("period") if query.get("period") in periods else default
+    if period == default:
+        series = history.series(record.data, type_, group, observation=observation)
+        computed_at, error = record.data["computed_at"], record.error
+    else:
+        series = history.period_series(pool, periods[period], *((type_, group) if observation else (None, None)))
+        computed_at, error = time.time(), ""
+    links = []
+    q = query.copy()
+    q.pop("format", None)
+    for key, days in periods.items():
+        q["period"] = key
+        links.append({"key": key, "label": "24 hours" if days == 1 else f"{days} days", "current": key == period,
+                      "href": f"?{q.urlencode()}#chart"})
+    q["period"], q["format"] = period, "csv"
     chart_id = "chart-obs" if observation else "chart-pool"
-    return {"history": record, "chart": charts.hourly_chart(series, chart_id), "series": series}, series
+    return {"history": record, "chart": charts.hourly_chart(series, chart_id), "series": series, "period": period,
+            "period_links": links, "csv_href": f"?{q.urlencode()}", "chart_computed_at": computed_at,
+            "chart_error": error}, series
 
 
-def series_json(record, series):
+def series_json(context):
+    series = context.get("series")
     if series is None:
         return None
     return {
-        "computed_at": record.data["computed_at"],
-        "error": record.error or None,
+        "period": context["period"],
+        "step_seconds": series["step"],
+        "computed_at": context["chart_computed_at"],
+        "error": context["chart_error"] or None,
         "hours": [charts.hour_label(h) for h in series["hours"]],
         "hour_starts": series["hours"],
         "done": series["done"],
         "error_counts": series["error"],
     }
+
+
+def chart_csv(pool, context, name):
+    """The chart's numbers as a CSV file: one row per hour or day of the period."""
+    series = context["series"]
+    rows = ((csv_value(datetime.fromtimestamp(h, UTC)), d, e)
+            for h, d, e in zip(series["hours"], series["done"], series["error"], strict=True))
+    return csv_download(f"{pool.slug}-{name}history-{context['period']}.csv",
+                        (f"{context['chart']['unit']}_start_utc", "done", "failed"), rows)
 
 
 @require_GET
@@ -84,20 +125,23 @@ def observation(request, slug):
     found = next((o for o in reading.observations(snap.data) if (o.type, o.group) == (type_, group)), None)
     if found is None:
         raise Http404("No such observation in this pool")
-    context, series = chart_context(pool, snap.data, type_, group, observation=True)
-    payload = {"pool": pool.slug, **snapshot_meta(snap), **found.as_json(),
-               "hourly": series_json(context["history"], series)}
+    context, series = chart_context(pool, snap.data, request.GET, type_, group, observation=True)
+    if series is not None and request.GET.get("format") == "csv":
+        return chart_csv(pool, context, "observation-")
+    payload = {"pool": pool.slug, **snapshot_meta(snap), **found.as_json(), "hourly": series_json(context)}
     context.update({"pool": pool, "snap": snap, "o": found, "own_views": snap.data["own_views"],
-                    "states": STATES, "chart_days": settings.CHART_DAYS, **labels()})
+                    "states": STATES, **labels()})
     if series is not None:
-        context["hourly_rows"] = [(charts.hour_label(h), d, e) for h, d, e in
+        label = charts.day_label if series["step"] == charts.DAY else charts.hour_label
+        context["hourly_rows"] = [(label(h), d, e) for h, d, e in
                                   zip(series["hours"], series["done"], series["error"], strict=True) if d or e][::-1]
     return respond(request, "observation.html", context, payload, status=status_of(snap))
 
 
-def pool_charts(pool, data, observations):
-    """The pool page's chart and a sparkline for each observation (set as o.spark): (context, JSON payload)."""
-    context, series = chart_context(pool, data)
+def pool_charts(pool, data, observations, query):
+    """The pool page's chart and a sparkline for each observation (set as o.spark, always over the default
+    period): (context, JSON payload)."""
+    context, series = chart_context(pool, data, query)
     if series is None:
         return context, {"hourly": None}
     record = context["history"]
@@ -105,7 +149,7 @@ def pool_charts(pool, data, observations):
     empty = history.empty_series(record.data)
     for o in observations:
         o.spark = charts.sparkline(per_obs.get((o.type, o.group), empty))
-    return context, {"hourly": series_json(record, series)}
+    return context, {"hourly": series_json(context)}
 
 
 HOST_WINDOWS = {"6h": ("the last 6 hours", 6), "24h": ("the last 24 hours", 24), "7d": ("the last 7 days", 168),
@@ -123,6 +167,13 @@ def hosts(request, slug):
     if window not in HOST_WINDOWS:
         window = "24h"
     payload = hosts_payload(pool, snap, window)
+    if request.GET.get("format") == "csv":
+        columns = ("hostname", "site", "running", "claims", "done", "failed", "failure_rate", "median_run", "first",
+                   "last")
+        holes = {h["hostname"] for h in payload["black_holes"]}
+        rows = ([*(csv_value(h[c]) for c in columns), "yes" if h["hostname"] in holes else ""]
+                for h in payload["hosts"])
+        return csv_download(f"{pool.slug}-hosts-{window}.csv", (*columns, "black_hole"), rows)
     context = {"pool": pool, "snap": snap, "window": window, "window_label": HOST_WINDOWS[window][0],
                "windows": HOST_WINDOWS, "rows": payload["hosts"], "sites": payload["sites"],
                "holes": payload["black_holes"], "rule": payload["black_hole_rule"],
@@ -130,6 +181,13 @@ def hosts(request, slug):
                "events_from": CountSnapshot.objects.filter(pool=pool.slug).values_list("events_from", flat=True)
                .first()}
     return respond(request, "hosts.html", context, payload, status=status_of(snap))
+
+
+def csv_value(value):
+    """A CSV cell of the hosts or a chart: times in ISO 8601 UTC, rates and seconds to 4 decimals."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return round(value, 4) if isinstance(value, float) else value
 
 
 def hosts_payload(pool, snap, window):

@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET
 
 from dashboard import charts
 from dashboard.job_views import token_jobs
-from dashboard.observe_views import pool_charts
+from dashboard.observe_views import chart_csv, pool_charts
 from dashboard.web import (
     couch_error,
     labels,
@@ -99,14 +99,16 @@ def pool(request, slug):
         "style_labels": STYLE_LABELS,
         "out_of_view": OUT_OF_VIEW,
         "refresh_seconds": settings.COUNTS_MAX_AGE,
+        "spark_days": settings.CHART_DAYS,
         "holes": events.black_holes(events.hosts(pool.slug, *events.black_hole_window(), medians=False)),
         "black_hole_hours": f"{settings.BLACKHOLE_WINDOW_HOURS:g}",
         **labels(),
     }
     payload["black_holes"] = [h["hostname"] for h in context["holes"]]
-    # Charts: the pool's tokens per hour and a sparkline per observation, from the stored history.
-
-    chart_context, chart_payload = pool_charts(pool, data, observations)
+    # Charts: the pool's tokens per hour or day and a sparkline per observation, from the token events.
+    chart_context, chart_payload = pool_charts(pool, data, observations, request.GET)
+    if chart_payload["hourly"] is not None and request.GET.get("format") == "csv":
+        return chart_csv(pool, chart_context, "")
     context.update(chart_context)
     payload.update(chart_payload)
     return respond(request, "pool.html", context, payload, status=status_of(snap))

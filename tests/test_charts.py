@@ -49,9 +49,10 @@ def finished_tokens():
     return docs, lrt
 
 
-def per_hour(docs, bucket):
-    """The truth: {"YYYY-mm-ddTHH:00Z": n} for tokens of `bucket` finished in the chart's 72 hours."""
-    first_hour = int(time.time()) // 3600 * 3600 - 71 * 3600
+def per_hour(docs, bucket, hours=72, step=3600):
+    """The truth: {"YYYY-mm-ddTHH:00Z": n} for tokens of `bucket` finished in the chart's `hours` (72: the default
+    3 days), per hour or (step 86400) per day."""
+    first_hour = int(time.time()) // step * step + step - hours * 3600
     counts = {}
     for d in docs:
         if not d["done"] or d["done"] < first_hour:
@@ -59,7 +60,7 @@ def per_hour(docs, bucket):
         failed = d.get("exit_code") != 0 if d["type"] == "token" else d["status"] == "error"
         if (bucket == "error") != failed:
             continue
-        key = time.strftime("%Y-%m-%dT%H:00Z", time.gmtime(d["done"] // 3600 * 3600))
+        key = time.strftime("%Y-%m-%dT%H:00Z", time.gmtime(d["done"] // step * step))
         counts[key] = counts.get(key, 0) + 1
     return counts
 
@@ -83,7 +84,7 @@ def assert_bars_match(svg, truth):
         expected = truth[series]
         peak, height, rects = bars(svg, series)
         assert len(rects) == len(expected)  # a bar for each hour with tokens in CHART_DAYS = 3; none for empty ones
-        assert peak == max(expected.values())
+        assert peak == max(expected.values(), default=0)
         shown = {r.get("data-hour"): int(r.get("data-count")) for r in rects}
         assert shown == expected
         for r in rects:
@@ -121,6 +122,63 @@ def test_an_observation_page_charts_only_its_own_tokens(viewer_client, finished_
     data = viewer_client.get(f"/pools/{db.database}/obs/", {"type": LRT, "format": "json"}).json()
     assert sum(data["hourly"]["done"]) == 2 and sum(data["hourly"]["error_counts"]) == 1
     assert data["counts"]["done"] == 2 and data["counts"]["error"] == 1
+
+
+def test_the_chart_shows_24_hours_or_7_days_per_hour_and_30_days_per_day_from_the_events(viewer_client,
+                                                                                         finished_pool):
+    db, docs, lrt = finished_pool
+    url = f"/pools/{db.database}/"
+    for period, hours, step in (("24h", 24, 3600), ("7d", 168, 3600), ("30d", 720, 86400)):
+        html = viewer_client.get(url, {"period": period}).content.decode()
+        chart = next(s for s in svg_charts(html) if "hourly" in s.get("class"))
+        truth = {b: per_hour(docs + lrt, b, hours, step) for b in ("done", "error")}
+        assert_bars_match(chart, truth)
+        unit = "hour" if step == 3600 else "day"
+        assert f"Done and failed per {unit}, the last {'24 hours' if hours == 24 else f'{hours // 24} days'}" in html
+        assert f'aria-current="page">{"24 hours" if hours == 24 else f"{hours // 24} days"}<' in html
+        hourly = viewer_client.get(url, {"period": period, "format": "json"}).json()["hourly"]
+        assert len(hourly["hour_starts"]) == hours * 3600 // step and hourly["step_seconds"] == step
+    # The token finished 99 hours ago is in 7 days, not in the default 3: the two periods differ by it alone.
+    week = viewer_client.get(url, {"period": "7d", "format": "json"}).json()["hourly"]
+    default = viewer_client.get(url, {"format": "json"}).json()["hourly"]
+    assert default["period"] == "3d" and sum(week["done"]) == sum(default["done"]) + 1
+    # The page offers every period, and its sparklines stay on the default.
+    html = viewer_client.get(url, {"period": "30d"}).content.decode()
+    for period in ("24h", "3d", "7d"):
+        assert f"?period={period}#chart" in html
+    assert "<th>Last 3 days</th>" in html
+
+
+def test_an_observations_chart_over_another_period_counts_only_its_own_tokens(viewer_client, finished_pool):
+    db, docs, lrt = finished_pool
+    response = viewer_client.get(f"/pools/{db.database}/obs/", {"type": LRT, "period": "24h"})
+    chart = svg_charts(response.content.decode())[0]
+    assert_bars_match(chart, {b: per_hour(lrt, b, 24) for b in ("done", "error")})
+    # The period links keep the observation.
+    assert f"?type={LRT}&amp;period=7d#chart" in response.content.decode()
+
+
+def test_the_charts_numbers_download_as_csv_for_the_period_shown(viewer_client, finished_pool):
+    db, docs, lrt = finished_pool
+    response = viewer_client.get(f"/pools/{db.database}/", {"period": "30d", "format": "csv"})
+    assert response["Content-Type"].startswith("text/csv")
+    assert f'filename="{db.database}-history-30d.csv"' in response["Content-Disposition"]
+    lines = b"".join(response.streaming_content).decode().splitlines()
+    assert lines[0] == "day_start_utc,done,failed" and len(lines) == 31
+    shown = {day: (int(d), int(e)) for day, d, e in (line.split(",") for line in lines[1:]) if d != "0" or e != "0"}
+    truth = {b: per_hour(docs + lrt, b, 720, 86400) for b in ("done", "error")}
+    assert shown == {k.replace(":00Z", ":00:00Z"): (truth["done"].get(k, 0), truth["error"].get(k, 0))
+                     for k in {*truth["done"], *truth["error"]}}
+    html = viewer_client.get(f"/pools/{db.database}/", {"period": "30d"}).content.decode()
+    assert "?period=30d&amp;format=csv" in html
+    per_obs = viewer_client.get(f"/pools/{db.database}/obs/", {"type": LRT, "format": "csv"})
+    assert len(b"".join(per_obs.streaming_content).decode().splitlines()) == 1 + 72  # the default period, hourly
+
+
+def test_an_unknown_period_shows_the_default_one(viewer_client, finished_pool):
+    db, docs, lrt = finished_pool
+    hourly = viewer_client.get(f"/pools/{db.database}/", {"period": "1y", "format": "json"}).json()["hourly"]
+    assert hourly["period"] == "3d" and len(hourly["hour_starts"]) == 72
 
 
 def test_each_observation_row_has_a_sparkline_that_says_its_numbers(viewer_client, finished_pool):

@@ -20,6 +20,7 @@ from tokens.reading import claim_refresh
 log = logging.getLogger(__name__)
 
 HOUR = 3600
+DAY = 24 * HOUR
 
 
 def take(pool, days, now=None):
@@ -117,7 +118,22 @@ def series_by_observation(data):
 
 def empty_series(data):
     hours = [data["start"] + i * HOUR for i in range(data["hours"])]
-    return {"start": data["start"], "hours": hours, "done": [0] * len(hours), "error": [0] * len(hours)}
+    return {"start": data["start"], "step": HOUR, "hours": hours, "done": [0] * len(hours),
+            "error": [0] * len(hours)}
+
+
+def period_series(pool, days, type_=None, group=None, now=None):
+    """The series of the `days` up to now computed from the events as asked (the stored history holds the
+    default period only): per hour up to a week, per day beyond, so that a chart keeps some 200 bars at most.
+    The whole pool, or the tokens of observation (type_, group) when type_ is given."""
+    now = time.time() if now is None else now
+    step = HOUR if days <= 7 else DAY
+    end = int(now) // step * step + step  # the end of the current hour or day (UTC)
+    start = end - days * DAY
+    periods = events.history(pool.slug, datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC),
+                             "hour" if step == HOUR else "day", type_, group)
+    return {"start": start, "step": step, "hours": [int(p["start"].timestamp()) for p in periods],
+            "done": [p["done"] for p in periods], "error": [p["error"] for p in periods]}
 
 
 def _add(s, hour, bucket, n):
