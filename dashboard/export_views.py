@@ -10,7 +10,7 @@ from django.http import StreamingHttpResponse
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET
 
-from dashboard.web import couch_error, pool_or_404, respond, snapshot_or_error, wants_json
+from dashboard.web import couch_error, pool_or_404, refuse, respond, snapshot_or_error, wants_json
 from tokens import exports
 from tokens.couch import CouchError
 
@@ -26,8 +26,7 @@ def export(request, slug):
             return form(request, pool, exports.selection_from(request.GET, snap.data["own_views"]))
         made = exports.open_export(pool, snap.data, request.GET)
     except exports.ExportError as e:
-        return respond(request, "export_problem.html", {"pool": pool, "problem": str(e)}, {"error": str(e)},
-                       status=400)
+        return refuse(request, pool, "Export", str(e))
     except CouchError as e:
         return couch_error(request, pool, e)
     return download(made)

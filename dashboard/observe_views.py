@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from dashboard import charts, health
 from dashboard.export_views import csv_download
-from dashboard.web import labels, pool_or_404, respond, snapshot_meta, snapshot_or_error, status_of
+from dashboard.web import labels, pool_or_404, refuse, respond, snapshot_meta, snapshot_or_error, status_of
 from tokens import events, history, metrics, reading
 from tokens.models import CountSnapshot
 from tokens.states import STATES, group_from
@@ -60,12 +60,14 @@ def chart_periods():
 def chart_context(pool, data, query, type_=None, group=None, observation=False):
     """(context with the stored history and the chart of the pool or of one observation over the period in the
     query (`period`, a key of chart_periods), its series); without a history (no own views) the context holds only
-    `history` and the series is None."""
+    `history` and the series is None. Raises ValueError for an unknown period."""
+    periods, default = chart_periods()
+    period = query.get("period") or default
+    if period not in periods:
+        raise ValueError(f"Unknown chart period {period!r}: one of {', '.join(periods)}")
     record = history.history(pool, data)
     if record is None or record.data is None:
         return {"history": record}, None
-    periods, default = chart_periods()
-    period = query.get("period") if query.get("period") in periods else default
     if period == default:
         series = history.series(record.data, type_, group, observation=observation)
         computed_at, error = record.data["computed_at"], record.error
@@ -125,7 +127,10 @@ def observation(request, slug):
     found = next((o for o in reading.observations(snap.data) if (o.type, o.group) == (type_, group)), None)
     if found is None:
         raise Http404("No such observation in this pool")
-    context, series = chart_context(pool, snap.data, request.GET, type_, group, observation=True)
+    try:
+        context, series = chart_context(pool, snap.data, request.GET, type_, group, observation=True)
+    except ValueError as e:
+        return refuse(request, pool, found.label, str(e))
     if series is not None and request.GET.get("format") == "csv":
         return chart_csv(pool, context, "observation-")
     payload = {"pool": pool.slug, **snapshot_meta(snap), **found.as_json(), "hourly": series_json(context)}
@@ -163,9 +168,9 @@ def hosts(request, slug):
     snap, error = snapshot_or_error(request, pool)
     if error:
         return error
-    window = request.GET.get("window", "24h")
+    window = request.GET.get("window") or "24h"
     if window not in HOST_WINDOWS:
-        window = "24h"
+        return refuse(request, pool, "Hosts", f"Unknown window {window!r}: one of {', '.join(HOST_WINDOWS)}")
     payload = hosts_payload(pool, snap, window)
     if request.GET.get("format") == "csv":
         columns = ("hostname", "site", "running", "claims", "done", "failed", "failure_rate", "median_run", "first",

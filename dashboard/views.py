@@ -21,6 +21,7 @@ from dashboard.web import (
     couch_error,
     labels,
     pool_or_404,
+    refuse,
     respond,
     snapshot_meta,
     snapshot_or_error,
@@ -106,7 +107,10 @@ def pool(request, slug):
     }
     payload["black_holes"] = [h["hostname"] for h in context["holes"]]
     # Charts: the pool's tokens per hour or day and a sparkline per observation, from the token events.
-    chart_context, chart_payload = pool_charts(pool, data, observations, request.GET)
+    try:
+        chart_context, chart_payload = pool_charts(pool, data, observations, request.GET)
+    except ValueError as e:
+        return refuse(request, pool, pool.name, str(e))
     if chart_payload["hourly"] is not None and request.GET.get("format") == "csv":
         return chart_csv(pool, chart_context, "")
     context.update(chart_context)
@@ -128,16 +132,17 @@ def pool_payload(pool, snap, observations, totals):
 
 
 def selection_from(request, data):
-    """The list selection in the query string: a bucket or a failure group, optionally one observation."""
+    """The list selection in the query string: a bucket or a failure group, optionally one observation. Raises
+    ValueError, with the API's message, for a state that is unknown or that this pool's views cannot list."""
     q = request.GET
     type_ = q.get("type") or None
     group = group_from(q)
     failure = (q["code"], q.get("message", "")) if "code" in q else None
     bucket = q.get("state") or ("error" if failure else "todo")
     if bucket not in BUCKETS:
-        bucket = "todo"
+        raise ValueError(f"Unknown state {bucket!r}: one of {', '.join(BUCKETS)}")
     if not data["own_views"] and bucket not in STATES:
-        bucket = "todo"
+        raise ValueError(f"State {bucket!r} needs the dashboard's own views in this pool")
     return {"bucket": bucket, "type_": type_, "group": group, "failure": failure}
 
 
@@ -147,7 +152,10 @@ def tokens(request, slug):
     snap, error = snapshot_or_error(request, pool)
     if error:
         return error
-    selection = selection_from(request, snap.data)
+    try:
+        selection = selection_from(request, snap.data)
+    except ValueError as e:
+        return refuse(request, pool, "Tokens", str(e))
     field_name, field_value = request.GET.get("field", "").strip(), request.GET.get("value", "")
     field_filter = (field_name, field_value) if field_name else None
     id_filter = request.GET.get("q", "").strip()
@@ -232,12 +240,16 @@ def stale(request, slug):
     snap, error = snapshot_or_error(request, pool)
     if error:
         return error
+    given = request.GET.get("hours", "").strip()
     try:
-        hours = float(request.GET.get("hours", settings.STALE_LOCK_HOURS))
+        hours = float(given) if given else settings.STALE_LOCK_HOURS
     except ValueError:
-        hours = settings.STALE_LOCK_HOURS
-    if not math.isfinite(hours) or hours < 0:  # nan and inf would reach the view query as invalid JSON
-        hours = settings.STALE_LOCK_HOURS
+        hours = None
+    # nan and inf would reach the view query as invalid JSON; the API's bounds are the same
+    if hours is None or not math.isfinite(hours) or not 0 <= hours <= reading.MAX_HOURS:
+        problem = f"Hours must be a number from 0 to {reading.MAX_HOURS:,.0f}, not {given!r}"
+        context = {"pool": pool, "hours": given, "problem": problem, "result": None}
+        return respond(request, "stale.html", context, {"error": problem}, status=400)
     try:
         result = reading.stale_locks(pool, snap.data, hours, cursor=reading.decode_cursor(request.GET.get("after")))
     except CouchError as e:

@@ -25,6 +25,13 @@ def respond(request, template, context, payload, status=200):
     return render(request, template, context, status=status)
 
 
+def refuse(request, pool, title, problem):
+    """Input that a page cannot answer as asked (an unknown state, hours that are not a number): a 400 naming the
+    problem, never a guess that shows something else. The API refuses the same input (422, its validation)."""
+    return respond(request, "problem.html", {"pool": pool, "title": title, "problem": problem}, {"error": problem},
+                   status=400)
+
+
 def couch_error(request, pool, error, template="error.html"):
     """A CouchDB failure as a page with a banner, or as JSON with the matching status."""
     payload = {"error": str(error), "pool": pool.slug if pool else None}

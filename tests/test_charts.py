@@ -175,10 +175,14 @@ def test_the_charts_numbers_download_as_csv_for_the_period_shown(viewer_client, 
     assert len(b"".join(per_obs.streaming_content).decode().splitlines()) == 1 + 72  # the default period, hourly
 
 
-def test_an_unknown_period_shows_the_default_one(viewer_client, finished_pool):
+def test_an_unknown_period_is_refused_with_the_periods_there_are(viewer_client, finished_pool):
     db, docs, lrt = finished_pool
-    hourly = viewer_client.get(f"/pools/{db.database}/", {"period": "1y", "format": "json"}).json()["hourly"]
-    assert hourly["period"] == "3d" and len(hourly["hour_starts"]) == 72
+    for url, params in ((f"/pools/{db.database}/", {}), (f"/pools/{db.database}/obs/", {"type": LRT})):
+        response = viewer_client.get(url, {**params, "period": "1y"})
+        assert response.status_code == 400
+        assert "Unknown chart period &#x27;1y&#x27;: one of 24h, 3d, 7d, 30d" in response.content.decode()
+    hourly = viewer_client.get(f"/pools/{db.database}/", {"period": "", "format": "json"}).json()["hourly"]
+    assert hourly["period"] == "3d" and len(hourly["hour_starts"]) == 72  # no period: the default
 
 
 def test_each_observation_row_has_a_sparkline_that_says_its_numbers(viewer_client, finished_pool):

@@ -11,7 +11,7 @@ import pytest
 from django.utils import timezone
 
 from dashboard.embedded import EmbeddedRedis
-from tests.conftest import server_env, surf_token
+from tests.conftest import SURF, server_env, surf_token
 from tests.test_job_safety import picas_db, start_pilots, wait_for
 from tokens import events, history, operations, reading, selections
 from tokens.models import EventHour, TokenEvent, TokenState
@@ -286,3 +286,9 @@ def test_the_states_view_carries_the_host_that_the_table_keeps(scratch_pool):
     assert dict(TokenState.objects.filter(pool=pool.slug).values_list("doc_id", "hostname")) == {
         "token_00001": FLAKY, "token_00002": ""}
     assert selections.preview(pool, Selection("host", bucket="locked", hostname=FLAKY))["sample"] == ["token_00001"]
+
+
+def test_an_unknown_hosts_window_is_refused_as_the_api_refuses_it(viewer_client, demo_pools):
+    page = viewer_client.get(f"/pools/{SURF}/hosts/", {"window": "2h"})
+    assert page.status_code == 400 and "Unknown window &#x27;2h&#x27;: one of 6h, 24h, 7d, 30d" in page.content.decode()
+    assert viewer_client.get(f"/api/v1/pools/{SURF}/hosts", {"window": "2h"}).status_code == 422

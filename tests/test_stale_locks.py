@@ -35,8 +35,15 @@ def test_locks_of_unknown_age_are_listed_apart(viewer_client, demo_pools, couch)
     assert {t["id"] for t in data["unknown"]} == unknown and data["unknown_count"] == len(unknown) > 0
 
 
-def test_a_bad_hours_value_falls_back_to_the_default(viewer_client, demo_pools):
-    assert viewer_client.get(f"/pools/{SURF}/stale/", {"hours": "lots", "format": "json"}).json()["hours"] == 24
+@pytest.mark.parametrize("hours", ["lots", "nan", "inf", "-1", "1e7"])
+def test_a_bad_hours_value_is_refused_as_the_api_refuses_it_and_stays_in_the_form(viewer_client, demo_pools, hours):
+    page = viewer_client.get(f"/pools/{SURF}/stale/", {"hours": hours})
+    html = page.content.decode()
+    assert page.status_code == 400 and "Hours must be a number from 0 to 1,000,000" in html
+    assert f'name="hours" value="{hours}"' in html  # what was typed, to mend
+    assert "Reset these" not in html
+    assert viewer_client.get(f"/pools/{SURF}/stale/", {"hours": hours, "format": "json"}).status_code == 400
+    assert viewer_client.get(f"/api/v1/pools/{SURF}/stale", {"hours": hours}).status_code == 422
 
 
 def test_every_lock_the_locked_view_counts_is_on_the_stale_page(viewer_client, scratch_pool):

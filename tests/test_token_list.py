@@ -57,3 +57,12 @@ def test_out_of_view_buckets_have_their_own_lists(viewer_client, demo_pools):
 def test_a_malformed_cursor_starts_from_the_beginning(viewer_client, demo_pools):
     response = viewer_client.get(f"/pools/{SURF}/tokens/", {"state": "done", "after": "[not json", "format": "json"})
     assert response.status_code == 200 and response.json()["tokens"]
+
+
+@pytest.mark.parametrize("state", ["bogus", "TODO", "error "])
+def test_an_unknown_state_is_refused_as_the_api_refuses_it(viewer_client, demo_pools, state):
+    page = viewer_client.get(f"/pools/{SURF}/tokens/", {"state": state})
+    assert page.status_code == 400
+    assert f"Unknown state &#x27;{state}&#x27;: one of todo, locked, done, error" in page.content.decode()
+    assert viewer_client.get(f"/pools/{SURF}/tokens/", {"state": state, "format": "json"}).status_code == 400
+    assert viewer_client.get(f"/api/v1/pools/{SURF}/tokens", {"state": state}).status_code == 422

@@ -175,7 +175,7 @@ def _run_surf_workers(credentials, n_tokens):
                 worker.process.wait()
 
 
-# Things only the seed writes: what old picas versions and other tools left behind, and hostile strings.
+# Things only the seed writes: what old picas versions and other tools left behind, and attached logs.
 def _surf_extras(n_tokens, now, rng):
     number = n_tokens
     docs = []
@@ -208,14 +208,16 @@ def _surf_extras(n_tokens, now, rng):
     # lock == 1 with a status: GRID_LRT's set_view_to_status was run on this pool; the lock age is unknown.
     for status in ("running", "processing"):
         token(lock=1, status=status, hostname="wn-lot-007.gina.surfsara.nl")
-    # Hostile strings, for escaping tests.
-    token(lock=int(now - 4000), done=int(now - 3500), exit_code=0, hostname="<script>alert(1)</script>",
-          input="echo '<img src=x onerror=alert(2)>' && bash run.sh",
-          _attachments={f"logs_token_{number + 1}.out": seeding.inline("<script>alert('log')</script>\n")})
-    token(lock=int(now - 5000), done=int(now - 4200), exit_code=1, hostname="wn-<b>bold</b>.gina.surfsara.nl",
-          error=[{"time": int(now - 4200), "message": "<b>bold</b> failure & <i>more</i> in /tmp/<x>/'\"quoted\""}],
-          _attachments={"<img src=x onerror=alert(4)>.log": seeding.inline("payload in the attachment name\n")})
-    token(OBSID='"><svg onload=alert(3)>', input="<iframe src=javascript:alert(5)></iframe>")
+    # Logs that a pilot attached: a finished token's stdout, a failed one's stderr (markup in tokens is the
+    # escaping tests' business, not the demo's).
+    token(lock=int(now - 4000), done=int(now - 3500), exit_code=0, hostname="wn-lot-021.gina.surfsara.nl",
+          _attachments={f"logs_token_{number + 1}.out": seeding.inline(
+              "DPPP: reading 244 subbands\nDPPP: averaging 4 channels\nDPPP finished in 4 min 12 s\n")})
+    token(lock=int(now - 5000), done=int(now - 4200), exit_code=1, hostname="wn-lot-028.gina.surfsara.nl",
+          error=[{"time": int(now - 4200), "message": "srmcp: SRM_FILE_BUSY: file is being written by another "
+                                                       "client"}],
+          _attachments={f"logs_token_{number + 2}.err": seeding.inline(
+              "globus-url-copy: error: SRM_FILE_BUSY\nexit 1\n")})
     # Not tokens: picas's CouchDBLogger writes these into the pool database.
     for i in range(2):
         created = now - 7200 + i * 60

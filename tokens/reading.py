@@ -583,6 +583,9 @@ def decode_cursor(text):
     return None
 
 
+MAX_HOURS = 1_000_000.0  # the largest lock age one may ask about (some 114 years): pages, API and jobs agree
+
+
 def stale_locks(pool, data, hours, cursor=None, limit=None):
     """Tokens locked longer than `hours`, oldest first, and the locks whose age is unknown."""
     limit = limit or settings.PAGE_SIZE

@@ -17,7 +17,7 @@ from tokens.states import BUCKETS
 
 MAX_LIMIT = 1000  # rows per page a caller may ask for
 MAX_IDS = 10_000  # token ids in one job's selection
-MAX_HOURS = 1_000_000.0
+MAX_HOURS = reading.MAX_HOURS
 MAX_ID = 2**63 - 1  # the largest primary key every database takes
 
 
