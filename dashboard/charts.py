@@ -1,14 +1,16 @@
 """Charts drawn on the server as SVG: the geometry here, the markup in templates/_chart.html (auto-escaped).
 
-A chart of tokens per hour has two rows of bars, done above and errors below, each scaled to its own peak and
-labelled with it: the rows, the labels, a hatch pattern on the error bars, a <title> per bar and a text summary
-tell them apart without colour. A sparkline puts done bars above a middle line and error bars below it.
+A chart of tokens per hour (or per day, over 30 days) has two rows of bars, done above and errors below, each
+scaled to its own peak and labelled with it: the rows, the labels, a hatch pattern on the error bars, a <title> per
+bar and a text summary tell them apart without colour. A sparkline puts done bars above a middle line and error
+bars below it.
 """
 
 from datetime import UTC, datetime
 
+from tokens.history import DAY, HOUR
+
 PLOT = 576  # width of a chart's bars, whatever their number: 72 hours (the default 3 days) of 8 px each
-HOUR, DAY = 3600, 86400
 PANEL = 60  # height of one row of bars
 LEFT, TOP, ROW_GAP, AXIS = 64, 8, 26, 30
 SPARK_BAR, SPARK_HALF = 2, 11
@@ -27,15 +29,21 @@ def day_label(epoch):
     return _utc(epoch).strftime("%a %d %b")
 
 
-def _daily(series):
+def daily(series):
     return series.get("step", HOUR) == DAY
+
+
+def start_label(series, epoch):
+    """How the hour or day a bar stands for is named on pages and in JSON."""
+    return day_label(epoch) if daily(series) else hour_label(epoch)
 
 
 def period_label(series):
     """"the last 24 hours", "the last 3 days": the span of a series, as a page says it."""
-    hours = len(series["hours"]) * (24 if _daily(series) else 1)
-    return "the last 24 hours" if hours == 24 else (f"the last {hours // 24} days" if hours % 24 == 0 else
-                                                      f"the last {hours} hours")
+    hours = len(series["hours"]) * (24 if daily(series) else 1)
+    if hours == 24 or hours % 24:
+        return f"the last {hours} hours"
+    return f"the last {hours // 24} days"
 
 
 def summary(series):
@@ -43,8 +51,8 @@ def summary(series):
     text = f"{done} done and {errors} failed in {period_label(series)}"
     if done:
         peak = max(range(len(series["done"])), key=lambda i: series["done"][i])
-        unit, label = ("day", day_label) if _daily(series) else ("hour", hour_label)
-        text += f"; at most {series['done'][peak]} done per {unit} ({label(series['hours'][peak])})"
+        unit = "day" if daily(series) else "hour"
+        text += f"; at most {series['done'][peak]} done per {unit} ({start_label(series, series['hours'][peak])})"
     return text + "."
 
 
@@ -52,7 +60,7 @@ def hourly_chart(series, chart_id):
     """The geometry of a two-row bar chart of one series of hours or days (see tokens.history.series and
     period_series): the bars share PLOT pixels, so that 24 hours and 7 days make charts of one size."""
     n = len(series["hours"])
-    daily = _daily(series)
+    by_day = daily(series)
     bar = PLOT / n if n else PLOT
     gap = 1 if bar >= 4 else bar / 4  # a visible gap between bars, however thin
     width = LEFT + PLOT + 8
@@ -67,8 +75,7 @@ def hourly_chart(series, chart_id):
             bars.append({
                 "x": round(LEFT + i * bar, 2), "y": round(top + PANEL - height, 2), "width": round(bar - gap, 2),
                 "height": height, "count": count, "hour": _utc(hour).strftime("%Y-%m-%dT%H:00Z"),
-                "title": f"{(day_label if daily else hour_label)(hour)}: {count} "
-                         f"{'done' if name == 'done' else 'failed'}",
+                "title": f"{start_label(series, hour)}: {count} {'done' if name == 'done' else 'failed'}",
             })
         panels.append({"series": name, "label": label, "peak": peak, "top": top, "base": top + PANEL,
                        "height": PANEL, "mid": top + PANEL // 2, "bars": bars})
@@ -77,16 +84,18 @@ def hourly_chart(series, chart_id):
     for i, hour in enumerate(series["hours"]):
         t = _utc(hour)
         x = round(LEFT + i * bar, 2)
-        if daily:  # a tick a week, on Mondays
-            if t.weekday() == 0:
+        # A label ("05 Nov") needs some 40 px: six-hourly ticks up to 4 days of hours, daily ones up to 10 days,
+        # weekly ones (Mondays) beyond, whether the bars are hours or days.
+        if by_day or n > 240:
+            if t.weekday() == 0 and t.hour == 0:
                 ticks.append({"x": x, "text": t.strftime("%d %b"), "day": True})
-        elif t.hour == 0 or (t.hour % 6 == 0 and n <= 96):  # beyond 4 days, six-hourly ticks would overlap
+        elif t.hour == 0 or (t.hour % 6 == 0 and n <= 96):
             ticks.append({"x": x, "text": t.strftime("%d %b") if t.hour == 0 else t.strftime("%H:00"),
                           "day": t.hour == 0})
     return {
         "id": chart_id, "width": width, "height": axis_y + AXIS - 12, "left": LEFT, "right": LEFT + PLOT,
-        "axis_y": axis_y, "panels": panels, "ticks": ticks, "unit": "day" if daily else "hour",
-        "unit_short": "day" if daily else "h", "period": period_label(series), "summary": summary(series),
+        "axis_y": axis_y, "panels": panels, "ticks": ticks, "unit": "day" if by_day else "hour",
+        "unit_short": "day" if by_day else "h", "period": period_label(series), "summary": summary(series),
     }
 
 

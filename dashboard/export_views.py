@@ -38,7 +38,7 @@ def download(made):
 
 
 def csv_download(filename, header, rows):
-    """Plain rows as a streamed CSV file (a job's list of tokens)."""
+    """Plain rows as a streamed CSV file (a job's list of tokens, a chart's numbers, the hosts)."""
     return streamed_file(exports.csv_chunks(header, rows), "text/csv; charset=utf-8", filename)
 
 

@@ -3,7 +3,7 @@ the worker hosts of a pool."""
 
 import hmac
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from dashboard import charts, health
 from dashboard.export_views import csv_download
 from dashboard.web import labels, pool_or_404, refuse, respond, snapshot_meta, snapshot_or_error, status_of
-from tokens import events, history, metrics, reading
+from tokens import events, exports, history, metrics, reading
 from tokens.models import CountSnapshot
 from tokens.states import STATES, group_from
 
@@ -51,7 +51,8 @@ def healthz(request):
 def chart_periods():
     """({key: days} of the periods a chart offers, shortest first; the default's key). The default is CHART_DAYS, the
     period kept ready in the stored history; 24 hours, 7 and 30 days are computed from the events when asked."""
-    periods = {"24h": 1, "7d": 7, "30d": 30}
+    # Beyond EVENTS_ROLLUP_DAYS there are no events to count.
+    periods = {k: d for k, d in {"24h": 1, "7d": 7, "30d": 30}.items() if d <= settings.EVENTS_ROLLUP_DAYS}
     default = next((k for k, d in periods.items() if d == settings.CHART_DAYS), f"{settings.CHART_DAYS}d")
     periods[default] = settings.CHART_DAYS
     return dict(sorted(periods.items(), key=lambda kv: kv[1])), default
@@ -73,7 +74,8 @@ def chart_context(pool, data, query, type_=None, group=None, observation=False):
         computed_at, error = record.data["computed_at"], record.error
     else:
         series = history.period_series(pool, periods[period], *((type_, group) if observation else (None, None)))
-        computed_at, error = time.time(), ""
+        # As fresh as the events: a failed read of the feed (kept with the stored history) holds for them too.
+        computed_at, error = time.time(), record.error
     links = []
     q = query.copy()
     q.pop("format", None)
@@ -97,7 +99,7 @@ def series_json(context):
         "step_seconds": series["step"],
         "computed_at": context["chart_computed_at"],
         "error": context["chart_error"] or None,
-        "hours": [charts.hour_label(h) for h in series["hours"]],
+        "hours": [charts.start_label(series, h) for h in series["hours"]],  # days when step_seconds is 86400
         "hour_starts": series["hours"],
         "done": series["done"],
         "error_counts": series["error"],
@@ -105,11 +107,13 @@ def series_json(context):
 
 
 def chart_csv(pool, context, name):
-    """The chart's numbers as a CSV file: one row per hour or day of the period."""
-    series = context["series"]
-    rows = ((csv_value(datetime.fromtimestamp(h, UTC)), d, e)
-            for h, d, e in zip(series["hours"], series["done"], series["error"], strict=True))
-    return csv_download(f"{pool.slug}-{name}history-{context['period']}.csv",
+    """The chart's numbers as a CSV file, one row per hour or day of the period; `name` says whose they are."""
+    series = context.get("series")
+    if series is None:
+        raise Http404("No chart in this pool: charts need the dashboard's own design document")
+    rows = ((exports.iso_time(h), d, e) for h, d, e in zip(series["hours"], series["done"], series["error"],
+                                                            strict=True))
+    return csv_download(f"{name}-history-{context['period']}.csv",
                         (f"{context['chart']['unit']}_start_utc", "done", "failed"), rows)
 
 
@@ -131,14 +135,13 @@ def observation(request, slug):
         context, series = chart_context(pool, snap.data, request.GET, type_, group, observation=True)
     except ValueError as e:
         return refuse(request, pool, found.label, str(e))
-    if series is not None and request.GET.get("format") == "csv":
-        return chart_csv(pool, context, "observation-")
+    if request.GET.get("format") == "csv":
+        return chart_csv(pool, context, "-".join(str(p) for p in (pool.slug, type_, group) if p is not None))
     payload = {"pool": pool.slug, **snapshot_meta(snap), **found.as_json(), "hourly": series_json(context)}
     context.update({"pool": pool, "snap": snap, "o": found, "own_views": snap.data["own_views"],
                     "states": STATES, **labels()})
     if series is not None:
-        label = charts.day_label if series["step"] == charts.DAY else charts.hour_label
-        context["hourly_rows"] = [(label(h), d, e) for h, d, e in
+        context["hourly_rows"] = [(charts.start_label(series, h), d, e) for h, d, e in
                                   zip(series["hours"], series["done"], series["error"], strict=True) if d or e][::-1]
     return respond(request, "observation.html", context, payload, status=status_of(snap))
 
@@ -173,12 +176,7 @@ def hosts(request, slug):
         return refuse(request, pool, "Hosts", f"Unknown window {window!r}: one of {', '.join(HOST_WINDOWS)}")
     payload = hosts_payload(pool, snap, window)
     if request.GET.get("format") == "csv":
-        columns = ("hostname", "site", "running", "claims", "done", "failed", "failure_rate", "median_run", "first",
-                   "last")
-        holes = {h["hostname"] for h in payload["black_holes"]}
-        rows = ([*(csv_value(h[c]) for c in columns), "yes" if h["hostname"] in holes else ""]
-                for h in payload["hosts"])
-        return csv_download(f"{pool.slug}-hosts-{window}.csv", (*columns, "black_hole"), rows)
+        return hosts_csv(pool, payload, window)
     context = {"pool": pool, "snap": snap, "window": window, "window_label": HOST_WINDOWS[window][0],
                "windows": HOST_WINDOWS, "rows": payload["hosts"], "sites": payload["sites"],
                "holes": payload["black_holes"], "rule": payload["black_hole_rule"],
@@ -188,11 +186,21 @@ def hosts(request, slug):
     return respond(request, "hosts.html", context, payload, status=status_of(snap))
 
 
-def csv_value(value):
-    """A CSV cell of the hosts or a chart: times in ISO 8601 UTC, rates and seconds to 4 decimals."""
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    return round(value, 4) if isinstance(value, float) else value
+def hosts_csv(pool, payload, window):
+    """The hosts over the window as a CSV file. Whether a host is a black hole is judged over the black-hole
+    window (BLACKHOLE_WINDOW_HOURS), whatever the file's: the column's name says so."""
+    columns = ("hostname", "site", "running", "claims", "done", "failed", "failure_rate", "median_run", "first",
+               "last")
+    holes = {h["hostname"] for h in payload["black_holes"]}
+
+    def cell(value):
+        if isinstance(value, datetime):
+            return exports.iso_time(value.timestamp())
+        return round(value, 4) if isinstance(value, float) else value
+
+    rows = ([*(cell(h[c]) for c in columns), "yes" if h["hostname"] in holes else ""] for h in payload["hosts"])
+    flag = f"black_hole_last_{settings.BLACKHOLE_WINDOW_HOURS:g}h"
+    return csv_download(f"{pool.slug}-hosts-{window}.csv", (*columns, flag), rows)
 
 
 def hosts_payload(pool, snap, window):

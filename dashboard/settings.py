@@ -296,8 +296,8 @@ CELERY_TASK_PUBLISH_RETRY = False
 METRICS_TOKEN = envsecret("METRICS_TOKEN", "")
 # /healthz gives each outside service (database, broker, each pool's CouchDB) this many seconds to answer.
 HEALTHZ_TIMEOUT = envfloat("HEALTHZ_TIMEOUT", 2.0)
-# Charts of tokens done and failed per hour cover this many days; their data is recomputed (in the background)
-# when older than CHART_MAX_AGE seconds.
+# The charts' default period: tokens done and failed per hour over this many days, kept ready and recomputed (in
+# the background) when older than CHART_MAX_AGE seconds. 24 hours, 7 and 30 days are computed when asked.
 CHART_DAYS = envint("CHART_DAYS", 3)
 if CHART_DAYS < 1:
     raise ImproperlyConfigured(f"CHART_DAYS must be at least 1, not {CHART_DAYS}")

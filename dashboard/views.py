@@ -111,8 +111,8 @@ def pool(request, slug):
         chart_context, chart_payload = pool_charts(pool, data, observations, request.GET)
     except ValueError as e:
         return refuse(request, pool, pool.name, str(e))
-    if chart_payload["hourly"] is not None and request.GET.get("format") == "csv":
-        return chart_csv(pool, chart_context, "")
+    if request.GET.get("format") == "csv":
+        return chart_csv(pool, chart_context, pool.slug)
     context.update(chart_context)
     payload.update(chart_payload)
     return respond(request, "pool.html", context, payload, status=status_of(snap))
@@ -143,6 +143,9 @@ def selection_from(request, data):
         raise ValueError(f"Unknown state {bucket!r}: one of {', '.join(BUCKETS)}")
     if not data["own_views"] and bucket not in STATES:
         raise ValueError(f"State {bucket!r} needs the dashboard's own views in this pool")
+    problem = reading.ungrouped_type_problem(data, type_, group)
+    if problem:
+        raise ValueError(problem)
     return {"bucket": bucket, "type_": type_, "group": group, "failure": failure}
 
 

@@ -83,7 +83,7 @@ def assert_bars_match(svg, truth):
     for series in ("done", "error"):
         expected = truth[series]
         peak, height, rects = bars(svg, series)
-        assert len(rects) == len(expected)  # a bar for each hour with tokens in CHART_DAYS = 3; none for empty ones
+        assert len(rects) == len(expected)  # a bar per hour (or day) with tokens in the period; none for empty ones
         assert peak == max(expected.values(), default=0)
         shown = {r.get("data-hour"): int(r.get("data-count")) for r in rects}
         assert shown == expected
@@ -148,6 +148,37 @@ def test_the_chart_shows_24_hours_or_7_days_per_hour_and_30_days_per_day_from_th
         assert f"?period={period}#chart" in html
     assert "<th>Last 3 days</th>" in html
 
+    def sparks(page):
+        return sorted(svg.find(SVG + "title").text for svg in svg_charts(page) if svg.get("class") == "spark")
+    assert sparks(html) == sparks(viewer_client.get(url).content.decode())
+
+
+def test_a_period_starts_at_its_first_hour_or_utc_midnight_and_counts_nothing_before(viewer_client, scratch_pool):
+    now = int(time.time())
+    midnight = now // 86400 * 86400
+    edges = {"inside 7 days": now - 167 * 3600, "outside 7 days": now - 169 * 3600,
+             "inside 30 days": midnight - 29 * 86400 + 60, "outside 30 days": midnight - 29 * 86400 - 60}
+    scratch_pool.bulk_docs([surf_token(n, _id=name.replace(" ", "_"), lock=t - 60, done=t, exit_code=0)
+                            for n, (name, t) in enumerate(edges.items())])
+    url = f"/pools/{scratch_pool.database}/"
+    week = viewer_client.get(url, {"period": "7d", "format": "json"}).json()["hourly"]
+    month = viewer_client.get(url, {"period": "30d", "format": "json"}).json()["hourly"]
+    assert sum(week["done"]) == 1 and week["done"][0] == 1  # the first hour of the week holds it
+    assert sum(month["done"]) == 3 and month["done"][0] == 1  # the first day: after midnight 29 days ago
+    assert month["hour_starts"][0] == midnight - 29 * 86400 and month["hours"][0].endswith(
+        time.strftime("%d %b", time.gmtime(midnight - 29 * 86400)))
+
+
+def test_a_failed_read_of_the_feed_is_said_over_every_period(viewer_client, finished_pool):
+    from tokens.models import PoolHistory
+
+    db, docs, lrt = finished_pool
+    viewer_client.get(f"/pools/{db.database}/")
+    PoolHistory.objects.filter(pool=db.database).update(error="CouchDB did not answer within 10 s")
+    for period in ("3d", "7d"):
+        html = viewer_client.get(f"/pools/{db.database}/", {"period": period}).content.decode()
+        assert "The chart could not be brought up to date (CouchDB did not answer within 10 s)" in html
+
 
 def test_an_observations_chart_over_another_period_counts_only_its_own_tokens(viewer_client, finished_pool):
     db, docs, lrt = finished_pool
@@ -172,6 +203,7 @@ def test_the_charts_numbers_download_as_csv_for_the_period_shown(viewer_client, 
     html = viewer_client.get(f"/pools/{db.database}/", {"period": "30d"}).content.decode()
     assert "?period=30d&amp;format=csv" in html
     per_obs = viewer_client.get(f"/pools/{db.database}/obs/", {"type": LRT, "format": "csv"})
+    assert f'filename="{db.database}-{LRT}-history-3d.csv"' in per_obs["Content-Disposition"]
     assert len(b"".join(per_obs.streaming_content).decode().splitlines()) == 1 + 72  # the default period, hourly
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from tokens.couch import CouchError
-from tokens.reading import JOB_ID_FIELDS, matches
+from tokens.reading import JOB_ID_FIELDS, matches, ungrouped_type_problem
 from tokens.selections import Selection
 from tokens.states import BUCKETS, OWN_DDOC, STATES, TIME_MIN, classify, group_from, group_label, group_of
 
@@ -227,6 +227,8 @@ def open_export(pool, data, query, batch_size=None):
     fields = parse_fields(",".join(query.getlist("fields")) if "fields" in query else None, fmt)
     own_views = data["own_views"]
     selection = selection_from(query, own_views)
+    if problem := ungrouped_type_problem(data, selection.type, selection.group):
+        raise ExportError(problem)
     name, value = query.get("field", "").strip(), query.get("value", "")
     field_filter = (name, value) if name else None
     id_filter = query.get("q", "").strip()

@@ -1,8 +1,9 @@
-"""A pool's history for its charts: tokens done and failed per hour and observation over the last days.
+"""A pool's history for its charts: tokens done and failed per hour (or day) and observation over a period.
 
-It comes from the pool's token events (tokens.events), grouped by hour: what happened then, whatever the tokens
+It comes from the pool's token events (tokens.events), grouped by hour or day: what happened then, whatever the tokens
 became since. Like the counts, pages read a stored copy (`tokens.models.PoolHistory`) and have it recomputed in the
-background when it is older than CHART_MAX_AGE; only the very first page of a pool waits for it.
+background when it is older than CHART_MAX_AGE; only the very first page of a pool waits for it. That copy holds
+the default period (CHART_DAYS); the others are computed from the events when a page asks (`period_series`).
 """
 
 import logging

@@ -429,6 +429,20 @@ def empty_counts():
     return dict.fromkeys(BUCKETS, 0)
 
 
+def ungrouped_type_problem(data, type_, group):
+    """Why a selection of token type `type_` without a group can match nothing by construction, or None: in a
+    pool grouped by a field, a type whose tokens all carry a group (the CLI's --type without --group, the API's
+    ?type= alone). A selection that can match and happens to match nothing is no problem: its list says so."""
+    if not type_ or group is not None or not data or not data.get("group_field"):
+        return None
+    groups = sorted(o.group for o in observations(data) if o.type == type_ and o.group is not None)
+    if not groups or any(o.type == type_ and o.group is None for o in observations(data)):
+        return None
+    shown = ", ".join(groups[:5]) + (f" and {len(groups) - 5} more" if len(groups) > 5 else "")
+    return (f"Every token of type {type_!r} has a {data['group_field']}: name the group too "
+            f"(group {shown})")
+
+
 def observations(data):
     """One Observation per (token type, group), in the order of their labels."""
     by_key = {}

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field
 
 from django.conf import settings
 
-from tokens.models import Job, JobToken, TokenState
-from tokens.reading import ensure_own_views
+from tokens.models import CountSnapshot, Job, JobToken, TokenState
+from tokens.reading import ensure_own_views, ungrouped_type_problem
 from tokens.states import (
     BUCKET_LABELS,
     BUCKETS,
@@ -214,6 +214,9 @@ def why_not(doc, rules, now):
 def preview(pool, selection, sample_size=10):
     """The number of tokens a job would touch now, and the first ids, without writing anything."""
     selection.validate()
+    counted = CountSnapshot.objects.filter(pool=pool.slug).values_list("data", flat=True).first()
+    if problem := ungrouped_type_problem(counted, selection.type, selection.group):
+        raise OperationError(problem)
     couch = pool.couch()
     rules = pool_rules(pool, couch)
     now = time.time()

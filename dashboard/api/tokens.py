@@ -175,6 +175,8 @@ def list_tokens(
     bucket = state or ("error" if failure else "todo")
     if not snap.data["own_views"] and bucket not in STATES:
         raise HttpError(400, f"State {bucket!r} needs the dashboard's own views in this pool")
+    if problem := reading.ungrouped_type_problem(snap.data, type or None, group):
+        raise HttpError(400, problem)
     selection = {"bucket": bucket, "type_": type or None, "group": group, "failure": failure}
     page = reading.token_page(pool, snap.data, **selection, cursor=cursor_from(after), id_filter=q.strip(),
                               field_filter=(field.strip(), value) if field.strip() else None, limit=limit)
