@@ -265,7 +265,9 @@ def stale(request, slug):
     payload = {"pool": pool.slug, "hours": hours, "own_views": snap.data["own_views"]}
     if result:
         payload.update({k: result[k] for k in ("count", "tokens", "unknown", "unknown_count")})
-    context = {"pool": pool, "hours": hours, "result": result, "next_query": next_query}
+    # "24", "0.5": as a person writes hours, in the text, the form and the links
+    shown = format(hours, "f").rstrip("0").rstrip(".") or "0"
+    context = {"pool": pool, "hours": shown, "result": result, "next_query": next_query}
     return respond(request, "stale.html", context, payload)
 
 

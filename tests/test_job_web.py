@@ -120,3 +120,17 @@ def test_the_audit_list_filters_by_pool_user_and_action(operator_client, operato
     assert listed(pool="a") == [("a", "set_field"), ("a", "reset")]
     assert listed(user=operator.username) == [("b", "delete"), ("a", "reset")]
     assert listed(action="delete") == [("b", "delete")]
+
+
+def test_an_observation_offers_to_retry_its_failed_tokens_and_says_what_acting_on_all_means(operator_client,
+                                                                                          scratch_pool, settings):
+    settings.COUCHDB_GROUP_FIELD = "OBSID"
+    scratch_pool.bulk_docs([{**errored(n), "OBSID": "L229585"} for n in range(3)]
+                           + [surf_token(n, OBSID="L229585") for n in range(3, 5)])
+    page = operator_client.get(f"/pools/{scratch_pool.database}/obs/", {"type": "token", "group": "L229585"})
+    html = page.content.decode()
+    retry = "?action=reset&amp;kind=state&amp;bucket=error&amp;type=token&amp;group=L229585"
+    assert f'{retry}">Retry its 3 failed tokens…</a>' in html
+    assert "Act on all 5 tokens, in every state…" in html
+    preview = operator_client.get(f"/pools/{scratch_pool.database}/jobs/new/" + retry.replace("&amp;", "&"))
+    assert "this would reset / retry <strong>3</strong> tokens — error tokens of L229585" in preview.content.decode()

@@ -67,3 +67,9 @@ def test_an_age_beyond_every_timestamp_finds_no_stale_lock_and_is_no_error(viewe
     scratch_pool.bulk_docs([surf_token(1, lock=int(time.time()) - 3600)])
     data = viewer_client.get(f"/pools/{scratch_pool.database}/stale/", {"hours": 600000, "format": "json"}).json()
     assert data["count"] == 0 and data["tokens"] == []
+
+
+def test_one_stale_lock_is_said_in_the_singular(operator_client, scratch_pool):
+    scratch_pool.bulk_docs([surf_token(1, lock=int(time.time()) - 30 * 3600)])
+    html = operator_client.get(f"/pools/{scratch_pool.database}/stale/", {"hours": 24}).content.decode()
+    assert "1 token locked longer than 24 hours" in html and "Reset this stale lock…" in html
