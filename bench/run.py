@@ -378,12 +378,16 @@ def bench_events(server, client):
     TokenEvent.objects.bulk_create(batch)
     settings.CHART_MAX_AGE = 0  # every page computes its history afresh
     t_history = median_time(lambda: client.get("/api/v1/pools/bench-events/history", {"bucket": "day"}), runs=3)
+    # The pool page's chart over 30 days is computed from the events on each request (only the default period is
+    # kept ready).
+    t_chart = median_time(lambda: client.get("/pools/bench-events/", {"period": "30d"}), runs=3)
     t_hosts = median_time(lambda: client.get("/pools/bench-events/hosts/", {"window": "30d"}), runs=3)
     t_failures = median_time(lambda: client.get("/pools/bench-events/failures/"), runs=3)
     total = TokenEvent.objects.filter(pool="bench-events").count()
-    row("history pages, 30 days of events", f"server time over {total} events: history API (days), hosts "
-        "(30 days), failure groups", f"{t_history * 1000:.0f} / {t_hosts * 1000:.0f} / {t_failures * 1000:.0f} ms",
-        "<= 2000 ms each", max(t_history, t_hosts, t_failures) <= 2)
+    row("history pages, 30 days of events", f"server time over {total} events: history API (days), pool page "
+        "charted over 30 days, hosts (30 days), failure groups",
+        " / ".join(f"{t * 1000:.0f}" for t in (t_history, t_chart, t_hosts, t_failures)) + " ms",
+        "<= 2000 ms each", max(t_history, t_chart, t_hosts, t_failures) <= 2)
     TokenEvent.objects.filter(pool="bench-events").delete()
 
 
