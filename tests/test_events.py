@@ -1,6 +1,8 @@
 """Token events: every move recorded from the changes feed while real picas pilots run under several host names,
 the history that a reset does not rewrite, hosts and the black hole, timelines, backfill, restarts, retention."""
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -225,13 +227,18 @@ def test_a_site_restart_in_the_middle_loses_no_event_and_duplicates_none(scratch
     def follower():
         return subprocess.Popen([sys.executable, "-m", "celery", "-A", "dashboard", "worker", "-B", "--pool", "solo",
                                  "--loglevel", "WARNING", "--schedule", str(tmp_path / "beat-schedule")],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)  # its beat is a child process: signals go to the group
+
+    def kill(worker, sig):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, sig)
 
     worker = follower()
     pilots = start_pilots(couch_server, scratch_pool.database, 2, delay=0.05, fail_every=7, hostname=GOOD)
     try:
         assert wait_for(lambda: TokenEvent.objects.filter(to_state="done").count() >= 30, seconds=120)
-        worker.send_signal(signal.SIGKILL)
+        kill(worker, signal.SIGKILL)  # the worker and its beat, as a machine going down takes both
         worker.wait()
         time.sleep(3)  # the pilots go on while nobody follows
         worker = follower()
@@ -243,9 +250,12 @@ def test_a_site_restart_in_the_middle_loses_no_event_and_duplicates_none(scratch
         assert wait_for(lambda: TokenEvent.objects.filter(to_state__in=("done", "error")).count() >= 300,
                         seconds=120)
     finally:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(30)
-        broker.stop()
+        kill(worker, signal.SIGTERM)
+        try:
+            worker.wait(30)
+        finally:
+            kill(worker, signal.SIGKILL)  # whatever of the group is left: no worker outlives the test
+            broker.stop()
     moves = list(TokenEvent.objects.order_by("pk").values_list("doc_id", "from_state", "to_state", "rev"))
     assert len(moves) == len(set(moves))  # none recorded twice
     per_token = {}
