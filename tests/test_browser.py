@@ -83,7 +83,7 @@ def log_in(page, base, username):
     page.get_by_label("Password").fill("pw-" + username)
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url(re.compile(r"^(?!.*/accounts/login/)"))
-    assert page.locator("form.who").inner_text().startswith(username)
+    assert page.locator("form.who").inner_text().startswith(f"Signed in as {username} (")
 
 
 def shoot(page, name):
@@ -215,7 +215,7 @@ def test_a_viewer_sees_no_action_controls(live_server, busy_pool, open_page):
         if "/token/" not in path:  # the token page has no controls for anyone
             assert as_operator.locator(ACTION_CONTROLS).count() > 0, path
         assert as_viewer.locator(ACTION_CONTROLS).count() == 0, path
-        assert "viewer" in as_viewer.locator("form.who").inner_text()
+        assert "(read only)" in as_viewer.locator("form.who").inner_text()
 
 
 def test_a_pool_the_server_is_still_indexing_says_its_counts_come_from_the_documents(live_server, scratch_pool,

@@ -1,8 +1,10 @@
 """Failures are grouped by exit code and normalised first error line, largest first, and link to their tokens."""
 
+import time
+
 import pytest
 
-from tests.conftest import LOFAR, SURF
+from tests.conftest import LOFAR, SURF, surf_token
 
 pytestmark = pytest.mark.django_db
 
@@ -43,7 +45,12 @@ def test_small_groups_are_folded_into_other(viewer_client, settings, demo_pools)
     assert data["other"] and all(g["count"] / data["total"] < 0.2 for g in data["other"])
 
 
-def test_html_in_an_error_message_is_not_taken_for_a_path(viewer_client, demo_pools):
-    data = viewer_client.get(f"/pools/{SURF}/failures/", {"format": "json"}).json()
+def test_html_in_an_error_message_is_not_taken_for_a_path(viewer_client, scratch_pool, settings):
+    # The demo carries no markup (a user's first look); this pool has one failure whose message has some.
+    now = int(time.time())
+    settings.COUCHDB_GROUP_FIELD = "OBSID"
+    scratch_pool.bulk_docs([{**surf_token(1, OBSID="L1"), "lock": now - 5000, "done": now - 4200, "exit_code": 1,
+                             "error": [{"time": now - 4200, "message": "<b>bold</b> failure in /tmp/<x>/data"}]}])
+    data = viewer_client.get(f"/pools/{scratch_pool.database}/failures/", {"format": "json"}).json()
     html_group = next(g for g in data["groups"] + data["other"] if "<b>" in g["message"])
     assert "</b>" in html_group["message"]
