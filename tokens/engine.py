@@ -10,13 +10,14 @@ business (tokens.actions, tokens.tokensets): the engine is handed it as a functi
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import reset_queries
 from django.utils import timezone
 
 from tokens.couch import Unreachable
-from tokens.models import Job, JobToken
+from tokens.models import Job, JobToken, insert_rows
 from tokens.selections import fetch, why_not
 from tokens.states import OWN_DDOC, classify
 
@@ -129,7 +130,7 @@ def process(job, couch, selection, rules, docs, now, change, write=None):
 def _save_batch(job, records):
     for r in records:
         setattr(job, r.outcome, getattr(job, r.outcome) + 1)
-    JobToken.objects.bulk_create(records)
+    insert_rows(JobToken, ("job", *Record._fields), [(job.pk, *r) for r in records])
     job.heartbeat_at = timezone.now()
     job.save(update_fields=["total", "changed", "skipped", "conflicts", "failed", "heartbeat_at"])
     reset_queries()  # with DEBUG on, Django keeps every query: a long job's memory would grow with it
@@ -158,9 +159,20 @@ def create_batch(job, couch, docs, sent=None):
         _save_batch(job, records)
 
 
+class Record(NamedTuple):
+    """What the job did to one token: a JobToken row, kept light until its batch is saved."""
+
+    pool: str
+    token_id: str
+    outcome: str
+    reason: str
+    conflicted: bool
+    rev_before: str
+    rev_after: str
+
+
 def record(job, token_id, outcome, reason="", conflicted=False, rev_before="", rev_after=""):
-    return JobToken(job=job, pool=job.pool, token_id=token_id, outcome=outcome, reason=reason[:300],
-                    conflicted=conflicted, rev_before=rev_before, rev_after=rev_after)
+    return Record(job.pool, token_id, outcome, reason[:300], conflicted, rev_before, rev_after)
 
 
 def fingerprint(doc):

@@ -1,5 +1,16 @@
-from django.db import models
+from django.db import connection, models, transaction
 from django.utils import timezone
+
+
+def insert_rows(model, fields, rows):
+    """Insert rows (tuples in the order of `fields`) with one executemany. For the hot paths (a job's per-token
+    records, a first count's states): bulk_create builds a model instance and compiles every row's values in
+    Python, which took more of a job's time on CouchDB 3 than the server's own writes."""
+    table = connection.ops.quote_name(model._meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(model._meta.get_field(f).column) for f in fields)
+    marks = ", ".join(["%s"] * len(fields))
+    with transaction.atomic(), connection.cursor() as cursor:  # one commit, not one a row
+        cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
 
 
 class PoolConfig(models.Model):

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from tokens import events, queue
 from tokens.couch import CouchError, NotFound, Page, TimedOut
-from tokens.models import CountSnapshot, TokenState
+from tokens.models import CountSnapshot, TokenState, insert_rows
 from tokens.pools import all_pools
 from tokens.states import (
     BUCKETS,
@@ -210,22 +210,12 @@ def _fill(pool, couch, snap, fingerprint, update_seq, styles):
         TokenState.objects.filter(pool=pool.slug).delete()
         items = iter(states.items())
         while batch := list(itertools.islice(items, 2000)):
-            _insert_states(pool.slug, batch)
+            insert_rows(TokenState, ("pool", "doc_id", "bucket", "type", "group", "hostname"),
+                        [(pool.slug, i, *state) for i, state in batch])
     log.info("pool %s: counted %d tokens from the %s", pool.slug, len(states),
              "states view" if source == "view" else
              "documents (the states view is being built)" if building else "documents")
     return building
-
-
-def _insert_states(slug, batch):
-    """TokenState rows for [(doc_id, (bucket, type, group, hostname))], one executemany: bulk_create builds a
-    model and compiles every row's values in Python, most of a first count's time at 100,000 tokens."""
-    meta = TokenState._meta
-    columns = ", ".join(connection.ops.quote_name(meta.get_field(f).column)
-                        for f in ("pool", "doc_id", "bucket", "type", "group", "hostname"))
-    with connection.cursor() as cursor:
-        cursor.executemany(f"INSERT INTO {connection.ops.quote_name(meta.db_table)} ({columns}) "
-                           "VALUES (%s, %s, %s, %s, %s, %s)", [(slug, i, *state) for i, state in batch])
 
 
 def _index_ready(couch):
