@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 
-.PHONY: run test install chromium lint bench load clean
+.PHONY: run dev shell test screenshots install chromium lint bench load clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,14 @@ install: $(VENV)/.installed node_modules/.installed
 
 run: install
 	$(PY) -m dashboard.run --port $(PORT)
+
+# The same with DEBUG on: Django's error pages with tracebacks, static files straight from static/.
+dev: install
+	DEBUG=true $(PY) -m dashboard.run --port $(PORT)
+
+# A shell with the settings of the site that `make run` started: manage.py commands act on its pools.
+shell: install
+	@$(PY) -m dashboard.run --shell
 
 # The browser tests drive Debian's Chromium (Playwright's own browser download does not work on these machines):
 # installed here when it is missing and this is root with apt; otherwise nothing runs until it is there.
@@ -37,6 +45,10 @@ chromium:
 test: install chromium
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The README's pictures: every main page at 1280 and 390 px, with the demo pools, from the browser tests.
+screenshots: install chromium
+	SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(PY) -m pytest -q tests/test_browser.py -k "main_page or api_token"
 
 bench: install
 	$(PY) bench/run.py

@@ -4,7 +4,7 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from dashboard.models import ApiToken
 from dashboard.roles import is_operator
@@ -25,9 +25,20 @@ def page(request, status=200, **extra):
     return respond(request, "account.html", context, payload, status=status)
 
 
+# A new token's secret waits in the session (stored on the server, never in a URL) for the one page view that
+# shows it, and is gone from there once shown.
+NEW_SECRET = "new_api_token"
+
+
 @require_GET
 def account(request):
-    return page(request)
+    new = request.session.pop(NEW_SECRET, None)
+    token = new and ApiToken.objects.filter(pk=new["id"], user=request.user).first()
+    if not token:
+        return page(request)
+    response = page(request, new_token=token, secret=new["secret"])
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @require_POST
@@ -36,19 +47,22 @@ def token_create(request):
     if not name or len(name) > 100:
         if wants_json(request):
             return JsonResponse({"error": "Name the token (up to 100 characters)"}, status=400)
-        return page(request, status=400, problem="Name the token (up to 100 characters), e.g. the script using it.")
+        return page(request, status=400, problem="Name the token (up to 100 characters), e.g. the script using it.",
+                    typed=request.POST.get("name", ""))
     token, secret = ApiToken.issue(request.user, name)
     if wants_json(request):
         return JsonResponse({**token_json(token), "secret": secret}, status=201)
-    # Rendered, not redirected: the secret must not travel in a URL or be stored anywhere to show it later.
-    response = page(request, status=201, new_token=token, secret=secret)
-    response["Cache-Control"] = "no-store"
-    return response
+    # Post/redirect/get: reloading the page that shows the secret makes no second token.
+    request.session[NEW_SECRET] = {"id": token.pk, "secret": secret}
+    return redirect("account")
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 def token_revoke(request, pk):
+    """GET asks (scripts using the token will be refused from then on); POST revokes."""
     token = get_object_or_404(ApiToken, pk=pk, user=request.user)  # someone else's token is not found
+    if request.method == "GET":
+        return respond(request, "account.html", {"confirm_revoke": token}, {"token": token_json(token)})
     token.revoke()
     if wants_json(request):
         return JsonResponse(token_json(token))

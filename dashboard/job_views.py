@@ -3,18 +3,21 @@
 Operators act; viewers get 403 on every one of these except reading a job and the audit list.
 """
 
+import json
 import math
 
 from django.contrib.auth.models import User
 from django.db.models import Count
 from django.http import Http404, JsonResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import get_object_or_404, redirect
+from django.template.defaultfilters import filesizeformat, pluralize
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from dashboard.export_views import csv_download
 from dashboard.roles import operator_required
-from dashboard.web import couch_error, pool_or_404, respond, wants_json
+from dashboard.web import couch_error, pool_or_404, refuse, respond, wants_json
 from tokens import actions, operations, selections, uploads
 from tokens.couch import CouchError
 from tokens.models import Job, JobToken
@@ -24,6 +27,47 @@ from tokens.states import BUCKET_LABELS, group_from
 OPERATION_LABELS = {"reset": "Reset / retry", "set_field": "Set a field", "attach": "Attach a file",
                     "delete": "Delete"}  # the actions on selected tokens
 ACTION_LABELS = {**OPERATION_LABELS, "create_tokens": "New token set"}
+VIA_LABELS = {"web": "in the browser", "api": "through the API", "cli": "from the command line"}
+VALUE_TYPE_WORDS = {"string": "text", "number": "a number", "boolean": "true or false", "json": "JSON"}
+
+
+def params_in_words(job):
+    """What the job was told to do beyond its selection, as sentences (the job page; never a dict)."""
+    p = job.params
+    if job.action == "reset":
+        return ["Attachments deleted" if p.get("delete_attachments") else "Attachments kept; error history kept"]
+    if job.action == "set_field":
+        value = p.get("value")
+        shown = "true" if value is True else "false" if value is False else json.dumps(value) \
+            if p.get("value_type") == "json" else str(value)
+        words = [f"Set “{p.get('field')}” to {shown} ({VALUE_TYPE_WORDS.get(p.get('value_type'), 'text')})"]
+        if p.get("allow_state_fields"):
+            words.append("state fields allowed")
+        return words
+    if job.action == "attach":
+        return [f"Attach “{p.get('name')}” ({filesizeformat(p.get('size') or 0)}, {p.get('content_type')}); a "
+                "token that already has this file under this name is left as it is"]
+    if job.action == "delete":
+        return ["Deleted tokens leave tombstones (never purged)"]
+    if job.action == "create_tokens":
+        o = p.get("options", {})
+        per = o.get("per_token", 1)
+        return [f"Tokens of type “{o.get('token_type')}”, {per} item{pluralize(per)} each, keyed by "
+                f"“{o.get('key_field')}”" + (f", each with “{o['attachment']}” attached" if o.get("attachment")
+                                             else "") + ("; views created where absent" if o.get("create_views")
+                                                         else "; no views created")]
+    return []
+
+
+def duration_in_words(seconds):
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
 
 
 def selection_from(data):
@@ -80,27 +124,35 @@ def params_from(request, action):
 @operator_required
 def job_new(request, slug):
     """The dry run: how many tokens, which ones, and the form that starts the job."""
-    pool = pool_or_404(slug)
-    action = request.GET.get("action", "reset")
+    return dry_run(request, pool_or_404(slug), request.GET.get("action", "reset"), request.GET)
+
+
+def dry_run(request, pool, action, data, problem=None, status=200):
+    """The dry-run page for a selection given as query or form data. After a refused job (`problem`) it comes
+    again with the message and with every value the operator typed in its form (a file must be chosen again)."""
     context = {"pool": pool, "action": action, "action_label": ACTION_LABELS.get(action, action)}
     try:
         if action not in OPERATION_LABELS:
             raise OperationError(f"Unknown action {action!r}")
-        selection = selection_from(request.GET)
+        selection = selection_from(data)
         seen = selections.preview(pool, selection)
     except OperationError as e:
         return respond(request, "job_new.html", {**context, "problem": str(e)}, {"error": str(e)}, status=400)
     except CouchError as e:
         return couch_error(request, pool, e)
-    query = request.GET.copy()
-    query.pop("action", None)
+    query = data.copy()
+    for not_selection in ("action", "csrfmiddlewaretoken", "confirmation", "field", "value", "value_type",
+                          "allow_state_fields", "delete_attachments", "name", "file"):
+        query.pop(not_selection, None)
     context.update(selection=selection, description=selection.describe(), preview=seen,
                    action_labels=OPERATION_LABELS, query_without_action=query.urlencode(),
                    typed=selections.needs_typed_confirmation(action, seen["count"]),
-                   state_fields=sorted(actions.STATE_FIELDS))
+                   state_fields=sorted(actions.STATE_FIELDS), value_types=actions.VALUE_TYPES,
+                   problem=problem, form=data if problem else {},
+                   choose_again=problem and action == "attach" and request.FILES.get("file"))
     payload = {"action": action, "selection": selection.as_dict(), "count": seen["count"], "sample": seen["sample"],
                "needs_typed_confirmation": context["typed"]}
-    return respond(request, "job_new.html", context, payload)
+    return respond(request, "job_new.html", context, payload, status=status)
 
 
 @require_POST
@@ -117,12 +169,7 @@ def job_create(request, slug):
     except OperationError as e:
         if wants_json(request):
             return JsonResponse({"error": str(e)}, status=400)
-        query = request.POST.copy()
-        for private in ("csrfmiddlewaretoken", "confirmation", "value", "file"):
-            query.pop(private, None)
-        return render(request, "job_new.html", {"pool": pool, "problem": str(e), "retry_query": query.urlencode(),
-                                                "action": action, "action_label": ACTION_LABELS.get(action, action)},
-                      status=400)
+        return dry_run(request, pool, action, request.POST, problem=str(e), status=400)
     except CouchError as e:
         return couch_error(request, pool, e)
     return start(request, job)
@@ -156,7 +203,12 @@ def job(request, pk):
     operations.tend_jobs()
     job = get_object_or_404(Job.objects.select_related("user"), pk=pk)
     problems = job_problems(job)
+    end = job.finished_at or (timezone.now() if job.started_at else None)
     context = {"job": job, "description": Selection.from_dict(job.selection).describe(),
+               "via_label": VIA_LABELS.get(job.via, job.via), "params_words": params_in_words(job),
+               "duration": duration_in_words((end - job.started_at).total_seconds()) if end else None,
+               "waited": duration_in_words((job.started_at - job.created_at).total_seconds())
+               if job.started_at else None,
                "rerun_query": operations.rerun_query(job),
                "action_label": ACTION_LABELS.get(job.action, job.action), "problems": problems[:500],
                "problem_count": problems.count(), "bucket_labels": BUCKET_LABELS}
@@ -233,14 +285,19 @@ def jobs(request):
     """The audit list: every job, newest first, filterable by pool, user and action."""
     operations.tend_jobs()
     q = request.GET
-    found = filtered_jobs(pool=q.get("pool"), user=q.get("user"), action=q.get("action"))[:200]
-    context = {"jobs": found, "filters": q, "action_labels": ACTION_LABELS,
+    for name, allowed in (("action", ACTION_LABELS), ("status", Job.QUEUED_TO_ENDED), ("via", VIA_LABELS)):
+        if q.get(name) and q[name] not in allowed:  # refused as the API refuses it, never a list of nothing
+            return refuse(request, None, "Jobs", f"Unknown {name} {q[name]!r}: one of {', '.join(allowed)}")
+    found = filtered_jobs(pool=q.get("pool"), user=q.get("user"), action=q.get("action"), status=q.get("status"),
+                          via=q.get("via"))[:200]
+    context = {"jobs": found, "filters": q, "action_labels": ACTION_LABELS, "via_labels": VIA_LABELS,
+               "statuses": Job.QUEUED_TO_ENDED,
                "pools": Job.objects.values_list("pool", flat=True).distinct().order_by("pool"),
                "users": User.objects.filter(job__isnull=False).distinct().order_by("username")}
     return respond(request, "jobs.html", context, {"jobs": [job_json(j) for j in found]})
 
 
-def filtered_jobs(pool=None, user=None, action=None, status=None):
+def filtered_jobs(pool=None, user=None, action=None, status=None, via=None):
     """Jobs, newest first, narrowed by whichever filters are given (the audit list and the API)."""
     found = Job.objects.select_related("user")
     if pool:
@@ -251,6 +308,8 @@ def filtered_jobs(pool=None, user=None, action=None, status=None):
         found = found.filter(action=action)
     if status:
         found = found.filter(status=status)
+    if via:
+        found = found.filter(via=via)
     return found
 
 

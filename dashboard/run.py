@@ -1,13 +1,18 @@
 """`make run`: start what the site needs, seed the demo on first start, serve, and stop it all on Ctrl-C.
 
 Started unless the environment names an outside one: the embedded CouchDB-compatible server
-(unless COUCHDB_URL) and Redis (unless CELERY_BROKER_URL). Then a Celery worker and the site.
+(unless COUCHDB_URL) and Redis (unless CELERY_BROKER_URL). Then a Celery worker and the site, as production runs
+it (DEBUG off, static files collected and served by WhiteNoise, styled error pages) but over plain http on
+127.0.0.1; `make dev` runs it with DEBUG on. The settings it gave its children are written to var/run.env, so that
+`make shell` gives the README's `manage.py` commands the same ones.
 """
 
 import argparse
 import json
 import os
+import re
 import secrets
+import shlex
 import signal
 import socket
 import subprocess
@@ -20,6 +25,9 @@ from dashboard.embedded import EmbeddedCouch, EmbeddedError, EmbeddedRedis
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR = BASE_DIR / "var"
 DEMO_DATABASES = "demo-surf,demo-lofar"
+RUN_ENV = VAR / "run.env"
+# A site on 127.0.0.1 over plain http: production's https-only settings would lock its users out.
+LOCAL_HTTP = {"SECURE_SSL_REDIRECT": "false", "SECURE_COOKIES": "false", "SECURE_HSTS_SECONDS": "0"}
 
 
 def persistent_secret(path):
@@ -42,14 +50,19 @@ def port_is_free(port):
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.getenv("PORT", "8000")))
+    parser.add_argument("--shell", action="store_true", help="a shell with the settings of the site `make run` started")
     args = parser.parse_args()
+    if args.shell:
+        return shell()
     if not port_is_free(args.port):
         sys.exit(f"make run: port {args.port} is taken (another `make run`?). "
                  f"Choose another: make run PORT={args.port + 1}")
     VAR.mkdir(exist_ok=True)
     env = dict(os.environ)
-    env.setdefault("DEBUG", "true")
+    env.setdefault("DEBUG", "false")
     env.setdefault("SECRET_KEY", persistent_secret(VAR / "secret_key"))
+    for name, value in LOCAL_HTTP.items():
+        env.setdefault(name, value)
     started = []
 
     def stop_all(*_):
@@ -83,6 +96,8 @@ def main():
 
         manage = [sys.executable, str(BASE_DIR / "manage.py")]
         subprocess.run([*manage, "migrate", "--no-input", "-v", "0"], env=env, check=True)
+        subprocess.run([*manage, "collectstatic", "--no-input", "-v", "0"], env=env, check=True)
+        write_run_env(env)
         seed = [*manage, "seed_demo"] + ([] if embedded_couch else ["--users-only"])
         subprocess.run(seed, env=env, check=True)
 
@@ -102,6 +117,7 @@ def main():
         print(f"  PiCaS dashboard: http://127.0.0.1:{args.port}/")
         for role, login in logins.items():
             print(f"  {role:9} user {login['username']!r:12} password {login['password']!r}")
+        print("  `make shell` (in another terminal) runs manage.py commands against this site.")
         print("  Ctrl-C stops the site, the worker and the embedded servers.")
         print("=" * 72 + "\n", flush=True)
         while all(p.poll() is None for p in started if isinstance(p, subprocess.Popen)):
@@ -115,6 +131,38 @@ def main():
         sys.exit(1)
     finally:
         stop_all()
+        RUN_ENV.unlink(missing_ok=True)
+
+
+def write_run_env(env):
+    """The settings `make run` gave the site and worker, for `make shell`: the variables it set and those the
+    settings module reads (nothing else of the caller's environment); readable by this user only, like the
+    secrets beside it in var/."""
+    read = set(re.findall(r'"([A-Z][A-Z0-9_]+)"', (BASE_DIR / "dashboard" / "settings.py").read_text()))
+    lines = [f"{name}={shlex.quote(value)}\n" for name, value in sorted(env.items())
+             if name in read or os.environ.get(name) != value]
+    RUN_ENV.touch(mode=0o600)
+    RUN_ENV.write_text("".join(lines))
+
+
+def read_run_env(path=RUN_ENV):
+    """{name: value} of a file written by write_run_env."""
+    return dict(shlex.split(line)[0].split("=", 1) for line in path.read_text().splitlines() if line.strip())
+
+
+def shell():
+    """`make shell`: the user's shell with the running site's settings, so that `python manage.py tokens ...`
+    acts on the pools the site shows, through its broker."""
+    if not RUN_ENV.exists():
+        sys.exit("make shell: no site is running here. Start one with `make run` (in another terminal) first; "
+                 "or set the settings yourself (README, Settings) and run `.venv/bin/python manage.py ...`.")
+    env = {**os.environ, **read_run_env()}
+    env["PATH"] = f"{BASE_DIR / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    program = env.get("SHELL") or "/bin/bash"
+    print("A shell with the settings of the site `make run` started (exit to leave it). For example:\n"
+          "  python manage.py tokens reset --pool demo-surf --state error --dry-run", flush=True)
+    os.chdir(BASE_DIR)
+    os.execvpe(program, [program], env)
 
 
 def _terminate(process):

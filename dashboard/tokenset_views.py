@@ -48,23 +48,31 @@ def tokenset_new(request, slug):
                                                       "attachment": "srm.txt", "create_views": "on"}}
     if request.method == "GET":
         return render(request, "tokenset_new.html", context)
+    texts = {}  # what was typed or uploaded, kept for the form whatever goes wrong
     try:
-        config_text, items_text = text_input(request, "config"), text_input(request, "input_list")
+        for name in ("config", "input_list"):
+            texts[name] = text_input(request, name)
         options = options_from(request.POST)
-        for text, what in ((config_text, "config"), (items_text, "input list")):
-            tokensets.input_limit_check(len(text.encode()), what)
-        seen = tokensets.preview(pool, tokensets.plan(config_text, items_text, options))
+        for name, what in (("config", "config"), ("input_list", "input list")):
+            tokensets.input_limit_check(len(texts[name].encode()), what)
+        seen = tokensets.preview(pool, tokensets.plan(texts["config"], texts["input_list"], options))
     except OperationError as e:
         if wants_json(request):
             return JsonResponse({"error": str(e)}, status=400)
-        return render(request, "tokenset_new.html", {**context, "problem": str(e),
-                                                     "config_text": request.POST.get("config", ""),
-                                                     "items_text": request.POST.get("input_list", "")}, status=400)
+        # A file that was read goes back in its text box; one that could not be read must be chosen again
+        # (a browser never fills in a file field), and the page says so.
+        again = [f.name for key, f in request.FILES.items() if key.removesuffix("_file") not in texts]
+        return render(request, "tokenset_new.html", {**context, "problem": str(e), "choose_again": again,
+                                                     "config_text": texts.get("config", request.POST.get("config", "")),
+                                                     "items_text": texts.get("input_list",
+                                                                             request.POST.get("input_list", ""))},
+                      status=400)
     except CouchError as e:
         return couch_error(request, pool, e)
     if wants_json(request):
         return JsonResponse(seen)
-    context.update(preview=seen, config_text=config_text, items_text=items_text,
+    context.update(preview=seen, config_text=texts["config"], items_text=texts["input_list"],
+                   to_create=seen["count"] - seen["existing_count"],
                    typed=selections.needs_typed_confirmation("create", seen["count"]))
     return render(request, "tokenset_new.html", context)
 

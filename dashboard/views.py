@@ -101,7 +101,7 @@ def pool(request, slug):
         "out_of_view": OUT_OF_VIEW,
         "refresh_seconds": settings.COUNTS_MAX_AGE,
         "spark_days": settings.CHART_DAYS,
-        "holes": events.black_holes(events.hosts(pool.slug, *events.black_hole_window(), medians=False)),
+        "holes": data.get("black_holes", []),  # judged with the counts, in the background
         "black_hole_hours": f"{settings.BLACKHOLE_WINDOW_HOURS:g}",
         **labels(),
     }
@@ -162,22 +162,34 @@ def tokens(request, slug):
     field_name, field_value = request.GET.get("field", "").strip(), request.GET.get("value", "")
     field_filter = (field_name, field_value) if field_name else None
     id_filter = request.GET.get("q", "").strip()
+    before = reading.decode_cursor(request.GET.get("before"))
     try:
         page = reading.token_page(
-            pool, snap.data, **selection, cursor=reading.decode_cursor(request.GET.get("after")),
-            id_filter=id_filter, field_filter=field_filter,
+            pool, snap.data, **selection, cursor=None if before else reading.decode_cursor(request.GET.get("after")),
+            before=before, id_filter=id_filter, field_filter=field_filter,
         )
     except CouchError as e:
         return couch_error(request, pool, e)
+    # Where this page stands in the list: carried in the links (`from`, the first row's number), since a page read
+    # by key does not know its offset; 1 on the first page whatever the link said.
+    given = request.GET.get("from", "")
+    first = int(given) if given.isdigit() and int(given) > 0 and page["previous"] else 1
+    shown = len(page["tokens"])
     next_cursor = reading.encode_cursor(page["next"])
     next_query = request.GET.copy()
-    next_query["after"] = next_cursor
-    next_query.pop("format", None)
+    for key in ("format", "before", "after"):
+        next_query.pop(key, None)
+    previous_query = next_query.copy()
+    next_query.update({"after": next_cursor, "from": first + shown})
+    if page["previous"]:
+        previous_query.update({"before": reading.encode_cursor(page["previous"]),
+                               "from": max(1, first - settings.PAGE_SIZE)})
     payload = {
         "pool": pool.slug,
         "selection": {**selection, "failure": list(selection["failure"]) if selection["failure"] else None},
         "tokens": [summary(doc) for doc in page["tokens"]],
         "next": next_cursor or None,
+        "previous": reading.encode_cursor(page["previous"]) or None,
         "scanned": page["scanned"],
     }
     context = {
@@ -186,6 +198,9 @@ def tokens(request, slug):
         "page": page,
         "rows": [summary(doc) for doc in page["tokens"]],
         "next_query": next_query.urlencode() if page["next"] else "",
+        "previous_query": previous_query.urlencode() if page["previous"] else "",
+        "first": first, "last": first + shown - 1,
+        "total": reading.selection_total(snap.data, **selection), "counted_at": snap.taken_at,
         "id_filter": id_filter,
         "field_name": field_name,
         "field_value": field_value,

@@ -35,13 +35,34 @@ def job(db):
 def test_a_user_creates_a_token_on_the_account_page_and_sees_its_secret_once(viewer_client, viewer):
     page = viewer_client.get("/account/")
     assert page.status_code == 200 and "API tokens" in page.content.decode()
-    created = viewer_client.post("/account/tokens/", {"name": "nightly report"})
+    created = viewer_client.post("/account/tokens/", {"name": "nightly report"}, follow=True)
     html = created.content.decode()
     token = ApiToken.objects.get(user=viewer)
     secret = html.split('id="new-secret">')[1].split("<")[0]
-    assert created.status_code == 201 and secret.startswith("pcs_") and token.name == "nightly report"
+    assert created.redirect_chain == [("/account/", 302)]  # post/redirect/get: a reload makes no second token
+    assert created.status_code == 200 and created["Cache-Control"] == "no-store"
+    assert secret.startswith("pcs_") and token.name == "nightly report" and secret not in created.redirect_chain[0][0]
     assert token.key_hash == digest(secret) and secret not in str(ApiToken.objects.values())  # only its hash
-    assert secret not in viewer_client.get("/account/").content.decode()
+    assert secret not in viewer_client.get("/account/").content.decode()  # shown once
+    assert ApiToken.objects.count() == 1
+
+
+def test_revoking_a_token_asks_first_and_says_what_follows(viewer_client, viewer):
+    token, _secret = ApiToken.issue(viewer, "nightly report")
+    listed = viewer_client.get("/account/").content.decode()
+    assert f'href="/account/tokens/{token.pk}/revoke/"' in listed
+    asked = viewer_client.get(f"/account/tokens/{token.pk}/revoke/").content.decode()
+    assert "Revoke the API token “nightly report”" in asked and "refused (401)" in asked
+    token.refresh_from_db()
+    assert token.revoked_at is None  # asking revokes nothing
+    assert viewer_client.post(f"/account/tokens/{token.pk}/revoke/").status_code == 302
+    token.refresh_from_db()
+    assert token.revoked_at is not None
+
+
+def test_a_refused_token_name_keeps_what_was_typed(viewer_client):
+    response = viewer_client.post("/account/tokens/", {"name": "x" * 101})
+    assert response.status_code == 400 and 'value="' + "x" * 101 + '"' in response.content.decode()
 
 
 def test_a_token_works_until_its_owner_revokes_it(schema, viewer_client, viewer, demo_pools):

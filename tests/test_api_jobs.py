@@ -92,7 +92,7 @@ def test_deleting_always_needs_the_count_and_leaves_tombstones(api, pool, celery
     ({"action": "reset", "selection": {"kind": "everything"}}, 422, "kind"),
     ({"action": "reset"}, 422, "selection"),
     ({"action": "reset", "selection": {"kind": "state", "bucket": "locked"}}, 400, "lock age"),
-    ({"action": "reset", "selection": {"kind": "state"}}, 400, "Unknown state"),
+    ({"action": "reset", "selection": {"kind": "state"}}, 400, "Name the state of the tokens to act on: one of todo"),
     ({"action": "reset", "selection": {"kind": "stale"}}, 400, "lock age in hours"),
     ({"action": "reset", "selection": {"kind": "stale", "hours": -2}}, 422, "hours"),
     ({"action": "reset", "selection": {"kind": "state", "bucket": "error", "ids": ["a"]}}, 400, "ids"),

@@ -63,6 +63,26 @@ def test_paging_through_a_state_visits_every_token_once(api, settings, demo_pool
     assert len(ids) == len(set(ids)) and pages > 3
 
 
+@pytest.mark.parametrize("params", [{"state": "done", "limit": 7}, {"state": "done", "q": "token_1", "limit": 5}])
+def test_paging_back_with_previous_gives_the_same_pages_in_reverse(api, demo_pools, params):
+    url, forward, after = f"/api/v1/pools/{SURF}/tokens", [], None
+    while True:
+        data = api.get(url, {**params, **({"after": after} if after else {})}).json()
+        forward.append([t["id"] for t in data["tokens"]])
+        if data["next"] is None:
+            break
+        after = data["next"]
+    assert len(forward) > 2
+    backward = [forward[-1]]
+    while data["previous"] is not None:
+        data = api.get(url, {**params, "before": data["previous"]}).json()
+        backward.append([t["id"] for t in data["tokens"]])
+    assert sum(backward[::-1], []) == sum(forward, [])  # every token once, in the same order, back to the first
+    if "q" not in params:  # unfiltered, the very same pages (filtered ones may be cut elsewhere going back)
+        assert backward[::-1] == forward
+    assert api.get(url, {**params, "before": "[1"}).status_code == 400
+
+
 def test_paging_through_a_filtered_list_finds_every_match_once(api, demo_pools, couch):
     done = [r["doc"] for r in couch(SURF).view("Monitor", "done", include_docs=True)["rows"]]
     ids, _pages = walk(api, f"/api/v1/pools/{SURF}/tokens", {"state": "done", "q": "token_1", "limit": 5})

@@ -25,7 +25,9 @@ from tokens.models import Job, JobToken
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-SHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
+# `make screenshots` points this at docs/screenshots/ (the README's pictures); a test run leaves them aside.
+SHOTS = Path(os.environ.get("SCREENSHOTS_DIR") or Path(__file__).resolve().parent.parent / "test-artifacts" /
+             "screenshots")
 WIDTHS = {"desktop": (1280, 800), "phone": (390, 844)}
 TIMEOUT_MS = 60_000  # the machine is shared: pages and jobs can be slow, never wrong
 NOW = int(time.time())
@@ -279,6 +281,7 @@ def test_every_main_page_fits_a_desktop_and_a_phone_screen(live_server, demo_poo
         "job-tokens": f"/jobs/{job.pk}/tokens/?outcome=changed",
         "jobs": "/jobs/",
         "tokenset-form": f"/pools/{LOFAR}/tokensets/new/",
+        "account": "/account/",
     }
     too_wide = {}
     for width in WIDTHS:
@@ -302,6 +305,35 @@ def test_every_main_page_fits_a_desktop_and_a_phone_screen(live_server, demo_poo
             shoot(page, f"{name}-{width}")
             too_wide[f"{name}-{width}"] = overflow(page)
     assert {name: px for name, px in too_wide.items() if px > 1} == {}
+
+
+def test_a_new_api_token_is_shown_once_with_a_copy_button_and_revoking_it_asks_first(live_server, open_page):
+    from dashboard.models import ApiToken
+
+    make_user("victor", VIEWERS)
+    for width in WIDTHS:
+        page = open_page(width)
+        page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+        log_in(page, live_server.url, "victor")
+        page.goto(live_server.url + "/account/")
+        page.get_by_label("Name").fill(f"nightly report ({width})")
+        page.get_by_role("button", name="Create token").click()
+        secret = page.locator("#new-secret").inner_text().strip()
+        assert secret.startswith("pcs_")
+        page.get_by_role("button", name="Copy to clipboard").click()
+        expect(page.get_by_role("button", name="Copied")).to_be_visible()
+        assert page.evaluate("navigator.clipboard.readText()") == secret
+        assert overflow(page) <= 1
+        shoot(page, f"account-new-token-{width}")
+        page.reload()  # a reload is a GET: no second token, and the secret is not shown again
+        assert page.locator("#new-secret").count() == 0
+        assert ApiToken.objects.filter(name=f"nightly report ({width})").count() == 1
+        page.get_by_role("link", name="Revoke…").first.click()
+        expect(page.get_by_text("cannot be undone")).to_be_visible()
+        shoot(page, f"account-revoke-{width}")
+        page.get_by_role("button", name=re.compile("^Revoke")).click()
+        expect(page.get_by_text("revoked", exact=False).first).to_be_visible()
+    assert not ApiToken.objects.filter(revoked_at__isnull=True).exists()
 
 
 def _has_own_views(db):

@@ -71,6 +71,21 @@ def test_the_count_must_be_typed_above_the_threshold(operator_client, scratch_po
     assert scratch_pool.get("token_00001")["lock"] > 0
 
 
+def test_a_refused_job_comes_back_as_its_preview_with_every_value_typed(operator_client, scratch_pool, settings):
+    settings.JOB_CONFIRM_THRESHOLD = 3
+    scratch_pool.bulk_docs([surf_token(n) for n in range(5)])
+    slug = scratch_pool.database
+    form = {"action": "set_field", "kind": "state", "bucket": "todo", "field": "priority", "value": "five",
+            "value_type": "number", "confirmation": "5"}
+    refused = operator_client.post(f"/pools/{slug}/jobs/", form)
+    page = refused.content.decode()
+    assert refused.status_code == 400 and "'five' is not a number" in page
+    assert 'name="field" required value="priority"' in page and 'name="value" value="five"' in page
+    assert "<option selected>number</option>" in page and 'value="5"' in page  # the type and the typed count
+    assert "Dry run: this would set a field <strong>5</strong> tokens" in page  # the preview again, not a dead end
+    assert not Job.objects.exists()
+
+
 @pytest.mark.parametrize("method, url", [
     ("get", "/pools/{slug}/jobs/new/?action=reset&kind=state&bucket=error"),
     ("post", "/pools/{slug}/jobs/"),
@@ -120,6 +135,40 @@ def test_the_audit_list_filters_by_pool_user_and_action(operator_client, operato
     assert listed(pool="a") == [("a", "set_field"), ("a", "reset")]
     assert listed(user=operator.username) == [("b", "delete"), ("a", "reset")]
     assert listed(action="delete") == [("b", "delete")]
+
+
+def test_the_audit_list_filters_by_status_and_how_a_job_was_started_and_refuses_unknown_ones(viewer_client,
+                                                                                              operator):
+    Job.objects.create(pool="a", user=operator, action="reset", selection={}, preview_count=1, status=Job.FAILED)
+    Job.objects.create(pool="a", user=operator, via="api", action="reset", selection={}, preview_count=1)
+    Job.objects.create(pool="a", action="set_field", via="cli", selection={}, preview_count=1)
+    jobs = viewer_client.get("/jobs/", {"via": "cli", "format": "json"}).json()["jobs"]
+    assert [j["via"] for j in jobs] == ["cli"]
+    assert [j["status"] for j in viewer_client.get("/jobs/", {"status": "failed", "format": "json"}).json()["jobs"]] \
+        == ["failed"]
+    page = viewer_client.get("/jobs/").content.decode()
+    assert "<th>Via</th>" in page and "through the API" in page and "from the command line" in page
+    for bogus in ({"status": "done"}, {"via": "email"}, {"action": "reboot"}):
+        refused = viewer_client.get("/jobs/", bogus)
+        assert refused.status_code == 400 and "Unknown" in refused.content.decode(), bogus
+
+
+def test_a_job_page_says_who_started_it_how_what_it_does_and_how_long_it_ran(viewer_client, operator):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    made = timezone.now() - timedelta(minutes=10)
+    job = Job.objects.create(pool="a", user=operator, via="api", action="set_field", selection={"kind": "state",
+                             "bucket": "todo"}, preview_count=31, created_at=made,
+                             params={"field": "priority", "value": 5, "value_type": "number"},
+                             started_at=made + timedelta(seconds=2), finished_at=made + timedelta(seconds=136),
+                             status=Job.SUCCEEDED, total=31, changed=31)
+    page = viewer_client.get(f"/jobs/{job.pk}/").content.decode()
+    assert f"{operator.username}, through the API" in page
+    assert "Set “priority” to 5 (a number)" in page and "{" not in page.split("What it does")[1].split("</dd>")[0]
+    assert "31 tokens matched when the job was made" in page
+    assert "after running 2 min 14 s" in page and "queued 2 s" in page
 
 
 def test_an_observation_offers_to_retry_its_failed_tokens_and_says_what_acting_on_all_means(operator_client,

@@ -1,6 +1,7 @@
 """Stale locks: tokens locked longer than N hours, with host and job ids; unknown-age locks apart."""
 
 import time
+from html import unescape
 
 import pytest
 
@@ -73,3 +74,14 @@ def test_one_stale_lock_is_said_in_the_singular(operator_client, scratch_pool):
     scratch_pool.bulk_docs([surf_token(1, lock=int(time.time()) - 30 * 3600)])
     html = operator_client.get(f"/pools/{scratch_pool.database}/stale/", {"hours": 24}).content.decode()
     assert "1 token locked longer than 24 hours" in html and "Reset this stale lock…" in html
+
+
+def test_locks_of_unknown_age_get_a_reset_whose_dry_run_selects_exactly_them(operator_client, scratch_pool):
+    scratch_pool.bulk_docs([surf_token(1, lock=True), surf_token(2, lock="5"), surf_token(3, lock=1, status="running"),
+                            surf_token(4, lock=int(time.time()) - 30 * 3600), surf_token(5)])
+    slug = scratch_pool.database
+    html = operator_client.get(f"/pools/{slug}/stale/", {"hours": 24}).content.decode()
+    assert "Reset these 3 locks of unknown age…" in html and html.count('<td class="num">unknown</td>') == 3
+    link = html.split("Reset these 3 locks of unknown age")[0].rsplit('href="', 1)[1].split('"')[0]
+    preview = operator_client.get(unescape(link) + "&format=json").json()
+    assert preview["count"] == 3 and set(preview["sample"]) == {"token_00001", "token_00002", "token_00003"}

@@ -1,8 +1,10 @@
 """The token page: every field, errors newest first, times and ages, job ids, attachments inline and streamed."""
 
+import time
+
 import pytest
 
-from tests.conftest import LOFAR, SURF
+from tests.conftest import LOFAR, SURF, surf_token
 from tokens.reading import JOB_ID_FIELDS
 
 pytestmark = pytest.mark.django_db
@@ -65,3 +67,12 @@ def test_an_html_attachment_is_never_served_as_html(viewer_client, demo_pools, c
 def test_an_id_that_names_another_couchdb_resource_is_not_a_token(viewer_client, demo_pools, token_id):
     response = viewer_client.get(f"/pools/{SURF}/token/", {"id": token_id, "format": "json"})
     assert response.status_code == 404
+
+
+def test_picas_exception_marker_99_is_explained_not_shown_as_a_time(viewer_client, scratch_pool):
+    now = int(time.time())
+    scratch_pool.bulk_docs([surf_token(1, lock=99, done=99, error=[
+        {"time": now - 60, "message": "Exception <class 'KeyError'> occurred during processing: 'inputs'"}])])
+    page = viewer_client.get(f"/pools/{scratch_pool.database}/token/", {"id": "token_00001"}).content.decode()
+    assert "picas's marker, not a time: the worker's code raised an exception" in page
+    assert "1970" not in page

@@ -66,3 +66,36 @@ def test_an_unknown_state_is_refused_as_the_api_refuses_it(viewer_client, demo_p
     assert f"Unknown state &#x27;{state}&#x27;: one of todo, locked, done, error" in page.content.decode()
     assert viewer_client.get(f"/pools/{SURF}/tokens/", {"state": state, "format": "json"}).status_code == 400
     assert viewer_client.get(f"/api/v1/pools/{SURF}/tokens", {"state": state}).status_code == 422
+
+
+def test_a_list_says_which_tokens_of_how_many_it_shows_and_pages_back_to_the_start(viewer_client, settings,
+                                                                                    demo_pools):
+    import html
+    import re
+
+    settings.PAGE_SIZE = 7
+    url = f"/pools/{SURF}/tokens/"
+    total = viewer_client.get(f"/pools/{SURF}/", {"format": "json"}).json()["counts"]["done"]
+
+    def visit(query):
+        page = viewer_client.get(url + query).content.decode()
+        ids = re.findall(r'name="ids" value="([^"]+)"', page) or re.findall(r'token/\?id=([^"]+)"', page)
+        shown = re.search(r"Tokens (\d+)–(\d+) of (\d+)", page).groups()
+        links = {label: html.unescape(href) for href, label in
+                 re.findall(r'<a class="button" href="(\?[^"]+)">(← Previous page|Next page →)</a>', page)}
+        return ids, tuple(map(int, shown)), links
+
+    forward, query = [], "?state=done"
+    while True:
+        ids, shown, links = visit(query)
+        forward.append((ids, shown))
+        if "Next page →" not in links:
+            break
+        query = links["Next page →"]
+    assert len(forward) > 3 and forward[0][1] == (1, 7, total) and forward[-1][1][1] == total
+    assert [s for _ids, s in forward] == [(1 + 7 * n, min(7 * n + 7, total), total) for n in range(len(forward))]
+    backward = [forward[-1]]
+    while "← Previous page" in links:
+        ids, shown, links = visit(links["← Previous page"])
+        backward.append((ids, shown))
+    assert backward[::-1] == forward  # the same pages, the same ranges, back to the first (which has no way back)

@@ -32,8 +32,8 @@ def all_docs(db):
                                                    attachments=True)["rows"] if not r["id"].startswith("_design/")}
 
 
-def create(config=CONFIG, items=SURLS, **options):
-    job = tokensets.create_job(pool(), None, config, items, Options(token_type=TYPE, **options))
+def create(config=CONFIG, items=SURLS, token_type=TYPE, **options):
+    job = tokensets.create_job(pool(), None, config, items, Options(token_type=token_type, **options))
     return operations.run_job(job.pk)
 
 
@@ -85,7 +85,7 @@ def test_the_preview_shows_the_first_token_in_full_and_writes_nothing(scratch_po
 
 
 def test_a_plain_list_is_cut_in_order(scratch_pool):
-    job = create(items="a\nb\nc\nd\ne\n", per_token=2, id_suffix="plain")
+    job = create(items="a\nb\nc\nd\ne\n", token_type="sky_model", per_token=2, id_suffix="plain")
     assert job.changed == 3
     docs = all_docs(scratch_pool)
     assert sorted(d["STARTSB"] for d in docs.values()) == ["000", "002", "004"]
@@ -116,13 +116,22 @@ def test_existing_design_documents_are_never_changed(scratch_pool):
     (CONFIG, SURLS, {"per_token": 0}, "1 or more"),
     (CONFIG, SURLS, {"id_template": "t_{type}_{obsid}"}, "gives several tokens the same id"),
     (CONFIG, SURLS, {"id_template": "t_{nope}{key}"}, "is not valid"),
-    (CONFIG, SURLS + "just a line\n", {}, "a list is either all SURLs or plain items"),
+    (CONFIG, SURLS + "just a line\n", {}, "1 of the 51 items is not like the rest \\(SURLs\\): line 51: just a line"),
+    (CONFIG, "a\nb\n", {}, "token type pref_cal1_L229585 names observation L229585, but the input list holds no"),
+    (CONFIG.replace('OBSID: ""', "OBSID: L230461", 1), SURLS, {},
+     "The SURLs are of observation L229585, but the config's OBSID names L230461"),
 ])
 def test_bad_input_gets_a_clear_message_and_writes_nothing(scratch_pool, config, items, options, message):
     before = all_docs(scratch_pool), scratch_pool.design_docs()
     with pytest.raises(TokenSetError, match=message):
         tokensets.create_job(pool(), None, config, items, Options(token_type=TYPE, **options))
     assert (all_docs(scratch_pool), scratch_pool.design_docs()) == before
+
+
+def test_surls_of_another_observation_than_the_token_types_are_refused(scratch_pool):
+    with pytest.raises(TokenSetError, match="are of observation L229585, but the token type pref_cal1_L230461 names"):
+        tokensets.create_job(pool(), None, CONFIG, SURLS, Options(token_type="pref_cal1_L230461"))
+    assert all_docs(scratch_pool) == {}
 
 
 def test_an_oversized_input_is_refused(scratch_pool, settings):
@@ -197,6 +206,45 @@ def test_a_bad_config_in_the_form_shows_the_message_and_keeps_the_input(operator
                                     {"config": "Token: [oops", "input_list": SURLS, "token_type": TYPE})
     html = response.content.decode()
     assert response.status_code == 400 and "not valid YAML or JSON" in html and "L229585_SB100" in html
+
+
+FORM = {"token_type": TYPE, "per_token": "10", "key_field": "STARTSB", "id_prefix": "SB", "attachment": "srm.txt",
+        "create_views": "on"}
+
+
+def test_a_set_that_exists_already_offers_nothing_to_create_and_says_so(operator_client, scratch_pool):
+    create()
+    html = operator_client.post(f"/pools/{scratch_pool.database}/tokensets/new/",
+                                {**FORM, "config": CONFIG, "input_list": SURLS}).content.decode()
+    assert "All 6 tokens exist already: there is nothing to create" in html
+    assert "tokensets/\"" not in html and "Create 6 tokens" not in html  # no form that creates
+
+
+def test_a_set_that_partly_exists_offers_to_create_the_new_ones(operator_client, scratch_pool):
+    create(items="\n".join(line for line in SURLS.splitlines() if "_SB10" in line))  # the first token only
+    html = operator_client.post(f"/pools/{scratch_pool.database}/tokensets/new/",
+                                {**FORM, "config": CONFIG, "input_list": SURLS}).content.decode()
+    assert "Create 5 tokens" in html and "the 1 that exist already are left as they are" in html
+
+
+def test_an_uploaded_list_that_was_read_is_kept_when_the_config_is_refused(operator_client, scratch_pool):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    response = operator_client.post(f"/pools/{scratch_pool.database}/tokensets/new/", {
+        **FORM, "config": "Token: [oops", "input_list_file": SimpleUploadedFile("L229585.txt", SURLS.encode())})
+    html = response.content.decode()
+    assert response.status_code == 400 and "L229585_SB100" in html  # the file's text is in its box now
+    assert "must be chosen again" not in html and "everything typed or uploaded is kept" in html
+
+
+def test_an_unreadable_file_is_named_to_be_chosen_again(operator_client, scratch_pool):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    response = operator_client.post(f"/pools/{scratch_pool.database}/tokensets/new/", {
+        **FORM, "config": CONFIG, "input_list_file": SimpleUploadedFile("list.bin", b"\xff\xfe\x00binary")})
+    html = response.content.decode()
+    assert response.status_code == 400 and "list.bin could not be read and must be chosen again" in html
+    assert "Token:" in html  # the typed config is kept
 
 
 def test_viewers_cannot_open_or_post_token_sets(viewer_client, scratch_pool):

@@ -117,11 +117,12 @@ class Job(models.Model):
     QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED = (
         "queued", "running", "succeeded", "failed", "cancelled", "interrupted")
     ENDED = (SUCCEEDED, FAILED, CANCELLED, INTERRUPTED)
+    QUEUED_TO_ENDED = (QUEUED, RUNNING, *ENDED)
     ACTIONS = ("reset", "set_field", "delete", "attach", "create_tokens")
 
     pool = models.CharField(max_length=100, db_index=True)
     user = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL)
-    via = models.CharField(max_length=10, default="web")  # web, cli
+    via = models.CharField(max_length=10, default="web")  # web, api, cli
     action = models.CharField(max_length=20)
     selection = models.JSONField()
     params = models.JSONField(default=dict)

@@ -101,6 +101,11 @@ def take_snapshot(pool):
                 previous.get("failures", [])
         else:  # no failed token changed: the grouped reduce over every failure would give what we have
             data["failures"] = previous["failures"]
+        # The black holes as of these counts: judged here, in the background, because it reads every event of
+        # the window, which grows with the pool (a page that did it itself grew with it).
+        data["black_holes"] = [
+            {k: h[k] for k in ("hostname", "failed", "done", "rate", "rest_rate", "running")}
+            for h in events.black_holes(events.hosts(pool.slug, *events.black_hole_window(), medians=False))]
         if building:
             data["indexing"] = {"views": building, "progress": couch.index_builds()}
         else:  # once, for a pool first seen, after its first counts and with every index built
@@ -509,9 +514,20 @@ def failure_groups(data, type_=None, group=None):
 MAX_SCAN = 2000  # rows a filtered list reads per request before it offers "continue"
 
 
+def selection_total(data, bucket=None, type_=None, group=None, failure=None):
+    """How many tokens a list selection holds, from the snapshot's counts (as old as the snapshot)."""
+    if failure is not None:
+        return sum(n for code, msg, t, g, n in data.get("failures", [])
+                   if (code, msg) == tuple(failure) and (type_ is None or (t, g) == (type_, group)))
+    return sum(n for b, t, g, n in data.get("buckets", [])
+               if b == bucket and (type_ is None or (t, g) == (type_, group)))
+
+
 def token_page(pool, data, *, bucket=None, type_=None, group=None, failure=None,
-               cursor=None, id_filter="", field_filter=None, limit=None):
-    """One page of tokens, paged by key. Returns {"tokens", "next", "scanned", "exhausted"}.
+               cursor=None, before=None, id_filter="", field_filter=None, limit=None):
+    """One page of tokens, paged by key: from `cursor` on, or the page that ends just before `before` (the first
+    row of the page the operator was on). Returns {"tokens", "next", "previous", "scanned", "exhausted"}, where
+    "previous" is the cursor to pass as `before` for the page before this one (None on the first page).
 
     Selection: a bucket (optionally of one observation), or a failure group (code, message).
     Filters (id substring, field=value) are applied to the rows read; a filtered page reads at most
@@ -531,28 +547,40 @@ def token_page(pool, data, *, bucket=None, type_=None, group=None, failure=None,
     else:
         # Fallback: the worker design document named by `group` and its state view.
         if bucket not in STATES or not group:
-            return {"tokens": [], "next": None, "scanned": 0, "exhausted": True}
+            return {"tokens": [], "next": None, "previous": None, "scanned": 0, "exhausted": True}
         ddoc_view = (group, bucket)
         start, end = None, None
+    if before:  # backwards from the row before `before` (the first row read is `before` itself)
+        rows, more, scanned = _scan(couch, ddoc_view, before, start, True, id_filter, field_filter, limit + 1)
+        rows = [r for r in rows if [r["key"], r["id"]] != before]
+        earlier = more is not None or len(rows) > limit
+        rows = rows[:limit][::-1]
+        return {"tokens": [r["doc"] for r in rows], "next": before, "scanned": scanned, "exhausted": False,
+                "previous": [rows[0]["key"], rows[0]["id"]] if rows and earlier else None}
+    rows, more, scanned = _scan(couch, ddoc_view, cursor or [start, None], end, False, id_filter, field_filter, limit)
+    return {"tokens": [r["doc"] for r in rows], "next": more, "scanned": scanned, "exhausted": more is None,
+            "previous": [rows[0]["key"], rows[0]["id"]] if cursor and rows else cursor}
 
-    start_key, start_docid = (cursor if cursor else (start, None))
+
+def _scan(couch, ddoc_view, cursor, end, descending, id_filter, field_filter, limit):
+    """Rows of the view from `cursor` ([key, docid]) towards `end` whose documents match the filters: a page of
+    `limit` rows, or with filters pages until `limit` match or MAX_SCAN rows were read. Returns (rows, where to
+    go on or None, rows read)."""
+    start_key, start_docid = cursor
     filtering = bool(id_filter or field_filter)
-    tokens, scanned = [], 0
+    found, scanned = [], 0
     while True:
-        page = couch.page(*ddoc_view, limit=limit, start_key=start_key, start_docid=start_docid,
-                          end_key=end, include_docs=True)
+        page = couch.page(*ddoc_view, limit=limit, start_key=start_key, start_docid=start_docid, end_key=end,
+                          include_docs=True, descending=descending)
         for row in page.rows:
             scanned += 1
-            doc = row.get("doc")
-            if doc is None:  # deleted between the index read and now
-                continue
-            if matches(doc, id_filter, field_filter):
-                tokens.append(doc)
+            if row.get("doc") is not None and matches(row["doc"], id_filter, field_filter):  # None: deleted meanwhile
+                found.append(row)
         if not page.has_next:
-            return {"tokens": tokens, "next": None, "scanned": scanned, "exhausted": True}
+            return found, None, scanned
         start_key, start_docid = page.next_key, page.next_docid
-        if len(tokens) >= limit or not filtering or scanned >= MAX_SCAN:
-            return {"tokens": tokens, "next": [start_key, start_docid], "scanned": scanned, "exhausted": False}
+        if len(found) >= limit or not filtering or scanned >= MAX_SCAN:
+            return found, [start_key, start_docid], scanned
 
 
 def matches(doc, id_filter, field_filter):

@@ -64,7 +64,8 @@ class Selection:
 
     def validate(self):
         if self.kind == "state" and self.bucket not in BUCKETS:
-            raise OperationError(f"Unknown state {self.bucket!r}")
+            raise OperationError(f"Unknown state {self.bucket!r}: one of {', '.join(BUCKETS)}" if self.bucket else
+                                 f"Name the state of the tokens to act on: one of {', '.join(BUCKETS)}")
         if self.kind == "stale" and (self.hours is None or not math.isfinite(self.hours) or self.hours < 0):
             raise OperationError("A stale-lock selection needs a lock age in hours (0 or more)")
         if self.kind == "failure" and self.code is None:

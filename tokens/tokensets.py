@@ -114,9 +114,11 @@ def chunks(items, per_token):
         raise TokenSetError("Items per token must be 1 or more")
     surls = [bool(SURL.match(i)) for i in items]
     if any(surls) and not all(surls):
-        line = surls.index(False) + 1 if surls[0] else surls.index(True) + 1
-        raise TokenSetError(f"Item {line} is {'not ' if surls[0] else ''}a SURL while item 1 is"
-                            f"{'' if surls[0] else ' not'}: a list is either all SURLs or plain items")
+        odd = [n for n, is_surl in enumerate(surls, 1) if is_surl != (surls.count(True) >= surls.count(False))]
+        most = "SURLs" if surls.count(True) >= surls.count(False) else "plain items"
+        shown = "; ".join(f"line {n}: {items[n - 1][:80]}" for n in odd[:3]) + (" …" if len(odd) > 3 else "")
+        raise TokenSetError(f"{len(odd)} of the {len(items)} items {'are' if len(odd) > 1 else 'is'} not like the "
+                            f"rest ({most}): {shown}. A list is either all SURLs or plain items; nothing was written")
     if not all(surls):
         return None, [(start, items[start:start + per_token]) for start in range(0, len(items), per_token)]
     unique = list(dict.fromkeys(items))
@@ -202,8 +204,36 @@ def plan(config_text, items_text, options):
     return plan_from(parse_config(config_text), items_text, options)
 
 
+def observation_named(config, options):
+    """{where: observation id} for what names the set's observation besides its SURLs: the config's OBSID (when
+    it is one, not empty or a placeholder like '$OBSID') and the token type (GRID_LRT's pref_cal1_L229585)."""
+    named = {}
+    configured = str(config.get("OBSID") or "")
+    if OBSID.fullmatch(configured):
+        named["the config's OBSID"] = configured
+    in_type = re.search(r"(?<![A-Za-z0-9])L[0-9]+$|_(L[0-9]+)(?:_|$)", options.token_type)
+    if in_type:
+        named[f"the token type {options.token_type}"] = in_type.group(1) or in_type.group(0)
+    return named
+
+
+def check_observation(config, options, obsid, items):
+    """The SURLs' observation, the config's and the token type's must agree: a set of one observation with the
+    ids or OBSID of another would be run, and found wrong, only on the grid."""
+    for where, named in observation_named(config, options).items():
+        if obsid is None:
+            raise TokenSetError(f"{where[0].upper()}{where[1:]} names observation {named}, but the input list holds "
+                                f"no SURLs (line 1: {items[0][:80]}): a LOFAR set is made from its observation's "
+                                "SURLs; for plain items use a token type without an observation id")
+        if named != obsid:
+            raise TokenSetError(f"The SURLs are of observation {obsid}, but {where} names {named}: one token set is "
+                                "one observation; nothing was written")
+
+
 def plan_from(config, items_text, options):
-    obsid, parts = chunks(parse_items(items_text), options.per_token)
+    items = parse_items(items_text)
+    obsid, parts = chunks(items, options.per_token)
+    check_observation(config, options, obsid, items)
     return Plan(config, options, obsid, parts, token_ids(options, config, obsid, [k for k, _ in parts]))
 
 

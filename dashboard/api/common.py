@@ -54,6 +54,7 @@ JobId = Annotated[int, Path(ge=1, le=MAX_ID)]
 Bucket = Literal[BUCKETS]
 Limit = Annotated[int | None, Query(ge=1, le=MAX_LIMIT, description="Rows per page (default PAGE_SIZE)")]
 After = Annotated[Text | None, Query(description="The `next` of the previous page", max_length=20000)]
+Before = Annotated[Text | None, Query(description="The `previous` of a page: the page before it", max_length=20000)]
 
 
 def pool_of(slug):
@@ -79,16 +80,17 @@ def _no_constant(name):
     raise ValueError(f"{name} is not JSON")
 
 
-def cursor_from(after):
-    """A key cursor as the previous page handed it out; a malformed one is refused rather than read as 'start'."""
-    if after is None:
+def cursor_from(text, name="after"):
+    """A key cursor as a page handed it out; a malformed one is refused rather than read as 'start'."""
+    if text is None:
         return None
     try:
-        value = json.loads(after, parse_float=_finite, parse_constant=_no_constant)
+        value = json.loads(text, parse_float=_finite, parse_constant=_no_constant)
     except (ValueError, RecursionError):
         value = None
     if not (isinstance(value, list) and len(value) == 2 and isinstance(value[1], str)):
-        raise HttpError(400, "Malformed cursor `after`: pass back the `next` of the previous page unchanged")
+        given = "the `next` of the previous page" if name == "after" else "the `previous` of the page after it"
+        raise HttpError(400, f"Malformed cursor `{name}`: pass back {given} unchanged")
     return value
 
 

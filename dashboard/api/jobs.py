@@ -208,12 +208,13 @@ def list_jobs(
     action: Annotated[Literal[Job.ACTIONS] | None, Query()] = None,
     status: Annotated[Literal[Job.QUEUED, Job.RUNNING, Job.SUCCEEDED, Job.FAILED, Job.CANCELLED,
                               Job.INTERRUPTED] | None, Query()] = None,
+    via: Annotated[Literal["web", "api", "cli"] | None, Query(description="How it was started")] = None,
     before: Annotated[int | None, Query(ge=1, le=MAX_ID, description="The `next` of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ):
     """The audit list, newest first, paged by job id."""
     operations.tend_jobs()
-    found = job_views.filtered_jobs(pool=pool, user=user, action=action, status=status).order_by("-pk")
+    found = job_views.filtered_jobs(pool=pool, user=user, action=action, status=status, via=via).order_by("-pk")
     if before is not None:
         found = found.filter(pk__lt=before)
     page = list(found[:limit + 1])

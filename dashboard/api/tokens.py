@@ -14,6 +14,7 @@ from dashboard.api.common import (
     MAX_HOURS,
     READ_ERRORS,
     After,
+    Before,
     Bucket,
     CountsMeta,
     Limit,
@@ -56,6 +57,7 @@ class TokenList(Schema):
     selection: TokenSelection
     tokens: list[TokenSummary]
     next: str | None = Field(description="Pass as `after` for the next page; null on the last page")
+    previous: str | None = Field(description="Pass as `before` for the page before; null on the first page")
     scanned: int = Field(description="Rows read for this page (filters may drop some)")
 
 
@@ -166,9 +168,11 @@ def list_tokens(
     field: Annotated[Text, Query(description="Keep tokens whose field ...")] = "",
     value: Annotated[Text, Query(description="... equals this")] = "",
     after: After = None,
+    before: Before = None,
     limit: Limit = None,
 ):
-    """One page of a state's tokens (or a failure group's), paged by key: follow `next` until it is null."""
+    """One page of a state's tokens (or a failure group's), paged by key: follow `next` until it is null (or
+    `previous`, as `before`, back to the first page)."""
     pool = pool_of(slug)
     snap = snapshot_of(pool)
     failure = (code, message) if code is not None else None
@@ -178,13 +182,15 @@ def list_tokens(
     if problem := reading.ungrouped_type_problem(snap.data, type or None, group):
         raise HttpError(400, problem)
     selection = {"bucket": bucket, "type_": type or None, "group": group, "failure": failure}
-    page = reading.token_page(pool, snap.data, **selection, cursor=cursor_from(after), id_filter=q.strip(),
+    page = reading.token_page(pool, snap.data, **selection, cursor=cursor_from(after),
+                              before=cursor_from(before, "before"), id_filter=q.strip(),
                               field_filter=(field.strip(), value) if field.strip() else None, limit=limit)
     return {
         "pool": pool.slug,
         "selection": {**selection, "failure": list(failure) if failure else None},
         "tokens": [views.summary(doc) for doc in page["tokens"]],
         "next": reading.encode_cursor(page["next"]) or None,
+        "previous": reading.encode_cursor(page["previous"]) or None,
         "scanned": page["scanned"],
     }
 
