@@ -13,6 +13,19 @@ def insert_rows(model, fields, rows):
         cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
 
 
+def upsert_rows(model, fields, unique, rows):
+    """insert_rows, where a row with the same `unique` fields is updated instead (ON CONFLICT ... DO UPDATE, as
+    SQLite and PostgreSQL both say it)."""
+    quote, meta = connection.ops.quote_name, model._meta
+    table = quote(meta.db_table)
+    columns = [quote(meta.get_field(f).column) for f in fields]
+    keys = ", ".join(quote(meta.get_field(f).column) for f in unique)
+    updates = ", ".join(f"{c} = excluded.{c}" for f, c in zip(fields, columns, strict=True) if f not in unique)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(fields))}) "
+                           f"ON CONFLICT ({keys}) DO UPDATE SET {updates}", rows)
+
+
 class PoolConfig(models.Model):
     """A pool added by an admin (pools from the environment are not stored here)."""
 

@@ -13,6 +13,7 @@ import itertools
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -23,7 +24,7 @@ from django.utils import timezone
 
 from tokens import events, queue
 from tokens.couch import CouchError, NotFound, Page, TimedOut
-from tokens.models import CountSnapshot, TokenState, insert_rows
+from tokens.models import CountSnapshot, TokenState, insert_rows, upsert_rows
 from tokens.pools import all_pools
 from tokens.states import (
     BUCKETS,
@@ -132,6 +133,7 @@ def take_snapshot(pool):
 FILL_PAGE = 10_000
 DOCUMENT_PAGE = 2_000  # whole documents: a smaller page than the view's rows
 CHANGES_BATCH = 1_000
+STATE_FIELDS = ("pool", "doc_id", "bucket", "type", "group", "hostname")  # a TokenState row, as token_state gives it
 ERROR_BUCKETS = {"error", "legacy_error"}
 
 
@@ -215,8 +217,7 @@ def _fill(pool, couch, snap, fingerprint, update_seq, styles):
         TokenState.objects.filter(pool=pool.slug).delete()
         items = iter(states.items())
         while batch := list(itertools.islice(items, 2000)):
-            insert_rows(TokenState, ("pool", "doc_id", "bucket", "type", "group", "hostname"),
-                        [(pool.slug, i, *state) for i, state in batch])
+            insert_rows(TokenState, STATE_FIELDS, [(pool.slug, i, *state) for i, state in batch])
     log.info("pool %s: counted %d tokens from the %s", pool.slug, len(states),
              "states view" if source == "view" else
              "documents (the states view is being built)" if building else "documents")
@@ -278,35 +279,45 @@ def apply_changes(pool, couch, styles, seq, events_from):
     """Apply the changes after `seq`, a batch per transaction, each move recorded as an event in the same
     transaction. Returns whether a failed token changed."""
     touched_errors = False
-    while True:
-        results, last_seq = couch.changes(seq, CHANGES_BATCH)
-        ids = [r["id"] for r in results]
-        before = {i: (b, t, g, h) for i, b, t, g, h in TokenState.objects.filter(pool=pool.slug, doc_id__in=ids)
-                  .values_list("doc_id", "bucket", "type", "group", "hostname")}
-        upserts, gone, changed = [], [], []
-        for r in results:
-            doc = None if r.get("deleted") else r.get("doc")
-            state = token_state(doc, styles, pool.group_field) if doc else None
-            changed.append((r["id"], (r.get("changes") or [{}])[-1].get("rev", ""), doc, state))
-            if state is None:
-                gone.append(r["id"])
-            else:
-                upserts.append(TokenState(pool=pool.slug, doc_id=r["id"], bucket=state[0], type=state[1],
-                                          group=state[2], hostname=state[3]))
-            old = before.get(r["id"])
-            if (old and old[0] in ERROR_BUCKETS) or (state and state[0] in ERROR_BUCKETS):
-                touched_errors = True
-        moved = events.moves(pool.slug, before, changed, styles, events_from)
-        with transaction.atomic():
-            if not CountSnapshot.objects.filter(pool=pool.slug, seq=seq).update(seq=str(last_seq)):
-                raise Overtaken
-            TokenState.objects.filter(pool=pool.slug, doc_id__in=gone).delete()
-            TokenState.objects.bulk_create(upserts, update_conflicts=True, unique_fields=["pool", "doc_id"],
-                                           update_fields=["bucket", "type", "group", "hostname"])
-            events.record(moved)
-        seq = str(last_seq)
-        if len(results) < CHANGES_BATCH:
-            return touched_errors
+    # The next batch is read while this one is applied (the client is used by that one thread meanwhile).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="changes-reader") as reader:
+        pending = reader.submit(couch.changes, seq, CHANGES_BATCH)
+        while True:
+            results, last_seq = pending.result()
+            pending = reader.submit(couch.changes, str(last_seq), CHANGES_BATCH) \
+                if len(results) >= CHANGES_BATCH else None
+            touched_errors |= _apply_batch(pool, styles, seq, events_from, results, last_seq)
+            if pending is None:
+                return touched_errors
+            seq = str(last_seq)
+
+
+def _apply_batch(pool, styles, seq, events_from, results, last_seq):
+    """One batch of changes, in one transaction with its events; returns whether a failed token changed."""
+    touched_errors = False
+    ids = [r["id"] for r in results]
+    before = {i: (b, t, g, h) for i, b, t, g, h in TokenState.objects.filter(pool=pool.slug, doc_id__in=ids)
+              .values_list("doc_id", "bucket", "type", "group", "hostname")}
+    upserts, gone, changed = [], [], []
+    for r in results:
+        doc = None if r.get("deleted") else r.get("doc")
+        state = token_state(doc, styles, pool.group_field) if doc else None
+        changed.append((r["id"], (r.get("changes") or [{}])[-1].get("rev", ""), doc, state))
+        if state is None:
+            gone.append(r["id"])
+        else:
+            upserts.append((pool.slug, r["id"], *state))
+        old = before.get(r["id"])
+        if (old and old[0] in ERROR_BUCKETS) or (state and state[0] in ERROR_BUCKETS):
+            touched_errors = True
+    moved = events.moves(pool.slug, before, changed, styles, events_from)
+    with transaction.atomic():
+        if not CountSnapshot.objects.filter(pool=pool.slug, seq=seq).update(seq=str(last_seq)):
+            raise Overtaken
+        TokenState.objects.filter(pool=pool.slug, doc_id__in=gone).delete()
+        upsert_rows(TokenState, STATE_FIELDS, ("pool", "doc_id"), upserts)
+        events.record(moved)
+    return touched_errors
 
 
 def refresh(pool):
