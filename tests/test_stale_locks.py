@@ -74,6 +74,8 @@ def test_one_stale_lock_is_said_in_the_singular(operator_client, scratch_pool):
     scratch_pool.bulk_docs([surf_token(1, lock=int(time.time()) - 30 * 3600)])
     html = operator_client.get(f"/pools/{scratch_pool.database}/stale/", {"hours": 24}).content.decode()
     assert "1 token locked longer than 24 hours" in html and "Reset this stale lock…" in html
+    html = operator_client.get(f"/pools/{scratch_pool.database}/stale/", {"hours": 1}).content.decode()
+    assert "1 token locked longer than 1 hour," in html
 
 
 def test_locks_of_unknown_age_get_a_reset_whose_dry_run_selects_exactly_them(operator_client, scratch_pool):
