@@ -92,25 +92,25 @@ def take_snapshot(pool):
             TokenState.objects.filter(pool=pool.slug).values_list("bucket", "type", "group")
             .annotate(n=Count("id")).order_by("bucket", "type", "group")
         ]
-        # Throughput and ETA: the tokens that finished in the last hour, from the events (a token that failed and
-        # then was done counts twice, as the work it cost).
-        since = data["finished_since"] = int(time.time()) - RECENT_SECONDS
-        data["finished"] = events.finished_since(pool.slug, since)
         if errors_changed or "failures" not in previous or previous.get("indexing"):
             rows = _while_indexed(couch, "failures", building, group_level=4)
             data["failures"] = [[*r["key"], r["value"]] for r in rows] if rows is not None else \
                 previous.get("failures", [])
         else:  # no failed token changed: the grouped reduce over every failure would give what we have
             data["failures"] = previous["failures"]
+        if building:
+            data["indexing"] = {"views": building, "progress": couch.index_builds()}
+        else:  # once, for a pool first seen, after its first counts and with every index built
+            events.backfill(pool, couch, styles, token_state, DOCUMENT_PAGE)
+        # Throughput and ETA: the tokens that finished in the last hour, from the events (a token that failed and
+        # then was done counts twice, as the work it cost); after the backfill, so that a pool's first counts have them.
+        since = data["finished_since"] = int(time.time()) - RECENT_SECONDS
+        data["finished"] = events.finished_since(pool.slug, since)
         # The black holes as of these counts: judged here, in the background, because it reads every event of
         # the window, which grows with the pool (a page that did it itself grew with it).
         data["black_holes"] = [
             {k: h[k] for k in ("hostname", "failed", "done", "rate", "rest_rate", "running")}
             for h in events.black_holes(events.hosts(pool.slug, *events.black_hole_window(), medians=False))]
-        if building:
-            data["indexing"] = {"views": building, "progress": couch.index_builds()}
-        else:  # once, for a pool first seen, after its first counts and with every index built
-            events.backfill(pool, couch, styles, token_state, DOCUMENT_PAGE)
         data["events_backfilled"] = CountSnapshot.objects.filter(pool=pool.slug, backfilled=True).exists()
     else:
         # Without views of our own, count what the workers' views count (no out-of-view buckets).
