@@ -537,7 +537,7 @@ def selection_total(data, bucket=None, type_=None, group=None, failure=None):
 def token_page(pool, data, *, bucket=None, type_=None, group=None, failure=None,
                cursor=None, before=None, id_filter="", field_filter=None, limit=None):
     """One page of tokens, paged by key: from `cursor` on, or the page that ends just before `before` (the first
-    row of the page the operator was on). Returns {"tokens", "next", "previous", "scanned", "exhausted"}, where
+    row of the page the operator was on). Returns {"tokens", "next", "previous", "scanned"}, where
     "previous" is the cursor to pass as `before` for the page before this one (None on the first page).
 
     Selection: a bucket (optionally of one observation), or a failure group (code, message).
@@ -558,7 +558,7 @@ def token_page(pool, data, *, bucket=None, type_=None, group=None, failure=None,
     else:
         # Fallback: the worker design document named by `group` and its state view.
         if bucket not in STATES or not group:
-            return {"tokens": [], "next": None, "previous": None, "scanned": 0, "exhausted": True}
+            return {"tokens": [], "next": None, "previous": None, "scanned": 0}
         ddoc_view = (group, bucket)
         start, end = None, None
     if before:  # backwards from the row before `before` (the first row read is `before` itself)
@@ -566,10 +566,10 @@ def token_page(pool, data, *, bucket=None, type_=None, group=None, failure=None,
         rows = [r for r in rows if [r["key"], r["id"]] != before]
         earlier = more is not None or len(rows) > limit
         rows = rows[:limit][::-1]
-        return {"tokens": [r["doc"] for r in rows], "next": before, "scanned": scanned, "exhausted": False,
+        return {"tokens": [r["doc"] for r in rows], "next": before, "scanned": scanned,
                 "previous": [rows[0]["key"], rows[0]["id"]] if rows and earlier else None}
     rows, more, scanned = _scan(couch, ddoc_view, cursor or [start, None], end, False, id_filter, field_filter, limit)
-    return {"tokens": [r["doc"] for r in rows], "next": more, "scanned": scanned, "exhausted": more is None,
+    return {"tokens": [r["doc"] for r in rows], "next": more, "scanned": scanned,
             "previous": [rows[0]["key"], rows[0]["id"]] if cursor and rows else cursor}
 
 

@@ -40,7 +40,7 @@ class JobOut(Schema):
     selection: dict[str, Any]
     params: dict[str, Any]
     preview_count: int
-    status: Literal[Job.QUEUED, Job.RUNNING, Job.SUCCEEDED, Job.FAILED, Job.CANCELLED, Job.INTERRUPTED]
+    status: Literal[Job.QUEUED_TO_ENDED]
     message: str
     created_at: datetime
     started_at: datetime | None
@@ -206,9 +206,8 @@ def list_jobs(
     pool: Annotated[Text | None, Query(description="Pool slug")] = None,
     user: Annotated[Text | None, Query(description="Username of who created it")] = None,
     action: Annotated[Literal[Job.ACTIONS] | None, Query()] = None,
-    status: Annotated[Literal[Job.QUEUED, Job.RUNNING, Job.SUCCEEDED, Job.FAILED, Job.CANCELLED,
-                              Job.INTERRUPTED] | None, Query()] = None,
-    via: Annotated[Literal["web", "api", "cli"] | None, Query(description="How it was started")] = None,
+    status: Annotated[Literal[Job.QUEUED_TO_ENDED] | None, Query()] = None,
+    via: Annotated[Literal[tuple(job_views.VIA_LABELS)] | None, Query(description="How it was started")] = None,
     before: Annotated[int | None, Query(ge=1, le=MAX_ID, description="The `next` of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ):
