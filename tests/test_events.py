@@ -16,7 +16,7 @@ from dashboard.embedded import EmbeddedRedis
 from tests.conftest import SURF, server_env, surf_token
 from tests.test_job_safety import picas_db, start_pilots, wait_for
 from tokens import events, history, operations, reading, selections
-from tokens.models import EventHour, TokenEvent, TokenState
+from tokens.models import CountSnapshot, HostHour, ObservationHour, TokenEvent, TokenState
 from tokens.pools import all_pools
 from tokens.selections import Selection
 from tokens.states import classify
@@ -214,6 +214,13 @@ def test_a_pool_seen_for_the_first_time_is_backfilled_from_its_documents_own_tim
     for h, b in ((hour(two_hours_ago - 600), "error"), (hour(hour_ago), "done"), (hour(hour_ago + 5), "error")):
         expected[(h, b)] = expected.get((h, b), 0) + 1  # token 1's earlier failure counts in its own hour
     assert charted == expected
+    hosts = events.hosts(pool.slug, timezone.now() - timedelta(hours=3), medians=False)
+
+    CountSnapshot.objects.filter(pool=pool.slug).update(backfilled=False)  # as if it had died half-way
+    refresh()  # the backfill runs again and replaces what it wrote, rollups included
+    assert TokenEvent.objects.count() == 6
+    assert history.take(pool, 1)["rows"] == rows
+    assert events.hosts(pool.slug, timezone.now() - timedelta(hours=3), medians=False) == hosts
 
 
 def test_a_site_restart_in_the_middle_loses_no_event_and_duplicates_none(scratch_pool, couch_server, tmp_path):
@@ -268,25 +275,56 @@ def test_a_site_restart_in_the_middle_loses_no_event_and_duplicates_none(scratch
     assert finishes.count() == 300 and finishes.values("doc_id").distinct().count() == 300
 
 
-def test_events_past_their_retention_are_rolled_up_into_hours_that_the_charts_still_count(db, settings):
+def test_events_past_their_retention_are_deleted_while_their_hourly_rollups_still_count(db, settings):
     settings.EVENTS_KEEP_DAYS, settings.EVENTS_ROLLUP_DAYS = 90, 365
     now = timezone.now()
     old, older, ancient = now - timedelta(days=100), now - timedelta(days=120), now - timedelta(days=400)
-    TokenEvent.objects.bulk_create(
+    events.record(
         [TokenEvent(pool="p", doc_id=f"t{n}", type="token", at=old, from_state="locked", to_state="done",
                     hostname=GOOD) for n in range(5)]
         + [TokenEvent(pool="p", doc_id="t9", type="token", at=older, from_state="locked", to_state="error",
                       exit_code="1", hostname=BLACK_HOLE)]
+        + [TokenEvent(pool="p", doc_id="t7", type="token", at=ancient, from_state="locked", to_state="done")]
         + [TokenEvent(pool="p", doc_id="t8", type="token", at=now, from_state="todo", to_state="locked")])
-    EventHour.objects.create(pool="p", hour=ancient, type="token", to_state="done", count=3)
-    counted = events.per_hour("p", now - timedelta(days=200), now + timedelta(hours=1))
+    window = (now - timedelta(days=200), now + timedelta(hours=1))
+    counted = events.per_hour("p", *window)
+    hosts = events.hosts("p", *window)
 
-    assert events.prune(now) == 6
+    assert events.prune(now) == 7
     assert TokenEvent.objects.count() == 1  # this hour's event stays raw
-    assert events.per_hour("p", now - timedelta(days=200), now + timedelta(hours=1)) == counted
-    assert sorted(EventHour.objects.values_list("to_state", "exit_code", "hostname", "count")) == [
-        ("done", "", GOOD, 5), ("error", "1", BLACK_HOLE, 1)]  # the year-old hour is gone
+    assert events.per_hour("p", *window) == counted  # the rollups still count what was deleted
+    assert sorted(counted.values()) == [1, 5]
+    assert [(h["hostname"], h["done"], h["failed"]) for h in events.hosts("p", *window, medians=False)] == [
+        (h["hostname"], h["done"], h["failed"]) for h in hosts] == [(BLACK_HOLE, 0, 1), (GOOD, 5, 0)]
+    assert not ObservationHour.objects.filter(hour__lt=now - timedelta(days=365)).exists()  # the year-old hour
+    assert not HostHour.objects.filter(hour__lt=now - timedelta(days=365)).exists()
     assert events.prune(now) == 0
+
+
+def test_the_hourly_rollups_count_every_event_once_and_exactly_at_the_edges_of_a_window(db):
+    """A window that starts or ends inside an hour is counted from the raw events there and from the rollups in
+    between; a failure group's first and last seen are the events' own times, not their hours."""
+    start = timezone.now().replace(minute=0, second=0, microsecond=0) - timedelta(hours=5)
+    times = [start + timedelta(minutes=m) for m in (10, 50, 70, 130, 200, 290)]
+    failures = [TokenEvent(pool="p", doc_id=f"t{n}", type="token", group="L1", at=at, from_state="locked",
+                           to_state="error", exit_code="3", message="boom", hostname=BLACK_HOLE)
+                for n, at in enumerate(times)]
+    events.record(failures[1:])
+    events.record(failures[:1])  # recorded later, into an hour that has a row: it adds up, its time the first
+    events.record([TokenEvent(pool="p", doc_id="t9", type="token", group=None, at=times[0], from_state="locked",
+                              to_state="done", hostname=GOOD)])
+
+    def failed(since, until):
+        return {h["hostname"]: h["failed"] for h in events.hosts("p", since, until, medians=False) if h["failed"]}
+
+    assert failed(start + timedelta(minutes=30), start + timedelta(minutes=140)) == {BLACK_HOLE: 3}
+    assert failed(start, start + timedelta(hours=5)) == {BLACK_HOLE: 6}
+    assert failed(start + timedelta(minutes=11), start + timedelta(minutes=49)) == {}
+    [group] = events.failure_history("p", [{"code": "3", "message": "boom"}], start, start + timedelta(hours=6))
+    assert (group["first_seen"], group["last_seen"], group["failures_recorded"]) == (times[0], times[-1], 6)
+    assert group["hours"][:5] == [2, 1, 1, 1, 1] and group["hosts"] == [{"hostname": BLACK_HOLE, "failures": 6}]
+    assert group["observations"] == 1
+    assert events.per_hour("p", start, start + timedelta(hours=6))[(start, "done", "token", None)] == 1
 
 
 def test_the_states_view_carries_the_host_that_the_table_keeps(scratch_pool):

@@ -7,23 +7,35 @@ Charts, throughput, failure history and the hosts page read these events, never 
 reset does not rewrite the past. A pool seen for the first time is backfilled from its documents' own times.
 """
 
+import hashlib
 import itertools
+import json
 import math
 import statistics
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Case, Count, Max, Min, Q, Value, When
+from django.db.models import Case, Count, Max, Min, Q, Sum, Value, When
 from django.db.models.functions import Substr, TruncHour
 from django.utils import timezone
 
-from tokens.models import CountSnapshot, EventHour, JobToken, TokenEvent, TokenState, insert_rows
+from tokens.models import (
+    CountSnapshot,
+    HostHour,
+    JobToken,
+    ObservationHour,
+    TokenEvent,
+    TokenState,
+    insert_rows,
+    upsert_rows,
+)
 from tokens.states import TIME_MAX, TIME_MIN, failed_at, failure_key, js_number, lock_time
 
 FINISHED = ("done", "error", "legacy_error")
 FAILED = ("error", "legacy_error")
 BATCH = 2_000
+MEDIAN_RUNS = 1_000  # a host's median run time is that of its newest runs in the window: what it does now
 
 
 def hour_of(field):
@@ -130,14 +142,46 @@ EVENT_FIELDS = ("pool", "doc_id", "type", "group", "at", "from_state", "to_state
                 "scrub_count", "run_seconds", "rev", "origin")
 
 
+OBSERVATION_HOUR = ("pool", "hour", "key", "type", "group", "to_state", "exit_code", "message", "backfill", "count")
+HOST_HOUR = ("pool", "hour", "key", "hostname", "to_state", "exit_code", "message", "backfill", "count", "first",
+             "last")
+
+
+def rollup_key(*fields):
+    """The rollups' upsert target: a digest of a row's fields other than pool and hour (group may be null, and
+    a unique constraint does not match nulls)."""
+    return hashlib.blake2b(json.dumps(fields).encode(), digest_size=16).hexdigest()
+
+
 def record(events):
-    """Write events, a batch at a time (inside the caller's transaction), one executemany each."""
+    """Write events, a batch at a time (inside the caller's transaction), one executemany each, and add them to
+    the hourly rollups."""
     adapt = connection.ops.adapt_datetimefield_value  # as Django stores a time (UTC text on SQLite)
     it = iter(events)
     while batch := list(itertools.islice(it, BATCH)):
-        insert_rows(TokenEvent, EVENT_FIELDS, [
-            (e.pool, e.doc_id, e.type, e.group, adapt(e.at), e.from_state, e.to_state, e.hostname, e.exit_code,
-             e.message, e.scrub_count, e.run_seconds, e.rev, e.origin) for e in batch])
+        with transaction.atomic():  # the events and their rollups together, or neither
+            _record(batch, adapt)
+
+
+def _record(batch, adapt):
+    insert_rows(TokenEvent, EVENT_FIELDS, [
+        (e.pool, e.doc_id, e.type, e.group, adapt(e.at), e.from_state, e.to_state, e.hostname, e.exit_code,
+         e.message, e.scrub_count, e.run_seconds, e.rev, e.origin) for e in batch])
+    per_observation, per_host = {}, {}
+    for e in batch:
+        hour, backfilled = e.at.replace(minute=0, second=0, microsecond=0), e.origin == TokenEvent.BACKFILL
+        key = (e.pool, hour, e.type, e.group, e.to_state, e.exit_code, e.message, backfilled)
+        per_observation[key] = per_observation.get(key, 0) + 1
+        key = (e.pool, hour, e.hostname, e.to_state, e.exit_code, e.message, backfilled)
+        n, first, last = per_host.get(key, (0, e.at, e.at))
+        per_host[key] = (n + 1, min(first, e.at), max(last, e.at))
+    upsert_rows(ObservationHour, OBSERVATION_HOUR, ("pool", "hour", "key"), [
+        (pool, adapt(hour), rollup_key(*rest), *rest, n) for (pool, hour, *rest), n in per_observation.items()],
+        merge={"count": "add"})
+    upsert_rows(HostHour, HOST_HOUR, ("pool", "hour", "key"), [
+        (pool, adapt(hour), rollup_key(*rest), *rest, n, adapt(first), adapt(last))
+        for (pool, hour, *rest), (n, first, last) in per_host.items()],
+        merge={"count": "add", "first": "min", "last": "max"})
 
 
 # --- backfill: a pool's past, from its documents -------------------------------------------------------------
@@ -150,7 +194,10 @@ def backfill(pool, couch, styles, token_state, page_size):
     if snap.backfilled or snap.events_from is None:
         return 0
     until = snap.events_from.timestamp()
-    TokenEvent.objects.filter(pool=pool.slug, origin=TokenEvent.BACKFILL).delete()
+    with transaction.atomic():
+        TokenEvent.objects.filter(pool=pool.slug, origin=TokenEvent.BACKFILL).delete()
+        ObservationHour.objects.filter(pool=pool.slug, backfill=True).delete()
+        HostHour.objects.filter(pool=pool.slug, backfill=True).delete()
     written, start = 0, None
     while True:
         page = couch.documents(page_size, start_id=start)
@@ -215,22 +262,16 @@ def as_json(entry):
     return {**entry, "at": entry["at"].isoformat()}
 
 
-def per_hour(pool, since, until, to_states=FINISHED, type_=None, group=None):
-    """{(hour, to_state, type, group): n} of the events in [since, until), raw and rolled up."""
-    where = Q(pool=pool, at__gte=since, at__lt=until, to_state__in=to_states)
-    rolled = Q(pool=pool, hour__gte=since, hour__lt=until, to_state__in=to_states)
+def per_hour(pool, since, until, to_states=FINISHED, type_=None, group=None, by_observation=True):
+    """{(hour, to_state, type, group): n} of the events in the hours from the one `since` falls in to `until`,
+    from the hourly rollups; {(hour, to_state): n} when not by_observation."""
+    where = Q(pool=pool, hour__gte=since.replace(minute=0, second=0, microsecond=0), hour__lt=until,
+              to_state__in=to_states)
     if type_ is not None:
         where &= Q(type=type_, group=group)
-        rolled &= Q(type=type_, group=group)
-    counts = {}
-    for row in (TokenEvent.objects.filter(where).annotate(hour=hour_of("at"))
-                .values("hour", "to_state", "type", "group").annotate(n=Count("pk")).order_by()):
-        key = (as_hour(row["hour"]), row["to_state"], row["type"], row["group"])
-        counts[key] = counts.get(key, 0) + row["n"]
-    for row in EventHour.objects.filter(rolled).values("hour", "to_state", "type", "group", "count"):
-        key = (row["hour"], row["to_state"], row["type"], row["group"])
-        counts[key] = counts.get(key, 0) + row["count"]
-    return counts
+    fields = ("hour", "to_state", "type", "group") if by_observation else ("hour", "to_state")
+    return {row[:-1]: row[-1] for row in ObservationHour.objects.filter(where).values_list(*fields)
+            .annotate(n=Sum("count")).order_by()}
 
 
 def history(pool, since, until, bucket="hour", type_=None, group=None):
@@ -247,7 +288,7 @@ def history(pool, since, until, bucket="hour", type_=None, group=None):
     while at < until:
         periods[at] = {"start": at, "done": 0, "error": 0}
         at += step
-    for (hour, to_state, _t, _g), n in per_hour(pool, start, until, ("done", "error"), type_, group).items():
+    for (hour, to_state), n in per_hour(pool, start, until, ("done", "error"), type_, group, False).items():
         key = hour if bucket == "hour" else hour.replace(hour=0)
         if key in periods:
             periods[key][to_state] += n
@@ -257,27 +298,38 @@ def history(pool, since, until, bucket="hour", type_=None, group=None):
 def failure_history(pool, groups, since, until, type_=None, group=None):
     """For each failure group ({"code", "message", ...}, as reading.failure_groups gives them), from its failure
     events: first and last seen, failures per hour over [since, until) ("hours": [n...]), the hosts (most failures
-    first) and observations it struck, and how many of its tokens were retried and are done now."""
+    first) and observations it struck, and how many of its tokens were retried and are done now. From the hourly
+    rollups, or for one observation (type_, group) from its raw events."""
     start = since.replace(minute=0, second=0, microsecond=0)
     hours = int((until - start).total_seconds() // 3600) + 1
     for g in groups:
         failures = TokenEvent.objects.filter(pool=pool, to_state__in=FAILED, exit_code=g["code"],
                                              message=g["message"])
-        if type_ is not None:
+        if type_ is None:
+            rolled = HostHour.objects.filter(pool=pool, to_state__in=FAILED, exit_code=g["code"], message=g["message"])
+            seen = rolled.aggregate(first=Min("first"), last=Max("last"), n=Sum("count"))
+            sparkline = rolled.filter(hour__gte=start, hour__lt=until).values("hour").annotate(n=Sum("count"))
+            struck = rolled.exclude(hostname="").values("hostname").annotate(n=Sum("count"))
+            observations = (ObservationHour.objects.filter(pool=pool, to_state__in=FAILED, exit_code=g["code"],
+                                                           message=g["message"])
+                            .values("type", "group").distinct().count())
+        else:
             failures = failures.filter(type=type_, group=group)
-        seen = failures.aggregate(first=Min("at"), last=Max("at"), n=Count("pk"))
+            seen = failures.aggregate(first=Min("at"), last=Max("at"), n=Count("pk"))
+            sparkline = (failures.filter(at__gte=start, at__lt=until).annotate(hour=hour_of("at")).values("hour")
+                         .annotate(n=Count("pk")))
+            struck = failures.exclude(hostname="").values("hostname").annotate(n=Count("pk"))
+            observations = 1 if seen["n"] else 0
         per_hour = [0] * hours
-        for row in (failures.filter(at__gte=start, at__lt=until).annotate(hour=hour_of("at"))
-                    .values("hour").annotate(n=Count("pk")).order_by()):
+        for row in sparkline.order_by():
             i = int((as_hour(row["hour"]) - start).total_seconds() // 3600)
             if 0 <= i < hours:
                 per_hour[i] += row["n"]
-        g.update(first_seen=seen["first"], last_seen=seen["last"], failures_recorded=seen["n"],
+        hosts = sorted(((r["hostname"], r["n"]) for r in struck.order_by()), key=lambda h: (-h[1], h[0]))
+        g.update(first_seen=seen["first"], last_seen=seen["last"], failures_recorded=seen["n"] or 0,
                  hours=per_hour, hours_start=start,
-                 hosts=[{"hostname": h, "failures": n} for h, n in failures.exclude(hostname="")
-                        .values_list("hostname").annotate(n=Count("pk")).order_by("-n", "hostname")[:5]],
-                 host_count=failures.exclude(hostname="").values("hostname").distinct().count(),
-                 observations=failures.values("type", "group").distinct().count(),
+                 hosts=[{"hostname": h, "failures": n} for h, n in hosts[:5]], host_count=len(hosts),
+                 observations=observations,
                  retried_done=TokenState.objects.filter(pool=pool, bucket="done",
                                                         doc_id__in=failures.values("doc_id")).count())
     return groups
@@ -291,18 +343,44 @@ def finished_since(pool, since):
     return [[since, *row] for row in rows]
 
 
+def _whole_hours(since, until):
+    """[since, until) as (raw ranges, (first, end) of the whole hours between): the rollups count whole hours;
+    the part-hours at either end are counted from the raw events, where those are still kept."""
+    def floor(t):
+        return t.replace(minute=0, second=0, microsecond=0)
+
+    first, end = floor(since), floor(until)
+    if since > first and since >= timezone.now() - timedelta(days=settings.EVENTS_KEEP_DAYS):
+        first += timedelta(hours=1)
+    if first >= end:
+        return [(since, until)], None
+    return [r for r in ((since, first), (end, until)) if r[0] < r[1]], (first, end)
+
+
 def hosts(pool, since, until=None, medians=True):
-    """Per host over [since, until): claims, done, failed, failure rate, median run time (lock to done), first
-    and last seen; and running now (the locked tokens that name it). Sorted by failures, then name."""
+    """Per host over [since, until): claims, done, failed, failure rate, median run time (lock to done, of its
+    newest MEDIAN_RUNS runs), first and last seen; and running now (the locked tokens that name it). Sorted by
+    failures, then name."""
     until = until or timezone.now()
+    raw, whole = _whole_hours(since, until)
+    figures = {"claims": Q(to_state="locked"), "done": Q(to_state="done"), "failed": Q(to_state__in=FAILED)}
+    found = []
+    for start, end in raw:
+        found += (TokenEvent.objects.filter(pool=pool, at__gte=start, at__lt=end).exclude(hostname="")
+                  .values("hostname").annotate(**{k: Count("pk", filter=q) for k, q in figures.items()},
+                                               first=Min("at"), last=Max("at")).order_by())
+    if whole:
+        found += (HostHour.objects.filter(pool=pool, hour__gte=whole[0], hour__lt=whole[1]).exclude(hostname="")
+                  .values("hostname").annotate(**{k: Sum("count", filter=q, default=0) for k, q in figures.items()},
+                                               first=Min("first"), last=Max("last")).order_by())
     rows = {}
-    for r in (TokenEvent.objects.filter(pool=pool, at__gte=since, at__lt=until).exclude(hostname="")
-              .values("hostname").annotate(
-                  claims=Count("pk", filter=Q(to_state="locked")),
-                  done=Count("pk", filter=Q(to_state="done")),
-                  failed=Count("pk", filter=Q(to_state__in=FAILED)),
-                  first=Min("at"), last=Max("at")).order_by()):
-        rows[r["hostname"]] = {**r, "running": 0}
+    for r in found:
+        row = rows.setdefault(r["hostname"], {"hostname": r["hostname"], "claims": 0, "done": 0, "failed": 0,
+                                              "first": None, "last": None, "running": 0})
+        for k in figures:
+            row[k] += r[k]
+        row["first"] = min(t for t in (row["first"], r["first"]) if t is not None)
+        row["last"] = max(t for t in (row["last"], r["last"]) if t is not None)
     for host, n in (TokenState.objects.filter(pool=pool, bucket="locked").exclude(hostname="")
                     .values_list("hostname").annotate(n=Count("pk")).order_by()):
         rows.setdefault(host, {"hostname": host, "claims": 0, "done": 0, "failed": 0, "first": None,
@@ -315,7 +393,7 @@ def hosts(pool, since, until=None, medians=True):
         if medians and finished:
             runs = list(TokenEvent.objects.filter(pool=pool, hostname=host, at__gte=since, at__lt=until,
                                                   to_state__in=FINISHED, run_seconds__isnull=False)
-                        .order_by("-at").values_list("run_seconds", flat=True)[:10_000])
+                        .order_by("-at").values_list("run_seconds", flat=True)[:MEDIAN_RUNS])
             row["median_run"] = statistics.median(runs) if runs else None
     return sorted(rows.values(), key=lambda r: (-r["failed"], r["hostname"]))
 
@@ -364,26 +442,11 @@ def black_holes(host_rows):
 
 
 def prune(now=None):
-    """Roll the raw events older than EVENTS_KEEP_DAYS up into hours, delete them, and delete the hours older
-    than EVENTS_ROLLUP_DAYS. The cut-off is a whole hour, so that an hour is rolled up once, whole."""
+    """Delete the raw events older than EVENTS_KEEP_DAYS and the hourly rollups older than EVENTS_ROLLUP_DAYS
+    (the rollups were written with the events). Returns how many events it deleted."""
     now = now or timezone.now()
-    cutoff = (now - timedelta(days=settings.EVENTS_KEEP_DAYS)).replace(minute=0, second=0, microsecond=0)
-    rolled = 0
-    with transaction.atomic():
-        old = TokenEvent.objects.filter(at__lt=cutoff)
-        hours = (old.annotate(hour=hour_of("at"))
-                 .values("pool", "hour", "type", "group", "to_state", "exit_code", "hostname")
-                 .annotate(n=Count("pk")).order_by())
-        batch = []
-        for h in hours.iterator(chunk_size=BATCH):
-            batch.append(EventHour(pool=h["pool"], hour=as_hour(h["hour"]), type=h["type"], group=h["group"],
-                                   to_state=h["to_state"], exit_code=h["exit_code"], hostname=h["hostname"],
-                                   count=h["n"]))
-            rolled += h["n"]
-            if len(batch) >= BATCH:
-                EventHour.objects.bulk_create(batch)
-                batch = []
-        EventHour.objects.bulk_create(batch)
-        old.delete()
-        EventHour.objects.filter(hour__lt=now - timedelta(days=settings.EVENTS_ROLLUP_DAYS)).delete()
-    return rolled
+    deleted, _ = TokenEvent.objects.filter(at__lt=now - timedelta(days=settings.EVENTS_KEEP_DAYS)).delete()
+    old = now - timedelta(days=settings.EVENTS_ROLLUP_DAYS)
+    ObservationHour.objects.filter(hour__lt=old).delete()
+    HostHour.objects.filter(hour__lt=old).delete()
+    return deleted

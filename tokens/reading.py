@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from tokens import events, queue
 from tokens.couch import CouchError, NotFound, Page, TimedOut
-from tokens.models import CountSnapshot, TokenState, insert_rows, upsert_rows
+from tokens.models import CountSnapshot, TokenState, insert_rows, rows_where_in, upsert_rows
 from tokens.pools import all_pools
 from tokens.states import (
     BUCKETS,
@@ -296,8 +296,8 @@ def _apply_batch(pool, styles, seq, events_from, results, last_seq):
     """One batch of changes, in one transaction with its events; returns whether a failed token changed."""
     touched_errors = False
     ids = [r["id"] for r in results]
-    before = {i: (b, t, g, h) for i, b, t, g, h in TokenState.objects.filter(pool=pool.slug, doc_id__in=ids)
-              .values_list("doc_id", "bucket", "type", "group", "hostname")}
+    before = {i: (b, t, g, h) for i, b, t, g, h in
+              rows_where_in(TokenState, ("doc_id", "bucket", "type", "group", "hostname"), pool.slug, "doc_id", ids)}
     upserts, gone, changed = [], [], []
     for r in results:
         doc = None if r.get("deleted") else r.get("doc")

@@ -29,7 +29,7 @@ def follow_pools():
 
 @shared_task(ignore_result=True, expires=3600)
 def prune_events():
-    """Hourly: roll up and delete the events older than EVENTS_KEEP_DAYS."""
+    """Hourly: delete the events older than EVENTS_KEEP_DAYS and the rollups older than EVENTS_ROLLUP_DAYS."""
     events.prune()
 
 

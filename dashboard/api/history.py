@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from django.utils import timezone
-from ninja import Query, Router, Schema
+from ninja import Field, Query, Router, Schema
 from ninja.errors import HttpError
 
 from dashboard import observe_views
@@ -22,7 +22,8 @@ class Host(Schema):
     done: int
     failed: int
     failure_rate: float | None
-    median_run: float | None
+    median_run: float | None = Field(None, description="Seconds from claim to finish, the median of the host's "
+                                     "newest 1,000 runs in the window")
     first: datetime | None
     last: datetime | None
 
