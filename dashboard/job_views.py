@@ -38,9 +38,11 @@ def params_in_words(job):
         return ["Attachments deleted" if p.get("delete_attachments") else "Attachments kept; error history kept"]
     if job.action == "set_field":
         value = p.get("value")
+        # The web form and the CLI say the value's type; the API sends JSON, whose value has its own.
+        value_type = p.get("value_type") or json_type(value)
         shown = "true" if value is True else "false" if value is False else json.dumps(value) \
-            if p.get("value_type") == "json" else str(value)
-        words = [f"Set “{p.get('field')}” to {shown} ({VALUE_TYPE_WORDS.get(p.get('value_type'), 'text')})"]
+            if value_type == "json" else str(value)
+        words = [f"Set “{p.get('field')}” to {shown} ({VALUE_TYPE_WORDS.get(value_type, 'text')})"]
         if p.get("allow_state_fields"):
             words.append("state fields allowed")
         return words
@@ -57,6 +59,15 @@ def params_in_words(job):
                                              else "") + ("; views created where absent" if o.get("create_views")
                                                          else "; no views created")]
     return []
+
+
+def json_type(value):
+    """The value type (as the web form names them) of a JSON value."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return "string" if isinstance(value, str) else "json"
 
 
 def duration_in_words(seconds):

@@ -36,7 +36,10 @@ from tokens.states import BUCKETS, OUT_OF_VIEW, STATES, STYLE_LABELS, failure_ke
 
 
 def not_found(request, exception=None):
-    message = str(exception) if exception and exception.args else "Not found"
+    # Http404("No such pool") says what is missing; an address that matches no page raises the resolver's 404,
+    # whose argument is the URL patterns it tried: never shown (the site's patterns are not a user's business).
+    given = exception.args[0] if exception is not None and exception.args else None
+    message = given if isinstance(given, str) and given else "There is no page at this address."
     if wants_json(request):
         return JsonResponse({"error": message}, status=404)
     return render(request, "404.html", {"message": message}, status=404)

@@ -214,3 +214,54 @@ def scratch_pool(couch_server, couch, settings):
     settings.COUCHDB_GROUP_FIELD = ""
     yield db
     db.delete_database()
+
+
+# --- the browser tests' browser (tests/browsing.py has their helpers) ---
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, driven by Playwright, for one test module."""
+    from tests.browsing import CHROMIUM  # here: tests/browsing.py imports this module
+
+    if os.environ.get("SKIP_BROWSER_TESTS", "").lower() in ("1", "true", "yes"):
+        pytest.skip("SKIP_BROWSER_TESTS is set")
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"No Chromium at {CHROMIUM}: install it with `apt-get install -y chromium` (as make test does), "
+                    "or set SKIP_BROWSER_TESTS=true to skip the browser tests", pytrace=False)
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls are still synchronous.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+                "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run"])
+            yield chromium
+            chromium.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+@pytest.fixture
+def open_page(browser):
+    """open_page(width="desktop") -> a page in a fresh browser context (its own cookies); "phone" is 390 px wide."""
+    from tests.browsing import TIMEOUT_MS, WIDTHS
+
+    contexts = []
+
+    def open_(width="desktop"):
+        w, h = WIDTHS[width]
+        context = browser.new_context(viewport={"width": w, "height": h})
+        context.set_default_timeout(TIMEOUT_MS)
+        contexts.append(context)
+        return context.new_page()
+
+    yield open_
+    for context in contexts:
+        context.close()

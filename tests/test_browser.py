@@ -6,96 +6,24 @@ end; a viewer sees no action controls; every main page is screenshot at desktop 
 test-artifacts/screenshots/ and must not overflow the window sideways.
 
 Chromium is Debian's (`apt-get install -y chromium`; `make test` installs it when it can). Without it these tests
-fail, unless SKIP_BROWSER_TESTS=true says to skip them.
+fail, unless SKIP_BROWSER_TESTS=true says to skip them. The browser fixtures are in conftest.py, the helpers in
+browsing.py (shared with test_first_hour.py).
 """
 
-import base64
-import os
 import re
-import time
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
 
 from dashboard.roles import OPERATORS, VIEWERS
+from tests.browsing import NOW, TIMEOUT_MS, WIDTHS, failing, log_in, overflow, shoot
 from tests.conftest import LOFAR, SURF, make_user, surf_token
 from tokens.models import Job, JobToken
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-# `make screenshots` points this at docs/screenshots/ (the README's pictures); a test run leaves them aside.
-SHOTS = Path(os.environ.get("SCREENSHOTS_DIR") or Path(__file__).resolve().parent.parent / "test-artifacts" /
-             "screenshots")
-WIDTHS = {"desktop": (1280, 800), "phone": (390, 844)}
-TIMEOUT_MS = 60_000  # the machine is shared: pages and jobs can be slow, never wrong
-NOW = int(time.time())
 # Anything a viewer must not see: job previews, token sets, job forms (start, cancel), ticks to select tokens.
 ACTION_CONTROLS = "a[href*='/jobs/new/'], a[href*='/tokensets/new/'], form[action*='/jobs/'], input[name=ids]"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if os.environ.get("SKIP_BROWSER_TESTS", "").lower() in ("1", "true", "yes"):
-        pytest.skip("SKIP_BROWSER_TESTS is set")
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"No Chromium at {CHROMIUM}: install it with `apt-get install -y chromium` (as make test does), "
-                    "or set SKIP_BROWSER_TESTS=true to skip the browser tests", pytrace=False)
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls are still synchronous.
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    try:
-        with sync_playwright() as playwright:
-            chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-                "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run"])
-            yield chromium
-            chromium.close()
-    finally:
-        if previous is None:
-            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-        else:
-            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
-
-
-@pytest.fixture
-def open_page(browser):
-    """open_page(width="desktop") -> a page in a fresh browser context (its own cookies)."""
-    contexts = []
-
-    def open_(width="desktop"):
-        w, h = WIDTHS[width]
-        context = browser.new_context(viewport={"width": w, "height": h})
-        context.set_default_timeout(TIMEOUT_MS)
-        contexts.append(context)
-        return context.new_page()
-
-    yield open_
-    for context in contexts:
-        context.close()
-
-
-def log_in(page, base, username):
-    page.goto(base + "/")
-    assert "/accounts/login/" in page.url  # login is required everywhere
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill("pw-" + username)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(re.compile(r"^(?!.*/accounts/login/)"))
-    assert page.locator("form.who").inner_text().startswith(f"Signed in as {username} (")
-
-
-def shoot(page, name):
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-
-
-def overflow(page):
-    """How many pixels the page is wider than the window (a sideways-scrolling page is unreadable on a phone)."""
-    return page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
 
 
 def error_locator(page):
@@ -104,16 +32,6 @@ def error_locator(page):
 
 def error_count(page):
     return int(error_locator(page).inner_text())
-
-
-def failing(n, code, message, minutes_ago=60):
-    """An error token as a picas worker leaves it, with its log attached."""
-    log = f"starting run {n}\n{message}\n".encode()
-    return surf_token(n, lock=NOW - 60 * minutes_ago - 600, done=NOW - 60 * minutes_ago, exit_code=code,
-                      hostname=f"wn-{n % 7}.example.org", slurm_job_id=f"4711_{n}",
-                      error=[{"time": NOW - 60 * minutes_ago, "message": message, "exception": "Traceback ..."}],
-                      _attachments={f"logs_token_{n:05d}.err": {"content_type": "text/plain",
-                                                               "data": base64.b64encode(log).decode()}})
 
 
 @pytest.fixture

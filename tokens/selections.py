@@ -114,7 +114,7 @@ class Selection:
         if self.kind == "state":
             return f"{BUCKET_LABELS[self.bucket]} tokens{where}"
         if self.kind == "stale":
-            return f"tokens{where} locked longer than {self.hours:g} hours"
+            return f"tokens{where} locked longer than {self.hours:g} hour{'' if self.hours == 1 else 's'}"
         if self.kind == "failure":
             return f"failed tokens{where} with exit code {self.code} and error “{self.message or '(no message)'}”"
         if self.kind == "observation":
