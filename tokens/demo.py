@@ -7,9 +7,12 @@ Two pools are seeded in a CouchDB-compatible server:
   workers (`picas.clients.CouchDB` and a `picas.actors.RunActor` subclass) running in separate processes, so the
   documents carry exactly what picas writes: lock and done times, host names, job ids, error entries, scrubs
   and retries, attachments. One worker is SIGKILLed mid-task and another only claims tokens, which leaves locks
-  that no worker will ever release; those are then aged to look like a node that died yesterday. Last, the
+  that no worker will ever release; those are then aged to look like a node that died yesterday. One worker
+  plays a grid node without its software (a "black hole": every token it takes fails in seconds). Then the
+  finished tokens' times are spread as a survey's would be: three observations at different stages over three
+  days, the black hole's failures in a wave a few hours ago (the simulated commands take milliseconds). Last, the
   token shapes that no worker view shows (legacy errors, old scrubs, GRID_LRT-style `lock = 1`) are written
-  directly, with a few tokens full of HTML to test escaping and two picas `log` documents to be ignored.
+  directly, with two picas `log` documents to be ignored.
 - `seed_lofar`: a GRID_LRT pool of LOFAR `pref_cal1` tokens, one design document per observation (GRID_LRT 0.5
   views, one observation with the 1.x views), built the way GRID_LRT's TokenSet builds them from a list of SURLs.
   The LOFAR launcher is not picas, so its progress is simulated with plain `_bulk_docs` writes.
@@ -49,20 +52,33 @@ from tokens.worker_views import (
 SURF_DESIGN_DOCS = {"Monitor": "", "SingleCore": " && doc.cores == 1", "MultiCore": " && doc.cores > 1"}
 
 OBSIDS = ("L229585", "L230001", "L231777")
+# A survey's observations at different stages: the tokens of each in turn (picas claims in the todo view's key
+# order, the token ids', within a window of 100), so that the first is about finished, the second half done and
+# the third just begun. (observation, share of the tokens, the hours ago its work spread over)
+STAGES = (("L229585", 0.40, (72, 30)), ("L230001", 0.35, (28, 0.2)), ("L231777", 0.25, (3, 0.1)))
+# A grid node whose software area is not mounted: it takes tokens and fails each in seconds (a "black hole"),
+# in a wave some hours ago, as an operator finds it in the morning.
+BLACK_HOLE = "wn-lot-066.gina.surfsara.nl"
+WAVE_HOURS_AGO = (4.5, 3.7)
 
 # One worker process per entry: the design document it iterates on, how many tasks it does before its job
 # ends (a fraction of the pool), picas's max_scrub, and what makes it look like a job on some grid node.
 SURF_WORKERS = (
-    {"design": "Monitor", "share": 0.22, "max_scrub": 1, "hostname": "tcn1187.local.snellius.surf.nl",
+    {"design": "Monitor", "share": 0.20, "max_scrub": 1, "hostname": "tcn1187.local.snellius.surf.nl",
      "env": {"SLURM_ARRAY_JOB_ID": "9120345", "SLURM_ARRAY_TASK_ID": "1"}},
-    {"design": "Monitor", "share": 0.22, "max_scrub": 1, "hostname": "tcn1203.local.snellius.surf.nl",
+    {"design": "Monitor", "share": 0.20, "max_scrub": 1, "hostname": "tcn1203.local.snellius.surf.nl",
      "env": {"SLURM_ARRAY_JOB_ID": "9120345", "SLURM_ARRAY_TASK_ID": "2"}},
-    {"design": "Monitor", "share": 0.20, "max_scrub": 0, "hostname": "wn-lot-031.gina.surfsara.nl",
+    {"design": "Monitor", "share": 0.18, "max_scrub": 0, "hostname": "wn-lot-031.gina.surfsara.nl",
      "env": {"DIRACJOBID": "48213345"}},
     # The multi-core pilot of SURF's autopilot example; its wrapper reports exit codes as strings.
-    {"design": "MultiCore", "share": 0.12, "max_scrub": 0, "hostname": "wn-hb-207.gina.surfsara.nl",
+    {"design": "MultiCore", "share": 0.10, "max_scrub": 0, "hostname": "wn-hb-207.gina.surfsara.nl",
      "env": {"SLURM_JOB_ID": "9120417"}, "string_exit_codes": True},
+    {"design": "Monitor", "share": 0.08, "max_scrub": 0, "hostname": BLACK_HOLE, "env": {"DIRACJOBID": "48213377"},
+     "black_hole": True},
 )
+# Last, a pilot started for the first observation alone (its ids' range of the todo view) finishes what is left of it.
+SURF_SWEEPER = {"design": "Monitor", "max_scrub": 0, "hostname": "tcn1187.local.snellius.surf.nl",
+                "env": {"SLURM_JOB_ID": "9120502"}}
 # A pilot that processes a few tokens and then dies (SIGKILL) in the middle of one: a lock nobody releases.
 SURF_DOOMED = {"design": "Monitor", "hang_after": 6, "hostname": "tcn0418.local.snellius.surf.nl",
                "env": {"SLURM_JOB_ID": "9119876"}}
@@ -103,10 +119,22 @@ def _new_token(number, **fields):
     return token
 
 
+def _stage_of(n_tokens):
+    """{token number: observation}: each observation takes the next share of the tokens in their ids' order."""
+    ordered = sorted(range(1, n_tokens + 1), key=lambda number: f"token_{number}")
+    stage, start = {}, 0
+    for obsid, share, _hours in STAGES:
+        end = len(ordered) if obsid == STAGES[-1][0] else start + round(share * len(ordered))
+        stage.update((number, obsid) for number in ordered[start:end])
+        start = end
+    return stage
+
+
 def _surf_tokens(n_tokens, rng):
     tokens = []
+    stage = _stage_of(n_tokens)
     for number in range(1, n_tokens + 1):
-        obsid = OBSIDS[number % len(OBSIDS)]
+        obsid = stage[number]
         cores = 4 if rng.random() < 0.3 else 1
         subband = rng.randrange(0, 244)
         command = f"bash run_dppp.sh --obsid {obsid} --subband {subband:03d} --cores {cores} --avg 4"
@@ -130,6 +158,10 @@ def seed_surf(url, username, password, database="demo-surf", n_tokens=300, now=N
 
     credentials = {"url": db.server, "database": database, "username": username, "password": password}
     doomed = _run_surf_workers(credentials, n_tokens)
+    first = sorted(f"token_{number}" for number, obsid in _stage_of(n_tokens).items() if obsid == STAGES[0][0])
+    seeding.run_worker(credentials, {**SURF_SWEEPER, "role": "run", "seed": 7, "max_tasks": len(first),
+                                     "view_params": {"startkey": first[0], "endkey": first[-1]}})
+    db.bulk(_spread_over_days(db, now, rng))
     claimed = seeding.run_worker(credentials, {"role": "claim", **SURF_CLAIMER}).claimed()
     stale, fresh = doomed + claimed[:4], claimed[4:]
     for doc_id in stale:
@@ -139,6 +171,36 @@ def seed_surf(url, username, password, database="demo-surf", n_tokens=300, now=N
 
     db.bulk(_surf_extras(n_tokens, now, rng))
     return seeding.summary(db, {"token": "surf"})
+
+
+def _spread_over_days(db, now, rng):
+    """The finished tokens with their times moved to when a survey would have done them: each observation's over
+    its stage's hours (in the order the workers did them), the black hole's in a wave, each run taking minutes
+    (the simulated commands take milliseconds). Failure times move with them. Returns the documents to write."""
+    finished = {}
+    for doc in db.all_docs():
+        end = doc.get("done") if doc.get("done") not in (0, 99) else max(
+            [e["time"] for e in doc.get("error") or [] if isinstance(e, dict)], default=None)
+        if doc.get("type") == "token" and isinstance(end, (int, float)) and end > 0:
+            window = WAVE_HOURS_AGO if doc.get("hostname") == BLACK_HOLE else next(
+                hours for obsid, _share, hours in STAGES if obsid == doc.get("OBSID"))
+            finished.setdefault(window, []).append((end, doc))
+    docs = []
+    for (first, last), found in finished.items():
+        found.sort(key=lambda f: (f[0], f[1]["_id"]))
+        for i, (end, doc) in enumerate(found):
+            when = now - 3600 * (first - (first - last) * (i + rng.random()) / len(found))
+            run = rng.uniform(15, 50) if doc["hostname"] == BLACK_HOLE else rng.uniform(8 * 60, 25 * 60)
+            delta = int(when) - int(end)
+            if doc["done"] not in (0, 99):
+                doc["done"] = int(when)
+            if doc["lock"] not in (0, 99):
+                doc["lock"] = int(when - run)
+            for entry in doc.get("error") or []:
+                if isinstance(entry, dict) and isinstance(entry.get("time"), (int, float)):
+                    entry["time"] = int(entry["time"]) + delta
+            docs.append(doc)
+    return docs
 
 
 def _set_lock(db, doc_id, lock):
@@ -281,7 +343,7 @@ def _worker_main():
                 os._exit(3)
             _run_command(task, self.rng, spec)
 
-    actor = DemoActor(client, view="todo", design_doc=spec["design"])
+    actor = DemoActor(client, view="todo", design_doc=spec["design"], **spec.get("view_params", {}))
     try:
         actor.run(max_tasks=spec.get("max_tasks"), max_scrub=spec.get("max_scrub", 0))
     except (ResourceConflict, OSError):
@@ -297,7 +359,7 @@ def _run_command(task, rng, spec):
     obsid, subband = re.search(r"--obsid (\S+)", command).group(1), int(re.search(r"--subband (\d+)", command)[1])
     host, job = spec["hostname"], next(iter(spec.get("env", {}).values()), "0")
     started = time.time()
-    outcome = _outcome(command)
+    outcome = "not_mounted" if spec.get("black_hole") else _outcome(command)
     if outcome == "flaky":  # fails the first time only: a retry after a scrub succeeds
         outcome = "srm_timeout" if task["scrub_count"] == 0 else "ok"
     surl = (f"srm://srm.grid.sara.nl:8443/pnfs/grid.sara.nl/data/lofar/ops/projects/lc2_035/{obsid[1:]}/"
@@ -317,6 +379,9 @@ def _run_command(task, rng, spec):
         exit_code = 2
         message = (f"run_dppp.sh: line {rng.randint(20, 140)}: {scratch}/{obsid}_SB{subband:03d}.parset: "
                    "No such file or directory")
+    elif outcome == "not_mounted":
+        exit_code = 127
+        message = "run_dppp.sh: line 12: /cvmfs/softdrive.nl/lofar_sw/LOFAR/2.20.2-centos7/bin/DPPP: not found"
     elif outcome == "oom":
         exit_code = 137
         message = (f"Killed: process {rng.randint(2000, 65000)} (DPPP) on {host} used "
