@@ -233,6 +233,10 @@ COUNTS_REFILL_SECONDS = envint("COUNTS_REFILL_SECONDS", 3600)
 COUNTS_INDEX_WAIT = envfloat("COUNTS_INDEX_WAIT", 5.0)
 # A lock older than this many hours is stale (the Stale locks page takes ?hours=N).
 STALE_LOCK_HOURS = envfloat("STALE_LOCK_HOURS", 24.0)
+# The overview flags a pool as failing when at least this share of the last hour's finishes failed, and as
+# stalled when tokens are left and none finished for this many hours.
+OVERVIEW_ERROR_RATE = envfloat("OVERVIEW_ERROR_RATE", 0.25)
+OVERVIEW_STALL_HOURS = envint("OVERVIEW_STALL_HOURS", 2)
 PAGE_SIZE = envint("PAGE_SIZE", 50)
 # Failure groups smaller than this share of all failures are folded into "other".
 FAILURE_GROUP_MIN_SHARE = envfloat("FAILURE_GROUP_MIN_SHARE", 0.01)

@@ -28,7 +28,7 @@ from dashboard.web import (
     status_of,
     wants_json,
 )
-from tokens import events, exitcodes, reading
+from tokens import events, exitcodes, overview, reading
 from tokens.couch import CouchError, NotFound
 from tokens.oddities import oddities, safe_file_name
 from tokens.pools import all_pools
@@ -76,11 +76,29 @@ def pool_row_json(r):
     }
 
 
+def overview_cards():
+    """The overview's cards, attention first (the home page, its wall mode and the API)."""
+    return overview.order([overview.card(pool, reading.snapshot(pool)) for pool in all_pools()])
+
+
+def card_json(c):
+    return {**c, "health": "error" if c["error"] else "ok",
+            "reasons": [{"kind": k, "text": t} for k, t in c["reasons"]],
+            "last_activity": c["last_activity"].isoformat() if c.get("last_activity") else None,
+            "last_finish_hour": c["last_finish_hour"].isoformat() if c.get("last_finish_hour") else None}
+
+
 @require_GET
 def pools(request):
-    rows = pool_rows()
-    payload = {"pools": [pool_row_json(r) for r in rows]}
-    return respond(request, "pools.html", {"rows": rows, **labels()}, payload)
+    """The overview: a card per pool, what needs attention first. `?wall=1`: for a screen on a wall (large type, no
+    navigation, refreshing while shown)."""
+    cards = overview_cards()
+    quiet = overview.all_quiet(cards)
+    payload = {"pools": [card_json(c) for c in cards], "all_quiet": quiet}
+    wall = request.GET.get("wall") == "1"
+    return respond(request, "pools.html", {"cards": cards, "all_quiet": quiet, "wall": wall,
+                                           "status_words": overview.STATUS_WORDS,
+                                           "refresh_seconds": max(settings.COUNTS_MAX_AGE, 10), **labels()}, payload)
 
 
 @require_GET

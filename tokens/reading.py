@@ -98,6 +98,7 @@ def take_snapshot(pool):
                 previous.get("failures", [])
         else:  # no failed token changed: the grouped reduce over every failure would give what we have
             data["failures"] = previous["failures"]
+        data["stale_locks"] = _lock_counts(couch, building)
         if building:
             data["indexing"] = {"views": building, "progress": couch.index_builds()}
         else:  # once, for a pool first seen, after its first counts and with every index built
@@ -152,6 +153,18 @@ def _while_indexed(couch, view, building, **params):
     except TimedOut:
         building.append(view)
         return None
+
+
+def _lock_counts(couch, building):
+    """How many locks are older than STALE_LOCK_HOURS, and how many of unknown age (reduced counts of a key range
+    of the `locks` view: the overview's figures; the stale page lists them)."""
+    hours = settings.STALE_LOCK_HOURS
+    stale_range = stale_locks_range(time.time() - hours * 3600)
+    stale = _while_indexed(couch, "locks", building, start_key=stale_range[0], end_key=stale_range[1]) \
+        if stale_range else []
+    unknown = _while_indexed(couch, "locks", building, start_key=UNKNOWN_LOCKS[0], end_key=UNKNOWN_LOCKS[1])
+    return {"hours": hours, "count": stale[0]["value"] if stale else 0,
+            "unknown": unknown[0]["value"] if unknown else 0, "counted": stale is not None and unknown is not None}
 
 
 def token_state(doc, styles, group_field):

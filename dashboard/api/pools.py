@@ -1,12 +1,13 @@
 """Pools: the list with their totals, and one pool's counts per state and per observation."""
 
+from datetime import datetime
 from typing import Any, Literal
 
 from ninja import Router, Schema
 
 from dashboard import views
 from dashboard.api.common import READ_ERRORS, Counts, CountsMeta, Slug, errors, pool_of, snapshot_of
-from tokens import reading
+from tokens import overview, reading
 
 router = Router(tags=["pools"])
 
@@ -43,6 +44,67 @@ class PoolDetail(CountsMeta):
     total: int
     observations: list[Observation]
     design_documents: list[dict[str, Any]]
+
+
+class Reason(Schema):
+    kind: Literal[overview.ATTENTION]
+    text: str
+
+
+class ObservationBar(Schema):
+    label: str | None
+    type: str
+    group: str | None
+    percent_done: float
+    total: int
+    bar: list[tuple[str, float]]
+
+
+class Card(Schema):
+    """A pool's card on the overview (the home page), its figures as the page shows them."""
+
+    slug: str
+    name: str
+    database: str
+    health: Literal["ok", "error"]
+    error: str | None
+    status: Literal[overview.ATTENTION + overview.CALM]
+    reasons: list[Reason]
+    counts_age_seconds: float | None
+    total: int | None
+    counts: Counts | None = None
+    done: int | None = None
+    remaining: int | None = None
+    percent_done: float | None = None
+    done_last_hour: int | None = None
+    failed_last_hour: int | None = None
+    done_per_hour_24h: float | None = None
+    failed_24h: int | None = None
+    error_rate_last_hour: float | None = None
+    eta_hours: float | None = None
+    eta_basis: Literal["complete", "last hour", "last 24 hours", "no progress in 24 hours"] | None = None
+    black_holes: list[str] = []
+    stale_locks: int | None = None
+    stale_hours: float | None = None
+    unknown_locks: int | None = None
+    last_activity: datetime | None = None
+    last_finish_hour: datetime | None = None
+    observations: list[ObservationBar] = []
+    more_observations: int = 0
+    observations_total: int = 0
+
+
+class Overview(Schema):
+    pools: list[Card]
+    all_quiet: bool
+
+
+@router.get("/overview", response={200: Overview, **errors(401, 500)}, tags=["pools"])
+def get_overview(request):
+    """The overview's cards, those that need attention first: progress, throughput, ETA and its basis, error
+    rate, stale locks, black-hole hosts, last activity, observations in progress; `all_quiet` when none needs it."""
+    cards = views.overview_cards()
+    return {"pools": [views.card_json(c) for c in cards], "all_quiet": overview.all_quiet(cards)}
 
 
 @router.get("/pools", response={200: PoolList, **errors(401, 500)}, tags=["pools"])

@@ -1,0 +1,180 @@
+"""The overview (home page): a card per pool, what needs attention first, its JSON twin, wall mode, phones.
+
+Five pools in the conditions a lead meets: finished, running, failing, stalled, holding stale locks and fed by a
+black-hole host. Their tokens are written as picas leaves them, with their own times; the dashboard reads them
+through its counts and events (the backfill of a pool seen for the first time) like any pool.
+"""
+
+import re
+import time
+import uuid
+
+import pytest
+from playwright.sync_api import expect
+
+from dashboard.roles import VIEWERS
+from tests.browsing import WIDTHS, log_in, overflow, shoot
+from tests.conftest import index_own_views, make_user, surf_token
+from tokens import demo, overview, reading
+from tokens.pools import all_pools
+
+NOW = int(time.time())
+BLACK_HOLE, GOOD = "wn-666.gina.surfsara.nl", "wn-01.gina.surfsara.nl"
+
+
+def done(n, minutes_ago, host=GOOD, **fields):
+    return surf_token(n, lock=NOW - 60 * minutes_ago - 600, done=NOW - 60 * minutes_ago, exit_code=0, hostname=host,
+                      **fields)
+
+
+def failed(n, minutes_ago, host=GOOD, **fields):
+    t = NOW - 60 * minutes_ago
+    return surf_token(n, lock=t - 30, done=t, exit_code=1, hostname=host, error=[{"time": t, "message": "exit 1"}],
+                      **fields)
+
+
+CONDITIONS = {
+    "finished": [done(n, 150 + n) for n in range(20)],
+    "running": [done(n, 5 + n) for n in range(10)] + [surf_token(n) for n in range(10, 40)],
+    # Failures spread over hosts (none fails more than the others: no black hole), 6 of the last hour's 8 finishes.
+    "failing": [failed(n, 10 + n, f"wn-0{n % 3}.gina.surfsara.nl") for n in range(6)]
+    + [done(n, 20, f"wn-0{n % 3}.gina.surfsara.nl") for n in range(6, 8)] + [surf_token(n) for n in range(8, 18)],
+    "stalled": [done(n, 6 * 60 + n) for n in range(10)] + [surf_token(n) for n in range(10, 30)],
+    # 8 of the last hour's 38 finishes failed (not failing), all on one host (a black hole); 3 locks from yesterday.
+    "stale": [done(n, 3 + n, OBSID="L1") for n in range(30)]
+    + [failed(n, 4 + n, BLACK_HOLE, OBSID="L2") for n in range(30, 38)]
+    + [surf_token(n, lock=NOW - 30 * 3600, hostname="wn-dead", OBSID="L2") for n in range(38, 41)]
+    + [surf_token(n, OBSID="L2") for n in range(41, 48)],
+}
+
+
+@pytest.fixture
+def five_pools(couch_server, couch, settings):
+    """{condition: database}: the pools counted, indexed and backfilled as a running site has them."""
+    names = {c: f"ov-{c}-{uuid.uuid4().hex[:6]}" for c in CONDITIONS}
+    settings.COUCHDB_DATABASES = list(names.values())
+    settings.COUCHDB_GROUP_FIELD = "OBSID"
+    for condition, name in names.items():
+        db = couch(name)
+        db.create_database()
+        demo.surf_design_docs(couch_server.url, couch_server.username, couch_server.password, name)
+        db.bulk_docs(CONDITIONS[condition])
+        index_own_views(db, "OBSID")
+    for pool in all_pools():
+        reading.refresh(pool)  # the first counts
+        reading.refresh(pool)  # and, every index built, the pool's past from its tokens' own times
+    yield names
+    for name in names.values():
+        couch(name).delete_database()
+
+
+def cards_by_condition(client, names):
+    data = client.get("/api/v1/overview").json()
+    by_db = {c["database"]: c for c in data["pools"]}
+    return data, {condition: by_db[name] for condition, name in names.items()}
+
+
+def test_each_pool_card_says_how_far_it_is_and_what_needs_attention_first(viewer_client, five_pools):
+    data, cards = cards_by_condition(viewer_client, five_pools)
+    assert not data["all_quiet"]
+    assert {c: card["status"] for c, card in cards.items()} == {
+        "finished": "finished", "running": "running", "failing": "failing", "stalled": "stalled",
+        "stale": "black_hole"}
+    # Attention first: the black hole (with its stale locks as a second reason), failing, stalled; then the calm.
+    assert [c["database"] for c in data["pools"]] == [five_pools[c] for c in
+                                                      ("stale", "failing", "stalled", "running", "finished")]
+    finished, running, failing = cards["finished"], cards["running"], cards["failing"]
+    assert (finished["percent_done"], finished["done"], finished["total"], finished["eta_basis"]) == (
+        100.0, 20, 20, "complete")
+    assert (running["done_last_hour"], running["remaining"], running["eta_hours"], running["eta_basis"]) == (
+        10, 30, 3.0, "last hour")
+    assert running["percent_done"] == 25.0 and running["reasons"] == []
+    assert (failing["failed_last_hour"], failing["done_last_hour"], failing["error_rate_last_hour"]) == (6, 2, 0.75)
+    assert failing["reasons"][0]["text"] == "75% of the last hour's finishes failed (6)"
+    stalled = cards["stalled"]
+    assert stalled["eta_basis"] == "last 24 hours" and stalled["done_last_hour"] == 0
+    assert re.fullmatch(r"no token finished in [56] hours, 20 left", stalled["reasons"][0]["text"])
+    stale = cards["stale"]
+    assert stale["black_holes"] == [BLACK_HOLE] and stale["stale_locks"] == 3
+    assert [r["kind"] for r in stale["reasons"]] == ["black_hole", "stale_locks"]
+    assert stale["reasons"][1]["text"] == "3 locks older than 24 hours"
+    assert [o["label"] for o in stale["observations"]] == ["L2"]  # L1 is all finished: not in progress
+    assert stale["last_activity"] is not None
+
+
+def test_the_page_and_its_json_twin_give_the_same_cards(viewer_client, five_pools):
+    api, _ = cards_by_condition(viewer_client, five_pools)
+    page = viewer_client.get("/?format=json").json()
+    assert [c["database"] for c in page["pools"]] == [c["database"] for c in api["pools"]]
+    assert [(c["status"], c["percent_done"], c["eta_hours"]) for c in page["pools"]] == [
+        (c["status"], c["percent_done"], c["eta_hours"]) for c in api["pools"]]
+    assert all(c["health"] == "ok" for c in page["pools"])
+
+
+def test_pools_that_need_nothing_are_all_quiet(viewer_client, couch_server, couch, settings):
+    name = f"ov-quiet-{uuid.uuid4().hex[:6]}"
+    settings.COUCHDB_DATABASES, settings.COUCHDB_GROUP_FIELD = [name], "OBSID"
+    db = couch(name)
+    db.create_database()
+    try:
+        demo.surf_design_docs(couch_server.url, couch_server.username, couch_server.password, name)
+        db.bulk_docs([done(n, 30 + n) for n in range(8)] + [surf_token(n) for n in range(8, 12)])
+        index_own_views(db, "OBSID")
+        [pool] = all_pools()
+        reading.refresh(pool)
+        reading.refresh(pool)
+        data = viewer_client.get("/api/v1/overview").json()
+        assert data["all_quiet"] and data["pools"][0]["status"] == "running"
+        html = viewer_client.get("/").content.decode()
+        assert "All quiet." in html and "No pool needs attention" in html
+    finally:
+        db.delete_database()
+
+
+def test_an_unreachable_pool_comes_first_and_says_why(viewer_client, five_pools, settings):
+    settings.COUCHDB_DATABASES = [*five_pools.values(), "ov-missing-pool"]
+    data = viewer_client.get("/api/v1/overview").json()
+    first = data["pools"][0]
+    assert first["database"] == "ov-missing-pool" and first["status"] == "unreachable"
+    assert first["reasons"][0]["text"].startswith("CouchDB: ")
+
+
+def test_every_attention_kind_has_words_for_the_page():
+    assert set(overview.STATUS_WORDS) == set(overview.ATTENTION + overview.CALM)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_overview_reads_at_a_glance_on_a_desktop_a_phone_and_a_wall(live_server, five_pools, open_page,
+                                                                          settings):
+    settings.COUNTS_MAX_AGE = 2  # the wall polls every 10 s (its floor)
+    make_user("victor", VIEWERS)
+    for width in WIDTHS:
+        page = open_page(width)
+        log_in(page, live_server.url, "victor")
+        cards = page.locator("ul.cards > li.card")
+        expect(cards).to_have_count(5)
+        first = cards.first
+        assert "black hole" in first.locator("h2 .status").inner_text()
+        assert BLACK_HOLE in first.locator("ul.reasons").inner_text()
+        assert "3 locks older than 24 hours" in first.inner_text()
+        assert "finished" in cards.last.locator("h2 .status").inner_text()
+        assert "100.0% done" in cards.last.inner_text() and "20 of 20 tokens" in cards.last.inner_text()
+        assert overflow(page) <= 1
+        shoot(page, f"overview-{width}")
+        first.locator("h2 a").click()
+        page.wait_for_url(f"**/pools/{five_pools['stale']}/")
+
+        wall = open_page(width)
+        log_in(wall, live_server.url, "victor")
+        wall.goto(live_server.url + "/?wall=1")
+        assert wall.locator("header.top").count() == 0  # no navigation on a wall
+        assert float(wall.evaluate("parseFloat(getComputedStyle(document.body).fontSize)")) > 16
+        assert overflow(wall) <= 1
+        shoot(wall, f"overview-wall-{width}")
+        # It keeps refreshing itself while shown: htmx swaps the cards in place, the page is not reloaded.
+        wall.evaluate("window.notReloaded = true")
+        with wall.expect_response(lambda r: "wall=1" in r.url and r.request.headers.get("hx-request") == "true",
+                                  timeout=60_000):
+            pass
+        assert wall.evaluate("window.notReloaded") is True
+        expect(wall.locator("ul.cards > li.card")).to_have_count(5)
