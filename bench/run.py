@@ -7,6 +7,7 @@ figures taken in the same run on the same data. Set BENCH_TOKENS (default 100000
 
 import multiprocessing
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -160,6 +161,35 @@ def bench_pool_page(server, client):
         f"{t_pull / t_big:.0f}x ({t_pull:.1f} s vs {t_big * 1000:.1f} ms)", ">= 20x", t_pull / t_big >= 20)
     row("growth", f"page time at {N} / at {N // 10}", f"{t_big / t_small:.2f}", "<= 1.5", t_big / t_small <= 1.5)
     return big
+
+
+def static_size(url):
+    """The size of a static file the page links (as found where the site serves it from)."""
+    from django.contrib.staticfiles import finders
+
+    return Path(finders.find(url.removeprefix(settings.STATIC_URL))).stat().st_size
+
+
+def bench_overview(server, client):
+    """The overview (home page) of 20 pools: a card each, from the pools' counts and hourly rollups."""
+    pools = 20
+    size = max(100, N // 50)
+    print(f"overview: {pools} pools of {size} tokens, {OBSERVATIONS} observations each", flush=True)
+    names = [f"bench-overview-{i:02d}" for i in range(pools)]
+    for name in names:
+        surf_pool(server, name, size, mixed_state)
+    configure(server, names)
+    settings.COUNTS_MAX_AGE = 3600  # the page serves the snapshots (their refresh is measured under freshness)
+    for name in names:
+        reading.refresh(get_pool(name))
+        reading.refresh(get_pool(name))  # the index built: the pools' past from their tokens' own times
+    response = client.get("/")
+    assert response.status_code == 200 and response.content.count(b'class="card ') == pools
+    t = median_time(lambda: client.get("/"), runs=15)
+    weight = len(response.content) + sum(static_size(a) for a in
+                                         re.findall(r'(?:src|href)="([^"]+\.(?:css|js))"', response.content.decode()))
+    row("overview, 20 pools", f"median server time, {pools} pools of {size} tokens; page weight with its assets",
+        f"{t * 1000:.1f} ms; {weight / 1024:.0f} KB", "<= 100 ms, <= 150 KB", t <= 0.1 and weight <= 150 * 1024)
 
 
 def bench_paging(client, db):
@@ -383,6 +413,7 @@ def bench_events(server, client):
     failing = db.docs([f"token_{i:07d}" for i in range(1000)])
     db.bulk_docs([{**d, "lock": now_s - 60, "done": now_s, "exit_code": 1, "hostname": "wn-00.grid.surfsara.nl",
                    "error": [{"time": now_s, "message": "exit 7"}]} for d in failing])
+    db.with_timeout(900).view("picas-dashboard", "failures", limit=0)  # indexed (after the reset's 100,000 changes)
     reading.refresh(pool)
     settings.CHART_MAX_AGE = 0  # every page computes its history afresh
     t_history = median_time(lambda: client.get("/api/v1/pools/bench-events/history", {"bucket": "day"}), runs=3)
@@ -496,8 +527,6 @@ def bench_site(server):
             "<= 50 MB; >= 0.5", growth <= 50 and ratio >= 0.5)
 
         page = session.get(base + "/pools/bench-big/")
-        import re
-
         assets = re.findall(r'(?:src|href)="([^"]+\.(?:css|js))"', page.text)
         external = [a for a in re.findall(r'(?:src|href)="(https?://[^"]+)"', page.text)
                     if not a.startswith(base)]
@@ -744,7 +773,7 @@ def main():
     # load test (`make load`: 50 clients during a reset, 10-20 more minutes at 100,000 tokens) runs only when named,
     # so that the full bench stays within its half hour.
     only = set(filter(None, os.getenv("BENCH_ONLY", "").split(","))) or {
-        "page", "paging", "freshness", "site", "first", "reset", "tokenset", "events"}
+        "page", "paging", "freshness", "site", "first", "reset", "tokenset", "events", "overview"}
     # What the sections change in the settings (a page that serves its snapshot, a history computed on every
     # request ...) is put back before the next server's run: each server is measured from the same start.
     changed = ("CHART_MAX_AGE", "COUNTS_MAX_AGE", "PAGE_SIZE", "COUNTS_INDEX_WAIT", "CELERY_BROKER_URL")
@@ -776,6 +805,8 @@ def main():
                 bench_tokenset(server)
             if "events" in only:
                 bench_events(server, client)
+            if "overview" in only:
+                bench_overview(server, client)
             if "load" in only:
                 bench_load(server)
         finally:

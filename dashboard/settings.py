@@ -280,6 +280,21 @@ JOB_UPLOAD_DIR = os.getenv("JOB_UPLOAD_DIR", str(BASE_DIR / "var" / "uploads"))
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024**2
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 
+# --- Alerts (tokens/alerts.py): rules are evaluated every ALERTS_EVALUATE_SECONDS; messages go by e-mail through
+# this mail server (none set: e-mail deliveries fail, and the alerts page says why) and to webhooks.
+ALERTS_EVALUATE_SECONDS = envint("ALERTS_EVALUATE_SECONDS", 60)
+ALERT_DELIVERY_ATTEMPTS = envint("ALERT_DELIVERY_ATTEMPTS", 5)
+EMAIL_HOST = os.getenv("EMAIL_HOST", "")
+EMAIL_PORT = envint("EMAIL_PORT", 25)
+EMAIL_HOST_USER = os.getenv("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = envsecret("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = envbool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = envint("EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = os.getenv("DEFAULT_FROM_EMAIL", "picas-dashboard@localhost")
+# The site's address as messages link to it (e.g. https://picas-dashboard.example.org); none: no links.
+SITE_URL = os.getenv("SITE_URL", "").rstrip("/")
+
 # --- Celery ------------------------------------------------------------------------------------
 # `make run` and the tests start an embedded Redis and pass its URL here; a URL set outside wins.
 # Secrets when they hold Redis's password: CELERY_BROKER_URL_FILE and CELERY_RESULT_BACKEND_FILE work too.
@@ -294,6 +309,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "follow-pools": {"task": "tokens.tasks.follow_pools", "schedule": float(EVENTS_FOLLOW_SECONDS)},
     "prune-events": {"task": "tokens.tasks.prune_events", "schedule": 3600.0},
+    "evaluate-alerts": {"task": "tokens.tasks.evaluate_alerts", "schedule": float(ALERTS_EVALUATE_SECONDS)},
 }
 CELERY_TASK_PUBLISH_RETRY = False
 

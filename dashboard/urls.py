@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path, re_path
 
-from dashboard import account_views, api, export_views, job_views, observe_views, tokenset_views, views
+from dashboard import account_views, alert_views, api, export_views, job_views, observe_views, tokenset_views, views
 from dashboard.throttle import ThrottledAdminLoginForm
 
 # The admin's login is throttled like the site's (dashboard/throttle.py).
@@ -35,6 +35,10 @@ urlpatterns += [
     path("healthz", observe_views.healthz, name="healthz"),
     path("pools/<slug:slug>/obs/", observe_views.observation, name="observation"),
     path("pools/<slug:slug>/hosts/", observe_views.hosts, name="hosts"),
+    path("pools/<slug:slug>/alerts/", alert_views.pool_alerts, name="alerts"),
+    path("pools/<slug:slug>/alerts/rules/", alert_views.rule_create, name="alert_rule_create"),
+    path("pools/<slug:slug>/alerts/rules/<int:pk>/delete/", alert_views.rule_delete, name="alert_rule_delete"),
+    path("pools/<slug:slug>/alerts/subscription/", alert_views.subscription, name="alert_subscription"),
 ]
 
 # --- JSON API and API tokens (issue 6) ---

@@ -314,3 +314,90 @@ class ExitCodeMeaning(models.Model):
 
     def __str__(self):
         return f"{self.pool}: exit code {self.code}"
+
+
+class AlertRule(models.Model):
+    """A condition on a pool that operators want to hear about, set in the site (tokens.alerts evaluates it)."""
+
+    ERROR_RATE, STALE_LOCKS, NO_PROGRESS, BLACK_HOLE, OBSERVATION_FINISHED, JOB_FAILED = (
+        "error_rate", "stale_locks", "no_progress", "black_hole", "observation_finished", "job_failed")
+    KINDS = (ERROR_RATE, STALE_LOCKS, NO_PROGRESS, BLACK_HOLE, OBSERVATION_FINISHED, JOB_FAILED)
+
+    pool = models.CharField(max_length=100, db_index=True)
+    kind = models.CharField(max_length=30)
+    threshold = models.FloatField(null=True)  # a share (error rate) or a count (stale locks)
+    hours = models.FloatField(null=True)  # the window (error rate, no progress)
+    created_by = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    # What the rule has already seen (observations finished when it was made): so that it tells only news.
+    seen = models.JSONField(default=list)
+
+    class Meta:
+        ordering = ["pool", "kind", "pk"]
+
+    def __str__(self):
+        return f"{self.kind} on {self.pool}"
+
+
+class Alert(models.Model):
+    """One firing of a rule, for one subject (a host, an observation, a job; "" for the pool), with its evidence;
+    resolved when the condition no longer holds. A notice (an observation finished, a job failed) does not
+    resolve: it is news, told once."""
+
+    FIRING, RESOLVED, NOTICE = "firing", "resolved", "notice"
+
+    rule = models.ForeignKey(AlertRule, null=True, on_delete=models.SET_NULL, related_name="alerts")
+    pool = models.CharField(max_length=100, db_index=True)
+    kind = models.CharField(max_length=30)
+    subject = models.CharField(max_length=500, blank=True)
+    status = models.CharField(max_length=10)
+    summary = models.TextField()  # in words, as the messages say it
+    evidence = models.JSONField(default=dict)
+    fired_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True)
+    resolution = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-fired_at", "-pk"]
+
+    def __str__(self):
+        return f"{self.status}: {self.summary}"
+
+
+class Subscription(models.Model):
+    """A user's wish to be told of a pool's alerts: by e-mail (to the user's address) and/or to a webhook."""
+
+    user = models.ForeignKey("auth.User", on_delete=models.CASCADE, related_name="alert_subscriptions")
+    pool = models.CharField(max_length=100)
+    email = models.BooleanField(default=True)
+    webhook_url = models.URLField(blank=True, max_length=1000)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "pool"], name="subscription_unique")]
+
+    def __str__(self):
+        return f"{self.user} on {self.pool}"
+
+
+class Delivery(models.Model):
+    """One message of an alert (its firing, notice or recovery) to one e-mail address or webhook: retried until
+    sent or ALERT_DELIVERY_ATTEMPTS have failed, and shown either way."""
+
+    PENDING, SENT, FAILED = "pending", "sent", "failed"
+    EMAIL, WEBHOOK = "email", "webhook"
+
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="deliveries")
+    message = models.CharField(max_length=10)  # firing, notice, resolved: which news it carries
+    channel = models.CharField(max_length=10)
+    target = models.CharField(max_length=1000)  # the address or URL
+    status = models.CharField(max_length=10, default=PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    last_error = models.TextField(blank=True)
+    sent_at = models.DateTimeField(null=True)
+
+    class Meta:
+        ordering = ["pk"]
+
+    def __str__(self):
+        return f"{self.channel} to {self.target}: {self.status}"

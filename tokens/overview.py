@@ -12,13 +12,14 @@ from django.db.models import Max, Sum
 from django.utils import timezone
 
 from tokens import reading
-from tokens.models import ObservationHour, TokenEvent
+from tokens.models import Alert, ObservationHour, TokenEvent
 
 # Why a pool needs attention, most urgent first: (key, how a card says it).
-ATTENTION = ("unreachable", "black_hole", "failing", "stalled", "stale_locks")
+ATTENTION = ("unreachable", "alert", "black_hole", "failing", "stalled", "stale_locks")
 # The calm states of a pool that needs nothing, after the attention ones.
 CALM = ("running", "finished", "idle")
-STATUS_WORDS = {"unreachable": "unreachable", "black_hole": "black hole", "stalled": "stalled", "failing": "failing",
+STATUS_WORDS = {"unreachable": "unreachable", "alert": "alert firing", "black_hole": "black hole", "stalled": "stalled",
+                "failing": "failing",
                 "stale_locks": "stale locks", "running": "running", "finished": "finished", "idle": "not started"}
 SMALL_BARS = 6  # observations in progress drawn on a card; the rest are counted
 
@@ -31,6 +32,8 @@ def card(pool, snap, now=None):
          "counts_age_seconds": round(snap.age(), 1) if snap.data else None, "reasons": []}
     if snap.error:
         c["reasons"].append(("unreachable", f"CouchDB: {snap.error}"))
+    firing = Alert.objects.filter(pool=pool.slug, status=Alert.FIRING)
+    c["reasons"] += [("alert", f"alert: {a.summary}") for a in firing]
     data = snap.data
     if not data:
         c.update(status="unreachable", total=None)

@@ -1,7 +1,7 @@
 from celery import shared_task
 from celery.signals import worker_ready
 
-from tokens import events, history, operations, reading
+from tokens import alerts, events, history, operations, reading
 from tokens.pools import get_pool
 
 
@@ -46,3 +46,9 @@ def run_job(job_id):
 def tend_jobs_at_start(**kwargs):
     """A worker starting (after a crash, a redeploy or the broker losing its queue) takes over waiting jobs."""
     operations.tend_jobs(at_worker_start=True)
+
+
+@shared_task(ignore_result=True, expires=300)
+def evaluate_alerts():
+    """Every ALERTS_EVALUATE_SECONDS: evaluate the alert rules, record firings and recoveries, send messages."""
+    alerts.evaluate()
