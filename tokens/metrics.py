@@ -15,7 +15,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from tokens import operations, reading
 from tokens.couch import CouchError
-from tokens.models import Job
+from tokens.models import Alert, Job
 from tokens.pools import all_pools
 from tokens.states import BUCKETS, OWN_DDOC, UNKNOWN_LOCKS, stale_locks_range
 
@@ -48,10 +48,14 @@ def pool_families():
     refresh_ok = GaugeMetricFamily("picas_counts_refresh_ok", "1 if the latest refresh of the counts succeeded",
                                    labels=["pool"])
     age = GaugeMetricFamily("picas_counts_age_seconds", "Age of the counts served", labels=["pool"])
+    alerting = GaugeMetricFamily("picas_alerts_firing", "The dashboard's own alert rules firing now",
+                                 labels=["pool"])
+    firing = dict(Alert.objects.filter(status=Alert.FIRING).values_list("pool").annotate(n=Count("id")).order_by())
     for pool in all_pools():
         snap = reading.snapshot(pool)
         data = snap.data
         refresh_ok.add_metric([pool.slug], 0 if snap.error else 1)
+        alerting.add_metric([pool.slug], firing.get(pool.slug, 0))
         if data is not None:
             age.add_metric([pool.slug], round(snap.age(), 3))
             for o in reading.observations(data):
@@ -73,7 +77,7 @@ def pool_families():
             up.add_metric([pool.slug], 0)
         else:
             up.add_metric([pool.slug], 1)
-    return [tokens, pool_tokens, done, stale, unknown, up, refresh_ok, age]
+    return [tokens, pool_tokens, done, stale, unknown, up, refresh_ok, age, alerting]
 
 
 def job_families():
