@@ -1,6 +1,6 @@
 """Charts drawn on the server as SVG: the geometry here, the markup in templates/_chart.html (auto-escaped).
 
-A chart of tokens per hour (or per day, over 30 days) has two rows of bars, done above and errors below, each
+A chart of tokens per hour (or per day, over 30 days) has three rows of bars, done, errors and running, each
 scaled to its own peak and labelled with it: the rows, the labels, a hatch pattern on the error bars, a <title> per
 bar and a text summary tell them apart without colour. A sparkline puts done bars above a middle line and error
 bars below it.
@@ -8,6 +8,7 @@ bars below it.
 
 from datetime import UTC, datetime
 
+from dashboard.templatetags.picas import hours as hours_words
 from tokens.history import DAY, HOUR
 
 PLOT = 576  # width of a chart's bars, whatever their number: 72 hours (the default 3 days) of 8 px each
@@ -49,6 +50,8 @@ def period_label(series):
 def summary(series):
     done, errors = sum(series["done"]), sum(series["error"])
     text = f"{done} done and {errors} failed in {period_label(series)}"
+    if max(series.get("running") or [0]):
+        text += f", at most {max(series['running'])} running at once"
     if done:
         peak = max(range(len(series["done"])), key=lambda i: series["done"][i])
         unit = "day" if daily(series) else "hour"
@@ -65,8 +68,9 @@ def hourly_chart(series, chart_id):
     gap = 1 if bar >= 4 else bar / 4  # a visible gap between bars, however thin
     width = LEFT + PLOT + 8
     panels = []
-    for row, (name, label) in enumerate((("done", "done"), ("error", "errors"))):
-        counts = series[name]
+    rows = (("done", "done", "done"), ("error", "errors", "failed"), ("running", "running", "running at most"))
+    for row, (name, label, said) in enumerate(rows):
+        counts = series.get(name) or [0] * n
         peak = max(counts, default=0)
         top = TOP + row * (PANEL + ROW_GAP)
         bars = []
@@ -75,11 +79,11 @@ def hourly_chart(series, chart_id):
             bars.append({
                 "x": round(LEFT + i * bar, 2), "y": round(top + PANEL - height, 2), "width": round(bar - gap, 2),
                 "height": height, "count": count, "hour": _utc(hour).strftime("%Y-%m-%dT%H:00Z"),
-                "title": f"{start_label(series, hour)}: {count} {'done' if name == 'done' else 'failed'}",
+                "title": f"{start_label(series, hour)}: {count} {said}",
             })
         panels.append({"series": name, "label": label, "peak": peak, "top": top, "base": top + PANEL,
                        "height": PANEL, "mid": top + PANEL // 2, "bars": bars})
-    axis_y = TOP + 2 * PANEL + ROW_GAP + 14
+    axis_y = TOP + len(rows) * PANEL + (len(rows) - 1) * ROW_GAP + 14
     ticks = []
     for i, hour in enumerate(series["hours"]):
         t = _utc(hour)
@@ -96,6 +100,10 @@ def hourly_chart(series, chart_id):
         "id": chart_id, "width": width, "height": axis_y + AXIS - 12, "left": LEFT, "right": LEFT + PLOT,
         "axis_y": axis_y, "panels": panels, "ticks": ticks, "unit": "day" if by_day else "hour",
         "unit_short": "day" if by_day else "h", "period": period_label(series), "summary": summary(series),
+        # The table under the chart (newest first; the periods with something in them).
+        "rows": [{"label": start_label(series, h), "done": d, "error": e, "running": r}
+                 for h, d, e, r in zip(series["hours"], series["done"], series["error"],
+                                       series.get("running") or [0] * n, strict=True) if d or e or r][::-1],
     }
 
 
@@ -118,3 +126,55 @@ def sparkline(series):
         paths[name] = "".join(parts)
     return {"width": n * SPARK_BAR, "height": 2 * SPARK_HALF, "mid": SPARK_HALF, "done": paths["done"],
             "error": paths["error"], "summary": summary(series)}
+
+
+PROGRESS_H = 120  # height of the progress chart's plot
+MARKS = 72  # at most this many points with a hover value
+
+
+def progress_chart(series, done_now, total, eta_hours, eta_basis, chart_id):
+    """Tokens done in total over the period (the done now, less what was done in each later hour or day), the
+    pool's total as a line above, and the way to it projected at the ETA's rate: dashed, to where it meets the total
+    within a quarter of the period more, else to the chart's edge with the ETA said in words."""
+    n = len(series["hours"])
+    if not n or not total:
+        return None
+    step = series.get("step", HOUR)
+    before = max(0, done_now - sum(series["done"]))
+    cumulative, running_total = [], before
+    for d in series["done"]:
+        running_total += d
+        cumulative.append(running_total)
+    room = n // 4 or 1  # the projection's share of the width, in periods
+    slot = PLOT / (n + room)
+
+    def x(i):
+        return round(LEFT + (i + 1) * slot, 2)
+
+    def y(v):
+        return round(TOP + PROGRESS_H - PROGRESS_H * min(v, total) / total, 2)
+
+    points = " ".join(f"{x(i)},{y(v)}" for i, v in enumerate(cumulative))
+    every = max(1, n // MARKS)
+    marks = [{"x": x(i), "y": y(v), "title": f"{start_label(series, series['hours'][i])}: {v} of {total} done"}
+             for i, v in enumerate(cumulative) if i % every == 0 or i == n - 1]
+    projection = None
+    if eta_hours:
+        periods = eta_hours * HOUR / step
+        end_i = n - 1 + min(periods, room)
+        reached = periods <= room
+        end_v = total if reached else done_now + (total - done_now) * room / periods
+        projection = {"x1": x(n - 1), "y1": y(done_now), "x2": x(end_i), "y2": y(end_v), "reached": reached}
+    if eta_basis == "complete" or done_now >= total:
+        words = f"all {total} tokens finished"
+    elif eta_hours is None:
+        words = f"{done_now} of {total} done; {eta_basis}: no projection"
+    else:
+        words = (f"{done_now} of {total} done; at the {'last hour' if eta_basis == 'last hour' else 'last 24 hours'}"
+                 f"'s rate the rest takes {hours_words(eta_hours)}"
+                 + ("" if projection and projection["reached"] else " (beyond the chart)"))
+    return {"id": chart_id, "width": LEFT + PLOT + 8, "height": TOP + PROGRESS_H + 30, "left": LEFT,
+            "right": LEFT + PLOT, "top": TOP, "base": TOP + PROGRESS_H, "total_y": y(total), "total": total,
+            "points": points, "marks": marks, "projection": projection, "now_x": x(n - 1), "summary": words,
+            "start_label": start_label(series, series["hours"][0])}
+

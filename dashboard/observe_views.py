@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from dashboard import charts, health
 from dashboard.export_views import csv_download
 from dashboard.web import labels, pool_or_404, refuse, respond, snapshot_meta, snapshot_or_error, status_of
-from tokens import events, exports, history, metrics, reading
+from tokens import events, exports, history, metrics, overview, reading
 from tokens.models import CountSnapshot
 from tokens.states import STATES, group_from
 
@@ -103,6 +103,7 @@ def series_json(context):
         "hour_starts": series["hours"],
         "done": series["done"],
         "error_counts": series["error"],
+        "running": series["running"],  # the most locked at once in the hour (sampled with the counts)
     }
 
 
@@ -111,10 +112,10 @@ def chart_csv(pool, context, name):
     series = context.get("series")
     if series is None:
         raise Http404("No chart in this pool: charts need the dashboard's own design document")
-    rows = ((exports.iso_time(h), d, e) for h, d, e in zip(series["hours"], series["done"], series["error"],
-                                                            strict=True))
+    rows = ((exports.iso_time(h), d, e, r) for h, d, e, r in zip(series["hours"], series["done"], series["error"],
+                                                                  series["running"], strict=True))
     return csv_download(f"{name}-history-{context['period']}.csv",
-                        (f"{context['chart']['unit']}_start_utc", "done", "failed"), rows)
+                        (f"{context['chart']['unit']}_start_utc", "done", "failed", "running_at_most"), rows)
 
 
 @require_GET
@@ -137,13 +138,23 @@ def observation(request, slug):
         return refuse(request, pool, found.label, str(e))
     if request.GET.get("format") == "csv":
         return chart_csv(pool, context, "-".join(str(p) for p in (pool.slug, type_, group) if p is not None))
-    payload = {"pool": pool.slug, **snapshot_meta(snap), **found.as_json(), "hourly": series_json(context)}
+    context.update(progress(pool, series, found.counts, found.finished_recent, type_, group))
+    payload = {"pool": pool.slug, **snapshot_meta(snap), **found.as_json(), "hourly": series_json(context),
+               "eta": context.get("eta")}
     context.update({"pool": pool, "snap": snap, "o": found, "own_views": snap.data["own_views"],
                     "states": STATES, **labels()})
-    if series is not None:
-        context["hourly_rows"] = [(charts.start_label(series, h), d, e) for h, d, e in
-                                  zip(series["hours"], series["done"], series["error"], strict=True) if d or e][::-1]
     return respond(request, "observation.html", context, payload, status=status_of(snap))
+
+
+def progress(pool, series, counts, finished_hour, type_=None, group=None):
+    """The progress chart (done in total, projected to the total) of a pool or an observation, and its ETA."""
+    if series is None:
+        return {}
+    left = counts["todo"] + counts["locked"] + counts["locked_unknown"]
+    eta = overview.eta(pool.slug, left, finished_hour, type_, group)
+    chart_id = "progress-obs" if type_ is not None else "progress-pool"
+    return {"progress": charts.progress_chart(series, counts["done"], sum(counts.values()), eta["eta_hours"],
+                                              eta["eta_basis"], chart_id), "eta": eta}
 
 
 def pool_charts(pool, data, observations, query):

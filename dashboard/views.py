@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET
 
 from dashboard import charts
 from dashboard.job_views import token_jobs
-from dashboard.observe_views import chart_csv, pool_charts
+from dashboard.observe_views import chart_csv, pool_charts, progress
 from dashboard.web import (
     couch_error,
     labels,
@@ -135,7 +135,9 @@ def pool(request, slug):
     if request.GET.get("format") == "csv":
         return chart_csv(pool, chart_context, pool.slug)
     context.update(chart_context)
+    context.update(progress(pool, chart_context.get("series"), totals, sum(o.finished_recent for o in observations)))
     payload.update(chart_payload)
+    payload["eta"] = context.get("eta")
     return respond(request, "pool.html", context, payload, status=status_of(snap))
 
 

@@ -225,7 +225,7 @@ def test_every_main_page_fits_a_desktop_and_a_phone_screen(live_server, demo_poo
             if name in ("pool", "pool-surf"):  # the chart opens at its newest hour, on a phone too
                 assert page.evaluate("""() => {
                     const box = document.querySelector('figure.chart').getBoundingClientRect();
-                    const ticks = [...document.querySelectorAll('figure.chart text.tick')];
+                    const ticks = [...document.querySelector('figure.chart').querySelectorAll('text.tick')];
                     const newest = ticks[ticks.length - 1].getBoundingClientRect();
                     return newest.left >= box.left && newest.right <= box.right + 1; }"""), f"{name}-{width}"
     assert {name: px for name, px in too_wide.items() if px > 1} == {}

@@ -33,6 +33,7 @@ from tokens.models import (
 from tokens.states import TIME_MAX, TIME_MIN, failed_at, failure_key, js_number, lock_time
 
 FINISHED = ("done", "error", "legacy_error")
+RUNNING = "running"  # not a move: ObservationHour's sample of the tokens locked in an hour (sample_running)
 FAILED = ("error", "legacy_error")
 BATCH = 2_000
 MEDIAN_RUNS = 1_000  # a host's median run time is that of its newest runs in the window: what it does now
@@ -262,6 +263,21 @@ def as_json(entry):
     return {**entry, "at": entry["at"].isoformat()}
 
 
+def sample_running(pool, buckets, now=None):
+    """Note the tokens running (locked) now per observation in this hour's rollup, as to_state "running": the most
+    seen at a count in the hour (merged with MAX, not added). Counts are taken every EVENTS_FOLLOW_SECONDS, so a
+    chart's running row is sampled, not every claim; hours before the dashboard followed the pool have none."""
+    adapt = connection.ops.adapt_datetimefield_value
+    hour = (now or timezone.now()).replace(minute=0, second=0, microsecond=0)
+    running = {}
+    for bucket, type_, group, n in buckets:
+        if bucket == "locked" and n:
+            running[(type_, group)] = running.get((type_, group), 0) + n
+    rest = [(type_, group, RUNNING, "", "", False) for type_, group in running]
+    upsert_rows(ObservationHour, OBSERVATION_HOUR, ("pool", "hour", "key"), [
+        (pool, adapt(hour), rollup_key(*r), *r, running[r[:2]]) for r in rest], merge={"count": "max"})
+
+
 def per_hour(pool, since, until, to_states=FINISHED, type_=None, group=None, by_observation=True):
     """{(hour, to_state, type, group): n} of the events in the hours from the one `since` falls in to `until`,
     from the hourly rollups; {(hour, to_state): n} when not by_observation."""
@@ -286,12 +302,15 @@ def history(pool, since, until, bucket="hour", type_=None, group=None):
     periods = {}
     at = start
     while at < until:
-        periods[at] = {"start": at, "done": 0, "error": 0}
+        periods[at] = {"start": at, "done": 0, "error": 0, RUNNING: 0}
         at += step
-    for (hour, to_state), n in per_hour(pool, start, until, ("done", "error"), type_, group, False).items():
+    for (hour, to_state), n in per_hour(pool, start, until, ("done", "error", RUNNING), type_, group, False).items():
         key = hour if bucket == "hour" else hour.replace(hour=0)
         if key in periods:
-            periods[key][to_state] += n
+            if to_state == RUNNING:  # the most at once: a day's is its busiest hour's
+                periods[key][RUNNING] = max(periods[key][RUNNING], n)
+            else:
+                periods[key][to_state] += n
     return list(periods.values())
 
 

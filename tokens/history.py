@@ -35,7 +35,7 @@ def take(pool, days, now=None):
     end = int(now) // HOUR * HOUR + HOUR  # the end of the current hour
     start = end - days * 24 * HOUR
     counts = events.per_hour(pool.slug, datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC),
-                             to_states=("done", "error"))
+                             to_states=("done", "error", events.RUNNING))
     rows = [[int(hour.timestamp()), bucket, type_, group, n] for (hour, bucket, type_, group), n in counts.items()]
     return {
         "computed_at": now,
@@ -120,7 +120,7 @@ def series_by_observation(data):
 def empty_series(data):
     hours = [data["start"] + i * HOUR for i in range(data["hours"])]
     return {"start": data["start"], "step": HOUR, "hours": hours, "done": [0] * len(hours),
-            "error": [0] * len(hours)}
+            "error": [0] * len(hours), "running": [0] * len(hours)}
 
 
 def period_series(pool, days, type_=None, group=None, now=None):
@@ -134,10 +134,11 @@ def period_series(pool, days, type_=None, group=None, now=None):
     periods = events.history(pool.slug, datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC),
                              "hour" if step == HOUR else "day", type_, group)
     return {"start": start, "step": step, "hours": [int(p["start"].timestamp()) for p in periods],
-            "done": [p["done"] for p in periods], "error": [p["error"] for p in periods]}
+            "done": [p["done"] for p in periods], "error": [p["error"] for p in periods],
+            "running": [p["running"] for p in periods]}
 
 
 def _add(s, hour, bucket, n):
     i = (hour - s["start"]) // HOUR
-    if 0 <= i < len(s["hours"]) and bucket in ("done", "error"):
-        s[bucket][i] += n
+    if 0 <= i < len(s["hours"]) and bucket in ("done", "error", "running"):
+        s[bucket][i] += n  # running: the observations' most at once, summed

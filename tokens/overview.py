@@ -70,11 +70,19 @@ def card(pool, snap, now=None):
     return c
 
 
-def _last_24_hours(slug, now):
+def _last_24_hours(slug, now, type_=None, group=None):
     since = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=23)
-    sums = dict(ObservationHour.objects.filter(pool=slug, hour__gte=since, to_state__in=("done", "error"))
-                .values_list("to_state").annotate(n=Sum("count")).order_by())
+    rows = ObservationHour.objects.filter(pool=slug, hour__gte=since, to_state__in=("done", "error"))
+    if type_ is not None:
+        rows = rows.filter(type=type_, group=group)
+    sums = dict(rows.values_list("to_state").annotate(n=Sum("count")).order_by())
     return {"done": sums.get("done", 0), "error": sums.get("error", 0)}
+
+
+def eta(slug, remaining, finished_hour, type_=None, group=None, now=None):
+    """{"eta_hours", "eta_basis"} of a pool or of one observation (type_, group): see _eta."""
+    day = _last_24_hours(slug, now or timezone.now(), type_, group)
+    return _eta(remaining, finished_hour, day["done"] + day["error"])
 
 
 def _eta(remaining, finished_hour, finished_day):

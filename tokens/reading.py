@@ -99,6 +99,7 @@ def take_snapshot(pool):
         else:  # no failed token changed: the grouped reduce over every failure would give what we have
             data["failures"] = previous["failures"]
         data["stale_locks"] = _lock_counts(couch, building)
+        events.sample_running(pool.slug, data["buckets"])
         if building:
             data["indexing"] = {"views": building, "progress": couch.index_builds()}
         else:  # once, for a pool first seen, after its first counts and with every index built
@@ -415,6 +416,10 @@ class Observation:
         return self.counts["todo"] + self.counts["locked"] + self.counts["locked_unknown"]
 
     @property
+    def failed_recent(self):
+        return self.finished_recent - self.done_recent
+
+    @property
     def percent_done(self):
         return round(100.0 * self.counts["done"] / self.total, 1) if self.total else 0.0
 
@@ -440,6 +445,7 @@ class Observation:
             "percent_done": self.percent_done,
             "done_last_hour": self.done_recent,
             "finished_last_hour": self.finished_recent,
+            "failed_last_hour": self.failed_recent,
             "eta_hours": self.eta_hours,
         }
 

@@ -57,6 +57,8 @@ class Period(Schema):
     start: datetime
     done: int
     error: int
+    running: int = Field(description="The most tokens locked at once in the period, sampled with the counts "
+                                     "(summed over observations)")
 
 
 class History(Schema):

@@ -36,6 +36,7 @@ class Observation(Schema):
     percent_done: float
     done_last_hour: int
     finished_last_hour: int
+    failed_last_hour: int
     eta_hours: float | None
 
 
