@@ -134,7 +134,7 @@ def test_the_chart_shows_24_hours_or_7_days_per_hour_and_30_days_per_day_from_th
         truth = {b: per_hour(docs + lrt, b, hours, step) for b in ("done", "error")}
         assert_bars_match(chart, truth)
         unit = "hour" if step == 3600 else "day"
-        assert f"Done and failed per {unit}, the last {'24 hours' if hours == 24 else f'{hours // 24} days'}" in html
+        assert f"Done, failed and running per {unit}, the last {'24 hours' if hours == 24 else f'{hours // 24} days'}" in html
         assert f'aria-current="page">{"24 hours" if hours == 24 else f"{hours // 24} days"}<' in html
         hourly = viewer_client.get(url, {"period": period, "format": "json"}).json()["hourly"]
         assert len(hourly["hour_starts"]) == hours * 3600 // step and hourly["step_seconds"] == step
@@ -195,8 +195,10 @@ def test_the_charts_numbers_download_as_csv_for_the_period_shown(viewer_client, 
     assert response["Content-Type"].startswith("text/csv")
     assert f'filename="{db.database}-history-30d.csv"' in response["Content-Disposition"]
     lines = b"".join(response.streaming_content).decode().splitlines()
-    assert lines[0] == "day_start_utc,done,failed" and len(lines) == 31
-    shown = {day: (int(d), int(e)) for day, d, e in (line.split(",") for line in lines[1:]) if d != "0" or e != "0"}
+    assert lines[0] == "day_start_utc,done,failed,running_at_most" and len(lines) == 31
+    rows = [line.split(",") for line in lines[1:]]
+    shown = {day: (int(d), int(e)) for day, d, e, _r in rows if d != "0" or e != "0"}
+    assert [int(r) for *_, r in rows][-1] == 1  # today: the one token locked (sampled with the counts)
     truth = {b: per_hour(docs + lrt, b, 720, 86400) for b in ("done", "error")}
     assert shown == {k.replace(":00Z", ":00:00Z"): (truth["done"].get(k, 0), truth["error"].get(k, 0))
                      for k in {*truth["done"], *truth["error"]}}
