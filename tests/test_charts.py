@@ -134,7 +134,8 @@ def test_the_chart_shows_24_hours_or_7_days_per_hour_and_30_days_per_day_from_th
         truth = {b: per_hour(docs + lrt, b, hours, step) for b in ("done", "error")}
         assert_bars_match(chart, truth)
         unit = "hour" if step == 3600 else "day"
-        assert f"Done, failed and running per {unit}, the last {'24 hours' if hours == 24 else f'{hours // 24} days'}" in html
+        period_words = "24 hours" if hours == 24 else f"{hours // 24} days"
+        assert f"Done, failed and running per {unit}, the last {period_words}" in html
         assert f'aria-current="page">{"24 hours" if hours == 24 else f"{hours // 24} days"}<' in html
         hourly = viewer_client.get(url, {"period": period, "format": "json"}).json()["hourly"]
         assert len(hourly["hour_starts"]) == hours * 3600 // step and hourly["step_seconds"] == step
@@ -312,3 +313,37 @@ def test_an_old_history_is_shown_and_recomputed_by_the_worker(viewer_client, fin
     assert wait_for(lambda: PoolHistory.objects.get(pool=db.database).computed_at > computed)
     after = viewer_client.get(url, {"type": "token", "format": "json"}).json()["hourly"]
     assert sum(after["done"]) == sum(before["done"]) + 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_in_a_browser_each_bar_says_the_value_the_history_api_gives_at_a_desktop_and_a_phone(
+        live_server, finished_pool, open_page):
+    from dashboard.roles import VIEWERS
+    from tests.browsing import WIDTHS, log_in, overflow, shoot
+    from tests.conftest import make_user
+
+    db, _docs, _lrt = finished_pool
+    make_user("victor", VIEWERS)
+    for width in WIDTHS:
+        page = open_page(width)
+        log_in(page, live_server.url, "victor")
+        page.goto(f"{live_server.url}/pools/{db.database}/?period=24h")
+        chart = page.locator("figure.chart").first
+        shown = {}
+        for series in ("done", "error", "running"):
+            for rect in chart.locator(f"g[data-series={series}] rect.col").all():
+                shown[(rect.get_attribute("data-hour"), series)] = int(rect.get_attribute("data-count"))
+                # What a hover shows: the hour and the value, in words.
+                assert rect.locator("title").text_content().endswith(
+                    f": {rect.get_attribute('data-count')} " + {"done": "done", "error": "failed",
+                                                                "running": "running at most"}[series])
+        api = page.request.get(f"{live_server.url}/api/v1/pools/{db.database}/history", params={"bucket": "hour"})
+        periods = api.json()["periods"]
+        expected = {(p["start"][:13] + ":00Z", s): p[s] for p in periods for s in ("done", "error", "running") if p[s]}
+        assert shown == expected and len(shown) >= 4
+        assert page.locator("details.numbers table tbody tr").count() == len({h for h, _s in shown})
+        counts = page.request.get(f"{live_server.url}/api/v1/pools/{db.database}").json()
+        summary = page.locator("figure.progress figcaption").inner_text()
+        assert summary.startswith(f"{counts['counts']['done']} of {counts['total']} done; ")
+        assert overflow(page) <= 1
+        shoot(page, f"pool-charts-{width}")
