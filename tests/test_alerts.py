@@ -235,3 +235,45 @@ def test_a_firing_alert_puts_its_pool_first_on_the_overview(grid_pool, scratch_p
     card = viewer_client.get("/api/v1/overview").json()["pools"][0]
     assert card["status"] == "alert"
     assert card["reasons"][0] == {"kind": "alert", "text": "alert: 1 lock older than 24 hours, more than 0"}
+
+
+def test_in_a_browser_an_operator_adds_a_rule_and_a_viewer_subscribes_at_a_desktop_and_a_phone(
+        live_server, grid_pool, open_page):
+    from tests.browsing import WIDTHS, log_in, overflow, shoot
+
+    make_user("olga", OPERATORS)
+    make_user("victor", VIEWERS)
+    for width in WIDTHS:
+        AlertRule.objects.all().delete()
+        page = open_page(width)
+        log_in(page, live_server.url, "olga")
+        page.goto(f"{live_server.url}/pools/{grid_pool.slug}/")
+        page.locator("nav.poolnav").get_by_role("link", name="Alerts").click()
+        page.wait_for_url(f"**/pools/{grid_pool.slug}/alerts/")
+        assert "Nothing is firing." in page.locator("main").inner_text()
+        page.get_by_label("Tell when").select_option("error_rate")
+        page.get_by_label("Threshold").fill("150")
+        page.get_by_label("Over hours").fill("2")
+        page.get_by_role("button", name="Add rule").click()
+        assert page.locator(".banner.error").inner_text() == "The error rate is a percentage above 0 and at most 100"
+        assert page.get_by_label("Threshold").input_value() == "150"  # kept, to correct
+        assert page.get_by_label("Over hours").input_value() == "2"
+        page.get_by_label("Threshold").fill("25")
+        page.get_by_role("button", name="Add rule").click()
+        assert "Rule added: error rate above 25% over 2 hours." in page.locator(".banner.ok").inner_text()
+        assert overflow(page) <= 1
+        shoot(page, f"alerts-{width}")
+
+        viewer = open_page(width)
+        log_in(viewer, live_server.url, "victor")
+        viewer.goto(f"{live_server.url}/pools/{grid_pool.slug}/alerts/")
+        assert viewer.get_by_role("button", name="Add rule").count() == 0
+        assert viewer.get_by_role("button", name="Remove").count() == 0
+        viewer.get_by_label("by e-mail", exact=False).uncheck()
+        viewer.get_by_label("Webhook").fill("https://chat.example.org/hooks/xyz-secret")
+        viewer.get_by_role("button", name="Subscribe").click()
+        text = viewer.locator("main").inner_text()
+        assert "Subscribed to" in text and "at the webhook https://chat.example.org/…" in text
+        assert "xyz-secret" not in viewer.content()
+        assert overflow(viewer) <= 1
+        Subscription.objects.all().delete()
