@@ -26,26 +26,33 @@ def _number(value, percent=False):
     return n / 100 if percent else n
 
 
+def rule_json(rule):
+    return {"id": rule.pk, "kind": rule.kind, "threshold": rule.threshold, "hours": rule.hours,
+            "description": alerts.describe(rule)}
+
+
+def alert_json(a):
+    """An alert with its messages, as the page's JSON and the API give it (a webhook without its secret path)."""
+    return {"id": a.pk, "kind": a.kind, "subject": a.subject, "status": a.status, "summary": a.summary,
+            "evidence": a.evidence, "fired_at": a.fired_at, "resolved_at": a.resolved_at,
+            "messages": [{"message": d.message, "channel": d.channel, "status": d.status, "attempts": d.attempts,
+                          "error": d.last_error, "to": d.target if d.channel == "email" else notify.where(d.target)}
+                         for d in a.deliveries.all()]}
+
+
 def _page(request, pool, form=None, problem=None, status=200):
     rules = [{"rule": r, "words": alerts.describe(r)} for r in AlertRule.objects.filter(pool=pool.slug)]
     history = list(Alert.objects.filter(pool=pool.slug).prefetch_related("deliveries")[:HISTORY])
     for a in history:
-        a.sent = [{"channel": d.channel, "message": d.message, "status": d.status, "attempts": d.attempts,
-                   "error": d.last_error, "to": d.target if d.channel == "email" else notify.where(d.target)}
-                  for d in a.deliveries.all()]
+        a.sent = alert_json(a)["messages"]
     mine = Subscription.objects.filter(user=request.user, pool=pool.slug).first()
     context = {"pool": pool, "rules": rules, "alerts": history, "firing": [a for a in history if a.status == "firing"],
                "kinds": [(k, words) for k, (words, _params) in alerts.KINDS.items()], "mine": mine,
                "mine_webhook": notify.where(mine.webhook_url) if mine and mine.webhook_url else "",
                "mail_configured": bool(settings.EMAIL_HOST), "form": form or {}, "problem": problem,
                "every": settings.ALERTS_EVALUATE_SECONDS}
-    payload = {"pool": pool.slug,
-               "rules": [{"id": r["rule"].pk, "kind": r["rule"].kind, "threshold": r["rule"].threshold,
-                          "hours": r["rule"].hours, "description": r["words"]} for r in rules],
-               "alerts": [{"id": a.pk, "kind": a.kind, "subject": a.subject, "status": a.status, "summary": a.summary,
-                           "evidence": a.evidence, "fired_at": a.fired_at.isoformat(),
-                           "resolved_at": a.resolved_at.isoformat() if a.resolved_at else None,
-                           "deliveries": a.sent} for a in history]}
+    payload = {"pool": pool.slug, "rules": [rule_json(r["rule"]) for r in rules],
+               "alerts": [alert_json(a) for a in history]}
     if problem:
         payload["error"] = problem
     return respond(request, "alerts.html", context, payload, status=status)

@@ -169,6 +169,12 @@ def test_a_webhook_that_fails_is_retried_and_a_delivery_that_never_succeeds_is_s
         page = client.get(f"/pools/{grid_pool.slug}/alerts/").content.decode()
         assert "<strong>failed</strong> <span class=\"muted\">after 3 attempts: webhook" in page
         assert "s3cr3t-token-path" not in page  # a webhook's path is its secret
+        api = client.get(f"/api/v1/pools/{grid_pool.slug}/alerts").json()
+        assert api == client.get(f"/pools/{grid_pool.slug}/alerts/", {"format": "json"}).json()
+        failed = [m for m in api["alerts"][0]["messages"] if m["status"] == "failed"]
+        assert failed == [{"message": "firing", "channel": "webhook", "status": "failed", "attempts": 3,
+                           "error": to_dead.last_error, "to": f"http://127.0.0.1:{dead.server_address[1]}/…"}]
+        assert "s3cr3t" not in json.dumps(api)
     finally:
         flaky.shutdown()
         dead.shutdown()

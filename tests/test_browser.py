@@ -194,6 +194,8 @@ def test_every_main_page_fits_a_desktop_and_a_phone_screen(live_server, demo_poo
         "tokens": f"/pools/{SURF}/tokens/?state=error",
         "stale": f"/pools/{SURF}/stale/?hours=1",
         "hosts": f"/pools/{SURF}/hosts/?window=30d",
+        "alerts": f"/pools/{SURF}/alerts/",
+        "wall": "/?wall=1",
         "job-dry-run": f"/pools/{SURF}/jobs/new/?action=reset&kind=state&bucket=error",
         "job": f"/jobs/{job.pk}/",
         "job-tokens": f"/jobs/{job.pk}/tokens/?outcome=changed",

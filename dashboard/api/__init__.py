@@ -25,7 +25,7 @@ from ninja.security import HttpBearer
 from ninja.security.apikey import APIKeyCookie
 from ninja.utils import check_csrf
 
-from dashboard.api import exports, history, jobs, pools, tokens
+from dashboard.api import alerts, exports, history, jobs, pools, tokens
 from dashboard.models import ApiToken
 from tokens.couch import CouchError
 from tokens.selections import OperationError
@@ -84,7 +84,7 @@ api = API(
     urls_namespace="api",
 )
 
-for resource in (pools, tokens, history, exports, jobs):
+for resource in (pools, tokens, history, exports, jobs, alerts):
     api.add_router("", resource.router)
 
 
