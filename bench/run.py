@@ -364,6 +364,11 @@ def bench_events(server, client):
     reading.refresh(pool)  # the index built: the backfill of the pool's past
     job = operations.create_job(pool, None, "reset", Selection("state", bucket="error"), {}, confirmation=str(N))
     run_job_measured(job)
+    # The server's own indexes catch up with the 100,000 changed documents first: on the bench's 2 cores CouchDB's
+    # background indexer would otherwise take the cores the ingest is measured on (a production CouchDB has its own
+    # machine). RESULTS.md gives the figure measured while it indexes too.
+    for ddoc, view in (("picas-dashboard", "states"), ("Monitor", "todo")):
+        pool.couch().with_timeout(900).view(ddoc, view, limit=0, reduce=False)
     before = TokenEvent.objects.filter(pool="bench-events").count()
     me, peak, done = psutil.Process(), [0], threading.Event()
     base = me.memory_info().rss
@@ -388,7 +393,8 @@ def bench_events(server, client):
     sampler.join()
     recorded = TokenEvent.objects.filter(pool="bench-events").count() - before
     rate = recorded / elapsed
-    row("event ingest", f"moves recorded per second ({N} tokens reset, the changes read once); memory growth",
+    row("event ingest", f"moves recorded per second ({N} tokens reset, the changes read once, the server's indexes "
+        "caught up); memory growth",
         f"{rate:.0f}/s ({recorded} in {elapsed:.1f} s); +{peak[0] / 2**20:.0f} MB", ">= 5000/s, <= 100 MB",
         rate >= 5000 and recorded == N and peak[0] <= 100 * 2**20)
 
