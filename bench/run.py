@@ -359,8 +359,8 @@ def indexed(db, ddoc, view, minutes=15):
     while True:
         try:
             return db.with_timeout(900).view(ddoc, view, limit=0, reduce=False)
-        except CouchError as e:
-            if e.status != 500 or time.monotonic() > deadline:
+        except CouchError as e:  # CouchDB's "500: ... not processed in a reasonable amount of time"
+            if isinstance(e, NotFound) or time.monotonic() > deadline:
                 raise
 
 
