@@ -129,7 +129,7 @@ def sparkline(series):
 
 
 PROGRESS_H = 120  # height of the progress chart's plot
-MARKS = 72  # at most this many points with a hover value
+MARKS = 24  # at most this many points with a hover value (page weight)
 
 
 def progress_chart(series, done_now, total, eta_hours, eta_basis, chart_id):
