@@ -29,7 +29,7 @@ def test_an_unexpected_error_shows_the_sites_own_page_not_a_traceback(viewer_cli
     def broken():
         raise RuntimeError("a bug with a secret in it")
 
-    monkeypatch.setattr("dashboard.views.pool_rows", broken)
+    monkeypatch.setattr("dashboard.views.overview_cards", broken)
     viewer_client.raise_request_exception = False
     response = viewer_client.get("/")
     page = response.content.decode()

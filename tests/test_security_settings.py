@@ -22,7 +22,7 @@ from django.urls import URLPattern, get_resolver, reverse
 from dashboard.models import ApiToken, LoginFailure
 from dashboard.throttle import client_ip
 from tests.conftest import LOFAR, STRANGER, SURF
-from tokens.models import Job, PoolConfig
+from tokens.models import AlertRule, Job, PoolConfig
 
 pytestmark = pytest.mark.django_db
 
@@ -149,6 +149,17 @@ def site_pages(operator_client, demo_pools, couch, couch_server):
         ("observation", "an observation", client.get(reverse("observation", args=[SURF]), {
             "type": observation["type"], **({"group": observation["group"]} if observation["group"] is not None
                                             else {})})),
+        ("alerts", "rules and history", client.get(reverse("alerts", args=[SURF]))),
+        ("alert_rule_create", "refused", client.post(reverse("alert_rule_create", args=[SURF]), {"kind": "x"})),
+        ("alert_rule_create", "added", client.post(reverse("alert_rule_create", args=[SURF]),
+                                                   {"kind": "stale_locks", "threshold": "3"})),
+        ("alert_rule_delete", "removed", client.post(reverse("alert_rule_delete", args=[SURF, AlertRule.objects.create(
+            pool=SURF, kind="black_hole").pk]))),
+        ("alert_subscription", "refused", client.post(reverse("alert_subscription", args=[SURF]),
+                                                      {"webhook_url": "ftp://x"})),
+        ("alert_subscription", "subscribed", client.post(reverse("alert_subscription", args=[SURF]),
+                                                         {"webhook_url": "https://chat.example.org/hooks/x"})),
+        ("pools", "wall", client.get(reverse("pools"), {"wall": "1"})),
         ("healthz", "health", client.get(reverse("healthz"))),
         ("metrics", "metrics without a token", client.get(reverse("metrics"))),
         ("logout", "log out", client.post(reverse("logout"))),

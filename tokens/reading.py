@@ -163,7 +163,8 @@ def _lock_counts(couch, building):
     stale_range = stale_locks_range(time.time() - hours * 3600)
     stale = _while_indexed(couch, "locks", building, start_key=stale_range[0], end_key=stale_range[1]) \
         if stale_range else []
-    unknown = _while_indexed(couch, "locks", building, start_key=UNKNOWN_LOCKS[0], end_key=UNKNOWN_LOCKS[1])
+    unknown = None if stale is None else \
+        _while_indexed(couch, "locks", building, start_key=UNKNOWN_LOCKS[0], end_key=UNKNOWN_LOCKS[1])
     return {"hours": hours, "count": stale[0]["value"] if stale else 0,
             "unknown": unknown[0]["value"] if unknown else 0, "counted": stale is not None and unknown is not None}
 
