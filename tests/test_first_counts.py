@@ -8,7 +8,7 @@ import pytest
 from tests.conftest import surf_token
 from tokens import reading
 from tokens.pools import get_pool
-from tokens.states import OWN_DDOC
+from tokens.states import OWN_DDOC, OWN_VIEW_NAMES
 
 pytestmark = pytest.mark.django_db
 
@@ -45,3 +45,21 @@ def test_a_pool_being_indexed_is_counted_from_its_documents_and_says_so(viewer_c
     assert "indexing" not in data and data["failures"]
     again = viewer_client.get(f"/pools/{big_new_pool.database}/", {"format": "json"}).json()
     assert again["counts"] == page["counts"] and again["indexing"] is None
+
+
+def test_a_chart_taken_before_the_pools_past_was_read_is_taken_again_once_it_has_been(viewer_client, big_new_pool,
+                                                                                      settings):
+    """The first page of a pool being indexed charts what the events hold so far (nothing of the past); once the
+    index is built and the past read, the next page charts it, without waiting CHART_MAX_AGE."""
+    settings.COUNTS_INDEX_WAIT, settings.COUNTS_MAX_AGE, settings.CHART_MAX_AGE = 0.2, 3600, 3600
+    pool = get_pool(big_new_pool.database)
+    reading.refresh(pool)
+    first = viewer_client.get(f"/pools/{pool.slug}/", {"format": "json"}).json()["hourly"]
+    assert sum(first["done"]) == 0
+    for view in OWN_VIEW_NAMES:
+        big_new_pool.with_timeout(600).view(OWN_DDOC, view, limit=0, reduce=False)
+    deadline = time.monotonic() + 120
+    while not reading.refresh(pool).data.get("events_backfilled") and time.monotonic() < deadline:
+        time.sleep(0.5)  # every index built: a refresh reads the pool's past (the backfill)
+    later = viewer_client.get(f"/pools/{pool.slug}/", {"format": "json"}).json()["hourly"]
+    assert (sum(later["done"]), sum(later["error_counts"])) == (4_000, 4_000)

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from tokens import events, queue, reading
 from tokens.couch import CouchError
-from tokens.models import PoolHistory
+from tokens.models import CountSnapshot, PoolHistory
 from tokens.reading import claim_refresh
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,12 @@ def refresh(pool):
     """Recompute and store a pool's history from the events recorded so far. A page computing a pool's first
     history calls this: it has just read the counts, whose own age rule (COUNTS_MAX_AGE) says when the server is
     read again, not a chart."""
+    data = take(pool, settings.CHART_DAYS)
+    # A history taken before the pool's past was read from its tokens lacks that past: the page asks again as soon
+    # as it has been (history() below), not CHART_MAX_AGE later.
+    data["backfilled"] = CountSnapshot.objects.filter(pool=pool.slug, backfilled=True).exists()
     record, _ = PoolHistory.objects.update_or_create(
-        pool=pool.slug, defaults={"data": take(pool, settings.CHART_DAYS), "computed_at": timezone.now(), "error": ""})
+        pool=pool.slug, defaults={"data": data, "computed_at": timezone.now(), "error": ""})
     return record
 
 
@@ -75,7 +79,8 @@ def history(pool, data):
     if not data or not data.get("own_views"):
         return None
     record = PoolHistory.objects.filter(pool=pool.slug).first()
-    if record is None or record.data is None or record.data["hours"] != settings.CHART_DAYS * 24:
+    if record is None or record.data is None or record.data["hours"] != settings.CHART_DAYS * 24 \
+            or (data.get("events_backfilled") and not record.data.get("backfilled", True)):
         return refresh(pool)
     if record.age() > settings.CHART_MAX_AGE:
         _request_refresh(pool, record)

@@ -61,6 +61,9 @@ def card(pool, snap, now=None):
         backfilled=bool(data.get("events_backfilled")),
     )
     c.update(_eta(remaining, finished_hour, day["done"] + day["error"]))
+    if not c["backfilled"] and not finished_hour and remaining:
+        # The pool's past is still being read from its tokens: no rate to judge by yet, and none to say "none".
+        c.update(eta_hours=None, eta_basis="waits for the pool's past")
     in_progress = [o for o in observations if o.remaining and o.total > o.remaining]
     c["observations"] = [{"label": o.label, "type": o.type, "group": o.group, "percent_done": o.percent_done,
                           "total": o.total, "bar": o.bar()} for o in in_progress[:SMALL_BARS]]
@@ -116,8 +119,8 @@ def _judge(c, now):
                                        f"hour{'s' if hours != '1' else ''}"))
     if reasons:
         c["status"] = min((r[0] for r in reasons), key=ATTENTION.index)
-    elif c["remaining"] and c["last_finish_hour"] is not None:
-        c["status"] = "running"
+    elif c["remaining"] and (c["last_finish_hour"] is not None or not c["backfilled"]):
+        c["status"] = "running"  # (or not known yet: a pool whose past is still being read is not "not started")
     elif c["remaining"]:
         c["status"] = "idle"
     else:

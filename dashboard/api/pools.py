@@ -83,7 +83,8 @@ class Card(Schema):
     failed_24h: int | None = None
     error_rate_last_hour: float | None = None
     eta_hours: float | None = None
-    eta_basis: Literal["complete", "last hour", "last 24 hours", "no progress in 24 hours"] | None = None
+    eta_basis: Literal["complete", "last hour", "last 24 hours", "no progress in 24 hours",
+                       "waits for the pool's past"] | None = None
     black_holes: list[str] = []
     stale_locks: int | None = None
     stale_hours: float | None = None
