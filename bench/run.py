@@ -759,8 +759,9 @@ def bench_first_counts(server):
 def servers():
     """The servers to measure: the embedded pouchdb-server, and the CouchDB that --couchdb URL (or
     BENCH_COUCHDB_URL) names, e.g. an Apache CouchDB 3.5: (label, server, whether the bench started it)."""
-    found = [("pouchdb-server 4.2.0", None)]
     url = os.getenv("BENCH_COUCHDB_URL")
+    # BENCH_COUCHDB_ONLY=1: that CouchDB alone (a section measured again on it).
+    found = [] if url and os.getenv("BENCH_COUCHDB_ONLY") == "1" else [("pouchdb-server 4.2.0", None)]
     if "--couchdb" in sys.argv:
         url = sys.argv[sys.argv.index("--couchdb") + 1]
     if url:
