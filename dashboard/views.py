@@ -98,7 +98,8 @@ def pools(request):
     wall = request.GET.get("wall") == "1"
     return respond(request, "pools.html", {"cards": cards, "all_quiet": quiet, "wall": wall,
                                            "status_words": overview.STATUS_WORDS,
-                                           "refresh_seconds": max(settings.COUNTS_MAX_AGE, 10), **labels()}, payload)
+                                           "refresh_seconds": min(max(settings.COUNTS_MAX_AGE, 10), 60),
+                                           **labels()}, payload)
 
 
 @require_GET
