@@ -565,3 +565,32 @@ def test_counts_are_said_with_their_plurals_exit_codes_and_picas_99_explained_an
     for path in (f"/pools/{slug}/", f"/pools/{slug}/tokens/?state=error", "/jobs/"):
         page.goto(live_server.url + path)
         assert page.locator("main h1").is_visible() and no_python_none(page), path
+
+
+def test_the_demo_looks_like_a_survey_at_work_observations_at_stages_days_of_work_a_wave_stale_locks_hosts(
+        live_server, demo_pools, open_page):
+    """Item 3: what a user first sees. SURF's demo pool, as its pages show it."""
+    from tests.conftest import SURF
+
+    make_user("victor", VIEWERS)
+    page = open_page("desktop")
+    log_in(page, live_server.url, "victor")
+    data = page.request.get(f"{live_server.url}/pools/{SURF}/", params={"format": "json"}).json()
+    done = {o["label"]: o["percent_done"] for o in data["observations"]}
+    assert set(done) == {"L229585", "L230001", "L231777"}
+    assert done["L229585"] > done["L230001"] > done["L231777"]  # three stages
+    finished = {o["label"]: o["counts"]["todo"] for o in data["observations"]}
+    assert finished["L229585"] == 0 and finished["L231777"] > finished["L230001"] > 0
+    assert data["black_holes"] == ["wn-lot-066.gina.surfsara.nl"]  # the wave of a few hours ago
+
+    page.goto(f"{live_server.url}/pools/{SURF}/")
+    assert "Black hole: wn-lot-066.gina.surfsara.nl" in page.locator(".banner").first.inner_text()
+    days = {rect.get_attribute("data-hour")[:10] for rect in
+            page.locator("figure.chart").first.locator("g[data-series=done] rect.col").all()}
+    assert len(days) >= 3  # work spread over the days of the chart, not one burst
+    page.goto(f"{live_server.url}/pools/{SURF}/stale/")
+    assert re.search(r"\d+ tokens? locked longer than 24 hours", page.locator("main").inner_text())
+    page.goto(f"{live_server.url}/pools/{SURF}/hosts/?window=7d")
+    assert page.locator("table.grid").first.locator("tbody tr").count() >= 5  # several hosts
+    text = page.locator("main").inner_text()
+    assert "<script" not in text and "onerror" not in text  # hostile strings are the tests' business
