@@ -150,8 +150,7 @@ def progress(pool, series, counts, finished_hour, type_=None, group=None):
     """The progress chart (done in total, projected to the total) of a pool or an observation, and its ETA."""
     if series is None:
         return {}
-    left = counts["todo"] + counts["locked"] + counts["locked_unknown"]
-    eta = overview.eta(pool.slug, left, finished_hour, type_, group)
+    eta = overview.eta(pool.slug, reading.remaining(counts), finished_hour, type_, group)
     chart_id = "progress-obs" if type_ is not None else "progress-pool"
     return {"progress": charts.progress_chart(series, counts["done"], sum(counts.values()), eta["eta_hours"],
                                               eta["eta_basis"], chart_id), "eta": eta}

@@ -116,7 +116,7 @@ def _findings(rule, pool, snap, now):
         return {}
     if rule.kind == AlertRule.NO_PROGRESS:
         totals = reading.pool_totals(data)
-        left = totals["todo"] + totals["locked"] + totals["locked_unknown"]
+        left = reading.remaining(totals)
         since = now - timedelta(hours=rule.hours)
         recent = TokenEvent.objects.filter(pool=pool.slug, at__gte=since, to_state__in=("done", "error")).exists()
         if left and not recent and data.get("events_backfilled"):

@@ -414,7 +414,7 @@ class Observation:
 
     @property
     def remaining(self):
-        return self.counts["todo"] + self.counts["locked"] + self.counts["locked_unknown"]
+        return remaining(self.counts)
 
     @property
     def failed_recent(self):
@@ -449,6 +449,11 @@ class Observation:
             "failed_last_hour": self.failed_recent,
             "eta_hours": self.eta_hours,
         }
+
+
+def remaining(counts):
+    """The tokens still to finish among counts per bucket: waiting, or claimed and not yet done."""
+    return counts["todo"] + counts["locked"] + counts["locked_unknown"]
 
 
 def empty_counts():
