@@ -1,28 +1,80 @@
-"""The user's own page: API tokens for scripts, created and revoked here. A new token's secret is shown once."""
+"""The user's own page: their roles, and API tokens for scripts, created and revoked here. A new token's secret is
+shown once."""
 
+import logging
+from datetime import timedelta
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib import admin
+from django.contrib.auth import login as auth_login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
-from django.http import JsonResponse
-from django.shortcuts import get_object_or_404, redirect
+from django.contrib.auth.forms import AuthenticationForm
+from django.http import Http404, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from dashboard import roles, sso
 from dashboard.models import ApiToken
-from dashboard.roles import is_operator
 from dashboard.throttle import ThrottledLoginForm
-from dashboard.web import respond, wants_json
+from dashboard.web import respond, visible_pools, wants_json
+
+log = logging.getLogger(__name__)
+MAX_TOKEN_DAYS = 3650
 
 
 def token_json(t):
-    return {"id": t.pk, "name": t.name, "hint": t.hint, "created_at": t.created_at.isoformat(),
+    return {"id": t.pk, "name": t.name, "hint": t.hint, "scope": t.scope, "pools": t.pools or None,
+            "created_at": t.created_at.isoformat(),
+            "expires_at": t.expires_at.isoformat() if t.expires_at else None,
             "last_used_at": t.last_used_at.isoformat() if t.last_used_at else None,
             "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None}
 
 
+def my_roles(request):
+    """[(pool, role)] for every pool the user sees, in the pools' order."""
+    mine = roles.user_access(request.user)
+    return [(p, mine.role(p.slug)) for p in visible_pools(request)]
+
+
 def page(request, status=200, **extra):
     tokens = ApiToken.objects.filter(user=request.user)
-    context = {"tokens": tokens, "role": "operator" if is_operator(request.user) else "viewer", **extra}
-    payload = {"user": request.user.username, "role": context["role"], "tokens": [token_json(t) for t in tokens]}
+    pool_roles = my_roles(request)
+    context = {"tokens": tokens, "pool_roles": pool_roles, "operates_any": roles.user_access(request.user).operates_any,
+               "scopes": ApiToken.SCOPES, "max_days": MAX_TOKEN_DAYS, "form": {}, **extra}
+    payload = {"user": request.user.username, "roles": {p.slug: r for p, r in pool_roles},
+               "tokens": [token_json(t) for t in tokens]}
     return respond(request, "account.html", context, payload, status=status)
+
+
+def token_limits(request):
+    """(name, scope, pools, expires_at) from the form, or an OperationError-like message (ValueError)."""
+    post = request.POST
+    name = post.get("name", "").strip()
+    if not name or len(name) > 100:
+        raise ValueError("Name the token (up to 100 characters), e.g. the script using it.")
+    scope = post.get("scope", ApiToken.READ)
+    if scope not in dict(ApiToken.SCOPES):
+        raise ValueError(f"Unknown scope {scope!r}: read or operate.")
+    mine = roles.user_access(request.user)
+    pools = post.getlist("pools")
+    seen = [p.slug for p in visible_pools(request)]
+    unknown = [s for s in pools if s not in seen]
+    if unknown:
+        raise ValueError(f"No such pool among those you may see: {', '.join(unknown)}.")
+    if scope == ApiToken.OPERATE and not any(mine.can_operate(s) for s in pools or seen):
+        raise ValueError("You operate none of these pools: a token can do no more than you, so make it read-only.")
+    days = post.get("days", "").strip()
+    expires_at = None
+    if days:
+        if not days.isdigit() or not 1 <= int(days) <= MAX_TOKEN_DAYS:
+            raise ValueError(f"Expires after: a whole number of days from 1 to {MAX_TOKEN_DAYS}, or empty for never.")
+        expires_at = timezone.now() + timedelta(days=int(days))
+    return name, scope, pools, expires_at
 
 
 # A new token's secret waits in the session (stored on the server, never in a URL) for the one page view that
@@ -43,13 +95,15 @@ def account(request):
 
 @require_POST
 def token_create(request):
-    name = request.POST.get("name", "").strip()
-    if not name or len(name) > 100:
+    try:
+        name, scope, pools, expires_at = token_limits(request)
+    except ValueError as e:
         if wants_json(request):
-            return JsonResponse({"error": "Name the token (up to 100 characters)"}, status=400)
-        return page(request, status=400, problem="Name the token (up to 100 characters), e.g. the script using it.",
-                    typed=request.POST.get("name", ""))
-    token, secret = ApiToken.issue(request.user, name)
+            return JsonResponse({"error": str(e)}, status=400)
+        form = {"name": request.POST.get("name", ""), "scope": request.POST.get("scope", ""),
+                "pools": request.POST.getlist("pools"), "days": request.POST.get("days", "")}
+        return page(request, status=400, problem=str(e), form=form)  # what was typed is kept
+    token, secret = ApiToken.issue(request.user, name, scope, pools, expires_at)
     if wants_json(request):
         return JsonResponse({**token_json(token), "secret": secret}, status=201)
     # Post/redirect/get: reloading the page that shows the secret makes no second token.
@@ -69,15 +123,75 @@ def token_revoke(request, pk):
     return redirect("account")
 
 
-_login = auth_views.LoginView.as_view(authentication_form=ThrottledLoginForm)
+# Django's login view. django-axes refuses a locked-out login: the form says why and AxesMiddleware answers 429
+# with Retry-After (dashboard/throttle.py).
+login = login_not_required(auth_views.LoginView.as_view(authentication_form=ThrottledLoginForm))
+
+
+# --- Signing in: local accounts (switchable) and single sign-on --------------------------------------------------
+
+@login_not_required
+def sign_in(request):
+    """The login page: single sign-on when configured, and the local form unless LOCAL_LOGIN is off (then a
+    password sent anyway is refused without being checked)."""
+    if not settings.LOCAL_LOGIN and request.method == "POST":
+        return render(request, "registration/login.html", {"problem": "Local accounts are switched off on this "
+                      f"site: sign in with {settings.OIDC_PROVIDER_NAME}.", "next": _next(request)}, status=403)
+    if not settings.LOCAL_LOGIN:
+        return render(request, "registration/login.html", {"next": _next(request)})
+    return login(request)
 
 
 @login_not_required
-def login(request):
-    """Django's login view with login throttling: a refused attempt answers 429 with Retry-After."""
-    response = _login(request)
-    form = getattr(response, "context_data", None) and response.context_data.get("form")
-    if form is not None and form.retry_after:
-        response.status_code = 429
-        response["Retry-After"] = str(form.retry_after)
-    return response
+def admin_login(request):
+    """The admin's own login form, unless local accounts are off: then the site's (staff sign in by SSO too)."""
+    if settings.LOCAL_LOGIN:
+        return admin.site.login(request)
+    return redirect(f"{reverse('login')}?{urlencode({'next': _next(request) or reverse('admin:index')})}")
+
+
+def _next(request):
+    wanted = request.POST.get("next") or request.GET.get("next") or ""
+    safe = url_has_allowed_host_and_scheme(wanted, allowed_hosts={request.get_host()},
+                                           require_https=request.is_secure())
+    return wanted if safe else ""
+
+
+SSO_NEXT = "sso_next"
+
+
+@login_not_required
+@require_GET
+def sso_start(request):
+    if not sso.enabled():
+        raise Http404("Single sign-on is not configured on this site.")
+    request.session[SSO_NEXT] = _next(request)
+    try:
+        return sso.start(request, request.build_absolute_uri(reverse("sso_callback")))
+    except sso.SsoError as e:
+        return _sso_refused(request, e)
+
+
+@login_not_required
+@require_GET
+def sso_callback(request):
+    if not sso.enabled():
+        raise Http404("Single sign-on is not configured on this site.")
+    try:
+        claims = sso.finish(request)
+    except sso.SsoError as e:
+        return _sso_refused(request, e)
+    user = roles.sso_user(settings.OIDC_ISSUER, claims)
+    if not user.is_active:
+        return _sso_refused(request, "This account is switched off on this site: ask its administrator.")
+    wanted = request.session.pop(SSO_NEXT, "")
+    auth_login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    log.info("single sign-on: user %s signed in with %d pool role(s) from the provider", user.pk,
+             user.pool_roles.filter(from_sso=True).count())
+    return redirect(wanted or settings.LOGIN_REDIRECT_URL)
+
+
+def _sso_refused(request, error):
+    log.warning("single sign-on refused: %s", error)
+    return render(request, "registration/login.html", {"problem": str(error), "form": AuthenticationForm(request)},
+                  status=403)

@@ -6,7 +6,6 @@ from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect
 from django.views.decorators.http import require_GET, require_POST
 
-from dashboard.roles import operator_required
 from dashboard.web import pool_or_404, respond
 from tokens import alerts, notify
 from tokens.models import Alert, AlertRule, Subscription
@@ -36,7 +35,7 @@ def alert_json(a):
     return {"id": a.pk, "kind": a.kind, "subject": a.subject, "status": a.status, "summary": a.summary,
             "evidence": a.evidence, "fired_at": a.fired_at, "resolved_at": a.resolved_at,
             "messages": [{"message": d.message, "channel": d.channel, "status": d.status, "attempts": d.attempts,
-                          "error": d.last_error, "to": d.target if d.channel == "email" else notify.where(d.target)}
+                          "error": d.last_error, "to": d.target if d.channel == "email" else notify.where(d.address)}
                          for d in a.deliveries.all()]}
 
 
@@ -60,13 +59,12 @@ def _page(request, pool, form=None, problem=None, status=200):
 
 @require_GET
 def pool_alerts(request, slug):
-    return _page(request, pool_or_404(slug))
+    return _page(request, pool_or_404(request, slug))
 
 
 @require_POST
-@operator_required
 def rule_create(request, slug):
-    pool = pool_or_404(slug)
+    pool = pool_or_404(request, slug, operate=True)
     form = {k: request.POST.get(k, "") for k in ("kind", "threshold", "hours")}
     try:
         kind = form["kind"]
@@ -80,9 +78,8 @@ def rule_create(request, slug):
 
 
 @require_POST
-@operator_required
 def rule_delete(request, slug, pk):
-    pool = pool_or_404(slug)
+    pool = pool_or_404(request, slug, operate=True)
     rule = get_object_or_404(AlertRule, pk=pk, pool=pool.slug)
     words = alerts.describe(rule)
     rule.delete()  # its alerts stay in the history
@@ -92,7 +89,7 @@ def rule_delete(request, slug, pk):
 
 @require_POST
 def subscription(request, slug):
-    pool = pool_or_404(slug)
+    pool = pool_or_404(request, slug)
     if request.POST.get("action") == "unsubscribe":
         alerts.unsubscribe(request.user, pool)
         messages.success(request, f"You will no longer be told of {pool.name}'s alerts.")

@@ -82,7 +82,7 @@ class EmbeddedCouch:
         raise EmbeddedError("pouchdb-server did not answer in time")
 
     def stop(self):
-        _stop(self.process)
+        stop_process(self.process)
         self.process = None
 
 
@@ -123,11 +123,11 @@ class EmbeddedRedis:
         raise EmbeddedError("redis-server did not answer in time")
 
     def stop(self):
-        _stop(self.process)
+        stop_process(self.process)
         self.process = None
 
 
-def _stop(process, timeout=10):
+def stop_process(process, timeout=10):
     if process and process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
         try:

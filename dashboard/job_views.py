@@ -15,8 +15,8 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
+from dashboard import roles
 from dashboard.export_views import csv_download
-from dashboard.roles import operator_required
 from dashboard.web import couch_error, pool_or_404, refuse, respond, wants_json
 from tokens import actions, operations, selections, uploads
 from tokens.couch import CouchError
@@ -132,10 +132,10 @@ def params_from(request, action):
 
 
 @require_GET
-@operator_required
 def job_new(request, slug):
     """The dry run: how many tokens, which ones, and the form that starts the job."""
-    return dry_run(request, pool_or_404(slug), request.GET.get("action", "reset"), request.GET)
+    return dry_run(request, pool_or_404(request, slug, operate=True), request.GET.get("action", "reset"),
+                   request.GET)
 
 
 def dry_run(request, pool, action, data, problem=None, status=200):
@@ -167,9 +167,8 @@ def dry_run(request, pool, action, data, problem=None, status=200):
 
 
 @require_POST
-@operator_required
 def job_create(request, slug):
-    pool = pool_or_404(slug)
+    pool = pool_or_404(request, slug, operate=True)
     action = request.POST.get("action", "")
     if action not in OPERATION_LABELS:
         return JsonResponse({"error": f"Unknown action {action!r}"}, status=400)
@@ -209,10 +208,21 @@ def job_json(job):
     }
 
 
+def job_or_404(request, pk, operate=False):
+    """A job on a pool this request may see (its pool's roles decide); otherwise it does not exist for them."""
+    job = get_object_or_404(Job.objects.select_related("user"), pk=pk)
+    mine = roles.access(request)
+    if not mine.can_view(job.pool):
+        raise Http404("No such job among those you may see.")
+    if operate:
+        roles.require_operator(request, job.pool)
+    return job
+
+
 @require_GET
 def job(request, pk):
     operations.tend_jobs()
-    job = get_object_or_404(Job.objects.select_related("user"), pk=pk)
+    job = job_or_404(request, pk)
     problems = job_problems(job)
     end = job.finished_at or (timezone.now() if job.started_at else None)
     context = {"job": job, "description": Selection.from_dict(job.selection).describe(),
@@ -224,6 +234,7 @@ def job(request, pk):
                "action_label": ACTION_LABELS.get(job.action, job.action), "problems": problems[:500],
                "problem_count": problems.count(), "bucket_labels": BUCKET_LABELS}
     payload = {**job_json(job), "problems": [problem_json(p) for p in problems[:500]]}
+    context["is_operator"] = roles.access(request).can_operate(job.pool)
     response = respond(request, "job.html", context, payload)
     if request.htmx and job.ended:
         # 286 tells htmx to stop polling; the final state is in this response.
@@ -243,7 +254,7 @@ JOB_TOKENS_PAGE = 200
 def job_tokens(request, pk):
     """Every token a job changed (or skipped, or failed on), a page at a time in the order the job met them, with
     each one's revisions before and after; as CSV for the whole list; a link that selects them for a new job."""
-    job = get_object_or_404(Job.objects.select_related("user"), pk=pk)
+    job = job_or_404(request, pk)
     outcome = request.GET.get("outcome", JobToken.CHANGED)
     if outcome not in selections.JOB_OUTCOMES:
         raise Http404("outcome is changed, skipped or failed")
@@ -261,6 +272,7 @@ def job_tokens(request, pk):
     page = page[:JOB_TOKENS_PAGE]
     counts = outcome_counts(job)
     context = {"job": job, "outcome": outcome, "outcomes": selections.JOB_OUTCOMES, "counts": counts,
+               "is_operator": roles.access(request).can_operate(job.pool),
                "records": page, "next": more, "page_size": JOB_TOKENS_PAGE,
                "action_label": ACTION_LABELS.get(job.action, job.action)}
     payload = {"job": job.pk, "outcome": outcome, "count": counts[outcome], "next": more,
@@ -284,9 +296,8 @@ def problem_json(p):
 
 
 @require_POST
-@operator_required
 def job_cancel(request, pk):
-    job = get_object_or_404(Job, pk=pk)
+    job = job_or_404(request, pk, operate=True)
     operations.cancel_job(job.pk)
     return redirect("job", job.pk)
 
@@ -299,18 +310,22 @@ def jobs(request):
     for name, allowed in (("action", ACTION_LABELS), ("status", Job.QUEUED_TO_ENDED), ("via", VIA_LABELS)):
         if q.get(name) and q[name] not in allowed:  # refused as the API refuses it, never a list of nothing
             return refuse(request, None, "Jobs", f"Unknown {name} {q[name]!r}: one of {', '.join(allowed)}")
+    seen = filtered_jobs(pools=roles.access(request).pool_filter())
     found = filtered_jobs(pool=q.get("pool"), user=q.get("user"), action=q.get("action"), status=q.get("status"),
-                          via=q.get("via"))[:200]
+                          via=q.get("via"), pools=roles.access(request).pool_filter())[:200]
     context = {"jobs": found, "filters": q, "action_labels": ACTION_LABELS, "via_labels": VIA_LABELS,
                "statuses": Job.QUEUED_TO_ENDED,
-               "pools": Job.objects.values_list("pool", flat=True).distinct().order_by("pool"),
-               "users": User.objects.filter(job__isnull=False).distinct().order_by("username")}
+               "pools": seen.values_list("pool", flat=True).distinct().order_by("pool"),
+               "users": User.objects.filter(job__in=seen).distinct().order_by("username")}
     return respond(request, "jobs.html", context, {"jobs": [job_json(j) for j in found]})
 
 
-def filtered_jobs(pool=None, user=None, action=None, status=None, via=None):
-    """Jobs, newest first, narrowed by whichever filters are given (the audit list and the API)."""
+def filtered_jobs(pool=None, user=None, action=None, status=None, via=None, pools=None):
+    """Jobs, newest first, narrowed by whichever filters are given (the audit list and the API); `pools`: only
+    those on these pools (the caller's, dashboard.roles), None: on any."""
     found = Job.objects.select_related("user")
+    if pools is not None:
+        found = found.filter(pool__in=pools)
     if pool:
         found = found.filter(pool=pool)
     if user:

@@ -13,9 +13,19 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_safe
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
-from dashboard import charts, health
+from dashboard import charts, health, roles
 from dashboard.export_views import csv_download
-from dashboard.web import labels, pool_or_404, refuse, respond, snapshot_meta, snapshot_or_error, status_of
+from dashboard.models import ApiToken
+from dashboard.web import (
+    labels,
+    pool_or_404,
+    refuse,
+    respond,
+    snapshot_meta,
+    snapshot_or_error,
+    status_of,
+    visible_pools,
+)
 from tokens import events, exports, history, metrics, overview, reading
 from tokens.models import CountSnapshot
 from tokens.states import STATES, group_from
@@ -25,18 +35,25 @@ from tokens.states import STATES, group_from
 @never_cache
 @require_GET
 def metrics_view(request):
-    """Prometheus metrics for whoever holds the bearer token METRICS_TOKEN. Without the setting there is nothing
-    here (404): counts of a project's pools are not for anyone who finds the URL."""
-    if not settings.METRICS_TOKEN:
-        raise Http404("Metrics are off: set METRICS_TOKEN")
+    """Prometheus metrics. The bearer token METRICS_TOKEN (the site's own Prometheus) gets every pool; a user's API
+    token gets the pools it may see, and the jobs on them. Anyone else gets 401: counts of a project's pools are
+    not for anyone who finds the URL."""
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), settings.METRICS_TOKEN.encode()):
-        response = HttpResponse("A bearer token is required (Authorization: Bearer <METRICS_TOKEN>).\n",
-                                status=401, content_type="text/plain; charset=utf-8")
-        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
-        return response
+    given = given.strip() if scheme.lower() == "bearer" else ""
+    if given and settings.METRICS_TOKEN and hmac.compare_digest(given.encode(), settings.METRICS_TOKEN.encode()):
+        pools = None
+    else:
+        token = ApiToken.find(given) if given else None
+        if token is None:
+            response = HttpResponse("A bearer token is required: METRICS_TOKEN, or an API token made on /account/ "
+                                    "(Authorization: Bearer <token>).\n",
+                                    status=401, content_type="text/plain; charset=utf-8")
+            response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+            return response
+        request.user, request.api_token = token.user, token
+        pools = visible_pools(request)
     # The classic text format (0.0.4), which every Prometheus version reads; the names are plain ASCII either way.
-    return HttpResponse(generate_latest(metrics.registry()), content_type=CONTENT_TYPE_PLAIN_0_0_4)
+    return HttpResponse(generate_latest(metrics.registry(pools)), content_type=CONTENT_TYPE_PLAIN_0_0_4)
 
 
 @login_not_required
@@ -45,6 +62,13 @@ def metrics_view(request):
 def healthz(request):
     """For load balancers: 200 when the site, its database, the broker and every pool's CouchDB answer, else 503."""
     ok, checks = health.check_all()
+    # Pools are named only to those who may see them (a logged-in user: theirs); the rest are counted, so a load
+    # balancer still learns that something failed, and nobody learns which pools exist.
+    mine = roles.access(request)
+    hidden = [c for slug, c in checks["pools"].items() if not mine.can_view(slug)]
+    checks["pools"] = {slug: c for slug, c in checks["pools"].items() if mine.can_view(slug)}
+    if hidden:
+        checks["other_pools"] = {"checked": len(hidden), "failing": sum(c["status"] != "ok" for c in hidden)}
     return JsonResponse({"status": "ok" if ok else "fail", "checks": checks}, status=200 if ok else 503)
 
 
@@ -121,7 +145,7 @@ def chart_csv(pool, context, name):
 @require_GET
 def observation(request, slug):
     """One observation (a token type, and a group when the pool has a grouping field): counts, chart, ETA, links."""
-    pool = pool_or_404(slug)
+    pool = pool_or_404(request, slug)
     snap, error = snapshot_or_error(request, pool)
     if error:
         return error
@@ -177,7 +201,7 @@ HOST_WINDOWS = {"6h": ("the last 6 hours", 6), "24h": ("the last 24 hours", 24),
 @require_GET
 def hosts(request, slug):
     """The worker hosts of a pool, from its events: per host and per site, and the black holes."""
-    pool = pool_or_404(slug)
+    pool = pool_or_404(request, slug)
     snap, error = snapshot_or_error(request, pool)
     if error:
         return error

@@ -5,10 +5,12 @@ site at start-up with ImproperlyConfigured instead of misbehaving later.
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -77,6 +79,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "template_partials",
+    "csp",
+    "axes",
     "tokens",
     "dashboard",
 ]
@@ -86,7 +90,7 @@ MIDDLEWARE = [
     # In production the app serves its static files itself (docs/deploy.md), before anything slower runs;
     # with DEBUG on runserver does, straight from static/.
     *([] if DEBUG else ["whitenoise.middleware.WhiteNoiseMiddleware"]),
-    "dashboard.middleware.ContentSecurityPolicyMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -96,6 +100,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "dashboard.middleware.JsonNotFoundMiddleware",
+    # Last, as axes asks: it turns a login that axes refused into the lockout response (dashboard/throttle.py).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "dashboard.urls"
@@ -177,16 +183,39 @@ X_FRAME_OPTIONS = "DENY"
 # Pages take the CSRF token from the page (hx-headers on <body>), so no script needs to read the cookie.
 CSRF_COOKIE_HTTPONLY = True
 # No inline script, style or event handler anywhere (tests/test_security_settings.py renders every page to check).
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
-    "frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
-)
-# Login throttling (dashboard/throttle.py), kept in the database so that every gunicorn worker sees it: after this
-# many failed logins for one username (or LOGIN_MAX_FAILURES_PER_IP from one address) within LOGIN_LOCKOUT_SECONDS,
-# further attempts are refused until the oldest of them is that old.
+# Sent by django-csp; files passed on from a pool get a policy of their own (download_csp, dashboard/export_views.py).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF], "script-src": [SELF], "style-src": [SELF], "img-src": [SELF, "data:"],
+        "object-src": [NONE], "frame-ancestors": [NONE], "base-uri": [SELF], "form-action": [SELF],
+    },
+}
+# Login throttling is django-axes' with its database handler, so that every gunicorn worker counts the same failures
+# (dashboard/throttle.py adds what the site wants beyond axes): after LOGIN_MAX_FAILURES failed logins for one
+# username, or LOGIN_MAX_FAILURES_PER_IP from one address, each within LOGIN_LOCKOUT_SECONDS of the one before,
+# further attempts are refused until the newest of them is that old.
 LOGIN_MAX_FAILURES = envint("LOGIN_MAX_FAILURES", 5)
 LOGIN_MAX_FAILURES_PER_IP = envint("LOGIN_MAX_FAILURES_PER_IP", 20)
 LOGIN_LOCKOUT_SECONDS = envint("LOGIN_LOCKOUT_SECONDS", 900)
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out login before the password is checked
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "dashboard.throttle.AxesHandler"
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # counted apart, each against its own limit (AxesHandler)
+AXES_FAILURE_LIMIT = 1  # AxesHandler answers 1 once the username or the address has reached its own limit
+AXES_COOLOFF_TIME = timedelta(seconds=LOGIN_LOCKOUT_SECONDS)
+# A refused attempt is not counted: it would move the end of the lockout on with every try.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "dashboard.throttle.client_ip"
+AXES_USERNAME_CALLABLE = "dashboard.throttle.username_key"
+AXES_LOCKOUT_CALLABLE = "dashboard.throttle.lockout_response"
+# What axes keeps: the failures it counts, with the username hashed and nothing of the form typed in clear (it masks
+# the password itself); no log of successful logins; log lines that name no username, address or browser.
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "csrfmiddlewaretoken"]
+AXES_DISABLE_ACCESS_LOG = True
+AXES_VERBOSE = False
 
 LOGGING = {
     "version": 1,
@@ -203,6 +232,47 @@ LOGGING = {
         "ibm-cloud-sdk-core": {"level": "WARNING"},
     },
 }
+
+# Secrets the site keeps in its database (admin pools' CouchDB passwords, alert webhook addresses) are encrypted with
+# SECRETS_KEY (tokens/secretbox.py): one key, or several comma-separated, newest first (the first encrypts, all
+# decrypt; `manage.py rotate_secrets` re-encrypts with the first). Unset: derived from SECRET_KEY, so changing
+# SECRET_KEY then makes them unreadable (the pages say so, and they are entered again).
+SECRETS_KEYS = [k.strip() for k in (envsecret("SECRETS_KEY") or "").split(",") if k.strip()] or [
+    "picas-dashboard-secrets:" + SECRET_KEY]
+
+# --- Single sign-on (OpenID Connect: SURF's SRAM, EGI Check-in, eduTEAMS; docs/deploy.md) ----------------------
+# On when OIDC_ISSUER is set. Roles come from the claim OIDC_GROUPS_CLAIM through OIDC_ROLE_MAP, refreshed at each
+# login: entries "<claim value> <viewer|operator> <pool slug or *>", separated by ";" or new lines (the map may
+# also come from a file, OIDC_ROLE_MAP_FILE).
+OIDC_ISSUER = os.getenv("OIDC_ISSUER", "")
+OIDC_CLIENT_ID = os.getenv("OIDC_CLIENT_ID", "")
+OIDC_CLIENT_SECRET = envsecret("OIDC_CLIENT_SECRET", "")
+OIDC_SCOPES = os.getenv("OIDC_SCOPES", "openid profile email eduperson_entitlement")
+OIDC_GROUPS_CLAIM = os.getenv("OIDC_GROUPS_CLAIM", "eduperson_entitlement")
+OIDC_PROVIDER_NAME = os.getenv("OIDC_PROVIDER_NAME", "your institution")
+OIDC_TIMEOUT = envfloat("OIDC_TIMEOUT", 10.0)
+
+
+def parse_role_map(text):
+    entries = []
+    for number, line in enumerate(text.replace(";", "\n").splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 3 or parts[1] not in ("viewer", "operator"):
+            raise ImproperlyConfigured(f"OIDC_ROLE_MAP entry {number} must be '<claim value> <viewer|operator> "
+                                       f"<pool slug or *>', not {line.strip()!r}")
+        entries.append(tuple(parts))
+    return entries
+
+
+OIDC_ROLE_MAP = parse_role_map(envsecret("OIDC_ROLE_MAP", "") or "")
+if OIDC_ISSUER and not (OIDC_CLIENT_ID and OIDC_CLIENT_SECRET):
+    raise ImproperlyConfigured("OIDC_ISSUER is set: OIDC_CLIENT_ID and OIDC_CLIENT_SECRET (or _FILE) must be too")
+# Local accounts (username and password): the embedded default; may be switched off once single sign-on works.
+LOCAL_LOGIN = envbool("LOCAL_LOGIN", True)
+if not LOCAL_LOGIN and not OIDC_ISSUER:
+    raise ImproperlyConfigured("LOCAL_LOGIN is off and OIDC_ISSUER is not set: nobody could log in")
 
 # --- PiCaS pools -------------------------------------------------------------------------------
 # Pools from the environment: one CouchDB server, one or more databases. More pools can be added by an

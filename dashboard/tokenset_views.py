@@ -5,7 +5,6 @@ from django.shortcuts import render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from dashboard.job_views import start
-from dashboard.roles import operator_required
 from dashboard.web import couch_error, pool_or_404, wants_json
 from tokens import selections, tokensets
 from tokens.couch import CouchError
@@ -40,10 +39,9 @@ def options_from(post):
 
 
 @require_http_methods(["GET", "POST"])
-@operator_required
 def tokenset_new(request, slug):
     """GET: the form. POST: the dry run (nothing written), with the form again and the confirmation."""
-    pool = pool_or_404(slug)
+    pool = pool_or_404(request, slug, operate=True)
     context = {"pool": pool, "form": request.POST or {"per_token": 10, "key_field": "STARTSB", "id_prefix": "SB",
                                                       "attachment": "srm.txt", "create_views": "on"}}
     if request.method == "GET":
@@ -78,9 +76,8 @@ def tokenset_new(request, slug):
 
 
 @require_POST
-@operator_required
 def tokenset_create(request, slug):
-    pool = pool_or_404(slug)
+    pool = pool_or_404(request, slug, operate=True)
     try:
         job = tokensets.create_job(pool, request.user, request.POST.get("config", ""),
                                    request.POST.get("input_list", ""), options_from(request.POST),

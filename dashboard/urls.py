@@ -5,7 +5,7 @@ from django.urls import path, re_path
 from dashboard import account_views, alert_views, api, export_views, job_views, observe_views, tokenset_views, views
 from dashboard.throttle import ThrottledAdminLoginForm
 
-# The admin's login is throttled like the site's (dashboard/throttle.py).
+# The admin's login says why django-axes refused it, like the site's (dashboard/throttle.py).
 admin.site.login_form = ThrottledAdminLoginForm
 
 urlpatterns = [
@@ -24,7 +24,10 @@ urlpatterns = [
     path("jobs/<int:pk>/", job_views.job, name="job"),
     path("jobs/<int:pk>/cancel/", job_views.job_cancel, name="job_cancel"),
     path("jobs/<int:pk>/tokens/", job_views.job_tokens, name="job_tokens"),
-    path("accounts/login/", account_views.login, name="login"),
+    path("accounts/login/", account_views.sign_in, name="login"),
+    path("accounts/sso/", account_views.sso_start, name="sso_start"),
+    path("accounts/sso/callback/", account_views.sso_callback, name="sso_callback"),
+    path("admin/login/", account_views.admin_login),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
 ]

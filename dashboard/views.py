@@ -15,6 +15,7 @@ from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET
 
 from dashboard import charts
+from dashboard.export_views import download_csp
 from dashboard.job_views import token_jobs
 from dashboard.observe_views import chart_csv, pool_charts, progress
 from dashboard.web import (
@@ -26,12 +27,12 @@ from dashboard.web import (
     snapshot_meta,
     snapshot_or_error,
     status_of,
+    visible_pools,
     wants_json,
 )
 from tokens import events, exitcodes, overview, reading
 from tokens.couch import CouchError, NotFound
 from tokens.oddities import oddities, safe_file_name
-from tokens.pools import all_pools
 from tokens.states import BUCKETS, OUT_OF_VIEW, STATES, STYLE_LABELS, failure_key, group_from
 
 
@@ -45,10 +46,10 @@ def not_found(request, exception=None):
     return render(request, "404.html", {"message": message}, status=404)
 
 
-def pool_rows():
-    """Every pool with its latest totals and health (the pools page and the API)."""
+def pool_rows(request):
+    """Every pool the request may see, with its latest totals and health (the API's list of pools)."""
     rows = []
-    for pool in all_pools():
+    for pool in visible_pools(request):
         snap = reading.snapshot(pool)
         totals = reading.pool_totals(snap.data) if snap.data else None
         rows.append({
@@ -76,9 +77,10 @@ def pool_row_json(r):
     }
 
 
-def overview_cards():
-    """The overview's cards, attention first (the home page, its wall mode and the API)."""
-    return overview.order([overview.card(pool, reading.snapshot(pool)) for pool in all_pools()])
+def overview_cards(request):
+    """The overview's cards for the pools the request may see, attention first (the home page, its wall mode and
+    the API)."""
+    return overview.order([overview.card(pool, reading.snapshot(pool)) for pool in visible_pools(request)])
 
 
 def card_json(c):
@@ -92,7 +94,7 @@ def card_json(c):
 def pools(request):
     """The overview: a card per pool, what needs attention first. `?wall=1`: for a screen on a wall (large type, no
     navigation, refreshing while shown)."""
-    cards = overview_cards()
+    cards = overview_cards(request)
     quiet = overview.all_quiet(cards)
     payload = {"pools": [card_json(c) for c in cards], "all_quiet": quiet}
     wall = request.GET.get("wall") == "1"
@@ -104,7 +106,7 @@ def pools(request):
 
 @require_GET
 def pool(request, slug):
-    pool = pool_or_404(slug)
+    pool = pool_or_404(request, slug)
     snap, error = snapshot_or_error(request, pool)
     if error:
         return error
@@ -175,7 +177,7 @@ def selection_from(request, data):
 
 @require_GET
 def tokens(request, slug):
-    pool = pool_or_404(slug)
+    pool = pool_or_404(request, slug)
     snap, error = snapshot_or_error(request, pool)
     if error:
         return error
@@ -256,7 +258,7 @@ def summary(doc):
 
 @require_GET
 def failures(request, slug):
-    pool = pool_or_404(slug)
+    pool = pool_or_404(request, slug)
     snap, error = snapshot_or_error(request, pool)
     if error:
         return error
@@ -278,7 +280,7 @@ def failures(request, slug):
 
 @require_GET
 def stale(request, slug):
-    pool = pool_or_404(slug)
+    pool = pool_or_404(request, slug)
     snap, error = snapshot_or_error(request, pool)
     if error:
         return error
@@ -312,7 +314,7 @@ def stale(request, slug):
 
 @require_GET
 def token(request, slug):
-    pool = pool_or_404(slug)
+    pool = pool_or_404(request, slug)
     doc_id = request.GET.get("id", "")
     if not doc_id:
         raise Http404("No token id")
@@ -369,9 +371,10 @@ def inline_attachments(pool, doc, attachments):
 
 
 @require_GET
+@download_csp
 def attachment(request, slug):
     """Stream an attachment through the site (up to 1 GiB: never read whole)."""
-    pool = pool_or_404(slug)
+    pool = pool_or_404(request, slug)
     doc_id, name = request.GET.get("id", ""), request.GET.get("name", "")
     if not doc_id or not name:
         raise Http404("No attachment named")

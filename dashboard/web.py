@@ -4,9 +4,10 @@ error object with its status, the snapshot's metadata. The view modules import t
 from django.http import Http404, JsonResponse
 from django.shortcuts import render
 
+from dashboard import roles
 from tokens import reading
 from tokens.couch import CouchError
-from tokens.pools import get_pool
+from tokens.pools import all_pools, get_pool
 from tokens.states import BUCKET_HELP, BUCKET_LABELS, BUCKETS
 
 
@@ -38,11 +39,21 @@ def couch_error(request, pool, error, template="error.html"):
     return respond(request, template, {"pool": pool, "error": str(error)}, payload, status=error.status)
 
 
-def pool_or_404(slug):
-    pool = get_pool(slug)
+def pool_or_404(request, slug, operate=False):
+    """The pool, if this request may see it: otherwise it does not exist for them (404), whether or not it exists.
+    With `operate`, a viewer of the pool is refused (403)."""
+    mine = roles.access(request)
+    pool = get_pool(slug) if mine.can_view(slug) else None
     if pool is None:
-        raise Http404("No such pool")
+        raise Http404(f"No such pool among those you may see: “{slug}”.")
+    if operate:
+        roles.require_operator(request, slug)
     return pool
+
+
+def visible_pools(request):
+    """Every pool this request may see, in the usual order."""
+    return roles.access(request).visible(all_pools())
 
 
 def snapshot_or_error(request, pool):

@@ -56,5 +56,6 @@ class Api:
         assert not problems, f"{method.upper()} {template} {response.status_code} breaks its schema: {problems[:5]}"
 
 
-def token_for(user):
-    return ApiToken.issue(user, "test script")[1]
+def token_for(user, scope=ApiToken.OPERATE, pools=()):
+    """A token that may do what its owner may (unless told `scope="read"` or some `pools`)."""
+    return ApiToken.issue(user, "test script", scope, pools)[1]

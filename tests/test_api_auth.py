@@ -74,7 +74,7 @@ def test_a_token_works_until_its_owner_revokes_it(schema, viewer_client, viewer,
     assert token.last_used_at is not None
     assert viewer_client.post(f"/account/tokens/{token.pk}/revoke/").status_code == 302
     refused = api.get("/api/v1/pools")
-    assert refused.status_code == 401 and refused.json()["detail"] == "Unknown or revoked API token"
+    assert refused.status_code == 401 and refused.json()["detail"].startswith("Unknown, revoked or expired API token")
     assert ApiToken.objects.get(name="script").revoked_at is None  # the user's other token is untouched
 
 
@@ -118,7 +118,7 @@ def test_viewers_read_everything(schema, viewer, job, demo_pools, url):
 @pytest.mark.parametrize("url, body", ACTS)
 def test_viewers_get_a_json_403_on_every_action(schema, viewer, job, demo_pools, url, body):
     response = Api(schema, token_for(viewer)).post(url.format(job=job.pk), body)
-    assert response.status_code == 403 and response.json()["detail"] == "Only operators can do this."
+    assert response.status_code == 403 and response.json()["detail"] == "Only operators of this pool can do this."
     assert Job.objects.count() == 1 and not Job.objects.get().cancel_requested
 
 

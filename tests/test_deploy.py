@@ -183,7 +183,7 @@ def site(tmp_path_factory, couch_server, redis_server):
         COUCHDB_PASSWORD_FILE=str(tmp / "couchdb_password"), COUCHDB_DATABASES=database, COUCHDB_CREATE_VIEWS="true",
         # A Redis database of its own: the test session's in-process worker listens on database 0.
         CELERY_BROKER_URL=redis_server.url.rsplit("/", 1)[0] + "/7", LOG_LEVEL="DEBUG", COUNTS_MAX_AGE="1",
-        LOGIN_MAX_FAILURES="3",
+        LOGIN_MAX_FAILURES="3", LOGIN_MAX_FAILURES_PER_IP="4",
     )
     for command in (["migrate", "--no-input"], ["collectstatic", "--no-input"], ["shell", "-c", (
             "from django.contrib.auth.models import Group, User; "
@@ -239,7 +239,8 @@ def test_plain_http_is_redirected_to_https(site):
 def test_pages_carry_hsts_csp_and_refuse_frames_and_sniffing(site):
     response = Proxy(site["port"]).get("/accounts/login/")
     assert response.getheader("Strict-Transport-Security") == "max-age=31536000; includeSubDomains"
-    assert "script-src 'self';" in response.getheader("Content-Security-Policy")
+    policy = [d.strip() for d in response.getheader("Content-Security-Policy").split(";")]
+    assert "script-src 'self'" in policy and "default-src 'self'" in policy
     assert response.getheader("X-Frame-Options") == "DENY"
     assert response.getheader("X-Content-Type-Options") == "nosniff"
     assert response.getheader("Referrer-Policy") == "same-origin"
@@ -271,10 +272,19 @@ def test_login_throttling_holds_across_gunicorn_workers(site):
     browser = Proxy(site["port"], client_ip="198.51.100.23")
     # Each request on a connection of its own, to whichever of the two workers accepts it first.
     statuses = [browser.log_in("victor", "wrong").status for _ in range(3)]
-    assert statuses == [200, 200, 200]
+    assert statuses == [200, 200, 429]  # the third failure reaches the limit
     refused = browser.log_in("victor", "victor-pw-123")
     assert refused.status == 429 and int(refused.getheader("Retry-After")) > 800
     assert b"Too many failed logins" in refused.body
+
+
+def test_behind_the_proxy_failures_count_for_the_client_address_it_appended(site):
+    # Every request claims 203.0.113.1 as its first X-Forwarded-For entry: only the proxy's last one counts.
+    browser = Proxy(site["port"], client_ip="198.51.100.40")
+    statuses = [browser.log_in(f"nobody{n}", "wrong").status for n in range(4)]
+    assert statuses == [200, 200, 200, 429]  # LOGIN_MAX_FAILURES_PER_IP=4
+    assert browser.log_in("olga", "olga-pw-123").status == 429
+    assert Proxy(site["port"], client_ip="198.51.100.41").log_in("olga", "olga-pw-123").status == 302
 
 
 def wait_for(check, seconds=60):

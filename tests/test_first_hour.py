@@ -76,8 +76,9 @@ def test_a_wrong_address_a_missing_pool_and_a_forbidden_page_are_the_sites_own_s
     pages = {
         "/no/such/page/": (404, "Not found", "There is no page at this address"),
         "/pools/no-such-pool/": (404, "Not found", "No such pool"),
-        f"/pools/{scratch_pool.database}/tokensets/new/": (403, "Not allowed", "Only operators can do this. Your "
-                                                           "account can look at every pool but not change tokens"),
+        f"/pools/{scratch_pool.database}/tokensets/new/": (403, "Not allowed", "Only operators of this pool can do "
+                                                           "this. Your account can look at this pool but not change "
+                                                           "its tokens"),
     }
     for path, (status, title, says) in pages.items():
         response = page.goto(live_server.url + path)

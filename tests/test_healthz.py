@@ -18,6 +18,17 @@ def test_it_answers_200_without_login_when_everything_answers(client, broker_up,
     response = client.get("/healthz")
     assert response.status_code == 200
     data = response.json()
+    assert data["status"] == "ok" and data["checks"]["broker"]["status"] == "ok"
+    # Without a login no pool is named (nobody learns which exist), but they are counted and checked.
+    assert data["checks"]["pools"] == {} and data["checks"]["other_pools"] == {"checked": 2, "failing": 0}
+    assert SURF not in response.content.decode()
+
+
+def test_a_viewer_sees_the_checks_of_their_pools_by_name(viewer_client, broker_up, demo_pools):
+    client = viewer_client
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    data = response.json()
     assert data["status"] == "ok"
     assert {k: v["status"] for k, v in data["checks"].items() if k != "pools"} == {
         "site": "ok", "database": "ok", "broker": "ok"}
@@ -25,7 +36,8 @@ def test_it_answers_200_without_login_when_everything_answers(client, broker_up,
     assert client.head("/healthz").status_code == 200
 
 
-def test_an_unreachable_pool_fails_it_with_503(client, broker_up, demo_pools):
+def test_an_unreachable_pool_fails_it_with_503(viewer_client, broker_up, demo_pools):
+    client = viewer_client
     broker_up.COUCHDB_URL = f"http://127.0.0.1:{free_port()}"
     response = client.get("/healthz")
     assert response.status_code == 503
@@ -35,7 +47,8 @@ def test_an_unreachable_pool_fails_it_with_503(client, broker_up, demo_pools):
                                              "error": "unreachable"}
 
 
-def test_a_missing_database_fails_only_its_own_pool(client, broker_up, demo_pools):
+def test_a_missing_database_fails_only_its_own_pool(viewer_client, broker_up, demo_pools):
+    client = viewer_client
     broker_up.COUCHDB_DATABASES = [SURF, "no-such-db"]
     response = client.get("/healthz")
     pools = response.json()["checks"]["pools"]
@@ -52,7 +65,8 @@ def test_a_broker_nobody_listens_on_fails_it(client, settings, demo_pools):
     assert "broker-password-42" not in response.content.decode() and "127.0.0.1" not in response.content.decode()
 
 
-def test_refused_credentials_fail_it_without_showing_them(client, broker_up, demo_pools):
+def test_refused_credentials_fail_it_without_showing_them(viewer_client, broker_up, demo_pools):
+    client = viewer_client
     broker_up.COUCHDB_USER, broker_up.COUCHDB_PASSWORD = STRANGER, "wrong-password-123"
     response = client.get("/healthz")
     assert response.status_code == 503
@@ -61,7 +75,8 @@ def test_refused_credentials_fail_it_without_showing_them(client, broker_up, dem
     assert "wrong-password-123" not in body and broker_up.COUCHDB_URL not in body
 
 
-def test_a_pool_added_in_the_admin_is_checked_too(client, broker_up, demo_pools, couch_server):
+def test_a_pool_added_in_the_admin_is_checked_too(viewer_client, broker_up, demo_pools, couch_server):
+    client = viewer_client
     from tokens.models import PoolConfig
 
     PoolConfig.objects.create(slug="admin-pool", url=couch_server.url, database=LOFAR,

@@ -142,10 +142,10 @@ def test_without_a_bearer_token_metrics_are_refused(client, metrics_on, demo_poo
     assert TOKEN not in response.content.decode()
 
 
-def test_metrics_are_off_without_the_setting(client, settings, demo_pools):
+def test_without_the_setting_no_token_opens_them_but_a_users_own(client, settings, demo_pools):
     settings.METRICS_TOKEN = ""
-    assert client.get("/metrics", headers={"Authorization": "Bearer "}).status_code == 404
-    assert client.get("/metrics").status_code == 404
+    assert client.get("/metrics", headers={"Authorization": "Bearer "}).status_code == 401
+    assert client.get("/metrics").status_code == 401
 
 
 def test_the_token_may_come_from_a_file(tmp_path):

@@ -58,4 +58,4 @@ def test_a_viewer_sent_to_an_operators_page_is_told_why_and_where_to_go(viewer_c
     response = viewer_client.get(f"/pools/{SURF}/jobs/new/", {"action": "reset", "kind": "state", "bucket": "error"})
     assert response.status_code == 403
     html = response.content.decode()
-    assert "Only operators can do this." in html and "operators" in html and 'href="/"' in html
+    assert "Only operators of this pool can do this." in html and "operators" in html and 'href="/"' in html

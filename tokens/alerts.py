@@ -17,7 +17,7 @@ from django.db.models import Count
 from django.urls import reverse
 from django.utils import timezone
 
-from tokens import notify, reading
+from tokens import notify, reading, secretbox
 from tokens.models import Alert, AlertRule, Delivery, Job, ObservationHour, Subscription, TokenEvent
 from tokens.pools import all_pools
 
@@ -191,12 +191,16 @@ def evaluate(now=None):
 
 
 def _queue(alert, message, now):
-    for sub in Subscription.objects.filter(pool=alert.pool).select_related("user"):
+    from dashboard.roles import user_access  # who may still see the pool: a user who lost the role is not told
+
+    for sub in Subscription.objects.filter(pool=alert.pool, user__is_active=True).select_related("user"):
+        if not user_access(sub.user).can_view(alert.pool):
+            continue
         if sub.email and sub.user.email:
             Delivery.objects.create(alert=alert, message=message, channel=Delivery.EMAIL, target=sub.user.email,
                                     next_attempt_at=now)
-        if sub.webhook_url:
-            Delivery.objects.create(alert=alert, message=message, channel=Delivery.WEBHOOK, target=sub.webhook_url,
+        if sub.webhook_sealed:  # it stays encrypted on its way
+            Delivery.objects.create(alert=alert, message=message, channel=Delivery.WEBHOOK, target=sub.webhook_sealed,
                                     next_attempt_at=now)
 
 
@@ -229,8 +233,8 @@ def deliver(now=None):
                     raise notify.NotifyError("no mail server is configured (EMAIL_HOST)")
                 notify.email(d.target, subject, body)
             else:
-                notify.webhook(d.target, body)
-        except notify.NotifyError as e:
+                notify.webhook(d.address, body)
+        except (notify.NotifyError, secretbox.SecretError) as e:
             d.attempts += 1
             d.last_error = str(e)
             if d.attempts >= settings.ALERT_DELIVERY_ATTEMPTS:

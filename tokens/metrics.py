@@ -33,7 +33,7 @@ def lock_counts(pool, hours):
     return (stale[0]["value"] if stale else 0), (unknown[0]["value"] if unknown else 0)
 
 
-def pool_families():
+def pool_families(pools):
     tokens = GaugeMetricFamily("picas_tokens", "Tokens per observation and state, from the latest count snapshot "
                                "(a pool without the dashboard's own views: per worker design document, which may "
                                "overlap)", labels=["pool", "type", "group", "state"])
@@ -51,7 +51,7 @@ def pool_families():
     alerting = GaugeMetricFamily("picas_alerts_firing", "The dashboard's own alert rules firing now",
                                  labels=["pool"])
     firing = dict(Alert.objects.filter(status=Alert.FIRING).values_list("pool").annotate(n=Count("id")).order_by())
-    for pool in all_pools():
+    for pool in pools:
         snap = reading.snapshot(pool)
         data = snap.data
         refresh_ok.add_metric([pool.slug], 0 if snap.error else 1)
@@ -80,12 +80,13 @@ def pool_families():
     return [tokens, pool_tokens, done, stale, unknown, up, refresh_ok, age, alerting]
 
 
-def job_families():
+def job_families(slugs):
     operations.mark_interrupted()  # as the jobs pages do: a silent running job counts as interrupted
     ended = CounterMetricFamily("picas_jobs_ended", "Jobs that ended, by action and outcome",
                                 labels=["action", "outcome"])
     active = GaugeMetricFamily("picas_jobs_active", "Jobs queued or running", labels=["action", "status"])
-    for row in Job.objects.values("action", "status").annotate(n=Count("id")).order_by("action", "status"):
+    jobs = Job.objects.all() if slugs is None else Job.objects.filter(pool__in=slugs)
+    for row in jobs.values("action", "status").annotate(n=Count("id")).order_by("action", "status"):
         if row["status"] in Job.ENDED:
             ended.add_metric([row["action"], row["status"]], row["n"])
         else:
@@ -96,7 +97,7 @@ def job_families():
     took = ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
     per_bound = {f"le_{i}": Count("id", filter=Q(took__lte=timedelta(seconds=b)))
                  for i, b in enumerate(DURATION_BUCKETS)}
-    rows = (Job.objects.filter(status__in=Job.ENDED, started_at__isnull=False, finished_at__isnull=False)
+    rows = (jobs.filter(status__in=Job.ENDED, started_at__isnull=False, finished_at__isnull=False)
             .annotate(took=took).values("action").annotate(n=Count("id"), total=Sum("took"), **per_bound)
             .order_by("action"))
     for row in rows:
@@ -107,13 +108,17 @@ def job_families():
 
 
 class _Collector:
+    def __init__(self, pools, every_pool):
+        self.pools, self.every_pool = pools, every_pool
+
     def collect(self):
-        yield from pool_families()
-        yield from job_families()
+        yield from pool_families(self.pools)
+        yield from job_families(None if self.every_pool else {p.slug for p in self.pools})
 
 
-def registry():
-    """A registry holding only the dashboard's metrics, collected afresh on every scrape."""
+def registry(pools=None):
+    """A registry holding only the dashboard's metrics, collected afresh on every scrape: of every pool, or of
+    `pools` only (and of the jobs on them)."""
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(_Collector())
+    reg.register(_Collector(all_pools() if pools is None else pools, pools is None))
     return reg

@@ -1,5 +1,11 @@
+import os
+from pathlib import Path
+
+from django.core.validators import RegexValidator
 from django.db import connection, models, transaction
 from django.utils import timezone
+
+from tokens import secretbox
 
 
 def insert_rows(model, fields, rows):
@@ -53,7 +59,14 @@ class PoolConfig(models.Model):
     url = models.URLField(help_text="CouchDB server, e.g. https://picas.surfsara.nl:6984 (no credentials here).")
     database = models.CharField(max_length=200)
     username = models.CharField(max_length=200, blank=True)
-    password = models.CharField(max_length=200, blank=True)
+    # The password is never stored in clear: encrypted with SECRETS_KEY (tokens/secretbox.py), or not stored at all
+    # but read from an environment variable or the file its NAME_FILE names (container secrets).
+    password_sealed = models.TextField(blank=True, editable=False)
+    password_env = models.CharField(
+        max_length=100, blank=True, validators=[RegexValidator(r"^[A-Za-z_][A-Za-z0-9_]*$", "An environment "
+                                                                "variable's name: letters, digits and _")],
+        help_text="Read the password from this environment variable, or from the file named by its _FILE "
+                  "variable (e.g. LOFAR_COUCHDB_PASSWORD, LOFAR_COUCHDB_PASSWORD_FILE), instead of storing it.")
     group_field = models.CharField(
         max_length=100, blank=True, help_text="Token field that groups tokens into observations, e.g. OBSID."
     )
@@ -66,6 +79,30 @@ class PoolConfig(models.Model):
 
     def __str__(self):
         return self.name or self.slug
+
+    @property
+    def password(self):
+        """The password in clear, for the adapter only. A SecretError when it cannot be had."""
+        if self.password_env:
+            return secret_from_environment(self.password_env)
+        return secretbox.open_sealed(self.password_sealed, f"The stored password of pool {self.slug}")
+
+    @password.setter
+    def password(self, plain):
+        self.password_sealed = secretbox.seal(plain)
+
+
+def secret_from_environment(name):
+    """NAME's value, or the content of the file NAME_FILE names (without its final newline)."""
+    path = os.environ.get(name + "_FILE")
+    if path:
+        try:
+            return Path(path).read_text().rstrip("\n")
+        except OSError as e:
+            raise secretbox.SecretError(f"{name}_FILE names a file that cannot be read ({e.strerror})") from None
+    if name not in os.environ:
+        raise secretbox.SecretError(f"Neither {name} nor {name}_FILE is set in the site's environment")
+    return os.environ[name]
 
 
 class CountSnapshot(models.Model):
@@ -370,13 +407,22 @@ class Subscription(models.Model):
     user = models.ForeignKey("auth.User", on_delete=models.CASCADE, related_name="alert_subscriptions")
     pool = models.CharField(max_length=100)
     email = models.BooleanField(default=True)
-    webhook_url = models.URLField(blank=True, max_length=1000)
+    # A Mattermost or Slack webhook's address is its secret: stored encrypted (tokens/secretbox.py).
+    webhook_sealed = models.TextField(blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user", "pool"], name="subscription_unique")]
 
     def __str__(self):
         return f"{self.user} on {self.pool}"
+
+    @property
+    def webhook_url(self):
+        return secretbox.open_sealed(self.webhook_sealed, "The webhook address")
+
+    @webhook_url.setter
+    def webhook_url(self, url):
+        self.webhook_sealed = secretbox.seal(url)
 
 
 class Delivery(models.Model):
@@ -389,7 +435,7 @@ class Delivery(models.Model):
     alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="deliveries")
     message = models.CharField(max_length=10)  # firing, notice, resolved: which news it carries
     channel = models.CharField(max_length=10)
-    target = models.CharField(max_length=1000)  # the address or URL
+    target = models.TextField()  # the e-mail address, or the webhook's URL encrypted (tokens/secretbox.py)
     status = models.CharField(max_length=10, default=PENDING)
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(default=timezone.now)
@@ -400,4 +446,11 @@ class Delivery(models.Model):
         ordering = ["pk"]
 
     def __str__(self):
-        return f"{self.channel} to {self.target}: {self.status}"
+        return f"{self.channel} delivery: {self.status}"
+
+    @property
+    def address(self):
+        """Where it goes, in clear (a webhook's URL is a secret: shown only through notify.where)."""
+        if self.channel == self.WEBHOOK:
+            return secretbox.open_sealed(self.target, "The webhook address")
+        return self.target

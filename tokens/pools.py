@@ -5,8 +5,9 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.utils.text import slugify
 
-from tokens.couch import Couch, split_credentials
+from tokens.couch import Couch, CouchError, split_credentials
 from tokens.models import PoolConfig
+from tokens.secretbox import SecretError
 
 
 @dataclass(frozen=True)
@@ -20,8 +21,11 @@ class Pool:
     group_field: str = ""
     create_views: bool = False
     source: str = "environment"
+    problem: str = ""  # why its credentials cannot be had (they are not shown anywhere, this is)
 
     def couch(self):
+        if self.problem:
+            raise CouchError(self.problem)
         return Couch(self.url, self.database, self.username, self.password, timeout=settings.COUCHDB_TIMEOUT)
 
 
@@ -45,20 +49,16 @@ def env_pools():
 
 
 def admin_pools():
-    return [
-        Pool(
-            slug=c.slug,
-            name=c.name or c.database,
-            url=split_credentials(c.url)[0],
-            database=c.database,
-            username=c.username,
-            password=c.password,
-            group_field=c.group_field,
-            create_views=c.create_views,
-            source="admin",
-        )
-        for c in PoolConfig.objects.all()
-    ]
+    pools = []
+    for c in PoolConfig.objects.all():
+        try:
+            password, problem = c.password, ""
+        except SecretError as e:
+            password, problem = "", str(e)
+        pools.append(Pool(slug=c.slug, name=c.name or c.database, url=split_credentials(c.url)[0],
+                          database=c.database, username=c.username, password=password, group_field=c.group_field,
+                          create_views=c.create_views, source="admin", problem=problem))
+    return pools
 
 
 def all_pools():

@@ -15,6 +15,7 @@ from functools import wraps
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, JsonResponse
 from django.urls import URLPattern
 from django.views.decorators.http import require_safe
@@ -34,14 +35,16 @@ log = logging.getLogger(__name__)
 
 
 class BearerToken(HttpBearer):
-    """A per-user API token. An unknown or revoked one is refused outright (401), not passed on to the session."""
+    """A per-user API token. An unknown, revoked or expired one is refused outright (401), not passed on to the
+    session. The request then acts for the token's owner within the token's limits (dashboard.roles.access)."""
 
     def authenticate(self, request, token):
-        user = ApiToken.user_for(token) if token else None
-        if user is None:
-            raise AuthenticationError(message="Unknown or revoked API token")
-        request.user = user
-        return user
+        found = ApiToken.find(token) if token else None
+        if found is None:
+            raise AuthenticationError(message="Unknown, revoked or expired API token: make a new one on /account/")
+        request.user = found.user
+        request.api_token = found
+        return found.user
 
 
 class Session(APIKeyCookie):
@@ -96,6 +99,11 @@ def couch_error(request, exc):
 @api.exception_handler(OperationError)
 def operation_error(request, exc):
     return api.create_response(request, {"detail": str(exc)}, status=400)
+
+
+@api.exception_handler(PermissionDenied)
+def forbidden(request, exc):
+    return api.create_response(request, {"detail": str(exc) or "Forbidden"}, status=403)
 
 
 @api.exception_handler(Http404)

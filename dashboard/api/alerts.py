@@ -52,7 +52,7 @@ class Alerts(Schema):
 def get_alerts(request, slug: Slug):
     """The pool's alert rules, and its alerts newest first (the last 50): what fired, with its evidence, and each
     message (e-mail or webhook, the webhook's address without its secret path) with its outcome."""
-    pool = pool_of(slug)
+    pool = pool_of(request, slug)
     rows = Alert.objects.filter(pool=pool.slug).prefetch_related("deliveries")[:HISTORY]
     return {"pool": pool.slug, "rules": [rule_json(r) for r in AlertRule.objects.filter(pool=pool.slug)],
             "alerts": [alert_json(a) for a in rows]}

@@ -11,7 +11,6 @@ from ninja.errors import HttpError
 from pydantic import AfterValidator, create_model
 
 from dashboard import web
-from dashboard.roles import is_operator
 from tokens import reading
 from tokens.states import BUCKETS
 
@@ -33,9 +32,10 @@ def errors(*codes):
 READ_ERRORS = errors(401, 404, 422, 500, 502, 503)
 
 
-def require_operator(request):
-    if not is_operator(request.auth):
-        raise HttpError(403, "Only operators can do this.")
+def pool_of(request, slug, operate=False):
+    """The pool if the caller may see it (else 404, as if there were none); with `operate`, a 403 for a viewer of
+    it or for a read-only token."""
+    return web.pool_or_404(request, slug, operate=operate)
 
 
 def plain_text(value):
@@ -55,10 +55,6 @@ Bucket = Literal[BUCKETS]
 Limit = Annotated[int | None, Query(ge=1, le=MAX_LIMIT, description="Rows per page (default PAGE_SIZE)")]
 After = Annotated[Text | None, Query(description="The `next` of the previous page", max_length=20000)]
 Before = Annotated[Text | None, Query(description="The `previous` of a page: the page before it", max_length=20000)]
-
-
-def pool_of(slug):
-    return web.pool_or_404(slug)
 
 
 def snapshot_of(pool):

@@ -37,7 +37,7 @@ def export_tokens(
 ):
     """Any token list (a state, a failure group, stale locks, an observation) as CSV or JSON lines, streamed a page
     at a time: the web UI's export (tokens/exports.py), with an API token."""
-    pool = pool_of(slug)
+    pool = pool_of(request, slug)
     snap = snapshot_of(pool)
     given = {"format": format, "fields": fields, "state": state, "code": code, "message": message, "hours": hours,
              "type": type, "group": group, "q": q, "field": field, "value": value}

@@ -75,7 +75,7 @@ class History(Schema):
 def list_hosts(request, slug: Slug, window: Literal["6h", "24h", "7d", "30d"] = "24h"):
     """Per worker host (and site, the host name's domain) over the window: running now, claims, done, failed,
     failure rate, median run time (lock to done), first and last seen; and the hosts flagged as black holes."""
-    pool = pool_of(slug)
+    pool = pool_of(request, slug)
     return observe_views.hosts_payload(pool, snapshot_of(pool), window)
 
 
@@ -91,7 +91,7 @@ def get_history(
 ):
     """Tokens finished (done, failed) per hour or day, from the pool's events: a reset does not change the past,
     and a token that failed and then was done counts in both periods."""
-    pool = pool_of(slug)
+    pool = pool_of(request, slug)
     until = _aware(until) or timezone.now()
     since = _aware(since) or until - (timedelta(days=30) if bucket == "day" else timedelta(hours=24))
     try:

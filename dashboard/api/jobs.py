@@ -4,12 +4,11 @@ import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from django.shortcuts import get_object_or_404
 from ninja import Field, Query, Router, Schema
 from ninja.errors import HttpError
 from pydantic import field_validator
 
-from dashboard import job_views
+from dashboard import job_views, roles
 from dashboard.api.common import (
     MAX_HOURS,
     MAX_ID,
@@ -22,7 +21,6 @@ from dashboard.api.common import (
     errors,
     plain_text,
     pool_of,
-    require_operator,
 )
 from tokens import actions, operations, selections
 from tokens.models import Job
@@ -183,8 +181,7 @@ def create_job(request, slug: Slug, body: JobIn):
     """A dry run (the default: how many tokens, the first ids, nothing written), or, with `dry_run: false`, a job
     created and queued. Deleting, or acting on more than JOB_CONFIRM_THRESHOLD tokens, needs `confirm` set to the
     count the dry run gave. Operators only."""
-    require_operator(request)
-    pool = pool_of(slug)
+    pool = pool_of(request, slug, operate=True)
     selection = selection_of(body)
     params = params_of(body)
     if body.dry_run:
@@ -213,7 +210,8 @@ def list_jobs(
 ):
     """The audit list, newest first, paged by job id."""
     operations.tend_jobs()
-    found = job_views.filtered_jobs(pool=pool, user=user, action=action, status=status, via=via).order_by("-pk")
+    found = job_views.filtered_jobs(pool=pool, user=user, action=action, status=status, via=via,
+                                    pools=roles.access(request).pool_filter()).order_by("-pk")
     if before is not None:
         found = found.filter(pk__lt=before)
     page = list(found[:limit + 1])
@@ -225,7 +223,7 @@ def list_jobs(
 def get_job(request, job_id: JobId):
     """A job's progress and outcome (poll until `status` is no longer queued or running)."""
     operations.tend_jobs()
-    return job_detail(get_object_or_404(Job.objects.select_related("user"), pk=job_id))
+    return job_detail(job_views.job_or_404(request, job_id))
 
 
 @router.get("/jobs/{job_id}/tokens", response={200: JobTokens, **errors(401, 404, 422, 500)}, tags=["jobs"])
@@ -238,7 +236,7 @@ def get_job_tokens(
 ):
     """Every token a job changed (or skipped, or failed on), in the order it met them, paged. To act on them
     again, create a job with the selection {"kind": "job", "job": job_id, "outcome": ...}."""
-    job = get_object_or_404(Job, pk=job_id)
+    job = job_views.job_or_404(request, job_id)
     records = job.tokens.filter(outcome=outcome).order_by("pk")
     if after is not None:
         records = records.filter(pk__gt=after)
@@ -252,8 +250,7 @@ def get_job_tokens(
           tags=["jobs"])
 def cancel_job(request, job_id: JobId):
     """Stop a job: a queued one at once, a running one between two batches. Operators only."""
-    require_operator(request)
-    job = get_object_or_404(Job, pk=job_id)
+    job = job_views.job_or_404(request, job_id, operate=True)
     if job.ended:
         raise HttpError(409, f"The job has already ended ({job.status})")
     operations.cancel_job(job.pk)

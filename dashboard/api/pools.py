@@ -105,19 +105,19 @@ class Overview(Schema):
 def get_overview(request):
     """The overview's cards, those that need attention first: progress, throughput, ETA and its basis, error
     rate, stale locks, black-hole hosts, last activity, observations in progress; `all_quiet` when none needs it."""
-    cards = views.overview_cards()
+    cards = views.overview_cards(request)
     return {"pools": [views.card_json(c) for c in cards], "all_quiet": overview.all_quiet(cards)}
 
 
 @router.get("/pools", response={200: PoolList, **errors(401, 500)}, tags=["pools"])
 def list_pools(request):
     """Every pool with its totals per state, from its latest counts."""
-    return {"pools": [views.pool_row_json(r) for r in views.pool_rows()]}
+    return {"pools": [views.pool_row_json(r) for r in views.pool_rows(request)]}
 
 
 @router.get("/pools/{slug}", response={200: PoolDetail, **READ_ERRORS}, tags=["pools"])
 def get_pool(request, slug: Slug):
     """A pool's counts per state and per observation (token type and group), with the age of those counts."""
-    pool = pool_of(slug)
+    pool = pool_of(request, slug)
     snap = snapshot_of(pool)
     return views.pool_payload(pool, snap, reading.observations(snap.data), reading.pool_totals(snap.data))

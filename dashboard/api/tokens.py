@@ -173,7 +173,7 @@ def list_tokens(
 ):
     """One page of a state's tokens (or a failure group's), paged by key: follow `next` until it is null (or
     `previous`, as `before`, back to the first page)."""
-    pool = pool_of(slug)
+    pool = pool_of(request, slug)
     snap = snapshot_of(pool)
     failure = (code, message) if code is not None else None
     bucket = state or ("error" if failure else "todo")
@@ -198,7 +198,7 @@ def list_tokens(
 @router.get("/pools/{slug}/tokens/{path:token_id}", response={200: TokenDetail, **READ_ERRORS}, tags=["tokens"])
 def get_token(request, slug: Slug, token_id: Annotated[Text, Path(min_length=1)]):
     """A token in full, with its state, lock and finish times, errors newest first, and the jobs that touched it."""
-    pool = pool_of(slug)
+    pool = pool_of(request, slug)
     if token_id.startswith("_") or token_id in (".", ".."):  # CouchDB's own documents and paths: never tokens
         raise Http404("No such token")
     try:
@@ -219,7 +219,7 @@ def list_failures(
     group: Annotated[Text | None, Query(description="Group of one observation (with type)")] = None,
 ):
     """Failed tokens grouped by exit code and normalised first error line, largest first."""
-    pool = pool_of(slug)
+    pool = pool_of(request, slug)
     snap = snapshot_of(pool)
     result = reading.failure_groups(snap.data, type or None, group or None)
     now = timezone.now()
@@ -238,7 +238,7 @@ def list_stale_locks(
     limit: Limit = None,
 ):
     """Tokens locked longer than `hours`, oldest first (paged by key), and the locks of unknown age."""
-    pool = pool_of(slug)
+    pool = pool_of(request, slug)
     snap = snapshot_of(pool)
     hours = settings.STALE_LOCK_HOURS if hours is None else hours
     result = reading.stale_locks(pool, snap.data, hours, cursor=cursor_from(after), limit=limit)
