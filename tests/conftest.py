@@ -265,3 +265,39 @@ def open_page(browser):
     yield open_
     for context in contexts:
         context.close()
+
+
+# --- the API tests' shared fixtures ---
+
+
+@pytest.fixture(scope="module")
+def schema(django_db_blocker):
+    """The API's OpenAPI schema, which tests/api_client.py checks every answer against."""
+    from tests.api_client import openapi
+
+    with django_db_blocker.unblock():
+        return openapi()
+
+
+@pytest.fixture
+def job(db):
+    """A queued reset of SURF's failed tokens (no worker takes it in these tests)."""
+    from tokens.models import Job
+
+    return Job.objects.create(pool=SURF, action="reset", selection={"kind": "state", "bucket": "error"},
+                              preview_count=0)
+
+
+def migrate_around(before, after, add_rows):
+    """Migrate back to `before`, let add_rows(apps) write rows as they were then, migrate forward through `after` to
+    the newest migration: for tests of data migrations."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    add_rows(executor.loader.project_state(before).apps)
+    for target in (after, None):
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(target or executor.loader.graph.leaf_nodes())

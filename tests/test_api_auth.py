@@ -5,7 +5,7 @@ import pytest
 from django.test import Client
 
 from dashboard.models import ApiToken, digest
-from tests.api_client import Api, openapi, token_for
+from tests.api_client import Api, token_for
 from tests.conftest import SURF
 from tokens.models import Job
 
@@ -18,18 +18,6 @@ ACTS = [(f"/api/v1/pools/{SURF}/jobs", {"action": "reset", "selection": {"kind":
         (f"/api/v1/pools/{SURF}/jobs", {"action": "reset", "selection": {"kind": "state", "bucket": "error"},
                                         "dry_run": False}),
         ("/api/v1/jobs/{job}/cancel", {})]
-
-
-@pytest.fixture(scope="module")
-def schema(django_db_blocker):
-    with django_db_blocker.unblock():
-        return openapi()
-
-
-@pytest.fixture
-def job(db):
-    return Job.objects.create(pool=SURF, action="reset", selection={"kind": "state", "bucket": "error"},
-                              preview_count=0)
 
 
 def test_a_user_creates_a_token_on_the_account_page_and_sees_its_secret_once(viewer_client, viewer):

@@ -5,16 +5,10 @@ import time
 
 import pytest
 
-from tests.api_client import Api, openapi, token_for
+from tests.api_client import Api, token_for
 from tests.conftest import LOFAR, SURF
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(scope="module")
-def schema(django_db_blocker):
-    with django_db_blocker.unblock():
-        return openapi()
 
 
 @pytest.fixture

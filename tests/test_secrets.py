@@ -3,15 +3,39 @@ are stored encrypted with SECRETS_KEY or read from the environment (NAME or NAME
 a migration encrypts what was stored before; a changed key is said plainly, without the secret."""
 
 import logging
+import secrets
+import time
+import uuid
 
 import pytest
+import requests
 from django.core.management import call_command
 from django.db import connection
 
-from tests.conftest import LOFAR, SURF
+from tests.conftest import LOFAR, SURF, migrate_around
 from tokens.models import Delivery, PoolConfig, Subscription
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def couch_login(couch_server):
+    """A CouchDB admin of its own whose password occurs nowhere else (the test server's may be a word like "admin",
+    which every page holds). CouchDB 3 keeps admins under /_node/_local/_config; pouchdb-server under /_config."""
+    name, password = f"secret-test-{uuid.uuid4().hex[:8]}", "pw-" + secrets.token_urlsafe(18)
+    auth = (couch_server.username, couch_server.password)
+    for path in ("/_node/_local/_config/admins/", "/_config/admins/"):
+        made = requests.put(couch_server.url + path + name, json=password, auth=auth, timeout=10)
+        if made.ok:
+            break
+    made.raise_for_status()
+    # CouchDB 3 takes a moment to hash a new admin's password; until then the admin cannot log in.
+    deadline = time.monotonic() + 30
+    while not requests.get(couch_server.url + "/_session", auth=(name, password), timeout=10).ok:
+        assert time.monotonic() < deadline, "the new CouchDB admin cannot log in"
+        time.sleep(1)  # slowly: more than 5 failed logins would lock the new admin out
+    yield name, password
+    requests.delete(couch_server.url + path + name, auth=auth, timeout=10)
 
 
 def database_text():
@@ -32,12 +56,12 @@ def pages_of(client, slug):
 
 
 def test_a_pool_added_in_the_admin_works_and_its_password_is_nowhere_in_clear(
-        admin_client, couch_server, demo_pools, caplog, settings):
+        admin_client, couch_server, couch_login, demo_pools, caplog, settings):
     caplog.set_level(logging.DEBUG)
-    password = couch_server.password
+    username, password = couch_login
     added = admin_client.post("/admin/tokens/poolconfig/add/", {
         "slug": "lofar-admin", "name": "LOFAR (admin)", "url": couch_server.url, "database": LOFAR,
-        "username": couch_server.username, "password": password, "password_env": "", "group_field": "OBSID"})
+        "username": username, "password": password, "password_env": "", "group_field": "OBSID"})
     assert added.status_code == 302, added.content.decode()[:2000]
     config = PoolConfig.objects.get(slug="lofar-admin")
     assert config.password_sealed and password not in config.password_sealed and config.password == password
@@ -57,17 +81,18 @@ def test_a_pool_added_in_the_admin_works_and_its_password_is_nowhere_in_clear(
 
 
 def test_a_password_can_come_from_the_environment_or_a_file_and_is_then_not_stored(
-        admin_client, couch_server, demo_pools, monkeypatch, tmp_path):
+        admin_client, couch_server, couch_login, demo_pools, monkeypatch, tmp_path):
+    username, password = couch_login
     secret_file = tmp_path / "couchdb-password"
-    secret_file.write_text(couch_server.password + "\n")
+    secret_file.write_text(password + "\n")
     monkeypatch.setenv("LOFAR_COUCHDB_PASSWORD_FILE", str(secret_file))
     added = admin_client.post("/admin/tokens/poolconfig/add/", {
-        "slug": "from-file", "url": couch_server.url, "database": SURF, "username": couch_server.username,
+        "slug": "from-file", "url": couch_server.url, "database": SURF, "username": username,
         "password": "", "password_env": "LOFAR_COUCHDB_PASSWORD", "group_field": ""})
     assert added.status_code == 302
     assert admin_client.get("/pools/from-file/").status_code == 200
     assert PoolConfig.objects.get(slug="from-file").password_sealed == ""
-    assert couch_server.password not in database_text()
+    assert password not in database_text()
     monkeypatch.delenv("LOFAR_COUCHDB_PASSWORD_FILE")
     missing = admin_client.get("/pools/from-file/token/?id=anything")  # a page that always asks CouchDB
     assert missing.status_code == 502 and "Neither LOFAR_COUCHDB_PASSWORD nor LOFAR_COUCHDB_PASSWORD_FILE is set" in \
@@ -75,21 +100,22 @@ def test_a_password_can_come_from_the_environment_or_a_file_and_is_then_not_stor
 
 
 def test_a_changed_key_is_said_plainly_and_rotation_keeps_the_secrets(
-        admin_client, couch_server, demo_pools, settings):
-    PoolConfig.objects.create(slug="kept", url=couch_server.url, database=SURF, username=couch_server.username,
-                              password=couch_server.password)
+        admin_client, couch_server, couch_login, demo_pools, settings):
+    username, password = couch_login
+    PoolConfig.objects.create(slug="kept", url=couch_server.url, database=SURF, username=username, password=password)
     old = list(settings.SECRETS_KEYS)
     settings.SECRETS_KEYS = ["a-new-key"]
     refused = admin_client.get("/pools/kept/")
     assert refused.status_code == 502
     assert "The stored password of pool kept cannot be decrypted with this site&#x27;s SECRETS_KEY" in \
         refused.content.decode()
-    assert couch_server.password not in refused.content.decode()
+    assert password not in refused.content.decode()
     settings.SECRETS_KEYS = ["a-new-key", *old]  # the new key in front, the old one after it
     call_command("rotate_secrets")
     settings.SECRETS_KEYS = ["a-new-key"]  # the old key dropped: the secret was encrypted anew
-    assert PoolConfig.objects.get(slug="kept").password == couch_server.password
-    assert admin_client.get("/pools/kept/").status_code == 200
+    assert PoolConfig.objects.get(slug="kept").password == password
+    read = admin_client.get("/pools/kept/")
+    assert read.status_code == 200, read.content.decode()[-1500:]
 
 
 def test_webhook_addresses_are_stored_encrypted_and_shown_without_their_secret_path(viewer_client, viewer,
@@ -103,26 +129,17 @@ def test_webhook_addresses_are_stored_encrypted_and_shown_without_their_secret_p
 
 @pytest.mark.django_db(transaction=True)
 def test_the_migration_encrypts_what_was_stored_in_clear(django_user_model):
-    from django.db.migrations.executor import MigrationExecutor
+    def clear_rows(apps):
+        apps.get_model("tokens", "PoolConfig").objects.create(slug="old", url="https://couch.example.org",
+                                                              database="db", password="old-clear-pw")
+        user = django_user_model.objects.create_user("webhooker")
+        apps.get_model("tokens", "Subscription").objects.create(user_id=user.pk, pool="old",
+                                                                webhook_url="https://hooks.example.org/old-hook-key")
+        alert = apps.get_model("tokens", "Alert").objects.create(pool="old", kind="stale_locks", summary="s")
+        apps.get_model("tokens", "Delivery").objects.create(alert_id=alert.pk, message="firing", channel="webhook",
+                                                            target="https://hooks.example.org/old-hook-key")
 
-    before, after = [("tokens", "0008_alerts")], [("tokens", "0009_pool_secrets_encrypted")]
-    executor = MigrationExecutor(connection)
-    executor.migrate(before)
-    apps = executor.loader.project_state(before).apps
-    apps.get_model("tokens", "PoolConfig").objects.create(slug="old", url="https://couch.example.org",
-                                                          database="db", password="old-clear-pw")
-    user = django_user_model.objects.create_user("webhooker")
-    apps.get_model("tokens", "Subscription").objects.create(user_id=user.pk, pool="old",
-                                                            webhook_url="https://hooks.example.org/old-hook-key")
-    alert = apps.get_model("tokens", "Alert").objects.create(pool="old", kind="stale_locks", summary="s")
-    apps.get_model("tokens", "Delivery").objects.create(alert_id=alert.pk, message="firing", channel="webhook",
-                                                        target="https://hooks.example.org/old-hook-key")
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(after)
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(executor.loader.graph.leaf_nodes())
+    migrate_around([("tokens", "0008_alerts")], [("tokens", "0009_pool_secrets_encrypted")], clear_rows)
     text = database_text()
     assert "old-clear-pw" not in text and "old-hook-key" not in text
     assert PoolConfig.objects.get(slug="old").password == "old-clear-pw"

@@ -21,17 +21,26 @@ ANNA = {"name": "Anna Jansen", "given_name": "Anna", "family_name": "Jansen", "p
         "email": "anna@example.org", "eduperson_entitlement": [OPS, LEADS]}
 
 
-def provider_for(live_server, tmp_path, **kwargs):
-    provider = OpenIdProvider(tmp_path / "oidc", [live_server.url + "/accounts/sso/callback/"], **kwargs)
-    provider.set_people({"anna": ANNA})
-    return provider.start()
+@pytest.fixture
+def start_provider(live_server, tmp_path):
+    """start_provider(**how) -> a provider that knows Anna, sending people back to this site; stopped after."""
+    started = []
+
+    def start(**kwargs):
+        provider = OpenIdProvider(tmp_path / f"oidc{len(started)}", [live_server.url + "/accounts/sso/callback/"],
+                                  **kwargs)
+        provider.set_people({"anna": ANNA})
+        started.append(provider)
+        return provider.start()
+
+    yield start
+    for provider in started:
+        provider.stop()
 
 
 @pytest.fixture
-def provider(live_server, tmp_path):
-    provider = provider_for(live_server, tmp_path)
-    yield provider
-    provider.stop()
+def provider(start_provider):
+    return start_provider()
 
 
 def use(settings, provider, issuer=None):
@@ -107,20 +116,17 @@ def test_a_person_who_lost_a_group_loses_its_role_at_the_next_login_and_logout_e
     assert User.objects.filter(sso_identity__isnull=False).count() == 1  # the same person, not a new user
 
 
-def test_a_provider_that_says_it_is_another_issuer_is_refused(live_server, tmp_path, open_page, settings):
-    provider = provider_for(live_server, tmp_path, issuer="https://login.example.org/other")
-    try:
-        use(settings, provider)
-        page = open_page("phone")
-        page.goto(live_server.url + "/accounts/login/")
-        page.get_by_role("link", name="Sign in with SURF Research Access Management").click()
-        banner = page.get_by_role("alert").inner_text()
-        assert "says it is “https://login.example.org/other”" in banner and "OIDC_ISSUER" in banner
-        assert provider.client_secret not in page.content()
-        assert overflow(page) <= 0  # the provider's long name wraps on a phone
-        shoot(page, "sso-refused-phone")
-    finally:
-        provider.stop()
+def test_a_provider_that_says_it_is_another_issuer_is_refused(live_server, start_provider, open_page, settings):
+    provider = start_provider(issuer="https://login.example.org/other")
+    use(settings, provider)
+    page = open_page("phone")
+    page.goto(live_server.url + "/accounts/login/")
+    page.get_by_role("link", name="Sign in with SURF Research Access Management").click()
+    banner = page.get_by_role("alert").inner_text()
+    assert "says it is “https://login.example.org/other”" in banner and "OIDC_ISSUER" in banner
+    assert provider.client_secret not in page.content()
+    assert overflow(page) <= 0  # the provider's long name wraps on a phone
+    shoot(page, "sso-refused-phone")
     assert not User.objects.exists()
 
 
@@ -131,18 +137,14 @@ def test_a_provider_that_says_it_is_another_issuer_is_refused(live_server, tmp_p
     ({"iss": "https://login.example.org"}, "issued by another provider"),
 ])
 def test_an_id_token_for_another_client_or_from_another_issuer_is_refused(
-        live_server, tmp_path, open_page, settings, override, words):
-    provider = provider_for(live_server, tmp_path, id_token_override=override)
-    try:
-        use(settings, provider)
-        page = open_page("phone")
-        sign_in(page, live_server.url)
-        page.wait_for_url(re.compile(r"/accounts/sso/callback/"))
-        banner = page.get_by_role("alert").inner_text()
-        assert words in banner and "refused" in banner
-        assert page.locator("form.who").count() == 0  # not signed in
-    finally:
-        provider.stop()
+        live_server, start_provider, open_page, settings, override, words):
+    use(settings, start_provider(id_token_override=override))
+    page = open_page("phone")
+    sign_in(page, live_server.url)
+    page.wait_for_url(re.compile(r"/accounts/sso/callback/"))
+    banner = page.get_by_role("alert").inner_text()
+    assert words in banner and "refused" in banner
+    assert page.locator("form.who").count() == 0  # not signed in
     assert not User.objects.exists() and not SsoIdentity.objects.exists()
 
 

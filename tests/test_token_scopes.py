@@ -8,8 +8,8 @@ from django.test import Client
 from django.utils import timezone
 
 from dashboard.models import ApiToken
-from tests.api_client import Api, openapi, token_for
-from tests.conftest import LOFAR, SURF
+from tests.api_client import Api, token_for
+from tests.conftest import LOFAR, SURF, migrate_around
 from tokens.models import Job
 
 pytestmark = pytest.mark.django_db
@@ -18,18 +18,6 @@ WRITES = [(f"/api/v1/pools/{SURF}/jobs", {"action": "reset", "selection": {"kind
           (f"/api/v1/pools/{SURF}/jobs", {"action": "reset", "selection": {"kind": "state", "bucket": "error"},
                                           "dry_run": False}),
           ("/api/v1/jobs/{job}/cancel", {})]
-
-
-@pytest.fixture(scope="module")
-def schema(django_db_blocker):
-    with django_db_blocker.unblock():
-        return openapi()
-
-
-@pytest.fixture
-def job(db):
-    return Job.objects.create(pool=SURF, action="reset", selection={"kind": "state", "bucket": "error"},
-                              preview_count=0)
 
 
 @pytest.mark.parametrize("url, body", WRITES)
@@ -95,19 +83,11 @@ def test_the_token_form_refuses_what_it_cannot_give_and_keeps_what_was_typed(vie
 
 @pytest.mark.django_db(transaction=True)
 def test_a_token_made_before_scopes_keeps_what_it_could_do_and_new_ones_read_only(operator):
-    from django.db import connection
-    from django.db.migrations.executor import MigrationExecutor
+    def old_token(apps):
+        apps.get_model("dashboard", "ApiToken").objects.create(user_id=operator.pk, name="old script",
+                                                               hint="pcs_abcd", key_hash="0" * 64)
 
-    before, after = [("dashboard", "0002_api_tokens")], [("dashboard", "0003_pool_roles_and_token_limits")]
-    executor = MigrationExecutor(connection)
-    executor.migrate(before)
-    old = executor.loader.project_state(before).apps.get_model("dashboard", "ApiToken")
-    old.objects.create(user_id=operator.pk, name="old script", hint="pcs_abcd", key_hash="0" * 64)
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(after)
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(executor.loader.graph.leaf_nodes())
+    migrate_around([("dashboard", "0002_api_tokens")], [("dashboard", "0003_pool_roles_and_token_limits")],
+                   old_token)
     assert ApiToken.objects.get(name="old script").scope == ApiToken.OPERATE
     assert ApiToken.issue(operator, "new")[0].scope == ApiToken.READ
