@@ -85,6 +85,9 @@ def test_a_person_signs_in_with_the_provider_and_gets_the_roles_their_groups_giv
     text = page.locator("main").inner_text()
     assert "operator" in text and "viewer" in text
     shoot(page, "sso-account-desktop")
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert overflow(page) <= 0
+    shoot(page, "sso-account-phone")
     user = User.objects.get(sso_identity__subject="anna")
     assert user.username == "ajansen" and user.email == "anna@example.org" and not user.has_usable_password()
     assert set(PoolRole.objects.filter(user=user).values_list("pool", "role", "from_sso")) == {
