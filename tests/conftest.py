@@ -180,12 +180,24 @@ def celery_worker(redis_server, django_db_setup, django_db_blocker):
         yield app
 
 
-def server_env(couch_server, pool, broker_url, **extra):
-    """The environment of a site or Celery worker process of a test's own, on the test database and one pool."""
+def tests_database_url():
+    """The URL of the database this test runs on (SQLite's file or PostgreSQL's test database), for processes of
+    the test's own."""
+    from urllib.parse import quote
+
     from django.db import connection
 
+    given = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{given['NAME']}"
+    login = quote(given["USER"] or "") + (":" + quote(given["PASSWORD"]) if given["PASSWORD"] else "")
+    return f"postgres://{login}@{given['HOST'] or 'localhost'}:{given['PORT'] or 5432}/{given['NAME']}"
+
+
+def server_env(couch_server, pool, broker_url, **extra):
+    """The environment of a site or Celery worker process of a test's own, on the test database and one pool."""
     return dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings",
-                DATABASE_URL=f"sqlite:///{connection.settings_dict['NAME']}", CELERY_BROKER_URL=broker_url,
+                DATABASE_URL=tests_database_url(), CELERY_BROKER_URL=broker_url,
                 COUCHDB_URL=couch_server.url, COUCHDB_USER=couch_server.username,
                 COUCHDB_PASSWORD=couch_server.password, COUCHDB_DATABASES=pool.database, COUCHDB_CREATE_VIEWS="true",
                 **extra)
