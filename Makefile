@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 
-.PHONY: run dev shell test screenshots install chromium lint bench load clean
+.PHONY: run dev shell test screenshots install chromium lint bench bench-scale load clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,13 @@ screenshots: install chromium
 
 bench: install
 	$(PY) bench/run.py
+
+# At survey scale (bench/RESULTS.md, "Scale"): a pool of 1,000,000 tokens beside one of 100,000, 20 pools of 100,000
+# on the overview, a reset of 1,000,000 and first counts at 1,000,000. On the CouchDB that BENCH_COUCHDB_URL names
+# (an hour or more; pouchdb-server beside it with BENCH_SCALE_POUCHDB=1, several hours).
+bench-scale: install
+	BENCH_TOKENS=1000000 BENCH_OVERVIEW_TOKENS=100000 BENCH_ONLY=page,first,reset,overview \
+	BENCH_COUCHDB_ONLY=$(if $(BENCH_SCALE_POUCHDB),0,1) $(PY) bench/run.py
 
 # 50 clients poll the pool and job pages for 60 s while a reset of BENCH_TOKENS (100,000) tokens runs.
 load: install

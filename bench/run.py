@@ -173,7 +173,8 @@ def static_size(url):
 def bench_overview(server, client):
     """The overview (home page) of 20 pools: a card each, from the pools' counts and hourly rollups."""
     pools = 20
-    size = max(100, N // 50)
+    # `make bench-scale` sets 100,000 (issue 18: 20 pools of 100,000 on one site); `make bench` keeps it small.
+    size = int(os.getenv("BENCH_OVERVIEW_TOKENS") or max(100, N // 50))
     print(f"overview: {pools} pools of {size} tokens, {OBSERVATIONS} observations each", flush=True)
     names = [f"bench-overview-{i:02d}" for i in range(pools)]
     for name in names:
@@ -732,6 +733,9 @@ def bench_load(server):
         "0 errors; job finishes, all changed", not errors and ok)
 
 
+FIRST_GOAL = 30 if N <= 100_000 else 60  # seconds; issue 18 allows 60 at 1,000,000 tokens
+
+
 def bench_first_counts(server):
     """A new pool: how soon its page has exact counts while the server builds the dashboard's index."""
     print(f"first counts on a new pool of {N} tokens", flush=True)
@@ -753,7 +757,7 @@ def bench_first_counts(server):
     built = time.perf_counter() - started
     row("first counts on a new pool", f"time to exact counts at {N} tokens (index not built)",
         f"{first:.1f} s ({source}, {'exact' if exact else 'NOT exact'}); index built after {built:.0f} s",
-        "<= 30 s, exact", first <= 30 and exact)
+        f"<= {FIRST_GOAL} s, exact", first <= FIRST_GOAL and exact)
 
 
 def servers():

@@ -347,3 +347,16 @@ def test_in_a_browser_each_bar_says_the_value_the_history_api_gives_at_a_desktop
         assert summary.startswith(f"{counts['counts']['done']} of {counts['total']} done; ")
         assert overflow(page) <= 1
         shoot(page, f"pool-charts-{width}")
+
+
+def test_the_history_api_takes_any_iso_offset_and_refuses_times_outside_the_calendar(viewer_client, demo_pools):
+    """Found by the fuzzer on PostgreSQL, which refuses offsets beyond 15:59 that ISO 8601 and Python allow: times
+    are taken to UTC before the database is asked."""
+    from tests.conftest import SURF
+
+    far = viewer_client.get(f"/api/v1/pools/{SURF}/history", {"since": "0021-02-11T19:00:00+21:52",
+                                                              "until": "0021-02-12T19:00:00+21:52"})
+    assert far.status_code == 200 and far.json()["since"].startswith("0021-02-10T21:08:00")
+    assert sum(p["done"] + p["error"] for p in far.json()["periods"]) == 0
+    edge = viewer_client.get(f"/api/v1/pools/{SURF}/history", {"since": "0001-01-01T00:00:00+01:00"})
+    assert edge.status_code == 400 and "between the years 1 and 9999" in edge.json()["detail"]

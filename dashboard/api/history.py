@@ -103,5 +103,13 @@ def get_history(
 
 
 def _aware(value):
-    """A time without a zone is UTC, as every time the dashboard shows."""
-    return value.replace(tzinfo=UTC) if value is not None and timezone.is_naive(value) else value
+    """A time without a zone is UTC, as every time the dashboard shows; one with a zone is taken to UTC, as the
+    database is asked in it (PostgreSQL refuses offsets beyond 15:59, which ISO 8601 and Python allow)."""
+    if value is None:
+        return None
+    if timezone.is_naive(value):
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise HttpError(400, "since and until must be times between the years 1 and 9999 in UTC") from None
