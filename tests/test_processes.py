@@ -88,8 +88,8 @@ def site(tmp_path_factory, couch_server, redis_server, django_db_blocker):
         CELERY_BROKER_URL=redis_server.url.rsplit("/", 1)[0] + "/8", COUNTS_MAX_AGE="1", EVENTS_FOLLOW_SECONDS="2",
         LOGIN_MAX_FAILURES="3", LOGIN_MAX_FAILURES_PER_IP="100", JOB_BATCH_SIZE="50", JOB_FINISHED_GRACE_SECONDS="0",
         JOB_CONFIRM_THRESHOLD="100000",
-        # A task whose worker died goes to the other worker after this many seconds (production: 600).
-        CELERY_VISIBILITY_TIMEOUT="15",
+        # A job whose worker died shows as interrupted after this many seconds without a heartbeat (production: 300).
+        JOB_HEARTBEAT_TIMEOUT="10", PYTHONUNBUFFERED="1",
     )
     for command in (["migrate", "--no-input"], ["collectstatic", "--no-input"], ["shell", "-c", (
             "from django.contrib.auth.models import Group, User; "
@@ -166,38 +166,54 @@ def test_login_throttling_holds_across_the_four_processes(site):
     assert browsers[3].log_in("olga", "olga-pw-123").status == 302
 
 
-def test_a_job_survives_its_worker_being_killed_and_a_gunicorn_process_dying(site):
-    operator, db = site["operator"], site["database"]
-    created = operator.post(f"/pools/{db}/jobs/", {"action": "reset", "kind": "state", "bucket": "error",
-                                                   "confirmation": str(FAILED)})
+def reset_failed(site, count):
+    created = site["operator"].post(f"/pools/{site['database']}/jobs/", {
+        "action": "reset", "kind": "state", "bucket": "error", "confirmation": str(count)})
     assert created.status == 302, created.body[-2000:]
     job_url = created.getheader("Location")
+    return lambda: json.loads(site["operator"].get(job_url + "?format=json").body)
 
-    def progress():
-        return json.loads(operator.get(job_url + "?format=json").body)
 
+def reset_tokens(site):
+    """{token id: its revision number} of the tokens a reset has changed (error -> todo)."""
+    docs = [d["doc"] for d in site["couch"].documents(TOKENS + 10).rows if d["id"].startswith("token_")]
+    return {d["_id"]: int(d["_rev"].split("-")[0]) for d in docs[:FAILED] if not d["done"]}
+
+
+def job_records(site, job_id):
+    return ask_site(site, (
+        "import json; from tokens.models import JobToken; "
+        f"print(json.dumps(list(JobToken.objects.filter(job_id={job_id}, outcome='changed')"
+        ".values_list('token_id', flat=True))))"))
+
+
+def test_a_worker_killed_mid_job_and_a_dead_gunicorn_process_lose_nothing(site):
+    """As docs/deploy.md (section 6) says: a job whose worker dies is shown as interrupted once its heartbeat
+    stops (not resumed in place: the selection may have changed); what it wrote is recorded, but for the one batch
+    in flight; running it again (a new dry run) resets the rest, each token once."""
+    progress = reset_failed(site, FAILED)
     wait_for(lambda: (j := progress())["status"] == "running" and j["changed"] > 0, seconds=60)
-    # Kill the Celery worker running it (SIGKILL: no goodbye), and one of gunicorn's processes.
-    runner, other = sorted(("worker1", "worker2"), key=lambda name: "run_job" not in log_of(site, name))
-    os.killpg(site["processes"][runner].pid, signal.SIGKILL)
-    os.kill(children(site["processes"]["gunicorn"].pid)[0], signal.SIGKILL)
+    runner = wait_for(lambda: next((name for name in ("worker1", "worker2")
+                                    if "tokens.tasks.run_job[" in log_of(site, name)), None))  # "received"
+    os.killpg(site["processes"][runner].pid, signal.SIGKILL)  # no goodbye
+    os.kill(children(site["processes"]["gunicorn"].pid)[0], signal.SIGKILL)  # gunicorn starts another
     cut = progress()
-    assert cut["status"] == "running" and 0 < cut["changed"] < FAILED  # killed in the middle
+    assert cut["status"] == "running" and 0 < cut["changed"] < FAILED, cut  # killed in the middle
 
-    done = wait_for(lambda: (j := progress())["status"] in ("succeeded", "failed", "interrupted") and j, seconds=180)
-    assert done["status"] == "succeeded", done
-    assert "run_job" in log_of(site, other)  # the broker handed the task to the other worker
-    assert done["changed"] + done["skipped"] == FAILED
-    # Every failed token was reset exactly once: none left, none written twice.
-    couch = site["couch"]
-    docs = [d["doc"] for d in couch.documents(TOKENS + 10).rows if d["id"].startswith("token_")]
-    assert sum(1 for d in docs if d["error"] and d["done"]) == 0
-    assert {int(d["_rev"].split("-")[0]) for d in docs[:FAILED]} == {2}
-    records = ask_site(site, (
-        "import json; from django.db.models import Count; from tokens.models import JobToken; "
-        f"rows = JobToken.objects.filter(job_id={done['id']}); "
-        "print(json.dumps([rows.count(), rows.values('token_id').distinct().count()]))"))
-    assert records == [FAILED, FAILED]  # one record per token, none twice
+    stopped = wait_for(lambda: (j := progress())["status"] != "running" and j, seconds=60)
+    assert stopped["status"] == "interrupted", stopped
+    written, recorded = reset_tokens(site), job_records(site, stopped["id"])
+    # Records are saved before the job's counters: the counters may be a batch behind, never ahead.
+    assert set(recorded) <= set(written) and stopped["changed"] <= len(recorded)
+    # The batch in flight when the worker died may be written but not yet recorded: at most one.
+    assert len(written) - len(recorded) <= int(site["env"]["JOB_BATCH_SIZE"]), (len(written), len(recorded))
+
+    left = FAILED - len(written)
+    rerun = reset_failed(site, left)
+    done = wait_for(lambda: (j := rerun())["status"] not in ("queued", "running") and j, seconds=120)
+    assert done["status"] == "succeeded" and done["changed"] == left, done
+    assert set(reset_tokens(site).values()) == {2}  # every failed token reset, none twice
+    assert len(reset_tokens(site)) == FAILED
     wait_for(lambda: counts(site)["error"] == 0, seconds=60)
 
 
