@@ -161,6 +161,16 @@ class Proxy:
         return self.post("/accounts/login/", {"username": username, "password": password})
 
 
+def first_start(env, more=""):
+    """docs/deploy.md's first start: migrate, collectstatic, and the operator olga (with `more` Python after)."""
+    for command in (["migrate", "--no-input"], ["collectstatic", "--no-input"], ["shell", "-c", (
+            "from django.contrib.auth.models import Group, User; "
+            "u = User.objects.create_user('olga', password='olga-pw-123'); "
+            f"u.groups.add(Group.objects.get_or_create(name='operators')[0]); {more}")]):
+        result = manage(env, *command)
+        assert result.returncode == 0, result.stderr
+
+
 def errored(n):
     return surf_token(n, lock=NOW - 4000, done=NOW - 3600, exit_code=3, hostname="wn",
                       error=[{"time": NOW - 60, "message": f"exit 3 on node {n}"}])
@@ -185,13 +195,7 @@ def site(tmp_path_factory, couch_server, redis_server):
         CELERY_BROKER_URL=redis_server.url.rsplit("/", 1)[0] + "/7", LOG_LEVEL="DEBUG", COUNTS_MAX_AGE="1",
         LOGIN_MAX_FAILURES="3", LOGIN_MAX_FAILURES_PER_IP="4",
     )
-    for command in (["migrate", "--no-input"], ["collectstatic", "--no-input"], ["shell", "-c", (
-            "from django.contrib.auth.models import Group, User; "
-            "u = User.objects.create_user('olga', password='olga-pw-123'); "
-            "u.groups.add(Group.objects.get_or_create(name='operators')[0]); "
-            "User.objects.create_user('victor', password='victor-pw-123')")]):
-        result = manage(env, *command)
-        assert result.returncode == 0, result.stderr
+    first_start(env, "User.objects.create_user('victor', password='victor-pw-123')")
     port = free_port()
     logs = tmp / "gunicorn.log", tmp / "celery.log"
     outputs = [log.open("w") for log in logs]

@@ -17,7 +17,7 @@ import pytest
 
 from dashboard.embedded import free_port
 from tests.conftest import surf_token
-from tests.test_deploy import BASE_DIR, Proxy, errored, manage, production_env, wait_for
+from tests.test_deploy import BASE_DIR, Proxy, errored, first_start, manage, production_env, wait_for
 from tokens.couch import Couch
 
 TOKENS = 2000  # enough for a job of many batches, so that a worker can be killed in its middle
@@ -91,12 +91,7 @@ def site(tmp_path_factory, couch_server, redis_server, django_db_blocker):
         # A job whose worker died shows as interrupted after this many seconds without a heartbeat (production: 300).
         JOB_HEARTBEAT_TIMEOUT="10", PYTHONUNBUFFERED="1",
     )
-    for command in (["migrate", "--no-input"], ["collectstatic", "--no-input"], ["shell", "-c", (
-            "from django.contrib.auth.models import Group, User; "
-            "u = User.objects.create_user('olga', password='olga-pw-123'); "
-            "u.groups.add(Group.objects.get_or_create(name='operators')[0])")]):
-        result = manage(env, *command)
-        assert result.returncode == 0, result.stderr
+    first_start(env)
     port = free_port()
     logs = {name: (tmp / f"{name}.log").open("w") for name in ("gunicorn", "worker1", "worker2")}
     processes = {
