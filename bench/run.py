@@ -39,6 +39,7 @@ from django.test import Client  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 from dashboard.embedded import EmbeddedCouch, free_port  # noqa: E402
+from dashboard.models import PoolRole  # noqa: E402
 from tokens import events, operations, reading, tokensets  # noqa: E402
 from tokens.couch import Couch, CouchError, NotFound, split_credentials  # noqa: E402
 from tokens.models import CountSnapshot, HostHour, Job, ObservationHour, PoolHistory, TokenEvent, TokenState  # noqa: E402
@@ -788,7 +789,9 @@ class Outside:
 def main():
     started = time.monotonic()
     call_command("migrate", verbosity=0)
-    User.objects.create_user("bench", password="bench-password-1")
+    # The bench's user operates every pool (roles per pool: a user without one sees none).
+    PoolRole.objects.create(user=User.objects.create_user("bench", password="bench-password-1"), pool="*",
+                            role="operator")
     settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
     client = Client()
     client.force_login(User.objects.get(username="bench"))
