@@ -211,11 +211,7 @@ def job_json(job):
 def job_or_404(request, pk, operate=False):
     """A job on a pool this request may see (its pool's roles decide); otherwise it does not exist for them."""
     job = get_object_or_404(Job.objects.select_related("user"), pk=pk)
-    mine = roles.access(request)
-    if not mine.can_view(job.pool):
-        raise Http404("No such job among those you may see.")
-    if operate:
-        roles.require_operator(request, job.pool)
+    roles.require(request, job.pool, operate, "No such job among those you may see.")
     return job
 
 

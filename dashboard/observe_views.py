@@ -50,7 +50,7 @@ def metrics_view(request):
                                     status=401, content_type="text/plain; charset=utf-8")
             response["WWW-Authenticate"] = 'Bearer realm="metrics"'
             return response
-        request.user, request.api_token = token.user, token
+        roles.act_as(request, token)
         pools = visible_pools(request)
     # The classic text format (0.0.4), which every Prometheus version reads; the names are plain ASCII either way.
     return HttpResponse(generate_latest(metrics.registry(pools)), content_type=CONTENT_TYPE_PLAIN_0_0_4)

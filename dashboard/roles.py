@@ -14,6 +14,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Q
+from django.http import Http404
 
 OPERATORS = "operators"
 VIEWERS = "viewers"
@@ -102,6 +103,20 @@ def access(request):
     if token is not None:
         result = result.narrowed(token.read_only, token.pools)
     return result
+
+
+def act_as(request, token):
+    """The request acts for an API token's owner, within the token's limits (the API's and /metrics' bearer)."""
+    request.user, request.api_token = token.user, token
+
+
+def require(request, slug, operate, missing):
+    """A pool (or a thing on it) the request may not see does not exist for it: Http404(missing). With `operate`,
+    a viewer of the pool is refused (403)."""
+    if not access(request).can_view(slug):
+        raise Http404(missing)
+    if operate:
+        require_operator(request, slug)
 
 
 def require_operator(request, slug):

@@ -42,12 +42,11 @@ def couch_error(request, pool, error, template="error.html"):
 def pool_or_404(request, slug, operate=False):
     """The pool, if this request may see it: otherwise it does not exist for them (404), whether or not it exists.
     With `operate`, a viewer of the pool is refused (403)."""
-    mine = roles.access(request)
-    pool = get_pool(slug) if mine.can_view(slug) else None
+    missing = f"No such pool among those you may see: “{slug}”."
+    roles.require(request, slug, operate, missing)
+    pool = get_pool(slug)
     if pool is None:
-        raise Http404(f"No such pool among those you may see: “{slug}”.")
-    if operate:
-        roles.require_operator(request, slug)
+        raise Http404(missing)
     return pool
 
 

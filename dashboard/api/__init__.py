@@ -26,6 +26,7 @@ from ninja.security import HttpBearer
 from ninja.security.apikey import APIKeyCookie
 from ninja.utils import check_csrf
 
+from dashboard import roles
 from dashboard.api import alerts, exports, history, jobs, pools, tokens
 from dashboard.models import ApiToken
 from tokens.couch import CouchError
@@ -42,8 +43,7 @@ class BearerToken(HttpBearer):
         found = ApiToken.find(token) if token else None
         if found is None:
             raise AuthenticationError(message="Unknown, revoked or expired API token: make a new one on /account/")
-        request.user = found.user
-        request.api_token = found
+        roles.act_as(request, found)
         return found.user
 
 
