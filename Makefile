@@ -53,11 +53,11 @@ screenshots: install chromium
 bench: install
 	$(PY) bench/run.py
 
-# At survey scale (bench/RESULTS.md, "Scale"): a pool of 1,000,000 tokens beside one of 100,000, 20 pools of 100,000
-# on the overview, a reset of 1,000,000 and first counts at 1,000,000. On the CouchDB that BENCH_COUCHDB_URL names
-# (an hour or more; pouchdb-server beside it with BENCH_SCALE_POUCHDB=1, several hours).
+# At survey scale (bench/RESULTS.md, "Scale"): a pool of 1,000,000 tokens beside one of 100,000 (page, counts under
+# change, first counts), a reset and a token set of 1,000,000, 20 pools of 100,000 (overview, change follower). On
+# the CouchDB that BENCH_COUCHDB_URL names (two hours or more; pouchdb-server beside it with BENCH_SCALE_POUCHDB=1).
 bench-scale: install
-	BENCH_TOKENS=1000000 BENCH_OVERVIEW_TOKENS=100000 BENCH_ONLY=page,first,reset,overview \
+	BENCH_TOKENS=1000000 BENCH_OVERVIEW_TOKENS=100000 BENCH_ONLY=page,freshness,first,reset,tokenset,overview,follow \
 	BENCH_COUCHDB_ONLY=$(if $(BENCH_SCALE_POUCHDB),0,1) $(PY) bench/run.py
 
 # 50 clients poll the pool and job pages for 60 s while a reset of BENCH_TOKENS (100,000) tokens runs.

@@ -343,9 +343,13 @@ JOB_RETRY_BACKOFF = envfloat("JOB_RETRY_BACKOFF", 1.0)
 JOB_REQUEUE_SECONDS = envint("JOB_REQUEUE_SECONDS", 120)
 JOB_HEARTBEAT_TIMEOUT = envint("JOB_HEARTBEAT_TIMEOUT", 300)
 JOB_UPLOAD_MAX_BYTES = envint("JOB_UPLOAD_MAX_BYTES", 1024**3)  # CouchDB's own cap on SURF's servers is 1 GiB
-# A token set's config and input list are read whole: they are text, this is their limit each.
-TOKENSET_INPUT_MAX_BYTES = envint("TOKENSET_INPUT_MAX_BYTES", 100 * 1024**2)
+# A token set's input list is streamed to disk and read a line at a time (1 GiB: about 8,000,000 SURLs); its config
+# is read whole.
+TOKENSET_INPUT_MAX_BYTES = envint("TOKENSET_INPUT_MAX_BYTES", 1024**3)
+TOKENSET_CONFIG_MAX_BYTES = envint("TOKENSET_CONFIG_MAX_BYTES", 1024**2)
 JOB_UPLOAD_DIR = os.getenv("JOB_UPLOAD_DIR", str(BASE_DIR / "var" / "uploads"))
+# A list kept for a form (previewed, not yet created) is deleted after this long.
+JOB_UPLOAD_KEEP_HOURS = envint("JOB_UPLOAD_KEEP_HOURS", 24)
 # Uploads bigger than this go to a temporary file while they arrive, never into memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024**2
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
@@ -379,6 +383,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "follow-pools": {"task": "tokens.tasks.follow_pools", "schedule": float(EVENTS_FOLLOW_SECONDS)},
     "prune-events": {"task": "tokens.tasks.prune_events", "schedule": 3600.0},
+    "sweep-uploads": {"task": "tokens.tasks.sweep_uploads", "schedule": 3600.0},
     "evaluate-alerts": {"task": "tokens.tasks.evaluate_alerts", "schedule": float(ALERTS_EVALUATE_SECONDS)},
 }
 CELERY_TASK_PUBLISH_RETRY = False

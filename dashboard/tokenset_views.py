@@ -1,5 +1,6 @@
 """New token sets in the web UI: the form, the dry run, and the job that creates them. Operators only."""
 
+from django.conf import settings
 from django.http import JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_http_methods, require_POST
@@ -9,19 +10,33 @@ from dashboard.web import couch_error, pool_or_404, wants_json
 from tokens import selections, tokensets
 from tokens.couch import CouchError
 from tokens.selections import OperationError
-from tokens.tokensets import Options, TokenSetError
+from tokens.tokensets import NotText, Options, TokenSetError
 
 
-def text_input(request, name):
-    """A text field, or the file uploaded in its place (checked against the size limit before it is read)."""
-    uploaded = request.FILES.get(name + "_file")
+def config_input(request):
+    """The config: typed, or the file uploaded in its place (a few KB; checked against its limit before it is read)."""
+    uploaded = request.FILES.get("config_file")
+    if uploaded is None:
+        return request.POST.get("config", "")
+    if uploaded.size > settings.TOKENSET_CONFIG_MAX_BYTES:
+        raise TokenSetError(f"The config is {uploaded.size} bytes; the limit is {settings.TOKENSET_CONFIG_MAX_BYTES}")
+    try:
+        return uploaded.read().decode("utf-8")
+    except UnicodeDecodeError:
+        raise TokenSetError("The config file is not UTF-8 text") from None
+
+
+def list_input(request):
+    """The input list, kept on disk (it may hold millions of SURLs): (upload id, the file's name or "" if typed).
+    A file chosen now comes first, then what is typed, then the file kept from the form's last preview."""
+    uploaded = request.FILES.get("input_list_file")
     if uploaded is not None:
-        tokensets.input_limit_check(uploaded.size, name.replace("_", " "))
-        try:
-            return uploaded.read().decode("utf-8")
-        except UnicodeDecodeError:
-            raise TokenSetError(f"The {name.replace('_', ' ')} file is not UTF-8 text") from None
-    return request.POST.get(name, "")
+        return tokensets.save_list(uploaded=uploaded), uploaded.name
+    typed = request.POST.get("input_list", "")
+    kept = request.POST.get("input_list_upload", "")
+    if typed.strip() or not kept:
+        return tokensets.save_list(text=typed), ""
+    return kept, request.POST.get("input_list_name", "")
 
 
 def options_from(post):
@@ -43,34 +58,36 @@ def tokenset_new(request, slug):
     """GET: the form. POST: the dry run (nothing written), with the form again and the confirmation."""
     pool = pool_or_404(request, slug, operate=True)
     context = {"pool": pool, "form": request.POST or {"per_token": 10, "key_field": "STARTSB", "id_prefix": "SB",
-                                                      "attachment": "srm.txt", "create_views": "on"}}
+                                                      "attachment": "srm.txt", "create_views": "on"},
+               "config_text": request.POST.get("config", ""), "items_text": request.POST.get("input_list", "")}
     if request.method == "GET":
         return render(request, "tokenset_new.html", context)
-    texts = {}  # what was typed or uploaded, kept for the form whatever goes wrong
+    read = set()  # the files read: kept (the config in its box, the list on the server); the rest to choose again
     try:
-        for name in ("config", "input_list"):
-            texts[name] = text_input(request, name)
+        context["config_text"] = config_input(request)
+        read.add("config_file")
+        upload, name = list_input(request)
+        if name:  # a list file stays on the server, never in the page (it may be a gigabyte)
+            read.add("input_list_file")
+            context.update(items_text="", list_upload=upload, list_name=name)
         options = options_from(request.POST)
-        for name, what in (("config", "config"), ("input_list", "input list")):
-            tokensets.input_limit_check(len(texts[name].encode()), what)
-        seen = tokensets.preview(pool, tokensets.plan(texts["config"], texts["input_list"], options))
+        tokensets.config_limit_check(context["config_text"])
+        with tokensets.plan(context["config_text"], upload, options) as the_plan:
+            seen = tokensets.preview(pool, the_plan)
     except OperationError as e:
         if wants_json(request):
             return JsonResponse({"error": str(e)}, status=400)
-        # A file that was read goes back in its text box; one that could not be read must be chosen again
-        # (a browser never fills in a file field), and the page says so.
-        again = [f.name for key, f in request.FILES.items() if key.removesuffix("_file") not in texts]
-        return render(request, "tokenset_new.html", {**context, "problem": str(e), "choose_again": again,
-                                                     "config_text": texts.get("config", request.POST.get("config", "")),
-                                                     "items_text": texts.get("input_list",
-                                                                             request.POST.get("input_list", ""))},
+        if isinstance(e, NotText) and request.FILES.get("input_list_file"):
+            read.discard("input_list_file")
+            context.pop("list_upload")
+        again = [f.name for key, f in request.FILES.items() if key not in read]
+        return render(request, "tokenset_new.html", {**context, "problem": str(e), "choose_again": again},
                       status=400)
     except CouchError as e:
         return couch_error(request, pool, e)
     if wants_json(request):
-        return JsonResponse(seen)
-    context.update(preview=seen, config_text=texts["config"], items_text=texts["input_list"],
-                   to_create=seen["count"] - seen["existing_count"],
+        return JsonResponse({**seen, "input_list_upload": upload})
+    context.update(preview=seen, list_upload=upload, list_name=name, to_create=seen["count"] - seen["existing_count"],
                    typed=selections.needs_typed_confirmation("create", seen["count"]))
     return render(request, "tokenset_new.html", context)
 
@@ -79,15 +96,16 @@ def tokenset_new(request, slug):
 def tokenset_create(request, slug):
     pool = pool_or_404(request, slug, operate=True)
     try:
-        job = tokensets.create_job(pool, request.user, request.POST.get("config", ""),
-                                   request.POST.get("input_list", ""), options_from(request.POST),
-                                   confirmation=request.POST.get("confirmation"))
+        upload, _name = list_input(request)
+        job = tokensets.create_job(pool, request.user, request.POST.get("config", ""), upload,
+                                   options_from(request.POST), confirmation=request.POST.get("confirmation"))
     except OperationError as e:
         if wants_json(request):
             return JsonResponse({"error": str(e)}, status=400)
-        return render(request, "tokenset_new.html", {"pool": pool, "form": request.POST, "problem": str(e),
-                                                     "config_text": request.POST.get("config", ""),
-                                                     "items_text": request.POST.get("input_list", "")}, status=400)
+        return render(request, "tokenset_new.html", {
+            "pool": pool, "form": request.POST, "problem": str(e), "config_text": request.POST.get("config", ""),
+            "items_text": request.POST.get("input_list", ""), "list_upload": request.POST.get("input_list_upload"),
+            "list_name": request.POST.get("input_list_name", "")}, status=400)
     except CouchError as e:
         return couch_error(request, pool, e)
     return start(request, job)

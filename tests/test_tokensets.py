@@ -33,8 +33,14 @@ def all_docs(db):
 
 
 def create(config=CONFIG, items=SURLS, token_type=TYPE, **options):
-    job = tokensets.create_job(pool(), None, config, items, Options(token_type=token_type, **options))
+    job = tokensets.create_job(pool(), None, config, tokensets.save_list(items), Options(token_type=token_type,
+                                                                                         **options))
     return operations.run_job(job.pk)
+
+
+def planned(config, items, options):
+    with tokensets.plan(config, tokensets.save_list(items), options) as the_plan:
+        return tokensets.preview(pool(), the_plan)
 
 
 def test_the_fixture_set_has_grid_lrts_ids_keys_fields_and_attachments(scratch_pool):
@@ -67,7 +73,7 @@ def test_the_fixture_set_has_grid_lrts_ids_keys_fields_and_attachments(scratch_p
 def test_existing_ids_are_reported_and_never_overwritten(scratch_pool):
     create()
     scratch_pool.bulk_docs([{**scratch_pool.get(f"t_{TYPE}_L229585_pref_cal1_SB100"), "lock": 123}])
-    seen = tokensets.preview(pool(), tokensets.plan(CONFIG, SURLS, Options(token_type=TYPE)))
+    seen = planned(CONFIG, SURLS, Options(token_type=TYPE))
     assert seen["existing_count"] == 6
     again = create()
     assert (again.changed, again.skipped) == (0, 6)
@@ -76,7 +82,7 @@ def test_existing_ids_are_reported_and_never_overwritten(scratch_pool):
 
 def test_the_preview_shows_the_first_token_in_full_and_writes_nothing(scratch_pool):
     scratch_pool.bulk_docs([{**scratch_pool.get(f"_design/{TYPE}"), "_deleted": True}])
-    seen = tokensets.preview(pool(), tokensets.plan(CONFIG, SURLS, Options(token_type=TYPE)))
+    seen = planned(CONFIG, SURLS, Options(token_type=TYPE))
     assert seen["count"] == 6 and seen["keys"] == ["100", "110", "120", "130", "140", "150"]
     assert seen["first"]["_id"] == f"t_{TYPE}_L229585_pref_cal1_SB100"
     assert seen["attachment"]["text"].count("srm://") == 10
@@ -93,7 +99,7 @@ def test_a_plain_list_is_cut_in_order(scratch_pool):
 
 def test_a_surf_style_set_gets_the_monitor_views_with_the_exact_code(scratch_pool):
     scratch_pool.bulk_docs([{**scratch_pool.get("_design/Monitor"), "_deleted": True}])
-    operations.run_job(tokensets.create_job(pool(), None, CONFIG, SURLS, Options(token_type="token")).pk)
+    create(token_type="token")
     from tokens.worker_views import surf_design_doc
 
     assert scratch_pool.get("_design/Monitor")["views"] == surf_design_doc()["views"]
@@ -101,7 +107,7 @@ def test_a_surf_style_set_gets_the_monitor_views_with_the_exact_code(scratch_poo
 
 def test_existing_design_documents_are_never_changed(scratch_pool):
     before = scratch_pool.get("_design/Monitor")
-    operations.run_job(tokensets.create_job(pool(), None, CONFIG, SURLS, Options(token_type="token")).pk)
+    create(token_type="token")
     assert scratch_pool.get("_design/Monitor") == before
 
 
@@ -124,27 +130,27 @@ def test_existing_design_documents_are_never_changed(scratch_pool):
 def test_bad_input_gets_a_clear_message_and_writes_nothing(scratch_pool, config, items, options, message):
     before = all_docs(scratch_pool), scratch_pool.design_docs()
     with pytest.raises(TokenSetError, match=message):
-        tokensets.create_job(pool(), None, config, items, Options(token_type=TYPE, **options))
+        tokensets.create_job(pool(), None, config, tokensets.save_list(items), Options(token_type=TYPE, **options))
     assert (all_docs(scratch_pool), scratch_pool.design_docs()) == before
 
 
 def test_surls_of_another_observation_than_the_token_types_are_refused(scratch_pool):
     with pytest.raises(TokenSetError, match="are of observation L229585, but the token type pref_cal1_L230461 names"):
-        tokensets.create_job(pool(), None, CONFIG, SURLS, Options(token_type="pref_cal1_L230461"))
+        tokensets.create_job(pool(), None, CONFIG, tokensets.save_list(SURLS), Options(token_type="pref_cal1_L230461"))
     assert all_docs(scratch_pool) == {}
 
 
 def test_an_oversized_input_is_refused(scratch_pool, settings):
     settings.TOKENSET_INPUT_MAX_BYTES = 100
     with pytest.raises(TokenSetError, match="the limit is 100"):
-        tokensets.create_job(pool(), None, CONFIG, SURLS, Options(token_type=TYPE))
+        tokensets.create_job(pool(), None, CONFIG, tokensets.save_list(SURLS), Options(token_type=TYPE))
     assert all_docs(scratch_pool) == {}
 
 
 def test_a_set_cancelled_with_a_batch_on_its_way_records_every_token_it_created(scratch_pool, monkeypatch):
     from tokens.models import Job, JobToken
 
-    job = tokensets.create_job(pool(), None, CONFIG, SURLS, Options(token_type=TYPE, per_token=1))
+    job = tokensets.create_job(pool(), None, CONFIG, tokensets.save_list(SURLS), Options(token_type=TYPE, per_token=1))
     checks = []
 
     def operator_cancels_after_two_batches(job):
@@ -227,14 +233,31 @@ def test_a_set_that_partly_exists_offers_to_create_the_new_ones(operator_client,
     assert "Create 5 tokens" in html and "the 1 that exist already are left as they are" in html
 
 
-def test_an_uploaded_list_that_was_read_is_kept_when_the_config_is_refused(operator_client, scratch_pool):
+def test_an_uploaded_list_is_kept_on_the_server_when_the_config_is_refused_and_used_by_the_next_preview(
+        operator_client, scratch_pool):
+    import re
+
     from django.core.files.uploadedfile import SimpleUploadedFile
 
-    response = operator_client.post(f"/pools/{scratch_pool.database}/tokensets/new/", {
+    url = f"/pools/{scratch_pool.database}/tokensets/new/"
+    response = operator_client.post(url, {
         **FORM, "config": "Token: [oops", "input_list_file": SimpleUploadedFile("L229585.txt", SURLS.encode())})
     html = response.content.decode()
-    assert response.status_code == 400 and "L229585_SB100" in html  # the file's text is in its box now
-    assert "must be chosen again" not in html and "everything typed or uploaded is kept" in html
+    assert response.status_code == 400 and "must be chosen again" not in html
+    assert "the file <strong>L229585.txt</strong>, kept on the server" in html
+    assert "L229585_SB100" not in html  # a list file is never put in the page (it may be a gigabyte)
+    kept = dict(re.findall(r'name="(input_list_upload|input_list_name)" value="([^"]*)"', html))
+    assert kept["input_list_name"] == "L229585.txt"
+
+    again = operator_client.post(url, {**FORM, "config": CONFIG, **kept}).content.decode()
+    assert "Dry run: <strong>6</strong> tokens from the list file <strong>L229585.txt</strong>" in again
+    create_form = again.split('action="/pools/')[1]
+    upload = re.search(r'name="input_list_upload" value="([0-9a-f]+)"', create_form).group(1)
+    created = operator_client.post(f"/pools/{scratch_pool.database}/tokensets/",
+                                   {**FORM, "config": CONFIG, "input_list_upload": upload})
+    assert created.status_code == 302
+    job = operations.run_job(int(created["Location"].rstrip("/").rsplit("/", 1)[-1]))
+    assert (job.status, job.changed) == ("succeeded", 6)
 
 
 def test_an_unreadable_file_is_named_to_be_chosen_again(operator_client, scratch_pool):
@@ -253,3 +276,48 @@ def test_viewers_cannot_open_or_post_token_sets(viewer_client, scratch_pool):
     assert viewer_client.post(f"/pools/{slug}/tokensets/", {"config": CONFIG, "input_list": SURLS,
                                                               "token_type": TYPE}).status_code == 403
     assert all_docs(scratch_pool) == {}
+
+
+def test_a_list_out_of_order_with_duplicates_comments_and_crlf_is_cut_as_grid_lrt_cuts_it(scratch_pool):
+    lines = SURLS.split()
+    shuffled = lines[::-1] + lines[:5]  # reversed, five repeated
+    text = "# made by ls\r\n\r\n" + "\r\n".join(shuffled) + "\r\n"
+    job = create(items=text)
+    docs = all_docs(scratch_pool)
+    assert (job.status, job.changed, len(docs)) == ("succeeded", 6, 6)
+    first = base64.b64decode(docs[f"t_{TYPE}_L229585_pref_cal1_SB100"]["_attachments"]["srm.txt"]["data"]).decode()
+    assert first.split() == sorted(s for s in set(lines) if "_SB10" in s)  # by subband, each once
+
+
+def test_a_refused_line_is_named_by_its_line_number_in_the_file():
+    text = "# header\n\n" + SURLS + "\n# end of calibrator\nsrm.txt\n"
+    with pytest.raises(TokenSetError, match="1 of the 51 items is not like the rest \\(SURLs\\): line 55: srm.txt"):
+        tokensets.plan(CONFIG, tokensets.save_list(text), Options(token_type=TYPE))
+    with pytest.raises(TokenSetError, match="SURL on line 3 names no subband"):
+        tokensets.plan(CONFIG, tokensets.save_list("#\n\nsrm://host/L229585_uv.MS.tar\n"), Options(token_type=TYPE))
+
+
+def test_a_form_sent_twice_makes_two_jobs_each_with_its_own_copy_of_the_list(scratch_pool):
+    upload = tokensets.save_list(SURLS)
+    first = tokensets.create_job(pool(), None, CONFIG, upload, Options(token_type=TYPE))
+    second = tokensets.create_job(pool(), None, CONFIG, upload, Options(token_type=TYPE))
+    assert len({upload, first.params["items_upload"], second.params["items_upload"]}) == 3
+    assert operations.run_job(first.pk).changed == 6
+    second = operations.run_job(second.pk)  # its list is still there: the first deleted only its own
+    assert (second.status, second.changed, second.skipped) == ("succeeded", 0, 6)  # found made: never rewritten
+
+
+def test_lists_kept_for_forms_are_swept_after_a_day_unless_a_job_still_needs_them(scratch_pool, settings):
+    from tokens import uploads
+
+    left = tokensets.save_list(SURLS)  # previewed, never sent
+    young = tokensets.save_list(SURLS)
+    waiting = tokensets.create_job(pool(), None, CONFIG, tokensets.save_list(SURLS), Options(token_type=TYPE))
+    day_old = time.time() - 25 * 3600
+    for upload in (left, waiting.params["items_upload"]):
+        os.utime(uploads.upload_path(upload), (day_old, day_old))
+    assert operations.sweep_uploads() >= 1
+    assert not uploads.upload_path(left).exists()
+    assert uploads.upload_path(young).exists() and uploads.upload_path(waiting.params["items_upload"]).exists()
+    assert operations.run_job(waiting.pk).changed == 6
+    assert not uploads.upload_path(waiting.params["items_upload"]).exists()  # the job's own, gone when it ended

@@ -226,6 +226,14 @@ class Couch:
             return Page(rows[:limit], rows[limit]["id"], rows[limit]["id"])
         return Page(rows)
 
+    def ids_between(self, first, last, limit):
+        """The ids of the documents from `first` to `last` (both included, id order; deleted ones are not listed), a
+        page of at most `limit`: (ids, where the next page starts, or None)."""
+        rows = self.call(self.client.post_all_docs, db=self.database, start_key=first, end_key=last,
+                          limit=limit + 1)["rows"]
+        ids = [row["id"] for row in rows]
+        return (ids[:limit], ids[limit]) if len(ids) > limit else (ids, None)
+
     def _view_as_indexed(self, ddoc, view, params):
         """A view query that does not update the index first: update=false (CouchDB 2+, in the body) and the older
         stale=ok (in the query string; the only form pouchdb-server knows). Both mean the same to CouchDB 3."""

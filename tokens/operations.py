@@ -74,6 +74,17 @@ def run_job(job_id, batch_size=None):
     return job
 
 
+def sweep_uploads():
+    """Delete the kept files no job that has not ended refers to, once JOB_UPLOAD_KEEP_HOURS old."""
+    referenced = set()
+    for params in Job.objects.filter(finished_at__isnull=True).values_list("params", flat=True):
+        referenced.update(params.get(key) for key in ("upload", "items_upload") if params.get(key))
+    deleted = uploads.sweep(referenced)
+    if deleted:
+        log.info("deleted %d kept upload(s) older than %d hours", deleted, settings.JOB_UPLOAD_KEEP_HOURS)
+    return deleted
+
+
 def _finish(job, status, message):
     for key in ("upload", "items_upload"):  # the job's input file is not needed once it has ended
         if job.params.get(key):

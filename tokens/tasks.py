@@ -33,6 +33,12 @@ def prune_events():
     events.prune()
 
 
+@shared_task(ignore_result=True, expires=3600)
+def sweep_uploads():
+    """Hourly: delete the files kept for forms that were previewed and never sent (see tokens.uploads)."""
+    operations.sweep_uploads()
+
+
 @shared_task(ignore_result=True, acks_late=True)
 def run_job(job_id):
     """Run a job. If the worker dies, the broker hands the task out again and the job resumes safely."""

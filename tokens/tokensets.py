@@ -8,10 +8,15 @@ attachment. Every token also carries the fields a picas worker reads, and an exi
 
 import base64
 import copy
+import itertools
 import math
+import os
 import re
+import sqlite3
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import yaml
 from django.conf import settings
@@ -19,7 +24,7 @@ from django.conf import settings
 from tokens import engine
 from tokens.couch import Conflict, NotFound
 from tokens.selections import OperationError, needs_typed_confirmation
-from tokens.uploads import save_text, upload_path
+from tokens.uploads import link_upload, save_text, save_upload, upload_path
 from tokens.worker_views import lrt_design_doc, surf_design_doc
 
 # What a picas worker reads: a token without scrub_count crashes it (contract §2). The config may override them.
@@ -99,74 +104,118 @@ def _check_value(value, where):
                             "into a token; quote it to make it text")
 
 
-def parse_items(text):
-    """One item a line; blank lines and # comments skipped."""
-    items = [line.strip() for line in (text or "").splitlines()]
-    items = [i for i in items if i and not i.startswith("#")]
-    if not items:
-        raise TokenSetError("The input list is empty")
-    return items
+class NotText(TokenSetError):
+    """The input list's file is not UTF-8 text: it must be chosen again."""
 
 
-def chunks(items, per_token):
-    """(observation id or None, [(key, [items])]) — GRID_LRT's srmlist + slice_dicts for SURLs, else plain chunks."""
+def stage(path, per_token, db):
+    """Read an input list from its file, a line at a time, into the SQLite database `db` (a file of its own):
+    checked, de-duplicated (SURLs) and ordered there, so that a list of millions is never held in memory.
+
+    Returns the observation id (None for plain items). GRID_LRT's rules: a list is all SURLs of one observation,
+    keyed by subband, or plain items cut in order; one item a line, blank lines and # comments skipped."""
     if per_token < 1:
         raise TokenSetError("Items per token must be 1 or more")
-    surls = [bool(SURL.match(i)) for i in items]
-    if any(surls) and not all(surls):
-        odd = [n for n, is_surl in enumerate(surls, 1) if is_surl != (surls.count(True) >= surls.count(False))]
-        most = "SURLs" if surls.count(True) >= surls.count(False) else "plain items"
-        shown = "; ".join(f"line {n}: {items[n - 1][:80]}" for n in odd[:3]) + (" …" if len(odd) > 3 else "")
-        raise TokenSetError(f"{len(odd)} of the {len(items)} items {'are' if len(odd) > 1 else 'is'} not like the "
-                            f"rest ({most}): {shown}. A list is either all SURLs or plain items; nothing was written")
-    if not all(surls):
-        return None, [(start, items[start:start + per_token]) for start in range(0, len(items), per_token)]
-    unique = list(dict.fromkeys(items))
-    observations = set()
-    by_subband = {}
-    for n, surl in enumerate(unique, 1):
-        obsid = OBSID.search(surl)
-        subband = SUBBAND.search(surl)
-        if not obsid:
-            raise TokenSetError(f"SURL {n} names no observation (L123456): {surl}")
-        if not subband:
-            raise TokenSetError(f"SURL {n} names no subband (SB123_): {surl}")
-        observations.add(obsid.group(0))
-        by_subband.setdefault(int(subband.group(1)), []).append(surl)
+    db.executescript("""
+        PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA temp_store = FILE; PRAGMA cache_size = -8000;
+        CREATE TABLE surls (n INTEGER PRIMARY KEY, item TEXT NOT NULL UNIQUE ON CONFLICT IGNORE, subband INTEGER);
+        CREATE TABLE plain (n INTEGER PRIMARY KEY, item TEXT NOT NULL);
+    """)
+    kinds = {True: [0, []], False: [0, []]}  # is a SURL: [how many, the first three (line, item)]
+    unnamed, observations, batch = None, set(), []
+    for line, item in _lines(path):
+        is_surl = bool(SURL.match(item))
+        count = kinds[is_surl]
+        count[0] += 1
+        if len(count[1]) < 3:
+            count[1].append((line, item))
+        subband = None
+        if is_surl:
+            obsid, subband = OBSID.search(item), SUBBAND.search(item)
+            if (not obsid or not subband) and unnamed is None:
+                unnamed = f"SURL on line {line} names no {'observation (L123456)' if not obsid else 'subband (SB123_)'}"
+                unnamed += f": {item[:200]}"
+            if obsid and len(observations) < 10:
+                observations.add(obsid.group(0))
+            subband = int(subband.group(1)) if subband else None
+        batch.append((is_surl, item, subband))
+        if len(batch) == 10_000:
+            _insert(db, batch)
+    _insert(db, batch)
+    (surls, first_surls), (plain, first_plain) = kinds[True], kinds[False]
+    if not surls and not plain:
+        raise TokenSetError("The input list is empty")
+    if surls and plain:
+        most, odd, shown = ("SURLs", plain, first_plain) if surls >= plain else ("plain items", surls, first_surls)
+        lines = "; ".join(f"line {n}: {item[:80]}" for n, item in shown) + (" …" if odd > 3 else "")
+        raise TokenSetError(f"{odd} of the {surls + plain} items {'are' if odd > 1 else 'is'} not like the rest "
+                            f"({most}): {lines}. A list is either all SURLs or plain items; nothing was written")
+    if plain:
+        return None
+    if unnamed:
+        raise TokenSetError(unnamed)
     if len(observations) > 1:
         raise TokenSetError(f"The list mixes observations {', '.join(sorted(observations))}: "
                             "one token set is one observation")
-    start = min(by_subband)
-    grouped = {}
-    for subband in sorted(by_subband):
-        key = start + (subband - start) // per_token * per_token
-        grouped.setdefault(key, []).extend(by_subband[subband])
-    return observations.pop(), sorted(grouped.items())
+    return observations.pop()
+
+
+def _lines(path):
+    """(line number, item) of a list file, blank lines and comments skipped."""
+    with open(path, encoding="utf-8", newline=None) as f:
+        line = 0
+        try:
+            for line, text in enumerate(f, 1):  # noqa: B007 - the line reached is said if the file is not text
+                item = text.strip()
+                if item and not item.startswith("#"):
+                    yield line, item
+        except UnicodeDecodeError:
+            raise NotText(f"The input list is not UTF-8 text (line {line + 1})") from None
+
+
+def _insert(db, batch):
+    db.executemany("INSERT INTO surls (item, subband) VALUES (?, ?)", [(i, s) for surl, i, s in batch if surl])
+    db.executemany("INSERT INTO plain (item) VALUES (?)", [(i,) for surl, i, _ in batch if not surl])
+    batch.clear()
+
+
+def chunk_rows(db, per_token):
+    """(key, item) rows in token order: GRID_LRT's srmlist + slice_dicts for SURLs (chunks of per_token consecutive
+    subbands keyed by the chunk's first, gaps kept, empty chunks dropped), else per_token items keyed by the first
+    item's position. A SQL query: the list stays on disk."""
+    if db.execute("SELECT EXISTS (SELECT 1 FROM plain)").fetchone()[0]:
+        return db.execute("SELECT (n - 1) / ? * ?, item FROM plain ORDER BY n", (per_token, per_token))
+    start = db.execute("SELECT MIN(subband) FROM surls").fetchone()[0]
+    return db.execute("SELECT ? + (subband - ?) / ? * ? AS key, item FROM surls ORDER BY subband, n",
+                      (start, start, per_token, per_token))
+
+
+def chunks(db, per_token):
+    """(key, [items]) for each token, in order."""
+    for key, rows in itertools.groupby(chunk_rows(db, per_token), key=lambda r: r[0]):
+        yield key, [item for _, item in rows]
 
 
 # --- making tokens ---------------------------------------------------------------------------
 
 
-def token_ids(options, config, obsid, keys):
-    """The ids of the tokens, in order. TokenSetError if the template makes two alike."""
+def id_format(options, config, obsid):
+    """The function that gives a token's id from its key. TokenSetError if the template is not valid."""
     step = config.get("PIPELINE_STEP") or ""
     suffix = options.id_suffix or obsid or "L000000"
     template = options.id_template or ("t_{type}_{suffix}" + ("_{step}" if step else "") + "_{prefix}{key}")
     values = {"type": options.token_type, "obsid": obsid or "", "suffix": suffix, "step": step,
               "prefix": options.id_prefix, "key": None}
-    ids = []
-    for key in keys:
-        values["key"] = f"{key:03d}"
+
+    def token_id(key):
         try:
-            ids.append(template.format_map(values))
-        except (KeyError, IndexError, ValueError) as e:
+            return template.format_map({**values, "key": f"{key:03d}"})
+        except (KeyError, IndexError, ValueError, AttributeError) as e:
             raise TokenSetError(f"The id template {template!r} is not valid: use only "
                                 + ", ".join("{" + f + "}" for f in ID_FIELDS) + f" ({e})") from None
-    if len(set(ids)) != len(ids):
-        raise TokenSetError(f"The id template {template!r} gives several tokens the same id (use {{key}})")
-    if any(i.startswith("_") for i in ids):
-        raise TokenSetError("Token ids cannot start with _")
-    return ids
+
+    token_id.template = template
+    return token_id
 
 
 def make_token(config, options, obsid, doc_id, key, items):
@@ -184,24 +233,81 @@ def make_token(config, options, obsid, doc_id, key, items):
     return doc
 
 
-@dataclass
 class Plan:
-    config: dict
-    options: Options
-    obsid: str | None
-    chunks: list
-    ids: list
+    """A token set checked and laid out, nothing written: its list staged in a SQLite file of its own (next to the
+    uploads, deleted by close()), the tokens made from it one at a time."""
+
+    def __init__(self, config, options, items_upload):
+        options.check()
+        self.config, self.options = config, options
+        Path(settings.JOB_UPLOAD_DIR).mkdir(parents=True, exist_ok=True)
+        fd, self._path = tempfile.mkstemp(prefix="staging-", suffix=".sqlite", dir=settings.JOB_UPLOAD_DIR)
+        os.close(fd)
+        self.db = sqlite3.connect(self._path)
+        try:
+            self.obsid = stage(upload_path(items_upload), options.per_token, self.db)
+            check_observation(config, options, self.obsid, self.db)
+            self.token_id = id_format(options, config, self.obsid)
+            self._index_ids()
+        except BaseException:
+            self.close()
+            raise
+
+    def _index_ids(self):
+        """Every id once, in a table whose key refuses a second: a template that gives two tokens one id fails here,
+        before anything is written."""
+        self.db.execute("CREATE TABLE ids (id TEXT PRIMARY KEY, key INTEGER NOT NULL)")
+        keys = (key for key, _ in itertools.groupby(row[0] for row in chunk_rows(self.db, self.options.per_token)))
+        try:
+            for batch in _batches(((self.token_id(k), k) for k in keys), 10_000):
+                self.db.executemany("INSERT INTO ids VALUES (?, ?)", batch)
+        except sqlite3.IntegrityError:
+            raise TokenSetError(f"The id template {self.token_id.template!r} gives several tokens the same id (use "
+                                "{key})") from None
+        if self.db.execute("SELECT EXISTS (SELECT 1 FROM ids WHERE substr(id, 1, 1) = '_')").fetchone()[0]:
+            raise TokenSetError("Token ids cannot start with _")
+        self.count = self.db.execute("SELECT COUNT(*) FROM ids").fetchone()[0]
+
+    def ids(self, limit):
+        """The first `limit` ids, in token order."""
+        return [r[0] for r in self.db.execute("SELECT id FROM ids ORDER BY key LIMIT ?", (limit,))]
+
+    def keys(self, limit):
+        return [r[0] for r in self.db.execute("SELECT key FROM ids ORDER BY key LIMIT ?", (limit,))]
 
     def tokens(self):
-        """The tokens, made one at a time (a 100,000-token set is never held whole)."""
-        for doc_id, (key, items) in zip(self.ids, self.chunks, strict=True):
-            yield make_token(self.config, self.options, self.obsid, doc_id, key, items)
+        """The tokens, made one at a time (a 1,000,000-token set is never held whole)."""
+        for key, items in chunks(self.db, self.options.per_token):
+            yield make_token(self.config, self.options, self.obsid, self.token_id(key), key, items)
+
+    def existing(self, couch, shown=200):
+        """(how many of the set's ids exist in the pool, the first `shown` of them): the pool's ids between the
+        set's first and last, read a page at a time without their documents (deleted ones are not listed)."""
+        first, last = self.db.execute("SELECT MIN(id), MAX(id) FROM ids").fetchone()
+        count, found, start = 0, [], first
+        while start is not None:
+            page, start = couch.ids_between(start, last, limit=10_000)
+            for batch in _batches(page, 500):
+                marks = ",".join("?" * len(batch))
+                hits = [r[0] for r in self.db.execute(f"SELECT id FROM ids WHERE id IN ({marks})", batch)]
+                count += len(hits)
+                found += hits[:shown - len(found)]
+        return count, found
+
+    def close(self):
+        self.db.close()
+        Path(self._path).unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
-def plan(config_text, items_text, options):
-    """Everything checked, nothing written. Raises TokenSetError with a message for the operator."""
-    options.check()
-    return plan_from(parse_config(config_text), items_text, options)
+def plan(config_text, items_upload, options):
+    """Everything checked, nothing written: a Plan, to be closed (a `with` block)."""
+    return Plan(parse_config(config_text), options, items_upload)
 
 
 def observation_named(config, options):
@@ -217,24 +323,18 @@ def observation_named(config, options):
     return named
 
 
-def check_observation(config, options, obsid, items):
+def check_observation(config, options, obsid, db):
     """The SURLs' observation, the config's and the token type's must agree: a set of one observation with the
     ids or OBSID of another would be run, and found wrong, only on the grid."""
     for where, named in observation_named(config, options).items():
         if obsid is None:
+            first = db.execute("SELECT item FROM plain ORDER BY n LIMIT 1").fetchone()[0]
             raise TokenSetError(f"{where[0].upper()}{where[1:]} names observation {named}, but the input list holds "
-                                f"no SURLs (line 1: {items[0][:80]}): a LOFAR set is made from its observation's "
+                                f"no SURLs (the first item: {first[:80]}): a LOFAR set is made from its observation's "
                                 "SURLs; for plain items use a token type without an observation id")
         if named != obsid:
             raise TokenSetError(f"The SURLs are of observation {obsid}, but {where} names {named}: one token set is "
                                 "one observation; nothing was written")
-
-
-def plan_from(config, items_text, options):
-    items = parse_items(items_text)
-    obsid, parts = chunks(items, options.per_token)
-    check_observation(config, options, obsid, items)
-    return Plan(config, options, obsid, parts, token_ids(options, config, obsid, [k for k, _ in parts]))
 
 
 def views_to_create(couch, options, design_docs=None):
@@ -253,17 +353,6 @@ def views_to_create(couch, options, design_docs=None):
     return name, {k: v for k, v in doc.items() if k != "_id"}
 
 
-def existing_ids(couch, ids, limit=None):
-    """Which of these ids exist in the pool (deleted ones do not), asked 1,000 at a time."""
-    found = []
-    for first in range(0, len(ids), 1000):
-        batch = ids[first:first + 1000]
-        found += [doc_id for doc_id, doc in zip(batch, couch.docs(batch), strict=True) if doc is not None]
-        if limit and len(found) >= limit:
-            break
-    return found
-
-
 def preview(pool, the_plan):
     couch = pool.couch()
     first = next(the_plan.tokens())
@@ -272,56 +361,67 @@ def preview(pool, the_plan):
         data = first.pop("_attachments")[the_plan.options.attachment]["data"]
         attachment = {"name": the_plan.options.attachment, "text": base64.b64decode(data).decode()}
     views = views_to_create(couch, the_plan.options)
-    existing = existing_ids(couch, the_plan.ids)
+    existing_count, existing = the_plan.existing(couch)
     return {
-        "count": len(the_plan.ids),
+        "count": the_plan.count,
         "observation": the_plan.obsid,
-        "keys": [f"{k:03d}" for k, _ in the_plan.chunks[:200]],
-        "ids": the_plan.ids[:200],
+        "keys": [f"{k:03d}" for k in the_plan.keys(200)],
+        "ids": the_plan.ids(200),
         "first": first,
         "attachment": attachment,
-        "existing": existing[:200],
-        "existing_count": len(existing),
+        "existing": existing,
+        "existing_count": existing_count,
         "create_views": f"_design/{views[0]}" if views else None,
     }
 
 
-def input_limit_check(size, what):
-    if size > settings.TOKENSET_INPUT_MAX_BYTES:
-        raise TokenSetError(f"The {what} is {size} bytes; the limit is {settings.TOKENSET_INPUT_MAX_BYTES}")
+def config_limit_check(text):
+    size = len((text or "").encode())
+    if size > settings.TOKENSET_CONFIG_MAX_BYTES:
+        raise TokenSetError(f"The config is {size} bytes; the limit is {settings.TOKENSET_CONFIG_MAX_BYTES}")
+
+
+def save_list(text=None, uploaded=None):
+    """Keep an input list (typed, or an uploaded file, streamed) on disk for the plan and the job: its upload id."""
+    limit = settings.TOKENSET_INPUT_MAX_BYTES
+    if uploaded is not None:
+        return save_upload(uploaded, limit=limit, what="input list")[0]
+    if len((text or "").encode()) > limit:
+        raise TokenSetError(f"The input list is {len(text.encode())} bytes; the limit is {limit}")
+    return save_text(text or "")
 
 
 # --- the job ---------------------------------------------------------------------------------
 
 
-def create_job(pool, user, config_text, items_text, options, confirmation=None, via="web"):
-    """Check and preview a token set, keep its inputs for the worker, and record the job (its header)."""
+def create_job(pool, user, config_text, items_upload, options, confirmation=None, via="web"):
+    """Check and preview a token set whose input list is on disk (save_list), give the job a link of its own to
+    the list (a form sent twice makes two jobs, each deleting only its own), and record the job (its header)."""
     from tokens.models import Job
 
-    for text, what in ((config_text, "config"), (items_text, "input list")):
-        input_limit_check(len((text or "").encode()), what)
-    the_plan = plan(config_text, items_text, options)
-    seen = preview(pool, the_plan)
-    if needs_typed_confirmation("create", seen["count"]) and str(confirmation).strip() != str(
-            seen["count"]):
-        raise TokenSetError(f"Type the number of tokens ({seen['count']}) to confirm creating more than "
-                            f"{settings.JOB_CONFIRM_THRESHOLD}")
-    items_upload = save_text(items_text)
-    return Job.objects.create(
-        pool=pool.slug, user=user, via=via, action="create_tokens",
-        selection={"kind": "tokenset", "type": options.token_type},
-        params={"config": the_plan.config, "items_upload": items_upload, "options": options.as_dict(),
-                "observation": the_plan.obsid},
-        preview_count=seen["count"], preview_sample=the_plan.ids[:10],
-    )
+    config_limit_check(config_text)
+    with plan(config_text, items_upload, options) as the_plan:
+        seen = preview(pool, the_plan)
+        if needs_typed_confirmation("create", seen["count"]) and str(confirmation).strip() != str(seen["count"]):
+            raise TokenSetError(f"Type the number of tokens ({seen['count']}) to confirm creating more than "
+                                f"{settings.JOB_CONFIRM_THRESHOLD}")
+        return Job.objects.create(
+            pool=pool.slug, user=user, via=via, action="create_tokens",
+            selection={"kind": "tokenset", "type": options.token_type},
+            params={"config": the_plan.config, "items_upload": link_upload(items_upload),
+                    "options": options.as_dict(), "observation": the_plan.obsid},
+            preview_count=seen["count"], preview_sample=seen["ids"][:10],
+        )
 
 
 def run(job, pool, batch_size):
     """Create the tokens in batches (one _bulk_docs each); an id that exists is reported, never overwritten."""
-    couch = pool.couch()
-    options = Options(**job.params["options"])
-    items_text = upload_path(job.params["items_upload"]).read_text()
-    the_plan = plan_from(job.params["config"], items_text, options)
+    with Plan(job.params["config"], Options(**job.params["options"]), job.params["items_upload"]) as the_plan:
+        _write(job, pool, the_plan, batch_size)
+
+
+def _write(job, pool, the_plan, batch_size):
+    couch, options = pool.couch(), the_plan.options
     views = engine.retrying(views_to_create, couch, options)
     if views:
         try:

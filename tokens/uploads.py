@@ -1,8 +1,11 @@
 """Files a job needs after its request has ended (an attachment to upload, a token set's list), kept on disk in
-JOB_UPLOAD_DIR under a random id until the job ends."""
+JOB_UPLOAD_DIR under a random id until the job ends (a form's, previewed and left, for JOB_UPLOAD_KEEP_HOURS)."""
 
 import base64
 import hashlib
+import os
+import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -11,10 +14,11 @@ from django.conf import settings
 from tokens.selections import OperationError
 
 
-def save_upload(uploaded):
+def save_upload(uploaded, limit=None, what="file"):
     """Keep an uploaded file on disk (streamed in chunks) for the job; returns (upload id, size, digest)."""
-    if uploaded.size > settings.JOB_UPLOAD_MAX_BYTES:
-        raise OperationError(f"The file is {uploaded.size} bytes; the limit is {settings.JOB_UPLOAD_MAX_BYTES}")
+    limit = limit or settings.JOB_UPLOAD_MAX_BYTES
+    if uploaded.size > limit:
+        raise OperationError(f"The {what} is {uploaded.size} bytes; the limit is {limit}")
     upload_id = uuid.uuid4().hex
     digest = hashlib.md5()  # noqa: S324 - CouchDB's attachment digest, not security
     path = upload_path(upload_id)
@@ -40,6 +44,51 @@ def save_text(text):
     except OSError as e:
         raise OperationError(f"The input could not be stored on the server: {e.strerror}") from None
     return upload_id
+
+
+def link_upload(upload_id):
+    """The same file under a new id (a hard link; a copy where links are not possible): a job deletes its own."""
+    source, new_id = upload_path(upload_id), uuid.uuid4().hex
+    if not source.is_file():
+        raise OperationError("The input kept for this form is no longer on the server (kept for "
+                             f"{settings.JOB_UPLOAD_KEEP_HOURS} hours): send it again")
+    try:
+        os.link(source, upload_path(new_id))
+    except OSError:
+        shutil.copyfile(source, upload_path(new_id))
+    return new_id
+
+
+def sweep(referenced):
+    """Delete what no job needs: files older than JOB_UPLOAD_KEEP_HOURS (a form previewed and left) that are not in
+    `referenced` (the uploads of jobs that have not ended). Returns how many were deleted."""
+    folder = Path(settings.JOB_UPLOAD_DIR)
+    cutoff = time.time() - settings.JOB_UPLOAD_KEEP_HOURS * 3600
+    deleted = 0
+    for path in folder.glob("*") if folder.is_dir() else ():
+        try:
+            if path.name not in referenced and path.stat().st_mtime < cutoff:
+                path.unlink()
+                deleted += 1
+        except FileNotFoundError:
+            pass  # deleted meanwhile by the job that used it
+    return deleted
+
+
+class LocalFile:
+    """A file on this machine with the two things save_upload asks of an upload: its size and its chunks."""
+
+    def __init__(self, path):
+        try:
+            self.size = os.path.getsize(path)
+        except OSError as e:
+            raise OperationError(f"Cannot read {path}: {e.strerror}") from None
+        self.path = path
+
+    def chunks(self, size=1024 * 1024):
+        with open(self.path, "rb") as f:
+            while chunk := f.read(size):
+                yield chunk
 
 
 def upload_path(upload_id):

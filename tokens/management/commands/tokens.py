@@ -87,25 +87,7 @@ class Command(BaseCommand):
         if action == "attach":
             if not o["file"]:
                 raise OperationError("--file is required")
-            upload_id, size, digest = uploads.save_upload(_LocalFile(o["file"]))
+            upload_id, size, digest = uploads.save_upload(uploads.LocalFile(o["file"]))
             return {"name": o["name"] or o["file"].rsplit("/", 1)[-1], "upload": upload_id, "size": size,
                     "digest": digest, "content_type": "application/octet-stream"}
         return {}
-
-
-class _LocalFile:
-    """A local file with the two things save_upload asks of an upload: its size and its chunks."""
-
-    def __init__(self, path):
-        import os
-
-        try:
-            self.size = os.path.getsize(path)
-        except OSError as e:
-            raise OperationError(f"Cannot read {path}: {e.strerror}") from None
-        self.path = path
-
-    def chunks(self, size=1024 * 1024):
-        with open(self.path, "rb") as f:
-            while chunk := f.read(size):
-                yield chunk
