@@ -349,7 +349,8 @@ def test_a_token_set_that_exists_already_says_so_and_offers_nothing_to_create(
     assert page.locator("section.dryrun p").first.inner_text().startswith(
         "Dry run: 6 tokens for observation L229585, keyed 100, 110, 120, 130, 140, 150. Nothing has been written.")
     create = page.locator("form[action$='/tokensets/']")
-    assert create.locator("textarea").count() == 2 and all(not t.is_visible() for t in create.locator("textarea").all())
+    assert create.locator("textarea").count() == 1 and not create.locator("textarea").is_visible()  # the config
+    assert create.locator("input[name=input_list_upload]").count() == 1  # the list waits on the server
     assert overflow(page) <= 1
     create.get_by_role("button", name="Create 6 tokens").click()
     page.wait_for_url(re.compile(r"/jobs/\d+/$"))
@@ -368,6 +369,36 @@ def test_a_token_set_that_exists_already_says_so_and_offers_nothing_to_create(
     shoot(page, "tokenset-exists-phone")
     assert overflow(page) <= 1
     assert Job.objects.count() == 1
+
+
+def test_a_list_file_of_thousands_of_surls_is_previewed_from_the_server_and_created_never_put_in_the_page(
+        live_server, scratch_pool, open_page, celery_worker, olga, tmp_path, settings):
+    settings.JOB_CONFIRM_THRESHOLD = 1000
+    surls = [f"srm://srm.grid.sara.nl:8443/pnfs/grid.sara.nl/data/lofar/ops/projects/lc2_035/229585/"
+             f"L229585_SB{n:03d}_uv.dppp.MS_2b1cf5e8.tar" for n in range(20_000)]
+    listing = tmp_path / "L229585_all.txt"
+    listing.write_text("# all subbands\n" + "\n".join(surls[::-1] + surls[:100]) + "\n")  # unsorted, repeats
+    slug = scratch_pool.database
+    for width in ("desktop", "phone"):
+        page = open_page(width)
+        log_in(page, live_server.url, "olga")
+        page.goto(live_server.url + f"/pools/{slug}/tokensets/new/")
+        assert fill_tokenset(page, CONFIG, list_file=str(listing)).status == 200
+        assert page.locator("section.dryrun p").first.inner_text().startswith(
+            "Dry run: 2000 tokens from the list file L229585_all.txt for observation L229585, keyed 000, 010, 020, "
+            "030, 040, 050, 060, 070, 080, 090, 100, 110 … 19990. Nothing has been written.")
+        assert "kept on the server" in tokenset_form(page).inner_text()
+        assert len(page.content()) < 200_000 and "SB19999_" not in page.content()  # 2.6 MB of SURLs stay away
+        shoot(page, f"tokenset-list-file-{width}")
+        assert overflow(page) <= 1
+    create = page.locator("form[action$='/tokensets/']")
+    create.get_by_label("Type 2000 to confirm").fill("2000")
+    create.get_by_role("button", name="Create 2000 tokens").click()
+    page.wait_for_url(re.compile(r"/jobs/\d+/$"))
+    page.locator("#progress .status.succeeded").wait_for(timeout=120_000)
+    assert len(tokens_in(scratch_pool)) == 2000
+    last = scratch_pool.get(f"t_{TYPE}_L229585_pref_cal1_SB19990")
+    assert last["STARTSB"] == "19990"
 
 
 # --- 12: the job page and the jobs list ---------------------------------------------------------------------------

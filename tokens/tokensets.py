@@ -275,6 +275,9 @@ class Plan:
     def keys(self, limit):
         return [r[0] for r in self.db.execute("SELECT key FROM ids ORDER BY key LIMIT ?", (limit,))]
 
+    def last_key(self):
+        return self.db.execute("SELECT MAX(key) FROM ids").fetchone()[0]
+
     def tokens(self):
         """The tokens, made one at a time (a 1,000,000-token set is never held whole)."""
         for key, items in chunks(self.db, self.options.per_token):
@@ -365,7 +368,8 @@ def preview(pool, the_plan):
     return {
         "count": the_plan.count,
         "observation": the_plan.obsid,
-        "keys": [f"{k:03d}" for k in the_plan.keys(200)],
+        "keys": [f"{k:03d}" for k in the_plan.keys(12)],
+        "last_key": f"{the_plan.last_key():03d}",
         "ids": the_plan.ids(200),
         "first": first,
         "attachment": attachment,
