@@ -302,6 +302,17 @@ def test_events_past_their_retention_are_deleted_while_their_hourly_rollups_stil
     assert events.prune(now) == 0
 
 
+def test_rows_a_killed_recount_staged_are_counted_nowhere_and_pruned_a_day_later(db):
+    now = timezone.now()
+    left = [f"{TokenState.STAGING}{int(now.timestamp()) - days * 86400}~abcd1234" for days in (2, 0)]
+    TokenState.objects.create(pool="p", doc_id="t1", bucket="done", type="token")
+    for staging in left:
+        TokenState.objects.create(pool=staging, doc_id="t1", bucket="error", type="token")
+    assert list(TokenState.objects.filter(pool="p").values_list("bucket", flat=True)) == ["done"]
+    events.prune(now)
+    assert sorted(TokenState.objects.values_list("pool", flat=True)) == sorted(["p", left[1]])  # one in progress
+
+
 def test_the_hourly_rollups_count_every_event_once_and_exactly_at_the_edges_of_a_window(db):
     """A window that starts or ends inside an hour is counted from the raw events there and from the rollups in
     between; a failure group's first and last seen are the events' own times, not their hours."""

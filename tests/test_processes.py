@@ -1,11 +1,16 @@
-"""The site as production runs it: gunicorn with 4 processes and 2 Celery worker processes (one with beat), started
-for real on the test run's kind of database (SQLite, or PostgreSQL when the suite runs on it). Counts, login
-throttling, job records and token events stay consistent across processes, and killing one gunicorn process or
-one Celery worker in the middle of a job loses nothing."""
+"""The site as production runs it: the systemd units of deploy/systemd (gunicorn with 4 processes, 2 Celery
+workers, one beat), their commands started for real on the test run's kind of database (SQLite, or PostgreSQL when
+the suite runs on it). Counts, login throttling, job records and token events stay consistent across processes, and
+killing one gunicorn process or one Celery worker in the middle of a job loses nothing. The units pass systemd's
+own check."""
 
 import json
 import os
+import re
+import shlex
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,7 +27,23 @@ from tokens.couch import Couch
 
 TOKENS = 2000  # enough for a job of many batches, so that a worker can be killed in its middle
 FAILED = 1500
-CELERY = [sys.executable, "-m", "celery", "-A", "dashboard", "worker", "--pool", "solo", "--loglevel", "INFO"]
+UNITS = BASE_DIR / "deploy" / "systemd"
+RELEASE, SERVICE_DATA = "/opt/picas-dashboard", "/srv/picas-dashboard"
+
+
+def installed_here(unit, data_dir):
+    """A unit's text as if installed on this machine: the release is this checkout (its venv the one running the
+    tests), /srv/picas-dashboard and the environment file in data_dir."""
+    text = (UNITS / unit).read_text().replace(f"{RELEASE}/.venv/bin/", f"{Path(sys.executable).parent}/")
+    text = text.replace(RELEASE, str(BASE_DIR)).replace("/etc/picas-dashboard/env", str(data_dir / "env"))
+    return text.replace(SERVICE_DATA, str(data_dir))
+
+
+def unit_command(unit, data_dir, port=8000, instance=""):
+    """A unit's ExecStart as systemd would run it here, %i and %H filled in; the site's port the test's."""
+    exec_start = re.search(r"^ExecStart=((?:.*\\\n)*.*)$", installed_here(unit, data_dir), re.M).group(1)
+    command = exec_start.replace("\\\n", " ").replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+    return shlex.split(command.replace("%i", instance).replace("%H", socket.gethostname()))
 
 
 def site_database(tmp):
@@ -93,13 +114,12 @@ def site(tmp_path_factory, couch_server, redis_server, django_db_blocker):
     )
     first_start(env)
     port = free_port()
-    logs = {name: (tmp / f"{name}.log").open("w") for name in ("gunicorn", "worker1", "worker2")}
+    logs = {name: (tmp / f"{name}.log").open("w") for name in ("gunicorn", "worker1", "worker2", "beat")}
     processes = {
-        "gunicorn": start([sys.executable, "-m", "gunicorn", "dashboard.wsgi", "--bind", f"127.0.0.1:{port}",
-                           "--workers", "4", "--access-logfile", "-"], env, logs["gunicorn"]),
-        "worker1": start([*CELERY, "-B", "--hostname", "one@%h", "--schedule", str(tmp / "beat-schedule")], env,
-                         logs["worker1"]),
-        "worker2": start([*CELERY, "--hostname", "two@%h"], env, logs["worker2"]),
+        "gunicorn": start(unit_command("picas-dashboard.service", tmp, port=port), env, logs["gunicorn"]),
+        "worker1": start(unit_command("picas-dashboard-worker@.service", tmp, instance="1"), env, logs["worker1"]),
+        "worker2": start(unit_command("picas-dashboard-worker@.service", tmp, instance="2"), env, logs["worker2"]),
+        "beat": start(unit_command("picas-dashboard-beat.service", tmp), env, logs["beat"]),
     }
     try:
         wait_for(lambda: _answers(port))
@@ -223,3 +243,19 @@ def test_token_events_are_recorded_once_however_many_processes_follow_the_pool(s
         "print(json.dumps([rows.count(), rows.values('doc_id').distinct().count()]))")))[0] >= FAILED and m,
         seconds=60)
     assert moves == [FAILED, FAILED]
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not on this machine")
+def test_the_units_pass_systemds_own_check_where_their_commands_exist(tmp_path):
+    """`systemd-analyze verify`: the syntax, the keys and that each command can be run. Checked as installed on a
+    host (the release at /opt/picas-dashboard) here: with this checkout in its place."""
+    (tmp_path / "env").write_text("DEBUG=false\n")
+    installed = []
+    for unit in sorted(UNITS.glob("*.service")):
+        name = unit.name.replace("@.", "@1.")  # a template is checked as an instance
+        (tmp_path / name).write_text(installed_here(unit.name, tmp_path))
+        installed.append(str(tmp_path / name))
+    result = subprocess.run(["systemd-analyze", "verify", "--man=no", *installed], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=60)
+    assert result.returncode == 0 and "not executable" not in result.stderr, result.stderr
+    assert len(installed) == 3

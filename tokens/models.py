@@ -137,6 +137,10 @@ class TokenState(models.Model):
     """The bucket and observation of one token, as the own `states` view has it, kept up to date from the
     database's changes feed: counts are a GROUP BY here instead of a reduce over the whole pool."""
 
+    # The pool column of the rows a recount is staging (tokens.reading._fill): no slug starts so, a slug has no
+    # "~". The time after it lets events.prune delete what a process killed in the middle of a recount left.
+    STAGING = "~fill~"
+
     pool = models.CharField(max_length=100)
     doc_id = models.CharField(max_length=1000)
     bucket = models.CharField(max_length=20)

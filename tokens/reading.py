@@ -9,22 +9,22 @@ Lists, stale locks and token detail are read live, one key-range page at a time.
 """
 
 import hashlib
-import itertools
 import json
 import logging
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from tokens import events, queue
 from tokens.couch import CouchError, NotFound, Page, TimedOut
-from tokens.models import CountSnapshot, TokenState, insert_rows, rows_where_in, upsert_rows
+from tokens.models import CountSnapshot, TokenState, rows_where_in, upsert_rows
 from tokens.pools import all_pools
 from tokens.states import (
     BUCKETS,
@@ -203,40 +203,79 @@ def sync_states(pool, couch, styles, update_seq, building):
 
 
 def _fill(pool, couch, snap, fingerprint, update_seq, styles):
-    """Count every token afresh; returns whether the server is still building the `states` index."""
-    # Read after update_seq was taken, so it holds every change up to it; changes after it that it also holds are
-    # applied again from the changes feed, which is harmless (it sets, never adds).
-    if snap.filled_for != fingerprint:
-        # A new pool, or a new version of the own views: the server has no index for them yet and builds it on the
-        # first query, 6 to 11 minutes at 100,000 tokens on pouchdb-server, whose one thread then also serves every
-        # other request slowly. So count first from the documents themselves, by the same rules (the differential
-        # test holds the twin to the server's JavaScript): seconds. Then start the build; later refills read it.
-        states, source = _states_from_documents(couch, styles, pool.group_field), "documents"
-        building = not _index_ready(couch)
-    else:
-        try:
-            states, source, building = _states_from_view(couch), "view", False
-        except TimedOut:  # the index is being rebuilt (the server lost it, or compacts it): the documents again
-            states, source, building = _states_from_documents(couch, styles, pool.group_field), "documents", True
-    now = timezone.now()
-    with transaction.atomic():
-        if not CountSnapshot.objects.filter(pk=snap.pk, seq=snap.seq, filled_for=snap.filled_for).update(
-                seq=str(update_seq), filled_for=fingerprint, filled_at=now, events_from=snap.events_from or now):
-            raise Overtaken
-        if snap.filled_for == fingerprint:
-            # A recount under the same rules (the waiting changes were applied just before): a token found elsewhere
-            # moved without the feed showing it. Under new rules a difference may be the rules': not recorded.
-            before = {i: (b, t, g, h) for i, b, t, g, h in TokenState.objects.filter(pool=pool.slug)
-                      .values_list("doc_id", "bucket", "type", "group", "hostname").iterator(chunk_size=FILL_PAGE)}
-            events.record(events.recounted(pool.slug, before, states, now))
-        TokenState.objects.filter(pool=pool.slug).delete()
-        items = iter(states.items())
-        while batch := list(itertools.islice(items, 2000)):
-            insert_rows(TokenState, STATE_FIELDS, [(pool.slug, i, *state) for i, state in batch])
-    log.info("pool %s: counted %d tokens from the %s", pool.slug, len(states),
+    """Count every token afresh; returns whether the server is still building the `states` index.
+
+    The states are written a page at a time to rows of their own (a staging name in the pool column), then take the
+    place of the pool's rows in one transaction: memory stays flat however large the pool (a million tokens held
+    in a dict took a worker past 600 MB)."""
+    staging = f"{TokenState.STAGING}{int(time.time())}~{uuid.uuid4().hex[:8]}"
+    try:
+        # Read after update_seq was taken, so it holds every change up to it; changes after it that it also holds
+        # are applied again from the changes feed, which is harmless (it sets, never adds).
+        if snap.filled_for != fingerprint:
+            # A new pool, or a new version of the own views: the server has no index for them yet and builds it on
+            # the first query, 6 to 11 minutes at 100,000 tokens on pouchdb-server, whose one thread then also
+            # serves every other request slowly. So count first from the documents themselves, by the same rules
+            # (the differential test holds the twin to the server's JavaScript). Then start the build; later refills
+            # read it.
+            count = _stage(staging, _states_from_documents(couch, styles, pool.group_field))
+            source, building = "documents", not _index_ready(couch)
+        else:
+            try:
+                count, source, building = _stage(staging, _states_from_view(couch)), "view", False
+            except TimedOut:  # the index is being rebuilt (the server lost it, or compacts it): the documents again
+                TokenState.objects.filter(pool=staging).delete()
+                count = _stage(staging, _states_from_documents(couch, styles, pool.group_field))
+                source, building = "documents", True
+        now = timezone.now()
+        with transaction.atomic():
+            if not CountSnapshot.objects.filter(pk=snap.pk, seq=snap.seq, filled_for=snap.filled_for).update(
+                    seq=str(update_seq), filled_for=fingerprint, filled_at=now, events_from=snap.events_from or now):
+                raise Overtaken
+            if snap.filled_for == fingerprint:
+                # A recount under the same rules (the waiting changes were applied just before): a token found
+                # elsewhere moved without the feed showing it. Under new rules a difference may be the rules': not
+                # recorded.
+                events.record(events.recounted(pool.slug, *_differences(pool.slug, staging), now))
+            TokenState.objects.filter(pool=pool.slug).delete()
+            TokenState.objects.filter(pool=staging).update(pool=pool.slug)
+    finally:
+        TokenState.objects.filter(pool=staging).delete()  # what a fill that failed had staged
+    log.info("pool %s: counted %d tokens from the %s", pool.slug, count,
              "states view" if source == "view" else
              "documents (the states view is being built)" if building else "documents")
     return building
+
+
+def _stage(staging, pages):
+    """Write pages of (id, (bucket, type, group, hostname)) as the staging name's rows; returns how many tokens."""
+    for page in pages:
+        # A token that moved while the view was paged is seen twice: the later row wins.
+        upsert_rows(TokenState, STATE_FIELDS, ("pool", "doc_id"), [(staging, i, *state) for i, state in page])
+    return TokenState.objects.filter(pool=staging).count()
+
+
+def _differences(slug, staging):
+    """({id: state} of the tokens a recount found new or in another bucket than the pool's rows say, {id: state}
+    of the rows they had, and of the rows of tokens the recount did not find), compared in the database."""
+    quote = connection.ops.quote_name
+    table = quote(TokenState._meta.db_table)
+    columns = ", ".join(f"{{t}}.{quote(TokenState._meta.get_field(f).column)}"
+                        for f in ("doc_id", "bucket", "type", "group", "hostname"))
+    found, had = {}, {}
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {columns.format(t='n')}, {columns.format(t='o')} FROM {table} n "
+                       f"LEFT JOIN {table} o ON o.pool = %s AND o.doc_id = n.doc_id "
+                       "WHERE n.pool = %s AND (o.doc_id IS NULL OR o.bucket <> n.bucket)", [slug, staging])
+        for row in cursor.fetchall():
+            found[row[0]] = tuple(row[1:5])
+            if row[5] is not None:
+                had[row[0]] = tuple(row[6:10])
+        cursor.execute(f"SELECT {columns.format(t='o')} FROM {table} o WHERE o.pool = %s AND NOT EXISTS "
+                       f"(SELECT 1 FROM {table} n WHERE n.pool = %s AND n.doc_id = o.doc_id)", [slug, staging])
+        for row in cursor.fetchall():
+            had[row[0]] = tuple(row[1:5])
+    return had, found
 
 
 def _index_ready(couch):
@@ -261,32 +300,28 @@ def _index_ready(couch):
 
 
 def _states_from_view(couch):
-    """{id: (bucket, type, group, hostname)} from the `states` view; TimedOut while its index is being built."""
-    states, start, stale = {}, None, False
+    """Pages of (id, (bucket, type, group, hostname)) from the `states` view; TimedOut while its index is being
+    built."""
+    start, stale = None, False
     while True:
         page = couch.page(OWN_DDOC, "states", limit=FILL_PAGE, start_key=start, stale=stale,
                           timeout=None if stale else settings.COUNTS_INDEX_WAIT)
-        for row in page.rows:
-            bucket, type_, group, doc_id = row["key"]
-            # A token that moved while we paged is seen twice: keep either.
-            states[doc_id] = (bucket, type_, group, row["value"] if isinstance(row["value"], str) else "")
+        yield [(row["key"][3], (*row["key"][:3], row["value"] if isinstance(row["value"], str) else ""))
+               for row in page.rows]
         if not page.has_next:
-            return states
+            return
         start, stale = page.next_key, True  # the index is current since the first page
 
 
 def _states_from_documents(couch, styles, group_field):
-    """{id: (bucket, type, group, hostname)} from the documents themselves, a page at a time, by the views'
-    twin."""
-    states, start = {}, None
+    """Pages of (id, (bucket, type, group, hostname)) from the documents themselves, by the views' twin."""
+    start = None
     while True:
         page = couch.documents(DOCUMENT_PAGE, start_id=start)
-        for row in page.rows:
-            state = token_state(row["doc"], styles, group_field) if row.get("doc") else None
-            if state is not None:
-                states[row["id"]] = state
+        states = ((row["id"], token_state(row["doc"], styles, group_field)) for row in page.rows if row.get("doc"))
+        yield [(doc_id, state) for doc_id, state in states if state is not None]
         if not page.has_next:
-            return states
+            return
         start = page.next_key
 
 

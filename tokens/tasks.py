@@ -41,7 +41,8 @@ def sweep_uploads():
 
 @shared_task(ignore_result=True, acks_late=True)
 def run_job(job_id):
-    """Run a job. If the worker dies, the broker hands the task out again and the job resumes safely."""
+    """Run a job. A job whose worker dies in its middle is not resumed (its selection may have changed): it shows
+    as interrupted once its heartbeat stops, everything it wrote recorded, and a new run changes the rest."""
     job = operations.run_job(job_id)
     pool = get_pool(job.pool)
     if pool is not None:
