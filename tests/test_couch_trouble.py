@@ -72,6 +72,41 @@ def test_a_server_busy_building_its_index_is_reported_slow_not_unreachable(couch
         db.delete_database()
 
 
+def test_couchdbs_own_request_timeout_is_reported_as_a_slow_server_building_its_index(couch, couch_server,
+                                                                                     settings):
+    """CouchDB 3 gives up on a request itself after its fabric request_timeout (a 500 "timeout"), e.g. a view whose
+    index it builds for longer than that: the same slow-server message as our own read timeout, with the build's
+    progress. pouchdb-server has no such limit: the test needs CouchDB 3."""
+    import requests
+
+    section = couch_server.url + "/_node/_local/_config/fabric"
+    auth = (couch_server.username, couch_server.password)
+    if not requests.get(section, auth=auth, timeout=10).ok:
+        pytest.skip("a CouchDB 3 whose request timeout can be set (pouchdb-server has none)")
+    config = section + "/request_timeout"
+    name = f"slow-{uuid.uuid4().hex[:8]}"
+    db = couch(name)
+    db.create_database()
+    for start in range(0, 30_000, 10_000):
+        db.bulk_docs([surf_token(n) for n in range(start, start + 10_000)])
+    own = own_design_doc({"token": SURF_STYLE}, None)
+    db.put_design(OWN_DDOC, {k: v for k, v in own.items() if k != "_id"})
+    before = requests.put(config, json="300", auth=auth, timeout=10).json()  # ms; "" where it was not set
+    try:
+        patient = Couch(db.url, name, settings.COUCHDB_USER, settings.COUCHDB_PASSWORD, timeout=60)
+        with pytest.raises(TimedOut) as caught:
+            patient.view(OWN_DDOC, "states", group_level=1)
+        message = str(caught.value)
+        assert message.startswith(f"CouchDB at {db.url} gave up on the request after its own time limit: it is "
+                                  f"building the index of _design/{OWN_DDOC} (")
+    finally:
+        if before:
+            requests.put(config, json=before, auth=auth, timeout=10)
+        else:
+            requests.delete(config, auth=auth, timeout=10)
+        db.delete_database()
+
+
 def test_seeding_the_demo_on_an_unreachable_or_refusing_server_says_so_without_the_password(couch_server):
     from tokens import demo, seeding
 

@@ -108,6 +108,10 @@ class Couch:
             raise Unreachable(f"CouchDB at {self.url} is unreachable") from None
         except requests.RequestException as e:
             raise CouchError(f"CouchDB at {self.url}: {type(e).__name__}") from None
+        except AttributeError:
+            # ibmcloudant 0.11 reads every JSON error body as an object; CouchDB answers some (a _bulk_docs that
+            # timed out on the server) with a list, and the client's own error handling then fails.
+            raise CouchError(f"CouchDB at {self.url} answered with an error the client could not read") from None
 
     def _slow(self, waited):
         """What a timed-out request says: how long it waited, and an index build of this database if the server
@@ -134,11 +138,18 @@ class Couch:
 
     def _translate(self, e):
         where = f"CouchDB at {self.url}"
-        reason = ""
+        reason = error = ""
         try:
-            reason = e.http_response.json().get("reason", "")
+            body = e.http_response.json()
+            reason, error = body.get("reason", ""), body.get("error", "")
         except Exception:
             pass
+        if e.status_code == 500 and error == "timeout":
+            # CouchDB's own request timeout (fabric's), most often a view whose index it is still building: a slow
+            # server, as when our read timeout runs out first, and said the same way.
+            message = f"{where} gave up on the request after its own time limit"
+            building = self.index_builds()
+            return TimedOut(f"{message}: it is {building}; try again later" if building else message)
         if e.status_code in (401, 403):
             return Unauthorised(f"{where} refused the credentials for database {self.database!r}")
         if e.status_code == 404:
