@@ -1,6 +1,5 @@
 """New token sets in the web UI: the form, the dry run, and the job that creates them. Operators only."""
 
-from django.conf import settings
 from django.http import JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_http_methods, require_POST
@@ -18,8 +17,7 @@ def config_input(request):
     uploaded = request.FILES.get("config_file")
     if uploaded is None:
         return request.POST.get("config", "")
-    if uploaded.size > settings.TOKENSET_CONFIG_MAX_BYTES:
-        raise TokenSetError(f"The config is {uploaded.size} bytes; the limit is {settings.TOKENSET_CONFIG_MAX_BYTES}")
+    tokensets.config_limit_check(uploaded.size)
     try:
         return uploaded.read().decode("utf-8")
     except UnicodeDecodeError:
@@ -71,7 +69,7 @@ def tokenset_new(request, slug):
             read.add("input_list_file")
             context.update(items_text="", list_upload=upload, list_name=name)
         options = options_from(request.POST)
-        tokensets.config_limit_check(context["config_text"])
+        tokensets.config_limit_check(len(context["config_text"].encode()))
         with tokensets.plan(context["config_text"], upload, options) as the_plan:
             seen = tokensets.preview(pool, the_plan)
     except OperationError as e:

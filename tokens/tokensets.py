@@ -379,8 +379,7 @@ def preview(pool, the_plan):
     }
 
 
-def config_limit_check(text):
-    size = len((text or "").encode())
+def config_limit_check(size):
     if size > settings.TOKENSET_CONFIG_MAX_BYTES:
         raise TokenSetError(f"The config is {size} bytes; the limit is {settings.TOKENSET_CONFIG_MAX_BYTES}")
 
@@ -403,7 +402,7 @@ def create_job(pool, user, config_text, items_upload, options, confirmation=None
     the list (a form sent twice makes two jobs, each deleting only its own), and record the job (its header)."""
     from tokens.models import Job
 
-    config_limit_check(config_text)
+    config_limit_check(len((config_text or "").encode()))
     with plan(config_text, items_upload, options) as the_plan:
         seen = preview(pool, the_plan)
         if needs_typed_confirmation("create", seen["count"]) and str(confirmation).strip() != str(seen["count"]):
