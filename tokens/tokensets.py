@@ -179,15 +179,19 @@ def _insert(db, batch):
     batch.clear()
 
 
-def chunk_rows(db, per_token):
+def chunk_rows(db, per_token, keys_only=False):
     """(key, item) rows in token order: GRID_LRT's srmlist + slice_dicts for SURLs (chunks of per_token consecutive
     subbands keyed by the chunk's first, gaps kept, empty chunks dropped), else per_token items keyed by the first
-    item's position. A SQL query: the list stays on disk."""
+    item's position. A SQL query: the list stays on disk. keys_only: (key,) once per token, no items read out."""
     if db.execute("SELECT EXISTS (SELECT 1 FROM plain)").fetchone()[0]:
-        return db.execute("SELECT (n - 1) / ? * ?, item FROM plain ORDER BY n", (per_token, per_token))
-    start = db.execute("SELECT MIN(subband) FROM surls").fetchone()[0]
-    return db.execute("SELECT ? + (subband - ?) / ? * ? AS key, item FROM surls ORDER BY subband, n",
-                      (start, start, per_token, per_token))
+        key, params, table, order = "(n - 1) / ? * ?", (per_token, per_token), "plain", "n"
+    else:
+        start = db.execute("SELECT MIN(subband) FROM surls").fetchone()[0]
+        key, table, order = "? + (subband - ?) / ? * ?", "surls", "subband, n"
+        params = (start, start, per_token, per_token)
+    if keys_only:
+        return db.execute(f"SELECT DISTINCT {key} AS key FROM {table} ORDER BY key", params)
+    return db.execute(f"SELECT {key} AS key, item FROM {table} ORDER BY {order}", params)
 
 
 def chunks(db, per_token):
@@ -257,7 +261,7 @@ class Plan:
         """Every id once, in a table whose key refuses a second: a template that gives two tokens one id fails here,
         before anything is written."""
         self.db.execute("CREATE TABLE ids (id TEXT PRIMARY KEY, key INTEGER NOT NULL)")
-        keys = (key for key, _ in itertools.groupby(row[0] for row in chunk_rows(self.db, self.options.per_token)))
+        keys = (row[0] for row in chunk_rows(self.db, self.options.per_token, keys_only=True))
         try:
             for batch in _batches(((self.token_id(k), k) for k in keys), 10_000):
                 self.db.executemany("INSERT INTO ids VALUES (?, ?)", batch)
