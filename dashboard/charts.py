@@ -14,6 +14,7 @@ from tokens.history import DAY, HOUR
 PLOT = 576  # width of a chart's bars, whatever their number: 72 hours (the default 3 days) of 8 px each
 PANEL = 60  # height of one row of bars
 LEFT, TOP, ROW_GAP, AXIS = 64, 8, 26, 30
+TICK_HALF_LABEL = 20  # half the width of an axis label ("06 Dec", bold 10 px) and some air
 SPARK_BAR, SPARK_HALF = 2, 11
 SPARK_HOURS = 6  # hours per sparkline bar
 
@@ -96,6 +97,10 @@ def hourly_chart(series, chart_id):
         elif t.hour == 0 or (t.hour % 6 == 0 and n <= 96):
             ticks.append({"x": x, "text": t.strftime("%d %b") if t.hour == 0 else t.strftime("%H:00"),
                           "day": t.hour == 0})
+    for tick in ticks:
+        # Centred under its tick, a label on the newest bars (the day's first hour, just after midnight) would
+        # reach past the chart's right edge and be cut: it ends at its tick instead.
+        tick["anchor"] = "end" if tick["x"] + TICK_HALF_LABEL > width else "middle"
     return {
         "id": chart_id, "width": width, "height": axis_y + AXIS - 12, "left": LEFT, "right": LEFT + PLOT,
         "axis_y": axis_y, "panels": panels, "ticks": ticks, "unit": "day" if by_day else "hour",
