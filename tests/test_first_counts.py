@@ -40,8 +40,8 @@ def test_a_pool_being_indexed_is_counted_from_its_documents_and_says_so(viewer_c
     # Once the index is built, a refill from the view gives the same counts and the note is gone.
     big_new_pool.view(OWN_DDOC, "states", limit=0, reduce=False, timeout=600)
     big_new_pool.view(OWN_DDOC, "failures", limit=0, reduce=False, timeout=600)
-    settings.COUNTS_INDEX_WAIT, settings.COUNTS_REFILL_SECONDS = 600, 0
-    data = reading.refresh(get_pool(big_new_pool.database)).data
+    settings.COUNTS_INDEX_WAIT = 600
+    data = reading.recount(get_pool(big_new_pool.database)).data
     assert "indexing" not in data and data["failures"]
     again = viewer_client.get(f"/pools/{big_new_pool.database}/", {"format": "json"}).json()
     assert again["counts"] == page["counts"] and again["indexing"] is None

@@ -1,13 +1,17 @@
 """Counts follow the changes feed: a refresh costs what changed, and still equals what the views count."""
 
 import threading
+import time
+from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.utils import timezone
 
 from tests.conftest import surf_token
 from tests.test_job_safety import start_pilots
 from tokens import reading
-from tokens.models import CountSnapshot, TokenState
+from tokens.models import CountSnapshot, TokenEvent, TokenState
 from tokens.pools import all_pools
 from tokens.states import OWN_DDOC
 
@@ -90,15 +94,102 @@ def test_a_new_grouping_field_fills_the_table_again(scratch_pool, settings):
     assert CountSnapshot.objects.get(pool=snap.pool).filled_at > filled_at
 
 
-def test_counts_are_taken_whole_again_after_the_refill_interval(scratch_pool, settings):
+def test_after_the_refill_interval_a_worker_counts_every_token_again_and_mends_a_move_the_feed_did_not_show(
+        scratch_pool, settings, celery_worker):
+    from tests.test_background_refresh import wait_for
+
     scratch_pool.bulk_docs([surf_token(n) for n in range(3)])
+    pool = all_pools()[0]
     refresh()
-    before = CountSnapshot.objects.get(pool=all_pools()[0].slug).filled_at
+    before = CountSnapshot.objects.get(pool=pool.slug).filled_at
+    TokenState.objects.filter(pool=pool.slug, doc_id="token_00000").update(bucket="done")  # wrong, as if missed
+    TokenState.objects.filter(pool=pool.slug, doc_id="token_00002").update(hostname="wn9")  # wrong, not a move
     settings.COUNTS_REFILL_SECONDS = 0
 
     refresh()
 
-    assert CountSnapshot.objects.get(pool=all_pools()[0].slug).filled_at > before
+    assert wait_for(lambda: CountSnapshot.objects.get(pool=pool.slug).filled_at > before)
+    assert snapshot_counts(refresh()) == [["todo", "token", None, 3]] == view_counts(scratch_pool)
+    mended = TokenEvent.objects.get(pool=pool.slug, doc_id="token_00000")
+    assert (mended.from_state, mended.to_state, mended.origin) == ("done", "todo", TokenEvent.RECOUNT)
+    assert TokenState.objects.get(pool=pool.slug, doc_id="token_00002").hostname == ""
+    assert not TokenEvent.objects.filter(pool=pool.slug, doc_id="token_00002").exists()
+
+
+def test_while_a_recount_is_on_its_way_refreshes_go_on_with_the_changes_and_ask_for_no_other(scratch_pool,
+                                                                                               settings):
+    """At a million tokens a recount reads for minutes: the refreshes meanwhile neither wait for it nor start
+    another."""
+    scratch_pool.bulk_docs([surf_token(n) for n in range(3)])
+    pool = all_pools()[0]
+    refresh()
+    filled = CountSnapshot.objects.get(pool=pool.slug).filled_at
+    settings.COUNTS_REFILL_SECONDS = 0
+    asked = timezone.now() - timedelta(minutes=5)  # a worker has been recounting for five minutes
+    CountSnapshot.objects.filter(pool=pool.slug).update(recount_started_at=asked)
+    doc = scratch_pool.get("token_00001")
+    scratch_pool.bulk_docs([{**doc, "lock": 1_700_000_000}])
+
+    snap = refresh()
+
+    assert snapshot_counts(snap) == [["locked", "token", None, 1], ["todo", "token", None, 2]]
+    after = CountSnapshot.objects.get(pool=pool.slug)
+    assert (after.recount_started_at, after.filled_at) == (asked, filled)  # none asked for, none done here
+
+
+def test_with_the_broker_down_a_refresh_past_the_interval_recounts_itself(scratch_pool, settings, redis_server):
+    from dashboard.embedded import free_port
+    from tests.conftest import use_broker
+
+    scratch_pool.bulk_docs([surf_token(n) for n in range(3)])
+    pool = all_pools()[0]
+    refresh()
+    filled = CountSnapshot.objects.get(pool=pool.slug).filled_at
+    TokenState.objects.filter(pool=pool.slug, doc_id="token_00000").update(bucket="done")
+    settings.COUNTS_REFILL_SECONDS = 0
+    use_broker(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    try:
+        snap = refresh()
+    finally:
+        use_broker(redis_server.url)
+
+    assert snapshot_counts(snap) == [["todo", "token", None, 3]] == view_counts(scratch_pool)
+    after = CountSnapshot.objects.get(pool=pool.slug)
+    assert after.filled_at > filled and after.recount_started_at is None
+
+
+def test_a_recount_keeps_what_the_feed_changed_while_it_read_and_records_each_move_once(scratch_pool, monkeypatch):
+    """A pilot claims a token the recount has read already, and a refresh applies that claim from the feed, while
+    the recount reads on: the recount is not thrown away, and the claim stands (its row from the feed, not the older
+    one the recount read), recorded as one change."""
+    scratch_pool.bulk_docs([surf_token(n) for n in range(300)])
+    pool = all_pools()[0]
+    refresh()
+    scratch_pool.view(OWN_DDOC, "states", limit=0, reduce=False, timeout=600)
+    filled = CountSnapshot.objects.get(pool=pool.slug).filled_at
+    monkeypatch.setattr(reading, "FILL_PAGE", 100)
+    read_pages = reading._states_from_view
+
+    def pages_with_a_claim_between(couch):
+        for n, page in enumerate(read_pages(couch)):
+            yield page
+            if n == 0:  # token_00010 was read as todo; now a pilot claims it and a refresh sees that
+                doc = scratch_pool.get("token_00010")
+                scratch_pool.bulk_docs([{**doc, "lock": int(time.time())}])
+                assert snapshot_counts(refresh()) == [["locked", "token", None, 1], ["todo", "token", None, 299]]
+
+    monkeypatch.setattr(reading, "_states_from_view", pages_with_a_claim_between)
+
+    snap = reading.recount(pool)
+
+    assert not snap.error and CountSnapshot.objects.get(pool=pool.slug).filled_at > filled
+    assert snapshot_counts(snap) == [["locked", "token", None, 1], ["todo", "token", None, 299]] == view_counts(
+        scratch_pool)
+    assert list(TokenEvent.objects.filter(pool=pool.slug).exclude(origin=TokenEvent.BACKFILL).values_list(
+        "doc_id", "to_state", "origin")) == [
+        ("token_00010", "locked", TokenEvent.CHANGE)]
+    assert TokenState.objects.filter(pool=pool.slug).count() == 300
+    assert not TokenState.objects.exclude(pool=pool.slug).exists()  # nothing staged left
 
 
 def test_two_refreshes_at_once_leave_exact_counts(scratch_pool):
@@ -108,7 +199,13 @@ def test_two_refreshes_at_once_leave_exact_counts(scratch_pool):
     scratch_pool.bulk_docs([{**d, "lock": 1_700_000_000} for d in docs])  # 150 claimed, far in the past
     pool = all_pools()[0]
 
-    threads = [threading.Thread(target=reading.refresh, args=(pool,)) for _ in range(2)]
+    def refresh_in_a_thread():
+        try:
+            reading.refresh(pool)
+        finally:
+            connection.close()  # the thread's own: PostgreSQL's test database is dropped at the end of the run
+
+    threads = [threading.Thread(target=refresh_in_a_thread) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:

@@ -207,15 +207,15 @@ class Couch:
         """Write documents in one request; returns CouchDB's per-document results (ok / error)."""
         return self.call(self.client.post_bulk_docs, db=self.database, bulk_docs={"docs": docs})
 
-    def changes(self, since, limit):
+    def changes(self, since, limit, docs=True):
         """What changed after `since` (an update_seq or last_seq), oldest first: (results, last_seq).
 
-        Each result is {"id", "deleted"?, "doc"} with the document as it is now: CouchDB lists a document once, at
-        its latest change, so applying the results in any order (or twice) gives the same end state. Sequence values
-        are opaque strings on CouchDB 3 (integers on pouchdb-server): they are only ever passed back as text.
-        Never sends a `filter` (some crash pouchdb-server, stack.md).
+        Each result is {"id", "deleted"?, "doc"} with the document as it is now (without "doc" when not `docs`):
+        CouchDB lists a document once, at its latest change, so applying the results in any order (or twice) gives
+        the same end state. Sequence values are opaque strings on CouchDB 3 (integers on pouchdb-server): they are
+        only ever passed back as text. Never sends a `filter` (some crash pouchdb-server, stack.md).
         """
-        result = self.call(self.client.post_changes, db=self.database, since=str(since), include_docs=True,
+        result = self.call(self.client.post_changes, db=self.database, since=str(since), include_docs=docs,
                             limit=limit)
         return result["results"], result["last_seq"]
 

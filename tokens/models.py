@@ -121,6 +121,8 @@ class CountSnapshot(models.Model):
     seq = models.TextField(blank=True)
     filled_at = models.DateTimeField(null=True)
     filled_for = models.CharField(max_length=64, blank=True)
+    # When a worker was asked to count the pool again (COUNTS_REFILL_SECONDS): one at a time; cleared by it.
+    recount_started_at = models.DateTimeField(null=True)
     # Token events (TokenEvent) are recorded from `events_from` on; what came before was backfilled from the
     # documents' own times once `backfilled` is set.
     events_from = models.DateTimeField(null=True)

@@ -12,6 +12,10 @@ def refresh_counts(slug):
     _send("refresh_counts", slug)
 
 
+def recount_counts(slug):
+    _send("recount_counts", slug)
+
+
 def refresh_history(slug):
     _send("refresh_history", slug)
 

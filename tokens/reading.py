@@ -68,8 +68,9 @@ def ensure_own_views(pool, couch, styles, design_docs):
     return True
 
 
-def take_snapshot(pool):
-    """Read everything the pages count from. Raises CouchError."""
+def take_snapshot(pool, recount=False):
+    """Read everything the pages count from (with `recount`, counting every token again first). Raises
+    CouchError."""
     couch = pool.couch()
     info = couch.database_info()
     design_docs = couch.design_docs()
@@ -85,7 +86,7 @@ def take_snapshot(pool):
     }
     if data["own_views"]:
         building = []  # the views the server is still indexing: what comes from them waits, and the page says so
-        errors_changed = sync_states(pool, couch, styles, info.get("update_seq"), building)
+        errors_changed = sync_states(pool, couch, styles, info.get("update_seq"), building, recount)
         previous = CountSnapshot.objects.filter(pool=pool.slug).values_list("data", flat=True).first() or {}
         data["buckets"] = [
             [bucket, type_, group, n] for bucket, type_, group, n in
@@ -135,6 +136,7 @@ def take_snapshot(pool):
 FILL_PAGE = 10_000
 DOCUMENT_PAGE = 2_000  # whole documents: a smaller page than the view's rows
 CHANGES_BATCH = 1_000
+STAGED_DELETE = 20_000
 STATE_FIELDS = ("pool", "doc_id", "bucket", "type", "group", "hostname")  # a TokenState row, as token_state gives it
 ERROR_BUCKETS = {"error", "legacy_error"}
 
@@ -178,28 +180,54 @@ def token_state(doc, styles, group_field):
     return classify(doc, styles[type_]), type_, group_of(doc, group_field), events.hostname_of(doc)
 
 
-def sync_states(pool, couch, styles, update_seq, building):
+def sync_states(pool, couch, styles, update_seq, building, recount=False):
     """Bring the pool's TokenState rows up to date. Returns whether a failed token may have changed. Notes "states"
-    in `building` if it counted from the documents because the server is building the view's index."""
+    in `building` if it counted from the documents because the server is building the view's index.
+
+    A pool seen first (or under new rules) is counted whole here. The hourly recount (COUNTS_REFILL_SECONDS) is
+    asked of a worker of its own and this refresh goes on with the changes: at a million tokens a recount reads
+    for minutes, and the counts must not wait for it (`recount` is that worker's refresh)."""
     snap, _ = CountSnapshot.objects.get_or_create(pool=pool.slug)
     fingerprint = hashlib.sha256(
         json.dumps(own_design_doc(styles, pool.group_field)["views"], sort_keys=True).encode()).hexdigest()
-    refill = (
-        snap.filled_for != fingerprint
-        or snap.filled_at is None
-        or (timezone.now() - snap.filled_at).total_seconds() > settings.COUNTS_REFILL_SECONDS
-    )
+    first = snap.filled_for != fingerprint or snap.filled_at is None
+    due = not first and (recount or (timezone.now() - snap.filled_at).total_seconds() > settings.COUNTS_REFILL_SECONDS)
     try:
-        if refill:
+        if first or (due and (recount or not _queue_recount(pool, snap))):
             if snap.seq:  # the changes waiting first: each move an event with its host and exit code
-                apply_changes(pool, couch, styles, snap.seq, snap.events_from)
+                try:
+                    apply_changes(pool, couch, styles, snap.seq, snap.events_from)
+                except Overtaken:
+                    if first:
+                        raise
+                    # a refresh beside this recount applies them
                 snap.refresh_from_db()
-            if _fill(pool, couch, snap, fingerprint, update_seq, styles):
+            counted = _fill(pool, couch, snap, fingerprint, update_seq, styles) if first else \
+                _recount(pool, couch, snap, update_seq, styles)
+            if counted:
                 building.append("states")
             snap.refresh_from_db()
-        return apply_changes(pool, couch, styles, snap.seq, snap.events_from) or refill
+        return apply_changes(pool, couch, styles, snap.seq, snap.events_from) or first or due
     except Overtaken:
         return True  # what the other refresh saw is not known here: count the failures again
+
+
+def _queue_recount(pool, snap):
+    """Ask a worker for the pool's recount, unless one was asked for within the last hour (or
+    COUNTS_REFILL_SECONDS, if longer: a recount whose worker died is asked for again then). Returns False when
+    the broker cannot be reached: the caller recounts itself."""
+    now = timezone.now()
+    give_up = now - timedelta(seconds=max(3600, settings.COUNTS_REFILL_SECONDS))
+    if not CountSnapshot.objects.filter(pk=snap.pk).filter(
+            Q(recount_started_at__isnull=True) | Q(recount_started_at__lt=give_up)).update(recount_started_at=now):
+        return True  # one is on its way
+    try:
+        queue.recount_counts(pool.slug)
+    except Exception as e:  # broker down: recount here rather than never
+        log.warning("pool %s: could not queue a recount (%s); recounting in this refresh", pool.slug,
+                    type(e).__name__)
+        return False
+    return True
 
 
 def _fill(pool, couch, snap, fingerprint, update_seq, styles):
@@ -208,7 +236,7 @@ def _fill(pool, couch, snap, fingerprint, update_seq, styles):
     The states are written a page at a time to rows of their own (a staging name in the pool column), then take the
     place of the pool's rows in one transaction: memory stays flat however large the pool (a million tokens held
     in a dict took a worker past 600 MB)."""
-    staging = f"{TokenState.STAGING}{int(time.time())}~{uuid.uuid4().hex[:8]}"
+    staging = _staging_name()
     try:
         # Read after update_seq was taken, so it holds every change up to it; changes after it that it also holds
         # are applied again from the changes feed, which is harmless (it sets, never adds).
@@ -220,31 +248,97 @@ def _fill(pool, couch, snap, fingerprint, update_seq, styles):
             # read it.
             count = _stage(staging, _states_from_documents(couch, styles, pool.group_field))
             source, building = "documents", not _index_ready(couch)
-        else:
-            try:
-                count, source, building = _stage(staging, _states_from_view(couch)), "view", False
-            except TimedOut:  # the index is being rebuilt (the server lost it, or compacts it): the documents again
-                TokenState.objects.filter(pool=staging).delete()
-                count = _stage(staging, _states_from_documents(couch, styles, pool.group_field))
-                source, building = "documents", True
+        else:  # the rules' index was built before (filled_at was lost): read it
+            count, source, building = _stage_all(pool, couch, styles, staging)
         now = timezone.now()
         with transaction.atomic():
             if not CountSnapshot.objects.filter(pk=snap.pk, seq=snap.seq, filled_for=snap.filled_for).update(
                     seq=str(update_seq), filled_for=fingerprint, filled_at=now, events_from=snap.events_from or now):
                 raise Overtaken
-            if snap.filled_for == fingerprint:
-                # A recount under the same rules (the waiting changes were applied just before): a token found
-                # elsewhere moved without the feed showing it. Under new rules a difference may be the rules': not
-                # recorded.
-                events.record(events.recounted(pool.slug, *_differences(pool.slug, staging), now))
             TokenState.objects.filter(pool=pool.slug).delete()
             TokenState.objects.filter(pool=staging).update(pool=pool.slug)
     finally:
-        TokenState.objects.filter(pool=staging).delete()  # what a fill that failed had staged
-    log.info("pool %s: counted %d tokens from the %s", pool.slug, count,
-             "states view" if source == "view" else
-             "documents (the states view is being built)" if building else "documents")
+        _drop_staged(staging)  # what a fill that failed had staged
+    _log_count(pool, count, source, building)
     return building
+
+
+def _recount(pool, couch, snap, update_seq, styles):
+    """Count every token again under the same rules, beside the refreshes that follow the changes feed meanwhile;
+    returns whether the server is rebuilding the `states` index. A token found elsewhere than its row says moved
+    without the feed showing it: recorded as a recount event.
+
+    The rows are staged as by _fill and compared with the pool's in the database: only the rows that differ are
+    written, in a short transaction, so that the refreshes beside it wait for no million-row swap (SQLite has one
+    writer). A token changed after `update_seq` (which the staged pages were read after) keeps the row the
+    refreshes gave it or will give it: its staged row may be older. So the feed is not held back, and a recount is
+    never thrown away because the feed moved on."""
+    staging = _staging_name()
+    changed = set()
+    try:
+        count, source, building = _stage_all(pool, couch, styles, staging)
+        changed, seq = _changed_since(couch, update_seq)
+        now = timezone.now()
+        with transaction.atomic():
+            # The snapshot's row first: it holds back a batch of the feed (PostgreSQL: that row; SQLite: the one
+            # writer) between the last read of the feed here and the end of the comparison.
+            if not CountSnapshot.objects.filter(pk=snap.pk, filled_for=snap.filled_for).update(
+                    filled_at=now, recount_started_at=None):
+                raise Overtaken  # new rules: a first fill under them has replaced the rows
+            changed |= _changed_since(couch, seq)[0]
+            ids = sorted(changed)
+            for start in range(0, len(ids), 500):
+                TokenState.objects.filter(pool=staging, doc_id__in=ids[start:start + 500]).delete()
+            had, found = _differences(pool.slug, staging, changed)
+            events.record(events.recounted(pool.slug, had, found, now))
+            upsert_rows(TokenState, STATE_FIELDS, ("pool", "doc_id"),
+                        [(pool.slug, i, *state) for i, state in found.items()])
+            gone = [i for i in had if i not in found]
+            for start in range(0, len(gone), 500):
+                TokenState.objects.filter(pool=pool.slug, doc_id__in=gone[start:start + 500]).delete()
+    finally:
+        _drop_staged(staging)  # compared (or what a recount that failed left)
+    _log_count(pool, count, source, building, len(changed))
+    return building
+
+
+def _drop_staged(staging):
+    """Delete staged rows a slice at a time: a million in one statement would hold SQLite's one writer for seconds."""
+    while TokenState.objects.filter(
+            pk__in=TokenState.objects.filter(pool=staging).values("pk")[:STAGED_DELETE]).delete()[0]:
+        pass
+
+
+def _staging_name():
+    return f"{TokenState.STAGING}{int(time.time())}~{uuid.uuid4().hex[:8]}"
+
+
+def _stage_all(pool, couch, styles, staging):
+    """Stage every token's state from the `states` view, or from the documents while the server rebuilds its index
+    (it lost it, or compacts it): (count, source, whether the index is being built)."""
+    try:
+        return _stage(staging, _states_from_view(couch)), "view", False
+    except TimedOut:
+        _drop_staged(staging)
+        return _stage(staging, _states_from_documents(couch, styles, pool.group_field)), "documents", True
+
+
+def _changed_since(couch, seq):
+    """({ids} the changes feed lists after `seq`, its last seq), without the documents."""
+    ids = set()
+    while True:
+        results, last = couch.changes(seq, CHANGES_BATCH * 10, docs=False)
+        ids.update(r["id"] for r in results)
+        if len(results) < CHANGES_BATCH * 10:
+            return ids, str(last)
+        seq = str(last)
+
+
+def _log_count(pool, count, source, building, changed=None):
+    log.info("pool %s: counted %d tokens from the %s%s", pool.slug, count,
+             "states view" if source == "view" else
+             "documents (the states view is being built)" if building else "documents",
+             "" if changed is None else f" ({changed} changed meanwhile, as the feed has them)")
 
 
 def _stage(staging, pages):
@@ -255,18 +349,23 @@ def _stage(staging, pages):
     return TokenState.objects.filter(pool=staging).count()
 
 
-def _differences(slug, staging):
-    """({id: state} of the tokens a recount found new or in another bucket than the pool's rows say, {id: state}
-    of the rows they had, and of the rows of tokens the recount did not find), compared in the database."""
+def _differences(slug, staging, changed):
+    """({id: state} of the pool's rows that a recount found otherwise or not at all, {id: state} of what it found
+    for the tokens new or otherwise than the pool's rows say), compared in the database. The tokens in `changed`
+    (their staged rows dropped) are not compared: their pool rows stand."""
     quote = connection.ops.quote_name
     table = quote(TokenState._meta.db_table)
-    columns = ", ".join(f"{{t}}.{quote(TokenState._meta.get_field(f).column)}"
-                        for f in ("doc_id", "bucket", "type", "group", "hostname"))
+    column = {f: quote(TokenState._meta.get_field(f).column) for f in ("doc_id", "bucket", "type", "group",
+                                                                        "hostname")}
+    columns = ", ".join(f"{{t}}.{c}" for c in column.values())
+    differs = " OR ".join(f"o.{column[f]} <> n.{column[f]}" for f in ("bucket", "type", "hostname"))
+    group = column["group"]  # no group (null) differs from "", and null <> x is null, never true
+    differs += f" OR ((o.{group} IS NULL) <> (n.{group} IS NULL)) OR o.{group} <> n.{group}"
     found, had = {}, {}
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT {columns.format(t='n')}, {columns.format(t='o')} FROM {table} n "
                        f"LEFT JOIN {table} o ON o.pool = %s AND o.doc_id = n.doc_id "
-                       "WHERE n.pool = %s AND (o.doc_id IS NULL OR o.bucket <> n.bucket)", [slug, staging])
+                       f"WHERE n.pool = %s AND (o.doc_id IS NULL OR {differs})", [slug, staging])
         for row in cursor.fetchall():
             found[row[0]] = tuple(row[1:5])
             if row[5] is not None:
@@ -274,7 +373,8 @@ def _differences(slug, staging):
         cursor.execute(f"SELECT {columns.format(t='o')} FROM {table} o WHERE o.pool = %s AND NOT EXISTS "
                        f"(SELECT 1 FROM {table} n WHERE n.pool = %s AND n.doc_id = o.doc_id)", [slug, staging])
         for row in cursor.fetchall():
-            had[row[0]] = tuple(row[1:5])
+            if row[0] not in changed:
+                had[row[0]] = tuple(row[1:5])
     return had, found
 
 
@@ -370,10 +470,11 @@ def _apply_batch(pool, styles, seq, events_from, results, last_seq):
     return touched_errors
 
 
-def refresh(pool):
-    """Take a new snapshot and store it; on failure keep the old counts and store the error."""
+def refresh(pool, recount=False):
+    """Take a new snapshot and store it; on failure keep the old counts and store the error. With `recount`, every
+    token is counted again first (see sync_states)."""
     try:
-        data = take_snapshot(pool)
+        data = take_snapshot(pool, recount)
     except CouchError as e:
         log.warning("pool %s: %s", pool.slug, e)
         snap, _ = CountSnapshot.objects.update_or_create(
@@ -382,6 +483,11 @@ def refresh(pool):
     snap, _ = CountSnapshot.objects.update_or_create(pool=pool.slug, defaults={
         "data": data, "taken_at": timezone.now(), "error": "", "error_status": None, "error_at": None})
     return snap
+
+
+def recount(pool):
+    """What the worker asked for a pool's recount does (see sync_states)."""
+    return refresh(pool, recount=True)
 
 
 def snapshot(pool):

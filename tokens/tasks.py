@@ -14,6 +14,14 @@ def refresh_counts(slug):
 
 
 @shared_task(ignore_result=True)
+def recount_counts(slug):
+    """Count a pool's tokens again, beside the refreshes that follow its changes (see tokens.reading.sync_states)."""
+    pool = get_pool(slug)
+    if pool is not None:
+        reading.recount(pool)
+
+
+@shared_task(ignore_result=True)
 def refresh_history(slug):
     """Recompute a pool's chart history in the background (see tokens.history)."""
     pool = get_pool(slug)
