@@ -99,8 +99,9 @@ def hourly_chart(series, chart_id):
                           "day": t.hour == 0})
     for tick in ticks:
         # Centred under its tick, a label on the newest bars (the day's first hour, just after midnight) would
-        # reach past the chart's right edge and be cut: it ends at its tick instead.
-        tick["anchor"] = "end" if tick["x"] + TICK_HALF_LABEL > width else "middle"
+        # reach past the chart's right edge and be cut: it ends at that edge instead.
+        end = tick["x"] + TICK_HALF_LABEL > width
+        tick["anchor"], tick["text_x"] = ("end", width - 1) if end else ("middle", tick["x"])
     return {
         "id": chart_id, "width": width, "height": axis_y + AXIS - 12, "left": LEFT, "right": LEFT + PLOT,
         "axis_y": axis_y, "panels": panels, "ticks": ticks, "unit": "day" if by_day else "hour",

@@ -368,7 +368,7 @@ def test_the_history_api_takes_any_iso_offset_and_refuses_times_outside_the_cale
     assert edge.status_code == 400 and "between the years 1 and 9999" in edge.json()["detail"]
 
 
-def test_the_axis_labels_stay_inside_the_chart_when_the_newest_hour_begins_a_day(open_page):
+def test_the_axis_labels_stay_inside_the_chart_and_apart_when_the_newest_hour_begins_a_day(open_page):
     """Found at midnight by CI: the newest bar's label ("06 Dec"), centred under it, reached past the chart's right
     edge and was cut. Every period's chart ending at the first hour (or day) of a Monday, measured in Chromium."""
     from django.template.loader import render_to_string
@@ -395,4 +395,8 @@ def test_the_axis_labels_stay_inside_the_chart_when_the_newest_hour_begins_a_day
                     .filter(([, r]) => r.left < box.left - 0.5 || r.right > box.right + 0.5)
                     .map(([text]) => text); }""")
             assert outside == [], (hours, step, width)
+            overlapping = page.evaluate("""() => {
+                const boxes = [...document.querySelectorAll('text.tick')].map(t => t.getBoundingClientRect());
+                return boxes.slice(1).filter((b, i) => b.left < boxes[i].right).length; }""")
+            assert overlapping == 0, (hours, step, width)
             assert page.locator("text.tick").last.text_content() == "14 Dec"
