@@ -318,7 +318,7 @@ def test_a_token_set_whose_observations_disagree_names_the_bad_lines_and_writes_
     other_obsid = CONFIG.replace('OBSID: ""', "OBSID: L230461", 1)
     assert fill_tokenset(page, other_obsid, SURLS).status == 400
     assert alert(page) == ("The SURLs are of observation L229585, but the config's OBSID names L230461: one token set "
-                           "is one observation; nothing was written Nothing was written; everything typed or "
+                           "is one observation. Nothing was written; everything typed or "
                            "uploaded is kept below.")
     assert "OBSID: L230461" in tokenset_form(page).locator("textarea[name=config]").input_value()
 

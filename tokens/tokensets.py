@@ -149,7 +149,7 @@ def stage(path, per_token, db):
         most, odd, shown = ("SURLs", plain, first_plain) if surls >= plain else ("plain items", surls, first_surls)
         lines = "; ".join(f"line {n}: {item[:80]}" for n, item in shown) + (" …" if odd > 3 else "")
         raise TokenSetError(f"{odd} of the {surls + plain} items {'are' if odd > 1 else 'is'} not like the rest "
-                            f"({most}): {lines}. A list is either all SURLs or plain items; nothing was written")
+                            f"({most}): {lines}. A list is either all SURLs or plain items")
     if plain:
         return None
     if unnamed:
@@ -341,7 +341,7 @@ def check_observation(config, options, obsid, db):
                                 "SURLs; for plain items use a token type without an observation id")
         if named != obsid:
             raise TokenSetError(f"The SURLs are of observation {obsid}, but {where} names {named}: one token set is "
-                                "one observation; nothing was written")
+                                "one observation")
 
 
 def views_to_create(couch, options, design_docs=None):

@@ -1,0 +1,76 @@
+"""`python manage.py tokenset --pool P --type T --config F --list F`: a new token set from a shell, checked by the same
+functions as the web form's (a list of millions of SURLs is read from its file, never held whole)."""
+
+import json
+
+from django.contrib.auth.models import User
+from django.core.management.base import BaseCommand, CommandError
+
+from tokens import operations, tokensets, uploads
+from tokens.couch import CouchError
+from tokens.pools import get_pool
+from tokens.selections import OperationError
+from tokens.tokensets import Options, TokenSetError
+
+
+class Command(BaseCommand):
+    help = "Preview (--dry-run) or create a token set from a config (YAML or JSON) and an input list (SURLs or items)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--pool", required=True, help="the pool's slug")
+        parser.add_argument("--type", required=True, help="the token type, e.g. pref_cal1_L229585")
+        parser.add_argument("--config", required=True, help="the config file; its Token: section becomes the fields")
+        parser.add_argument("--list", required=True, help="the input list: one SURL (or item) per line")
+        parser.add_argument("--per-token", type=int, default=10, help="items per token (default 10)")
+        parser.add_argument("--key-field", default="STARTSB", help="the field that holds each token's key")
+        parser.add_argument("--id-prefix", default="SB", help="before the key in the id (default SB)")
+        parser.add_argument("--id-suffix", default="", help="after the type in the id (default: the observation)")
+        parser.add_argument("--id-template", default="", help="the whole id, e.g. 'L229585_{key}'")
+        parser.add_argument("--attachment", default="srm.txt",
+                            help="the name of the attached item list ('' for none; default srm.txt)")
+        parser.add_argument("--no-views", action="store_true", help="do not create the type's design document")
+        parser.add_argument("--dry-run", action="store_true", help="only say what would be made")
+        parser.add_argument("--confirm", help="the token count, typed, when asked for")
+        parser.add_argument("--user", help="record the job under this dashboard user")
+
+    def handle(self, *args, **o):
+        pool = get_pool(o["pool"])
+        if pool is None:
+            raise CommandError(f"No pool {o['pool']!r}")
+        options = Options(token_type=o["type"], per_token=o["per_token"], key_field=o["key_field"],
+                          id_prefix=o["id_prefix"], id_suffix=o["id_suffix"], id_template=o["id_template"],
+                          attachment=o["attachment"], create_views=not o["no_views"])
+        upload = None
+        try:
+            config_text = read_config(o["config"])
+            upload = tokensets.save_list(uploaded=uploads.LocalFile(o["list"]))
+            if o["dry_run"]:
+                with tokensets.plan(config_text, upload, options) as the_plan:
+                    seen = tokensets.preview(pool, the_plan)
+                self.stdout.write(json.dumps({k: v for k, v in seen.items() if k != "ids"}))
+                return
+            user = User.objects.get(username=o["user"]) if o["user"] else None
+            job = tokensets.create_job(pool, user, config_text, upload, options, confirmation=o["confirm"],
+                                       via="cli")
+            job = operations.run_job(job.pk)
+        except (OperationError, CouchError, User.DoesNotExist) as e:
+            raise CommandError(str(e)) from None
+        finally:
+            if upload:  # a job has a link of its own to the list
+                uploads.upload_path(upload).unlink(missing_ok=True)
+        self.stdout.write(f"job {job.pk} {job.status}: {job.changed} tokens created, {job.skipped} skipped (their "
+                          f"ids exist: never overwritten), {job.failed} failed")
+        if job.message:
+            self.stdout.write(job.message)
+        if job.status != job.SUCCEEDED:
+            raise CommandError(f"job {job.pk} {job.status}")
+
+
+def read_config(path):
+    """The config file's text, within the config's size limit (checked before it is read)."""
+    tokensets.config_limit_check(uploads.LocalFile(path).size)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except UnicodeDecodeError:
+        raise TokenSetError("The config file is not UTF-8 text") from None
