@@ -170,6 +170,8 @@ def test_a_recount_keeps_what_the_feed_changed_while_it_read_and_records_each_mo
     monkeypatch.setattr(reading, "FILL_PAGE", 100)
     read_pages = reading._states_from_view
 
+    read_until = []
+
     def pages_with_a_claim_between(couch):
         for n, page in enumerate(read_pages(couch)):
             yield page
@@ -177,12 +179,14 @@ def test_a_recount_keeps_what_the_feed_changed_while_it_read_and_records_each_mo
                 doc = scratch_pool.get("token_00010")
                 scratch_pool.bulk_docs([{**doc, "lock": int(time.time())}])
                 assert snapshot_counts(refresh()) == [["locked", "token", None, 1], ["todo", "token", None, 299]]
+        read_until.append(timezone.now())
 
     monkeypatch.setattr(reading, "_states_from_view", pages_with_a_claim_between)
 
     snap = reading.recount(pool)
 
     assert not snap.error and CountSnapshot.objects.get(pool=pool.slug).filled_at > filled
+    assert snap.taken_at > read_until[0]  # the counts shown are taken after the recount, not when it began
     assert snapshot_counts(snap) == [["locked", "token", None, 1], ["todo", "token", None, 299]] == view_counts(
         scratch_pool)
     assert list(TokenEvent.objects.filter(pool=pool.slug).exclude(origin=TokenEvent.BACKFILL).values_list(
@@ -233,3 +237,44 @@ def test_a_refresh_that_started_from_an_older_sequence_writes_nothing(scratch_po
         reading.apply_changes(pool, pool.couch(), {"token": "surf"}, older, None)
 
     assert sorted(TokenState.objects.filter(pool=pool.slug).values_list("doc_id", "bucket")) == before
+
+
+def test_a_refresh_overtaken_by_another_goes_on_from_where_that_one_got(scratch_pool, monkeypatch):
+    """Two refreshes of one pool at once (a worker's recount beside the refreshes, a claim given up): the one
+    that finds the feed moved on applies the rest, so that its counts hold every change made before it began."""
+    scratch_pool.bulk_docs([surf_token(n) for n in range(3)])
+    refresh()
+    for n in (0, 1):  # two claims, two changes in the feed
+        doc = scratch_pool.get(f"token_{n:05d}")
+        scratch_pool.bulk_docs([{**doc, "lock": 1_700_000_000}])
+    real = reading.apply_changes
+
+    def another_refresh_applies_one_first(pool, couch, styles, seq, events_from):
+        monkeypatch.setattr(reading, "apply_changes", real)
+        results, last = couch.changes(seq, 1)
+        reading._apply_batch(pool, styles, seq, events_from, results, last)
+        return real(pool, couch, styles, seq, events_from)  # from the sequence it read before: overtaken
+
+    monkeypatch.setattr(reading, "apply_changes", another_refresh_applies_one_first)
+
+    assert snapshot_counts(refresh()) == [["locked", "token", None, 2], ["todo", "token", None, 1]]
+
+
+def test_counts_that_began_later_are_never_replaced_by_counts_that_began_earlier(scratch_pool, monkeypatch):
+    scratch_pool.bulk_docs([surf_token(n) for n in range(3)])
+    refresh()
+    real = reading.take_snapshot
+
+    def slow_refresh(pool):
+        data = real(pool)  # taken; before it is stored, a pilot claims a token and another refresh stores that
+        monkeypatch.setattr(reading, "take_snapshot", real)
+        doc = scratch_pool.get("token_00000")
+        scratch_pool.bulk_docs([{**doc, "lock": 1_700_000_000}])
+        assert snapshot_counts(refresh()) == [["locked", "token", None, 1], ["todo", "token", None, 2]]
+        return data
+
+    monkeypatch.setattr(reading, "take_snapshot", slow_refresh)
+
+    snap = refresh()
+
+    assert snapshot_counts(snap) == [["locked", "token", None, 1], ["todo", "token", None, 2]]

@@ -15,7 +15,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -68,14 +68,18 @@ def ensure_own_views(pool, couch, styles, design_docs):
     return True
 
 
-def take_snapshot(pool, recount=False):
-    """Read everything the pages count from (with `recount`, counting every token again first). Raises
-    CouchError."""
-    couch = pool.couch()
+def _read_rules(couch):
+    """(database info, design documents, the picas ones described, their token types and rules)."""
     info = couch.database_info()
     design_docs = couch.design_docs()
     described = [d for d in map(describe_design_doc, design_docs) if d]
-    styles = token_types(described)
+    return info, design_docs, described, token_types(described)
+
+
+def take_snapshot(pool):
+    """Read everything the pages count from. Raises CouchError."""
+    couch = pool.couch()
+    info, design_docs, described, styles = _read_rules(couch)
     data = {
         "taken_at": time.time(),
         "doc_count": info.get("doc_count"),
@@ -86,7 +90,7 @@ def take_snapshot(pool, recount=False):
     }
     if data["own_views"]:
         building = []  # the views the server is still indexing: what comes from them waits, and the page says so
-        errors_changed = sync_states(pool, couch, styles, info.get("update_seq"), building, recount)
+        errors_changed = sync_states(pool, couch, styles, info.get("update_seq"), building)
         previous = CountSnapshot.objects.filter(pool=pool.slug).values_list("data", flat=True).first() or {}
         data["buckets"] = [
             [bucket, type_, group, n] for bucket, type_, group, n in
@@ -186,30 +190,41 @@ def sync_states(pool, couch, styles, update_seq, building, recount=False):
 
     A pool seen first (or under new rules) is counted whole here. The hourly recount (COUNTS_REFILL_SECONDS) is
     asked of a worker of its own and this refresh goes on with the changes: at a million tokens a recount reads
-    for minutes, and the counts must not wait for it (`recount` is that worker's refresh)."""
+    for minutes, and the counts must not wait for it (`recount`: this is that worker)."""
     snap, _ = CountSnapshot.objects.get_or_create(pool=pool.slug)
     fingerprint = hashlib.sha256(
         json.dumps(own_design_doc(styles, pool.group_field)["views"], sort_keys=True).encode()).hexdigest()
     first = snap.filled_for != fingerprint or snap.filled_at is None
     due = not first and (recount or (timezone.now() - snap.filled_at).total_seconds() > settings.COUNTS_REFILL_SECONDS)
     try:
+        touched = False
         if first or (due and (recount or not _queue_recount(pool, snap))):
             if snap.seq:  # the changes waiting first: each move an event with its host and exit code
-                try:
-                    apply_changes(pool, couch, styles, snap.seq, snap.events_from)
-                except Overtaken:
-                    if first:
-                        raise
-                    # a refresh beside this recount applies them
-                snap.refresh_from_db()
+                touched = _apply_all(pool, couch, styles, snap)
             counted = _fill(pool, couch, snap, fingerprint, update_seq, styles) if first else \
                 _recount(pool, couch, snap, update_seq, styles)
             if counted:
                 building.append("states")
             snap.refresh_from_db()
-        return apply_changes(pool, couch, styles, snap.seq, snap.events_from) or first or due
-    except Overtaken:
-        return True  # what the other refresh saw is not known here: count the failures again
+        return _apply_all(pool, couch, styles, snap) or touched or first or due
+    except Overtaken:  # a first fill overtaken by another one
+        return True
+
+
+def _apply_all(pool, couch, styles, snap):
+    """Apply every change waiting, whoever else applies some meanwhile: a refresh overtaken by another (a worker's
+    recount beside it, or a refresh whose claim was given up) goes on from where that one got, so that the counts it
+    then takes hold every change made before it began. Returns whether a failed token may have changed; `snap` is
+    read again."""
+    touched = False
+    while True:
+        try:
+            touched |= apply_changes(pool, couch, styles, snap.seq, snap.events_from)
+            snap.refresh_from_db()  # where this refresh left the feed
+            return touched
+        except Overtaken:
+            touched = True  # what the other refresh applied is not known here: count the failures again
+            snap.refresh_from_db()
 
 
 def _queue_recount(pool, snap):
@@ -470,24 +485,37 @@ def _apply_batch(pool, styles, seq, events_from, results, last_seq):
     return touched_errors
 
 
-def refresh(pool, recount=False):
-    """Take a new snapshot and store it; on failure keep the old counts and store the error. With `recount`, every
-    token is counted again first (see sync_states)."""
+def refresh(pool):
+    """Take a new snapshot and store it; on failure keep the old counts and store the error.
+
+    The snapshot's time is when it began: it holds every change made before then. Refreshes of one pool may
+    overlap (a claim given up after a minute, a recount's refresh): the one that began last stands, whichever ends
+    last."""
     try:
-        data = take_snapshot(pool, recount)
+        data = take_snapshot(pool)
     except CouchError as e:
         log.warning("pool %s: %s", pool.slug, e)
         snap, _ = CountSnapshot.objects.update_or_create(
             pool=pool.slug, defaults={"error": str(e), "error_status": e.status, "error_at": timezone.now()})
         return snap
-    snap, _ = CountSnapshot.objects.update_or_create(pool=pool.slug, defaults={
-        "data": data, "taken_at": timezone.now(), "error": "", "error_status": None, "error_at": None})
-    return snap
+    began = datetime.fromtimestamp(data["taken_at"], UTC)
+    CountSnapshot.objects.get_or_create(pool=pool.slug)
+    CountSnapshot.objects.filter(pool=pool.slug).filter(Q(taken_at__isnull=True) | Q(taken_at__lt=began)).update(
+        data=data, taken_at=began, error="", error_status=None, error_at=None)
+    return CountSnapshot.objects.get(pool=pool.slug)
 
 
 def recount(pool):
-    """What the worker asked for a pool's recount does (see sync_states)."""
-    return refresh(pool, recount=True)
+    """What the worker asked for a pool's recount does (see sync_states), then a refresh: the snapshot is taken
+    after the recount, not when it began (minutes before, at a million tokens)."""
+    try:
+        couch = pool.couch()
+        info, design_docs, _described, styles = _read_rules(couch)
+        if ensure_own_views(pool, couch, styles, design_docs):
+            sync_states(pool, couch, styles, info.get("update_seq"), [], recount=True)
+    except CouchError as e:  # the refresh says so, if it persists
+        log.warning("pool %s: recount: %s", pool.slug, e)
+    return refresh(pool)
 
 
 def snapshot(pool):
