@@ -133,7 +133,7 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # The site and the Celery worker write the same file: WAL lets pages read while a worker writes (the table
-    # of token states is rewritten whole now and then), and writers wait for each other instead of failing.
+    # of token states is filled whole for a new pool), and writers wait for each other instead of failing.
     DATABASES["default"]["OPTIONS"] = {"timeout": 30, "transaction_mode": "IMMEDIATE",
                                        "init_command": "PRAGMA journal_mode=WAL;"}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -9,7 +9,7 @@ from dashboard.web import couch_error, pool_or_404, wants_json
 from tokens import selections, tokensets
 from tokens.couch import CouchError
 from tokens.selections import OperationError
-from tokens.tokensets import NotText, Options, TokenSetError
+from tokens.tokensets import NotText
 
 
 def config_input(request):
@@ -17,11 +17,7 @@ def config_input(request):
     uploaded = request.FILES.get("config_file")
     if uploaded is None:
         return request.POST.get("config", "")
-    tokensets.config_limit_check(uploaded.size)
-    try:
-        return uploaded.read().decode("utf-8")
-    except UnicodeDecodeError:
-        raise TokenSetError("The config file is not UTF-8 text") from None
+    return tokensets.read_config(uploaded, uploaded.size)
 
 
 def list_input(request):
@@ -38,17 +34,10 @@ def list_input(request):
 
 
 def options_from(post):
-    try:
-        per_token = int(post.get("per_token", "10"))
-    except ValueError:
-        raise TokenSetError("Items per token must be a whole number") from None
-    return Options(
-        token_type=post.get("token_type", "").strip(), per_token=per_token,
-        key_field=post.get("key_field", "STARTSB").strip() or "STARTSB",
-        id_prefix=post.get("id_prefix", "SB").strip(), id_suffix=post.get("id_suffix", "").strip(),
-        id_template=post.get("id_template", "").strip(), attachment=post.get("attachment", "srm.txt").strip(),
-        create_views=post.get("create_views") == "on",
-    )
+    return tokensets.options(
+        post.get("token_type", ""), post.get("per_token", "10"), post.get("key_field", "STARTSB"),
+        post.get("id_prefix", "SB"), post.get("id_suffix", ""), post.get("id_template", ""),
+        post.get("attachment", "srm.txt"), create_views=post.get("create_views") == "on")
 
 
 @require_http_methods(["GET", "POST"])

@@ -37,7 +37,7 @@ def test_a_pool_being_indexed_is_counted_from_its_documents_and_says_so(viewer_c
     html = viewer_client.get(f"/pools/{big_new_pool.database}/").content.decode()
     assert "Counted from the documents themselves: the server is" in html
 
-    # Once the index is built, a refill from the view gives the same counts and the note is gone.
+    # Once the index is built, a recount from the view gives the same counts and the note is gone.
     big_new_pool.view(OWN_DDOC, "states", limit=0, reduce=False, timeout=600)
     big_new_pool.view(OWN_DDOC, "failures", limit=0, reduce=False, timeout=600)
     settings.COUNTS_INDEX_WAIT = 600

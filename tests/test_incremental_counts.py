@@ -94,26 +94,33 @@ def test_a_new_grouping_field_fills_the_table_again(scratch_pool, settings):
     assert CountSnapshot.objects.get(pool=snap.pool).filled_at > filled_at
 
 
-def test_after_the_refill_interval_a_worker_counts_every_token_again_and_mends_a_move_the_feed_did_not_show(
-        scratch_pool, settings, celery_worker):
+def test_after_the_refill_interval_a_worker_counts_every_token_again_and_mends_what_the_feed_did_not_show(
+        scratch_pool, settings, celery_worker, caplog):
     from tests.test_background_refresh import wait_for
 
     scratch_pool.bulk_docs([surf_token(n) for n in range(3)])
     pool = all_pools()[0]
     refresh()
     before = CountSnapshot.objects.get(pool=pool.slug).filled_at
-    TokenState.objects.filter(pool=pool.slug, doc_id="token_00000").update(bucket="done")  # wrong, as if missed
-    TokenState.objects.filter(pool=pool.slug, doc_id="token_00002").update(hostname="wn9")  # wrong, not a move
+    rows = TokenState.objects.filter(pool=pool.slug)
+    rows.filter(doc_id="token_00000").update(bucket="done")  # wrong, as if a move was missed
+    rows.filter(doc_id="token_00001").update(group="")  # wrong: no group is not the group ""
+    rows.filter(doc_id="token_00002").update(hostname="wn9")  # wrong, not a move
+    TokenState.objects.create(pool=pool.slug, doc_id="token_09999", bucket="todo", type="token")  # no such token
     settings.COUNTS_REFILL_SECONDS = 0
 
     refresh()
 
     assert wait_for(lambda: CountSnapshot.objects.get(pool=pool.slug).filled_at > before)
+    settings.COUNTS_REFILL_SECONDS = 3600
+    recounts = [r for r in caplog.records if "changed meanwhile" in r.getMessage()]
+    assert recounts and all(r.threadName != threading.main_thread().name for r in recounts)  # the worker's
     assert snapshot_counts(refresh()) == [["todo", "token", None, 3]] == view_counts(scratch_pool)
-    mended = TokenEvent.objects.get(pool=pool.slug, doc_id="token_00000")
-    assert (mended.from_state, mended.to_state, mended.origin) == ("done", "todo", TokenEvent.RECOUNT)
-    assert TokenState.objects.get(pool=pool.slug, doc_id="token_00002").hostname == ""
-    assert not TokenEvent.objects.filter(pool=pool.slug, doc_id="token_00002").exists()
+    assert sorted(TokenState.objects.filter(pool=pool.slug).values_list("doc_id", "group", "hostname")) == [
+        ("token_00000", None, ""), ("token_00001", None, ""), ("token_00002", None, "")]
+    assert sorted(TokenEvent.objects.filter(pool=pool.slug).values_list(
+        "doc_id", "from_state", "to_state", "origin")) == [
+        ("token_00000", "done", "todo", TokenEvent.RECOUNT), ("token_09999", "todo", "deleted", TokenEvent.RECOUNT)]
 
 
 def test_while_a_recount_is_on_its_way_refreshes_go_on_with_the_changes_and_ask_for_no_other(scratch_pool,
@@ -265,8 +272,9 @@ def test_counts_that_began_later_are_never_replaced_by_counts_that_began_earlier
     refresh()
     real = reading.take_snapshot
 
-    def slow_refresh(pool):
-        data = real(pool)  # taken; before it is stored, a pilot claims a token and another refresh stores that
+    def slow_refresh(pool, errors_changed=False):
+        # Taken; before it is stored, a pilot claims a token and another refresh stores that.
+        data = real(pool, errors_changed)
         monkeypatch.setattr(reading, "take_snapshot", real)
         doc = scratch_pool.get("token_00000")
         scratch_pool.bulk_docs([{**doc, "lock": 1_700_000_000}])
@@ -278,3 +286,37 @@ def test_counts_that_began_later_are_never_replaced_by_counts_that_began_earlier
     snap = refresh()
 
     assert snapshot_counts(snap) == [["locked", "token", None, 1], ["todo", "token", None, 2]]
+
+
+def test_a_recount_during_which_the_rules_change_is_dropped_and_wipes_nothing(scratch_pool, monkeypatch, settings):
+    """Someone's new rules (a grouping field, a new token type) are written while a recount reads: its later pages
+    would come from an index under the new rules, not built yet. It must not take the tokens it did not read for
+    deleted."""
+    from tokens.pools import get_pool
+
+    scratch_pool.bulk_docs([surf_token(n, OBSID=f"L{n % 2}") for n in range(300)])
+    pool = all_pools()[0]
+    refresh()
+    scratch_pool.view(OWN_DDOC, "states", limit=0, reduce=False, timeout=600)
+    filled = CountSnapshot.objects.get(pool=pool.slug).filled_at
+    monkeypatch.setattr(reading, "FILL_PAGE", 100)
+    read_pages = reading._states_from_view
+
+    def pages_with_new_rules_between(couch):
+        for n, page in enumerate(read_pages(couch)):
+            yield page
+            if n == 0:
+                settings.COUCHDB_GROUP_FIELD = "OBSID"
+                _info, design_docs, _described, styles = reading._read_rules(couch)
+                assert reading.ensure_own_views(get_pool(pool.slug), couch, styles, design_docs)
+
+    monkeypatch.setattr(reading, "_states_from_view", pages_with_new_rules_between)
+
+    reading.recount(pool)
+
+    after = CountSnapshot.objects.get(pool=pool.slug)
+    assert after.filled_at == filled and after.recount_started_at is None  # dropped, to be asked for again
+    assert not TokenEvent.objects.filter(pool=pool.slug, origin=TokenEvent.RECOUNT).exists()
+    assert TokenState.objects.filter(pool=pool.slug).count() == 300
+    # The next refresh (the site's settings now name the new field) counts every token under the new rules.
+    assert snapshot_counts(refresh()) == [["todo", "token", "L0", 150], ["todo", "token", "L1", 150]]

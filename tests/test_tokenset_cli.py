@@ -92,15 +92,29 @@ def test_the_shell_refuses_what_the_form_refuses_with_the_same_message(scratch_p
 
 def test_a_large_set_needs_its_count_typed_as_in_the_form(scratch_pool, files, settings):
     settings.JOB_CONFIRM_THRESHOLD = 3
-    with pytest.raises(CommandError, match=r"Type the number of tokens \(6\) to confirm creating more than 3"):
+    with pytest.raises(CommandError, match=r"Type the number of tokens \(6\) to confirm creating more than 3 "
+                                           r"\(--confirm 6\)"):
         tokenset(scratch_pool, *files())
     assert all_docs(scratch_pool) == {}
     assert "6 tokens created" in tokenset(scratch_pool, *files(), "--confirm", "6")
 
 
-def test_a_missing_file_is_named(scratch_pool, files, tmp_path):
+def test_a_missing_or_unreadable_file_and_an_unknown_user_are_named(scratch_pool, files, tmp_path):
     args = files()
     with pytest.raises(CommandError, match=f"Cannot read {tmp_path / 'nope.txt'}: No such file"):
         tokenset(scratch_pool, args[0], args[1], "--list", str(tmp_path / "nope.txt"))
     with pytest.raises(CommandError, match=f"Cannot read {tmp_path / 'nope.yaml'}: No such file"):
         tokenset(scratch_pool, "--config", str(tmp_path / "nope.yaml"), *args[2:])
+    with pytest.raises(CommandError, match=f"Cannot read {tmp_path}: Is a directory"):
+        tokenset(scratch_pool, args[0], args[1], "--list", str(tmp_path))
+    with pytest.raises(CommandError, match="No user 'nobody'"):
+        tokenset(scratch_pool, *args, "--user", "nobody")
+    assert all_docs(scratch_pool) == {}
+
+
+def test_options_are_taken_as_the_form_takes_them(scratch_pool, files):
+    """Trimmed, an empty key field meaning the default, items per token a whole number."""
+    seen = json.loads(tokenset(scratch_pool, *files(), "--key-field", "", "--id-prefix", " SB ", "--dry-run"))
+    assert seen["first"]["STARTSB"] == "100" and seen["first"]["_id"].endswith("_SB100")
+    with pytest.raises(CommandError, match="Items per token must be a whole number"):
+        tokenset(scratch_pool, *files(), "--per-token", "ten")

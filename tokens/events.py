@@ -468,7 +468,7 @@ def prune(now=None):
     old = now - timedelta(days=settings.EVENTS_ROLLUP_DAYS)
     ObservationHour.objects.filter(hour__lt=old).delete()
     HostHour.objects.filter(hour__lt=old).delete()
-    # The rows a count staged when its process was killed in the middle (tokens.reading._fill), a day on.
+    # The rows a fill or recount staged when its process was killed in the middle (tokens.reading), a day on.
     staging = TokenState.STAGING
     TokenState.objects.filter(pool__startswith=staging, pool__lt=f"{staging}{int(now.timestamp()) - 86400}").delete()
     return deleted

@@ -121,8 +121,12 @@ class CountSnapshot(models.Model):
     seq = models.TextField(blank=True)
     filled_at = models.DateTimeField(null=True)
     filled_for = models.CharField(max_length=64, blank=True)
-    # When a worker was asked to count the pool again (COUNTS_REFILL_SECONDS): one at a time; cleared by it.
+    # When a worker was asked to count the pool again (COUNTS_REFILL_SECONDS), then when it began: one at a time;
+    # cleared when it ends.
     recount_started_at = models.DateTimeField(null=True)
+    # When the refresh that took `data` began (it holds every change made before): a refresh that began earlier and
+    # ends later does not replace it.
+    began_at = models.DateTimeField(null=True)
     # Token events (TokenEvent) are recorded from `events_from` on; what came before was backfilled from the
     # documents' own times once `backfilled` is set.
     events_from = models.DateTimeField(null=True)
@@ -139,8 +143,8 @@ class TokenState(models.Model):
     """The bucket and observation of one token, as the own `states` view has it, kept up to date from the
     database's changes feed: counts are a GROUP BY here instead of a reduce over the whole pool."""
 
-    # The pool column of the rows a recount is staging (tokens.reading._fill): no slug starts so, a slug has no
-    # "~". The time after it lets events.prune delete what a process killed in the middle of a recount left.
+    # The pool column of the rows a fill or recount is staging (tokens.reading._fill, _recount): no slug starts so,
+    # a slug has no "~". The time after it lets events.prune delete what a process killed in the middle left.
     STAGING = "~fill~"
 
     pool = models.CharField(max_length=100)

@@ -12,8 +12,8 @@ def refresh_counts(slug):
     _send("refresh_counts", slug)
 
 
-def recount_counts(slug):
-    _send("recount_counts", slug)
+def recount_counts(slug, asked):
+    _send("recount_counts", slug, asked)
 
 
 def refresh_history(slug):

@@ -76,8 +76,8 @@ def _read_rules(couch):
     return info, design_docs, described, token_types(described)
 
 
-def take_snapshot(pool):
-    """Read everything the pages count from. Raises CouchError."""
+def take_snapshot(pool, errors_changed=False):
+    """Read everything the pages count from (the failure groups again if `errors_changed`). Raises CouchError."""
     couch = pool.couch()
     info, design_docs, described, styles = _read_rules(couch)
     data = {
@@ -90,7 +90,7 @@ def take_snapshot(pool):
     }
     if data["own_views"]:
         building = []  # the views the server is still indexing: what comes from them waits, and the page says so
-        errors_changed = sync_states(pool, couch, styles, info.get("update_seq"), building)
+        errors_changed = sync_states(pool, couch, styles, info.get("update_seq"), building) or errors_changed
         previous = CountSnapshot.objects.filter(pool=pool.slug).values_list("data", flat=True).first() or {}
         data["buckets"] = [
             [bucket, type_, group, n] for bucket, type_, group, n in
@@ -135,7 +135,7 @@ def take_snapshot(pool):
 # Django's database (TokenState): filled whole from the `states` view, then moved forward from the changes feed,
 # re-classifying each changed token with the Python twin of the view's rules (states.classify). A refresh then
 # costs the tokens changed since the last one. The table is filled whole again when the own design document
-# changes, when the backlog of changes is large, and every COUNTS_REFILL_SECONDS (a bound on any drift).
+# changes, and recounted every COUNTS_REFILL_SECONDS by a worker beside the refreshes (a bound on any drift).
 
 FILL_PAGE = 10_000
 DOCUMENT_PAGE = 2_000  # whole documents: a smaller page than the view's rows
@@ -197,25 +197,27 @@ def sync_states(pool, couch, styles, update_seq, building, recount=False):
     first = snap.filled_for != fingerprint or snap.filled_at is None
     due = not first and (recount or (timezone.now() - snap.filled_at).total_seconds() > settings.COUNTS_REFILL_SECONDS)
     try:
-        touched = False
+        touched = counted_whole = False
         if first or (due and (recount or not _queue_recount(pool, snap))):
             if snap.seq:  # the changes waiting first: each move an event with its host and exit code
-                touched = _apply_all(pool, couch, styles, snap)
-            counted = _fill(pool, couch, snap, fingerprint, update_seq, styles) if first else \
+                touched = _apply_all(pool, couch, styles, snap, snap.filled_for)
+            building_states = _fill(pool, couch, snap, fingerprint, update_seq, styles) if first else \
                 _recount(pool, couch, snap, update_seq, styles)
-            if counted:
+            if building_states:
                 building.append("states")
             snap.refresh_from_db()
-        return _apply_all(pool, couch, styles, snap) or touched or first or due
-    except Overtaken:  # a first fill overtaken by another one
+            counted_whole = True
+        return _apply_all(pool, couch, styles, snap, fingerprint) or touched or counted_whole
+    except Overtaken:  # a fill or recount overtaken: new rules, or another fill first
         return True
 
 
-def _apply_all(pool, couch, styles, snap):
+def _apply_all(pool, couch, styles, snap, rules):
     """Apply every change waiting, whoever else applies some meanwhile: a refresh overtaken by another (a worker's
     recount beside it, or a refresh whose claim was given up) goes on from where that one got, so that the counts it
-    then takes hold every change made before it began. Returns whether a failed token may have changed; `snap` is
-    read again."""
+    then takes hold every change made before it began; unless the table was filled under other rules than `rules`
+    (a fingerprint) meanwhile: this refresh's rules are old. Returns whether a failed token may have changed; `snap`
+    is read again."""
     touched = False
     while True:
         try:
@@ -223,8 +225,10 @@ def _apply_all(pool, couch, styles, snap):
             snap.refresh_from_db()  # where this refresh left the feed
             return touched
         except Overtaken:
-            touched = True  # what the other refresh applied is not known here: count the failures again
             snap.refresh_from_db()
+            if snap.filled_for != rules:
+                return True
+            touched = True  # what the other refresh applied is not known here: count the failures again
 
 
 def _queue_recount(pool, snap):
@@ -233,11 +237,13 @@ def _queue_recount(pool, snap):
     the broker cannot be reached: the caller recounts itself."""
     now = timezone.now()
     give_up = now - timedelta(seconds=max(3600, settings.COUNTS_REFILL_SECONDS))
+    if snap.recount_started_at and snap.recount_started_at >= give_up:
+        return True  # one is on its way (known without a write: on SQLite a write waits for the one writer)
     if not CountSnapshot.objects.filter(pk=snap.pk).filter(
             Q(recount_started_at__isnull=True) | Q(recount_started_at__lt=give_up)).update(recount_started_at=now):
-        return True  # one is on its way
+        return True  # another refresh asked first
     try:
-        queue.recount_counts(pool.slug)
+        queue.recount_counts(pool.slug, now.isoformat())
     except Exception as e:  # broker down: recount here rather than never
         log.warning("pool %s: could not queue a recount (%s); recounting in this refresh", pool.slug,
                     type(e).__name__)
@@ -268,7 +274,8 @@ def _fill(pool, couch, snap, fingerprint, update_seq, styles):
         now = timezone.now()
         with transaction.atomic():
             if not CountSnapshot.objects.filter(pk=snap.pk, seq=snap.seq, filled_for=snap.filled_for).update(
-                    seq=str(update_seq), filled_for=fingerprint, filled_at=now, events_from=snap.events_from or now):
+                    seq=str(update_seq), filled_for=fingerprint, filled_at=now, events_from=snap.events_from or now,
+                    recount_started_at=None):  # a recount asked for under the old rules would compare in vain
                 raise Overtaken
             TokenState.objects.filter(pool=pool.slug).delete()
             TokenState.objects.filter(pool=staging).update(pool=pool.slug)
@@ -284,13 +291,15 @@ def _recount(pool, couch, snap, update_seq, styles):
     without the feed showing it: recorded as a recount event.
 
     The rows are staged as by _fill and compared with the pool's in the database: only the rows that differ are
-    written, in a short transaction, so that the refreshes beside it wait for no million-row swap (SQLite has one
-    writer). A token changed after `update_seq` (which the staged pages were read after) keeps the row the
-    refreshes gave it or will give it: its staged row may be older. So the feed is not held back, and a recount is
-    never thrown away because the feed moved on."""
+    written (none, normally), so that the refreshes beside it wait for no million-row swap (SQLite has one writer).
+    A token changed after `update_seq` (which the staged pages were read after) keeps the row the refreshes gave it
+    or will give it: its staged row may be older. So the feed is not held back, and a recount is never thrown away
+    because the feed moved on; it is if the rules changed while it read (its later pages may come from an index
+    under new rules): a fill under them counts every token."""
     staging = _staging_name()
     changed = set()
     try:
+        rules = _own_rev(couch)
         count, source, building = _stage_all(pool, couch, styles, staging)
         changed, seq = _changed_since(couch, update_seq)
         now = timezone.now()
@@ -298,23 +307,34 @@ def _recount(pool, couch, snap, update_seq, styles):
             # The snapshot's row first: it holds back a batch of the feed (PostgreSQL: that row; SQLite: the one
             # writer) between the last read of the feed here and the end of the comparison.
             if not CountSnapshot.objects.filter(pk=snap.pk, filled_for=snap.filled_for).update(
-                    filled_at=now, recount_started_at=None):
-                raise Overtaken  # new rules: a first fill under them has replaced the rows
+                    filled_at=now, recount_started_at=None) or _own_rev(couch) != rules:
+                raise Overtaken
             changed |= _changed_since(couch, seq)[0]
-            ids = sorted(changed)
-            for start in range(0, len(ids), 500):
-                TokenState.objects.filter(pool=staging, doc_id__in=ids[start:start + 500]).delete()
+            _delete_ids(staging, changed)
             had, found = _differences(pool.slug, staging, changed)
             events.record(events.recounted(pool.slug, had, found, now))
             upsert_rows(TokenState, STATE_FIELDS, ("pool", "doc_id"),
                         [(pool.slug, i, *state) for i, state in found.items()])
-            gone = [i for i in had if i not in found]
-            for start in range(0, len(gone), 500):
-                TokenState.objects.filter(pool=pool.slug, doc_id__in=gone[start:start + 500]).delete()
+            _delete_ids(pool.slug, [i for i in had if i not in found])
+    except BaseException:
+        # Asked for again at the next refresh past the interval, not an hour later.
+        CountSnapshot.objects.filter(pk=snap.pk).update(recount_started_at=None)
+        raise
     finally:
         _drop_staged(staging)  # compared (or what a recount that failed left)
     _log_count(pool, count, source, building, len(changed))
     return building
+
+
+def _own_rev(couch):
+    """The revision of the dashboard's own design document (its rules), or None."""
+    return next((d.get("_rev") for d in couch.design_docs() if d.get("_id") == f"_design/{OWN_DDOC}"), None)
+
+
+def _delete_ids(pool_name, ids):
+    ids = sorted(ids)
+    for start in range(0, len(ids), 500):
+        TokenState.objects.filter(pool=pool_name, doc_id__in=ids[start:start + 500]).delete()
 
 
 def _drop_staged(staging):
@@ -485,14 +505,14 @@ def _apply_batch(pool, styles, seq, events_from, results, last_seq):
     return touched_errors
 
 
-def refresh(pool):
+def refresh(pool, errors_changed=False):
     """Take a new snapshot and store it; on failure keep the old counts and store the error.
 
-    The snapshot's time is when it began: it holds every change made before then. Refreshes of one pool may
-    overlap (a claim given up after a minute, a recount's refresh): the one that began last stands, whichever ends
-    last."""
+    Refreshes of one pool may overlap (a claim given up after a minute, a recount's refresh): the one that began
+    last stands, whichever ends last (`began_at`; `taken_at` is when it was stored, as the claims compare it with
+    when they asked)."""
     try:
-        data = take_snapshot(pool)
+        data = take_snapshot(pool, errors_changed)
     except CouchError as e:
         log.warning("pool %s: %s", pool.slug, e)
         snap, _ = CountSnapshot.objects.update_or_create(
@@ -500,22 +520,29 @@ def refresh(pool):
         return snap
     began = datetime.fromtimestamp(data["taken_at"], UTC)
     CountSnapshot.objects.get_or_create(pool=pool.slug)
-    CountSnapshot.objects.filter(pool=pool.slug).filter(Q(taken_at__isnull=True) | Q(taken_at__lt=began)).update(
-        data=data, taken_at=began, error="", error_status=None, error_at=None)
+    CountSnapshot.objects.filter(pool=pool.slug).filter(Q(began_at__isnull=True) | Q(began_at__lt=began)).update(
+        data=data, began_at=began, taken_at=timezone.now(), error="", error_status=None, error_at=None)
     return CountSnapshot.objects.get(pool=pool.slug)
 
 
-def recount(pool):
+def recount(pool, asked=None):
     """What the worker asked for a pool's recount does (see sync_states), then a refresh: the snapshot is taken
-    after the recount, not when it began (minutes before, at a million tokens)."""
+    after the recount, not when it began (minutes before, at a million tokens). `asked` is when a refresh asked for
+    it: a task the broker hands out a second time (after its visibility timeout, while the first still runs) finds
+    the claim taken over and does nothing."""
+    if asked is not None and not CountSnapshot.objects.filter(pool=pool.slug, recount_started_at=asked).update(
+            recount_started_at=timezone.now()):
+        log.info("pool %s: a recount asked for at %s is done or under way; not again", pool.slug, asked)
+        return CountSnapshot.objects.filter(pool=pool.slug).first()
+    errors_changed = True
     try:
         couch = pool.couch()
         info, design_docs, _described, styles = _read_rules(couch)
         if ensure_own_views(pool, couch, styles, design_docs):
-            sync_states(pool, couch, styles, info.get("update_seq"), [], recount=True)
+            errors_changed = sync_states(pool, couch, styles, info.get("update_seq"), [], recount=True)
     except CouchError as e:  # the refresh says so, if it persists
         log.warning("pool %s: recount: %s", pool.slug, e)
-    return refresh(pool)
+    return refresh(pool, errors_changed)
 
 
 def snapshot(pool):

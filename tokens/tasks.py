@@ -1,3 +1,5 @@
+from datetime import datetime
+
 from celery import shared_task
 from celery.signals import worker_ready
 
@@ -14,11 +16,12 @@ def refresh_counts(slug):
 
 
 @shared_task(ignore_result=True)
-def recount_counts(slug):
-    """Count a pool's tokens again, beside the refreshes that follow its changes (see tokens.reading.sync_states)."""
+def recount_counts(slug, asked):
+    """Count a pool's tokens again, beside the refreshes that follow its changes (see tokens.reading.sync_states);
+    `asked`: when a refresh asked for it (ISO 8601)."""
     pool = get_pool(slug)
     if pool is not None:
-        reading.recount(pool)
+        reading.recount(pool, datetime.fromisoformat(asked))
 
 
 @shared_task(ignore_result=True)

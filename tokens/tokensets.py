@@ -383,6 +383,30 @@ def preview(pool, the_plan):
     }
 
 
+def options(token_type, per_token="10", key_field="STARTSB", id_prefix="SB", id_suffix="", id_template="",
+            attachment="srm.txt", create_views=True):
+    """Options from what a person typed (the form's fields, the command's arguments): trimmed, an empty key field
+    meaning the default, items per token a whole number."""
+    try:
+        per_token = int(str(per_token).strip())
+    except ValueError:
+        raise TokenSetError("Items per token must be a whole number") from None
+    return Options(token_type=token_type.strip(), per_token=per_token, key_field=key_field.strip() or "STARTSB",
+                   id_prefix=id_prefix.strip(), id_suffix=id_suffix.strip(), id_template=id_template.strip(),
+                   attachment=attachment.strip(), create_views=create_views)
+
+
+def read_config(f, size):
+    """The text of a config file (an upload or an open file) of `size` bytes, checked against its limit before it
+    is read."""
+    config_limit_check(size)
+    try:
+        data = f.read()
+        return data.decode("utf-8") if isinstance(data, bytes) else data
+    except UnicodeDecodeError:
+        raise TokenSetError("The config file is not UTF-8 text") from None
+
+
 def config_limit_check(size):
     if size > settings.TOKENSET_CONFIG_MAX_BYTES:
         raise TokenSetError(f"The config is {size} bytes; the limit is {settings.TOKENSET_CONFIG_MAX_BYTES}")
@@ -410,8 +434,9 @@ def create_job(pool, user, config_text, items_upload, options, confirmation=None
     with plan(config_text, items_upload, options) as the_plan:
         seen = preview(pool, the_plan)
         if needs_typed_confirmation("create", seen["count"]) and str(confirmation).strip() != str(seen["count"]):
+            how = " (--confirm {})".format(seen["count"]) if via == "cli" else ""
             raise TokenSetError(f"Type the number of tokens ({seen['count']}) to confirm creating more than "
-                                f"{settings.JOB_CONFIRM_THRESHOLD}")
+                                f"{settings.JOB_CONFIRM_THRESHOLD}{how}")
         return Job.objects.create(
             pool=pool.slug, user=user, via=via, action="create_tokens",
             selection={"kind": "tokenset", "type": options.token_type},

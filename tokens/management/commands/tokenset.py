@@ -10,7 +10,6 @@ from tokens import operations, tokensets, uploads
 from tokens.couch import CouchError
 from tokens.pools import get_pool
 from tokens.selections import OperationError
-from tokens.tokensets import Options, TokenSetError
 
 
 class Command(BaseCommand):
@@ -21,7 +20,7 @@ class Command(BaseCommand):
         parser.add_argument("--type", required=True, help="the token type, e.g. pref_cal1_L229585")
         parser.add_argument("--config", required=True, help="the config file; its Token: section becomes the fields")
         parser.add_argument("--list", required=True, help="the input list: one SURL (or item) per line")
-        parser.add_argument("--per-token", type=int, default=10, help="items per token (default 10)")
+        parser.add_argument("--per-token", default="10", help="items per token (default 10)")
         parser.add_argument("--key-field", default="STARTSB", help="the field that holds each token's key")
         parser.add_argument("--id-prefix", default="SB", help="before the key in the id (default SB)")
         parser.add_argument("--id-suffix", default="", help="after the type in the id (default: the observation)")
@@ -37,23 +36,24 @@ class Command(BaseCommand):
         pool = get_pool(o["pool"])
         if pool is None:
             raise CommandError(f"No pool {o['pool']!r}")
-        options = Options(token_type=o["type"], per_token=o["per_token"], key_field=o["key_field"],
-                          id_prefix=o["id_prefix"], id_suffix=o["id_suffix"], id_template=o["id_template"],
-                          attachment=o["attachment"], create_views=not o["no_views"])
         upload = None
         try:
+            options = tokensets.options(o["type"], o["per_token"], o["key_field"], o["id_prefix"], o["id_suffix"],
+                                        o["id_template"], o["attachment"], create_views=not o["no_views"])
             config_text = read_config(o["config"])
-            upload = tokensets.save_list(uploaded=uploads.LocalFile(o["list"]))
+            upload = tokensets.save_list(uploaded=readable(o["list"]))
             if o["dry_run"]:
                 with tokensets.plan(config_text, upload, options) as the_plan:
                     seen = tokensets.preview(pool, the_plan)
                 self.stdout.write(json.dumps({k: v for k, v in seen.items() if k != "ids"}))
                 return
-            user = User.objects.get(username=o["user"]) if o["user"] else None
+            user = User.objects.filter(username=o["user"]).first() if o["user"] else None
+            if o["user"] and user is None:
+                raise OperationError(f"No user {o['user']!r}")
             job = tokensets.create_job(pool, user, config_text, upload, options, confirmation=o["confirm"],
                                        via="cli")
             job = operations.run_job(job.pk)
-        except (OperationError, CouchError, User.DoesNotExist) as e:
+        except (OperationError, CouchError) as e:
             raise CommandError(str(e)) from None
         finally:
             if upload:  # a job has a link of its own to the list
@@ -66,11 +66,17 @@ class Command(BaseCommand):
             raise CommandError(f"job {job.pk} {job.status}")
 
 
-def read_config(path):
-    """The config file's text, within the config's size limit (checked before it is read)."""
-    tokensets.config_limit_check(uploads.LocalFile(path).size)
+def readable(path):
+    """A file on this machine that can be read, or OperationError naming it (a directory, no permission)."""
+    local = uploads.LocalFile(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except UnicodeDecodeError:
-        raise TokenSetError("The config file is not UTF-8 text") from None
+        open(path, "rb").close()
+    except OSError as e:
+        raise OperationError(f"Cannot read {path}: {e.strerror}") from None
+    return local
+
+
+def read_config(path):
+    local = readable(path)
+    with open(path, "rb") as f:
+        return tokensets.read_config(f, local.size)
