@@ -33,6 +33,17 @@ def refresh():
     return snap
 
 
+def counted_and_read_in_pages(db, monkeypatch, docs):
+    """A pool of `docs`, counted, its index built, whose recounts read the view 100 rows a page: (pool, when it was
+    filled, the real page reader, for a test to wrap)."""
+    db.bulk_docs(docs)
+    pool = all_pools()[0]
+    refresh()
+    db.view(OWN_DDOC, "states", limit=0, reduce=False, timeout=600)
+    monkeypatch.setattr(reading, "FILL_PAGE", 100)
+    return pool, CountSnapshot.objects.get(pool=pool.slug).filled_at, reading.states_from_view
+
+
 def test_counts_follow_real_pilots_from_the_changes_feed_without_counting_the_pool_again(scratch_pool, couch_server):
     scratch_pool.bulk_docs([surf_token(n) for n in range(60)])
     first = refresh()
@@ -169,14 +180,8 @@ def test_a_recount_keeps_what_the_feed_changed_while_it_read_and_records_each_mo
     """A pilot claims a token the recount has read already, and a refresh applies that claim from the feed, while
     the recount reads on: the recount is not thrown away, and the claim stands (its row from the feed, not the older
     one the recount read), recorded as one change."""
-    scratch_pool.bulk_docs([surf_token(n) for n in range(300)])
-    pool = all_pools()[0]
-    refresh()
-    scratch_pool.view(OWN_DDOC, "states", limit=0, reduce=False, timeout=600)
-    filled = CountSnapshot.objects.get(pool=pool.slug).filled_at
-    monkeypatch.setattr(reading, "FILL_PAGE", 100)
-    read_pages = reading._states_from_view
-
+    pool, filled, read_pages = counted_and_read_in_pages(scratch_pool, monkeypatch,
+                                                         [surf_token(n) for n in range(300)])
     read_until = []
 
     def pages_with_a_claim_between(couch):
@@ -188,7 +193,7 @@ def test_a_recount_keeps_what_the_feed_changed_while_it_read_and_records_each_mo
                 assert snapshot_counts(refresh()) == [["locked", "token", None, 1], ["todo", "token", None, 299]]
         read_until.append(timezone.now())
 
-    monkeypatch.setattr(reading, "_states_from_view", pages_with_a_claim_between)
+    monkeypatch.setattr(reading, "states_from_view", pages_with_a_claim_between)
 
     snap = reading.recount(pool)
 
@@ -259,7 +264,7 @@ def test_a_refresh_overtaken_by_another_goes_on_from_where_that_one_got(scratch_
     def another_refresh_applies_one_first(pool, couch, styles, seq, events_from):
         monkeypatch.setattr(reading, "apply_changes", real)
         results, last = couch.changes(seq, 1)
-        reading._apply_batch(pool, styles, seq, events_from, results, last)
+        reading.apply_batch(pool, styles, seq, events_from, results, last)
         return real(pool, couch, styles, seq, events_from)  # from the sequence it read before: overtaken
 
     monkeypatch.setattr(reading, "apply_changes", another_refresh_applies_one_first)
@@ -294,23 +299,18 @@ def test_a_recount_during_which_the_rules_change_is_dropped_and_wipes_nothing(sc
     deleted."""
     from tokens.pools import get_pool
 
-    scratch_pool.bulk_docs([surf_token(n, OBSID=f"L{n % 2}") for n in range(300)])
-    pool = all_pools()[0]
-    refresh()
-    scratch_pool.view(OWN_DDOC, "states", limit=0, reduce=False, timeout=600)
-    filled = CountSnapshot.objects.get(pool=pool.slug).filled_at
-    monkeypatch.setattr(reading, "FILL_PAGE", 100)
-    read_pages = reading._states_from_view
+    pool, filled, read_pages = counted_and_read_in_pages(scratch_pool, monkeypatch,
+                                                         [surf_token(n, OBSID=f"L{n % 2}") for n in range(300)])
 
     def pages_with_new_rules_between(couch):
         for n, page in enumerate(read_pages(couch)):
             yield page
             if n == 0:
                 settings.COUCHDB_GROUP_FIELD = "OBSID"
-                _info, design_docs, _described, styles = reading._read_rules(couch)
+                _info, design_docs, _described, styles = reading.read_rules(couch)
                 assert reading.ensure_own_views(get_pool(pool.slug), couch, styles, design_docs)
 
-    monkeypatch.setattr(reading, "_states_from_view", pages_with_new_rules_between)
+    monkeypatch.setattr(reading, "states_from_view", pages_with_new_rules_between)
 
     reading.recount(pool)
 

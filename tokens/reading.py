@@ -68,7 +68,7 @@ def ensure_own_views(pool, couch, styles, design_docs):
     return True
 
 
-def _read_rules(couch):
+def read_rules(couch):
     """(database info, design documents, the picas ones described, their token types and rules)."""
     info = couch.database_info()
     design_docs = couch.design_docs()
@@ -79,7 +79,7 @@ def _read_rules(couch):
 def take_snapshot(pool, errors_changed=False):
     """Read everything the pages count from (the failure groups again if `errors_changed`). Raises CouchError."""
     couch = pool.couch()
-    info, design_docs, described, styles = _read_rules(couch)
+    info, design_docs, described, styles = read_rules(couch)
     data = {
         "taken_at": time.time(),
         "doc_count": info.get("doc_count"),
@@ -352,7 +352,7 @@ def _stage_all(pool, couch, styles, staging):
     """Stage every token's state from the `states` view, or from the documents while the server rebuilds its index
     (it lost it, or compacts it): (count, source, whether the index is being built)."""
     try:
-        return _stage(staging, _states_from_view(couch)), "view", False
+        return _stage(staging, states_from_view(couch)), "view", False
     except TimedOut:
         _drop_staged(staging)
         return _stage(staging, _states_from_documents(couch, styles, pool.group_field)), "documents", True
@@ -434,7 +434,7 @@ def _index_ready(couch):
     return ready
 
 
-def _states_from_view(couch):
+def states_from_view(couch):
     """Pages of (id, (bucket, type, group, hostname)) from the `states` view; TimedOut while its index is being
     built."""
     start, stale = None, False
@@ -471,13 +471,13 @@ def apply_changes(pool, couch, styles, seq, events_from):
             results, last_seq = pending.result()
             pending = reader.submit(couch.changes, str(last_seq), CHANGES_BATCH) \
                 if len(results) >= CHANGES_BATCH else None
-            touched_errors |= _apply_batch(pool, styles, seq, events_from, results, last_seq)
+            touched_errors |= apply_batch(pool, styles, seq, events_from, results, last_seq)
             if pending is None:
                 return touched_errors
             seq = str(last_seq)
 
 
-def _apply_batch(pool, styles, seq, events_from, results, last_seq):
+def apply_batch(pool, styles, seq, events_from, results, last_seq):
     """One batch of changes, in one transaction with its events; returns whether a failed token changed."""
     touched_errors = False
     ids = [r["id"] for r in results]
@@ -537,7 +537,7 @@ def recount(pool, asked=None):
     errors_changed = True
     try:
         couch = pool.couch()
-        info, design_docs, _described, styles = _read_rules(couch)
+        info, design_docs, _described, styles = read_rules(couch)
         if ensure_own_views(pool, couch, styles, design_docs):
             errors_changed = sync_states(pool, couch, styles, info.get("update_seq"), [], recount=True)
     except CouchError as e:  # the refresh says so, if it persists
