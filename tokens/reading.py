@@ -540,8 +540,9 @@ def recount(pool, asked=None):
         info, design_docs, _described, styles = read_rules(couch)
         if ensure_own_views(pool, couch, styles, design_docs):
             errors_changed = sync_states(pool, couch, styles, info.get("update_seq"), [], recount=True)
-    except CouchError as e:  # the refresh says so, if it persists
+    except CouchError as e:  # the refresh says so, if it persists; the next refresh past the interval asks again
         log.warning("pool %s: recount: %s", pool.slug, e)
+        CountSnapshot.objects.filter(pool=pool.slug).update(recount_started_at=None)
     return refresh(pool, errors_changed)
 
 
