@@ -109,6 +109,8 @@ def test_a_missing_or_unreadable_file_and_an_unknown_user_are_named(scratch_pool
         tokenset(scratch_pool, args[0], args[1], "--list", str(tmp_path))
     with pytest.raises(CommandError, match="No user 'nobody'"):
         tokenset(scratch_pool, *args, "--user", "nobody")
+    with pytest.raises(CommandError, match="No user 'nobody'"):  # the other command that runs jobs says the same
+        call_command("tokens", "reset", "--pool", scratch_pool.database, "--state", "todo", "--user", "nobody")
     assert all_docs(scratch_pool) == {}
 
 

@@ -2,11 +2,11 @@
 
 import json
 
-from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError
 
 from tokens import actions, operations, selections, uploads
 from tokens.couch import CouchError
+from tokens.management.cli import say_end, user_named
 from tokens.pools import get_pool
 from tokens.selections import OperationError, Selection
 
@@ -64,18 +64,13 @@ class Command(BaseCommand):
                 self.stdout.write(json.dumps({"action": o["action"], "selection": selection.describe(), **seen}))
                 return
             params = self.params(o)
-            user = User.objects.get(username=o["user"]) if o["user"] else None
-            job = operations.create_job(pool, user, o["action"], selection, params, confirmation=o["confirm"],
-                                        via="cli")
+            job = operations.create_job(pool, user_named(o["user"]), o["action"], selection, params,
+                                        confirmation=o["confirm"], via="cli")
             job = operations.run_job(job.pk)
-        except (OperationError, CouchError, User.DoesNotExist) as e:
+        except (OperationError, CouchError) as e:
             raise CommandError(str(e)) from None
-        self.stdout.write(f"job {job.pk} {job.status}: {job.total} read, {job.changed} changed, "
-                          f"{job.skipped} skipped, {job.conflicts} conflicts, {job.failed} failed")
-        if job.message:
-            self.stdout.write(job.message)
-        if job.status != job.SUCCEEDED:
-            raise CommandError(f"job {job.pk} {job.status}")
+        say_end(self.stdout, job, f"{job.total} read, {job.changed} changed, {job.skipped} skipped, "
+                                  f"{job.conflicts} conflicts, {job.failed} failed")
 
     def params(self, o):
         action = o["action"]

@@ -3,11 +3,11 @@ functions as the web form's (a list of millions of SURLs is read from its file, 
 
 import json
 
-from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError
 
 from tokens import operations, tokensets, uploads
 from tokens.couch import CouchError
+from tokens.management.cli import say_end, user_named
 from tokens.pools import get_pool
 from tokens.selections import OperationError
 
@@ -47,23 +47,16 @@ class Command(BaseCommand):
                     seen = tokensets.preview(pool, the_plan)
                 self.stdout.write(json.dumps({k: v for k, v in seen.items() if k != "ids"}))
                 return
-            user = User.objects.filter(username=o["user"]).first() if o["user"] else None
-            if o["user"] and user is None:
-                raise OperationError(f"No user {o['user']!r}")
-            job = tokensets.create_job(pool, user, config_text, upload, options, confirmation=o["confirm"],
-                                       via="cli")
+            job = tokensets.create_job(pool, user_named(o["user"]), config_text, upload, options,
+                                       confirmation=o["confirm"], via="cli")
             job = operations.run_job(job.pk)
         except (OperationError, CouchError) as e:
             raise CommandError(str(e)) from None
         finally:
             if upload:  # a job has a link of its own to the list
                 uploads.upload_path(upload).unlink(missing_ok=True)
-        self.stdout.write(f"job {job.pk} {job.status}: {job.changed} tokens created, {job.skipped} skipped (their "
-                          f"ids exist: never overwritten), {job.failed} failed")
-        if job.message:
-            self.stdout.write(job.message)
-        if job.status != job.SUCCEEDED:
-            raise CommandError(f"job {job.pk} {job.status}")
+        say_end(self.stdout, job, f"{job.changed} tokens created, {job.skipped} skipped (their ids exist: never "
+                                  f"overwritten), {job.failed} failed")
 
 
 def readable(path):

@@ -1,0 +1,25 @@
+"""What the management commands that run jobs share: the user a job is recorded under, and how a job's end is said."""
+
+from django.contrib.auth.models import User
+from django.core.management.base import CommandError
+
+from tokens.selections import OperationError
+
+
+def user_named(name):
+    """The dashboard user `name` (None for no name), or OperationError saying there is none."""
+    if not name:
+        return None
+    user = User.objects.filter(username=name).first()
+    if user is None:
+        raise OperationError(f"No user {name!r}")
+    return user
+
+
+def say_end(stdout, job, figures):
+    """Write what a job did (`figures`, its counts in words) and its message; CommandError unless it succeeded."""
+    stdout.write(f"job {job.pk} {job.status}: {figures}")
+    if job.message:
+        stdout.write(job.message)
+    if job.status != job.SUCCEEDED:
+        raise CommandError(f"job {job.pk} {job.status}")
