@@ -12,7 +12,7 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.forms import AuthenticationForm
 from django.http import Http404, JsonResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -21,7 +21,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from dashboard import roles, sso
 from dashboard.models import ApiToken
 from dashboard.throttle import ThrottledLoginForm
-from dashboard.web import respond, visible_pools, wants_json
+from dashboard.web import object_or_404, respond, visible_pools, wants_json
 
 log = logging.getLogger(__name__)
 MAX_TOKEN_DAYS = 3650
@@ -114,7 +114,8 @@ def token_create(request):
 @require_http_methods(["GET", "POST"])
 def token_revoke(request, pk):
     """GET asks (scripts using the token will be refused from then on); POST revokes."""
-    token = get_object_or_404(ApiToken, pk=pk, user=request.user)  # someone else's token is not found
+    # Someone else's token is not found.
+    token = object_or_404(ApiToken.objects.filter(user=request.user), pk, f"No such API token of yours: {pk}.")
     if request.method == "GET":
         return respond(request, "account.html", {"confirm_revoke": token}, {"token": token_json(token)})
     token.revoke()

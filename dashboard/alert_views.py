@@ -3,10 +3,10 @@ the messages sent (or not, and why), and the user's own subscription (anyone who
 
 from django.conf import settings
 from django.contrib import messages
-from django.shortcuts import get_object_or_404, redirect
+from django.shortcuts import redirect
 from django.views.decorators.http import require_GET, require_POST
 
-from dashboard.web import pool_or_404, respond
+from dashboard.web import object_or_404, pool_or_404, respond
 from tokens import alerts, notify
 from tokens.models import Alert, AlertRule, Subscription
 
@@ -80,7 +80,7 @@ def rule_create(request, slug):
 @require_POST
 def rule_delete(request, slug, pk):
     pool = pool_or_404(request, slug, operate=True)
-    rule = get_object_or_404(AlertRule, pk=pk, pool=pool.slug)
+    rule = object_or_404(AlertRule.objects.filter(pool=pool.slug), pk, f"No such alert rule on {pool.slug}: {pk}.")
     words = alerts.describe(rule)
     rule.delete()  # its alerts stay in the history
     messages.success(request, f"Rule removed: {words}.")

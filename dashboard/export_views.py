@@ -28,7 +28,11 @@ def export(request, slug):
             return form(request, pool, exports.selection_from(request.GET, snap.data["own_views"]))
         made = exports.open_export(pool, snap.data, request.GET)
     except exports.ExportError as e:
-        return refuse(request, pool, "Export", str(e))
+        try:  # the form again, with the problem and what was chosen, when the list itself can be exported
+            selection = exports.selection_from(request.GET, snap.data["own_views"])
+        except exports.ExportError:
+            return refuse(request, pool, "Export", str(e))
+        return form(request, pool, selection, problem=str(e))
     except CouchError as e:
         return couch_error(request, pool, e)
     return download(made)
@@ -63,10 +67,12 @@ def streamed_file(chunks, content_type, filename):
     return response
 
 
-def form(request, pool, selection):
+def form(request, pool, selection, problem=None):
+    """The export form of a list; after a refusal (`problem`), with the fields and format that were chosen."""
     q = request.GET
     return respond(request, "export.html", {
         "pool": pool, "selection": selection, "description": selection.describe(),
         "q": q.get("q", ""), "field": q.get("field", ""), "value": q.get("value", ""),
-        "computed": exports.COMPUTED.items(),
-    }, {})
+        "computed": exports.COMPUTED.items(), "problem": problem,
+        "chosen": q.getlist("fields") if problem else None, "chosen_format": q.get("format", ""),
+    }, {"error": problem} if problem else {}, status=400 if problem else 200)

@@ -4,12 +4,11 @@ Operators act; viewers get 403 on every one of these except reading a job and th
 """
 
 import json
-import math
 
 from django.contrib.auth.models import User
 from django.db.models import Count
 from django.http import Http404, JsonResponse
-from django.shortcuts import get_object_or_404, redirect
+from django.shortcuts import redirect
 from django.template.defaultfilters import filesizeformat, pluralize
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
@@ -17,12 +16,12 @@ from django_htmx.http import HttpResponseStopPolling
 
 from dashboard import roles
 from dashboard.export_views import csv_download
-from dashboard.web import couch_error, pool_or_404, refuse, respond, wants_json
+from dashboard.web import couch_error, object_or_404, pool_or_404, refuse, respond, wants_json
 from tokens import actions, operations, selections, uploads
 from tokens.couch import CouchError
 from tokens.models import Job, JobToken
 from tokens.selections import OperationError, Selection
-from tokens.states import BUCKET_LABELS, group_from
+from tokens.states import BUCKET_LABELS
 
 OPERATION_LABELS = {"reset": "Reset / retry", "set_field": "Set a field", "attach": "Attach a file",
                     "delete": "Delete"}  # the actions on selected tokens
@@ -81,36 +80,6 @@ def duration_in_words(seconds):
     return f"{hours} h {minutes} min"
 
 
-def selection_from(data):
-    """A Selection from form or query data; OperationError if it makes no sense."""
-    kind = data.get("kind", "state")
-    hours = None
-    if data.get("hours"):
-        try:
-            hours = float(data["hours"])
-        except ValueError:
-            raise OperationError("The lock age must be a number of hours") from None
-        if not math.isfinite(hours):
-            raise OperationError("The lock age must be a number of hours")
-    selection = Selection(
-        kind=kind,
-        bucket=data.get("bucket") or data.get("state") or None,  # the token lists call it state
-        type=data.get("type") or None,
-        group=group_from(data),
-        hours=hours,
-        code=data.get("code") if "code" in data else None,
-        message=data.get("message", ""),
-        ids=[i for i in data.getlist("ids") if i],
-        job=data.get("job") or None,
-        outcome=data.get("outcome") or None,
-        hostname=data.get("hostname") or None,
-    )
-    if selection.ids:
-        selection.kind = "ids"
-    selection.validate()
-    return selection
-
-
 def params_from(request, action):
     """The action's parameters from the confirmation form; an upload is saved to disk for the worker."""
     post = request.POST
@@ -145,18 +114,14 @@ def dry_run(request, pool, action, data, problem=None, status=200):
     try:
         if action not in OPERATION_LABELS:
             raise OperationError(f"Unknown action {action!r}")
-        selection = selection_from(data)
+        selection = Selection.from_query(data)
         seen = selections.preview(pool, selection)
     except OperationError as e:
         return respond(request, "job_new.html", {**context, "problem": str(e)}, {"error": str(e)}, status=400)
     except CouchError as e:
         return couch_error(request, pool, e)
-    query = data.copy()
-    for not_selection in ("action", "csrfmiddlewaretoken", "confirmation", "field", "value", "value_type",
-                          "allow_state_fields", "delete_attachments", "name", "file"):
-        query.pop(not_selection, None)
     context.update(selection=selection, description=selection.describe(), preview=seen,
-                   action_labels=OPERATION_LABELS, query_without_action=query.urlencode(),
+                   action_labels=OPERATION_LABELS, query_without_action=selection.as_query(),
                    typed=selections.needs_typed_confirmation(action, seen["count"]),
                    state_fields=sorted(actions.STATE_FIELDS), value_types=actions.VALUE_TYPES,
                    problem=problem, form=data if problem else {},
@@ -173,9 +138,10 @@ def job_create(request, slug):
     if action not in OPERATION_LABELS:
         return JsonResponse({"error": f"Unknown action {action!r}"}, status=400)
     try:
-        selection = selection_from(request.POST)
+        selection = Selection.from_query(request.POST)
         job = operations.create_job(pool, request.user, action, selection, params_from(request, action),
-                                    confirmation=request.POST.get("confirmation"))
+                                    confirmation=request.POST.get("confirmation"),
+                                    expected=request.POST.get("expected"))
     except OperationError as e:
         if wants_json(request):
             return JsonResponse({"error": str(e)}, status=400)
@@ -210,8 +176,9 @@ def job_json(job):
 
 def job_or_404(request, pk, operate=False):
     """A job on a pool this request may see (its pool's roles decide); otherwise it does not exist for them."""
-    job = get_object_or_404(Job.objects.select_related("user"), pk=pk)
-    roles.require(request, job.pool, operate, "No such job among those you may see.")
+    missing = f"No such job among those you may see: {pk}."
+    job = object_or_404(Job.objects.select_related("user"), pk, missing)
+    roles.require(request, job.pool, operate, missing)
     return job
 
 

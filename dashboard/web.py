@@ -1,13 +1,15 @@
 """What every page and the API share: JSON or HTML answers, a pool or a 404, CouchDB trouble as a page or an
 error object with its status, the snapshot's metadata. The view modules import this; it imports no view."""
 
-from django.http import Http404, JsonResponse
-from django.shortcuts import render
+from django.http import Http404, HttpResponse, JsonResponse
+from django.template import TemplateDoesNotExist
+from django.template.loader import get_template
 
 from dashboard import roles
 from tokens import reading
 from tokens.couch import CouchError
 from tokens.pools import all_pools, get_pool
+from tokens.selections import MAX_JOB
 from tokens.states import BUCKET_HELP, BUCKET_LABELS, BUCKETS
 
 
@@ -21,9 +23,19 @@ def wants_json(request):
 def respond(request, template, context, payload, status=200):
     if wants_json(request):
         return JsonResponse(payload, status=status, json_dumps_params={"ensure_ascii": False})
-    if request.htmx and request.htmx.target and not request.htmx.boosted:
-        template += "#" + request.htmx.target
-    return render(request, template, context, status=status)
+    return HttpResponse(partial_or_page(request, template).render(context, request), status=status)
+
+
+def partial_or_page(request, template):
+    """The partial an htmx request targets when the page defines one of that name; otherwise the whole page
+    (the target comes from the request: an unknown one is not the server's error)."""
+    target = request.htmx.target if request.htmx and not request.htmx.boosted else None
+    if target:
+        try:
+            return get_template(f"{template}#{target}")
+        except (TemplateDoesNotExist, ValueError):
+            pass
+    return get_template(template)
 
 
 def refuse(request, pool, title, problem):
@@ -48,6 +60,15 @@ def pool_or_404(request, slug, operate=False):
     if pool is None:
         raise Http404(missing)
     return pool
+
+
+def object_or_404(queryset, pk, missing):
+    """The object of this primary key, or the site's 404 saying `missing` (never Django's "No X matches the given
+    query."); a key larger than any database holds is missing too, not an overflow."""
+    found = queryset.filter(pk=pk).first() if 0 < pk <= MAX_JOB else None
+    if found is None:
+        raise Http404(missing)
+    return found
 
 
 def visible_pools(request):

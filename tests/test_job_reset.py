@@ -86,13 +86,14 @@ def test_the_preview_count_equals_what_is_then_changed(scratch_pool):
     assert JobToken.objects.filter(job=job, outcome="changed").count() == 40
 
 
-def test_running_the_same_reset_twice_changes_nothing_the_second_time(scratch_pool):
+def test_running_the_same_reset_twice_changes_nothing_the_second_time_and_records_no_job(scratch_pool):
     scratch_pool.bulk_docs([errored(n) for n in range(10)])
     run("reset", Selection("state", bucket="error"))
     revs = {d["id"]: d["value"]["rev"] for d in scratch_pool.call(
         scratch_pool.client.post_all_docs, db=scratch_pool.database)["rows"]}
-    second = run("reset", Selection("state", bucket="error"))
-    assert second.preview_count == second.changed == 0
+    with pytest.raises(OperationError, match="No token is in this selection now: nothing to do"):
+        run("reset", Selection("state", bucket="error"))
+    assert Job.objects.count() == 1
     assert revs == {d["id"]: d["value"]["rev"] for d in scratch_pool.call(
         scratch_pool.client.post_all_docs, db=scratch_pool.database)["rows"]}
 

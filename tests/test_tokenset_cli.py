@@ -72,7 +72,7 @@ def test_a_set_made_from_the_shell_is_a_job_recorded_as_the_users_from_the_cli(s
 @pytest.mark.parametrize(("config", "surls", "extra", "message"), [
     ("Token: [oops", SURLS, [], "not valid YAML or JSON"),
     (CONFIG, SURLS + "srm://srm.grid.sara.nl/pnfs/L999999_SB001_uv.MS.tar\n", [], "mixes observations"),
-    (CONFIG, SURLS, ["--per-token", "0"], "1 or more"),
+    (CONFIG, SURLS, ["--per-token", "0"], "from 1 to 1,000,000, not 0"),
     (CONFIG.replace('OBSID: ""', "OBSID: L230461", 1), SURLS, [],
      "The SURLs are of observation L229585, but the config's OBSID names L230461"),
 ])

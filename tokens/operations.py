@@ -15,15 +15,23 @@ from django.utils import timezone
 from tokens import actions, engine, queue, tokensets, uploads
 from tokens.couch import CouchError, Unreachable
 from tokens.models import Job
-from tokens.selections import OperationError, needs_typed_confirmation, preview
+from tokens.selections import OperationError, Selection, needs_typed_confirmation, preview
 
 log = logging.getLogger(__name__)
 
 
-def create_job(pool, user, action, selection, params, confirmation=None, via="web"):
-    """Check, preview and record a job (its header). Raises OperationError. The caller queues it."""
+def create_job(pool, user, action, selection, params, confirmation=None, via="web", expected=None):
+    """Check, preview and record a job (its header). Raises OperationError. The caller queues it.
+
+    `expected`: the count of the preview the operator saw (the form sends it). A selection that holds another
+    number of tokens now (workers moved them, or the page was a stale one brought back) is refused with both
+    numbers, so nobody starts a job they did not preview; and a selection of nothing records no job."""
     actions.check_params(action, params)
     seen = preview(pool, selection)
+    if expected not in (None, "") and str(expected).strip() != str(seen["count"]):
+        raise PreviewChanged(expected, seen["count"])
+    if seen["count"] == 0:
+        raise OperationError("No token is in this selection now: nothing to do, and no job was recorded")
     if needs_typed_confirmation(action, seen["count"]) and str(confirmation).strip() != str(seen["count"]):
         why = "deleting them" if action == "delete" else f"acting on more than {settings.JOB_CONFIRM_THRESHOLD}"
         how = {"web": "", "api": f' (send "confirm": {seen["count"]})', "cli": f" (--confirm {seen['count']})"}
@@ -35,6 +43,14 @@ def create_job(pool, user, action, selection, params, confirmation=None, via="we
     log.info("job %s created by %s: %s on %s (%s), preview %d", job.pk, user or via, action, pool.slug,
              selection.describe(), seen["count"])
     return job
+
+
+class PreviewChanged(OperationError):
+    def __init__(self, was, now):
+        was = str(was).strip()
+        was = was if was.isdigit() and len(was) < 20 else "another number"
+        super().__init__(f"The selection has changed since its preview: it was {was} token{'' if was == '1' else 's'}, "
+                         f"it is {now} now. Nothing was run; the preview below is the new one.")
 
 
 def run_job(job_id, batch_size=None):
@@ -151,13 +167,6 @@ def cancel_job(job_id):
 
 def rerun_query(job):
     """The dry-run page's query for a new job like this one: a re-run is previewed and confirmed afresh."""
-    from django.http import QueryDict
+    from urllib.parse import urlencode
 
-    query = QueryDict(mutable=True)
-    query["action"] = job.action
-    for key, value in job.selection.items():
-        if key == "ids":
-            query.setlist("ids", value)
-        else:
-            query[key] = "" if value is None else str(value)
-    return query.urlencode()
+    return urlencode([("action", job.action), *Selection.from_dict(job.selection).as_fields()])

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from django.conf import settings
 
 from tokens.models import CountSnapshot, Job, JobToken, TokenState
-from tokens.reading import ensure_own_views, ungrouped_type_problem
+from tokens.reading import MAX_HOURS, ensure_own_views, ungrouped_type_problem
 from tokens.states import (
     BUCKET_LABELS,
     BUCKETS,
@@ -31,6 +31,10 @@ from tokens.states import (
 
 HOST_BUCKETS = ("error", "locked")
 JOB_OUTCOMES = {"changed": "changed", "skipped": "skipped", "failed": "failed on"}
+KINDS = ("state", "stale", "failure", "observation", "ids", "job", "host")
+MAX_JOB = 2**63 - 1  # the largest primary key every database takes
+MAX_IDS = 10_000  # token ids in one selection
+MAX_TEXT = 2000  # characters in any one value of a selection
 
 
 class OperationError(Exception):
@@ -57,6 +61,52 @@ class Selection:
 
     def as_dict(self):
         return {k: v for k, v in asdict(self).items() if v not in (None, [])}
+
+    @classmethod
+    def from_query(cls, data):
+        """The one way in: a form's fields, a link's query string (a QueryDict), an API body or the command line's
+        options (a dict). Every value is checked here, once: a number out of range, a NUL or an overlong text is
+        an OperationError that names the field. `state` is the token lists' name for `bucket`; ticked ids make
+        the selection those ids (narrowed to the list's state, as the list showed them)."""
+        ids = data.getlist("ids") if hasattr(data, "getlist") else data.get("ids") or []
+        if isinstance(ids, str):
+            ids = [ids]
+        if len(ids) > MAX_IDS:
+            raise OperationError(f"Select at most {MAX_IDS:,} tokens by id at a time (there were {len(ids):,})")
+        selection = cls(
+            kind=_text(data, "kind") or "state",
+            bucket=_text(data, "bucket") or _text(data, "state") or None,
+            type=_text(data, "type") or None,
+            group=_text(data, "group"),  # absent: the tokens without a group; "" is a group of its own
+            hours=_number(data, "hours", "The lock age must be a number of hours", MAX_HOURS),
+            code=_text(data, "code"),
+            message=_text(data, "message") or "",
+            ids=[i for i in (_checked_text(str(v), "ids") for v in ids) if i],
+            job=_number(data, "job", "Name the job by its number, a whole number", MAX_JOB, whole=True, least=1),
+            outcome=_text(data, "outcome") or None,
+            hostname=_text(data, "hostname") or None,
+        )
+        if selection.ids:
+            selection.kind = "ids"
+        selection.validate()
+        return selection
+
+    def as_fields(self):
+        """The one way out: [(name, value)] that from_query reads back as this selection; the hidden inputs of a
+        form, a link's query (`as_query`), the API body's selection (`as_dict`) name the same fields."""
+        fields = []
+        for name, value in asdict(self).items():
+            if name == "ids":
+                fields += [("ids", i) for i in value]
+            elif value is not None and (value != "" or name == "group"):
+                fields.append((name, f"{value:g}" if name == "hours" else str(value)))
+        return fields
+
+    def as_query(self):
+        """The selection as a link's query string (urlencoded)."""
+        from urllib.parse import urlencode
+
+        return urlencode(self.as_fields())
 
     @classmethod
     def from_dict(cls, data):
@@ -168,6 +218,41 @@ class Selection:
             code = js_string(code) if code not in (None, "") else "(none)"  # as the failures view keys it
             return bucket in ("error", "legacy_error") and code == self.code
         return True  # explicit ids, a whole observation: whatever state they are in
+
+
+def _text(data, name):
+    """A text value of a selection, checked; None when absent (or null in an API body)."""
+    value = data.get(name)
+    return None if value is None else _checked_text(str(value), name)
+
+
+def _checked_text(value, name):
+    if "\x00" in value:
+        raise OperationError(f"{name}: a NUL character is not allowed")
+    if len(value) > MAX_TEXT:
+        raise OperationError(f"{name}: at most {MAX_TEXT:,} characters (there were {len(value):,})")
+    return value
+
+
+def _number(data, name, must, most, whole=False, least=0):
+    """A number of a selection, range-checked where it is read: None when absent or empty."""
+    given = data.get(name)
+    if given is None or given == "":
+        return None
+    words = f"{must} from {least} to {most:,.0f}"
+    try:
+        number = int(str(given).strip()) if whole else float(given)
+    except (TypeError, ValueError, OverflowError):
+        raise OperationError(f"{words}, not {_shown(given)}") from None
+    if not math.isfinite(number) or not least <= number <= most:
+        raise OperationError(f"{words}, not {_shown(given)}")
+    return number
+
+
+def _shown(value):
+    """A value the operator gave, as a message quotes it (never thousands of characters)."""
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 60 else text[:57] + "…"
 
 
 def _failed_long_enough(doc, now, explicit=False):

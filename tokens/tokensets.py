@@ -24,7 +24,7 @@ from django.conf import settings
 from tokens import engine
 from tokens.couch import Conflict, NotFound
 from tokens.selections import OperationError, needs_typed_confirmation
-from tokens.uploads import link_upload, save_text, save_upload, upload_path
+from tokens.uploads import kept_upload, link_upload, save_text, save_upload
 from tokens.worker_views import lrt_design_doc, surf_design_doc
 
 # What a picas worker reads: a token without scrub_count crashes it (contract §2). The config may override them.
@@ -38,6 +38,10 @@ ID_FIELDS = ("type", "obsid", "suffix", "step", "prefix", "key")
 
 class TokenSetError(OperationError):
     """The config, the list or the options cannot make a token set; the message says why."""
+
+
+MAX_OPTION = 200  # characters in a token type, a key field, an id's parts, an attachment's name
+MAX_PER_TOKEN = 1_000_000  # items in one token: more would make one token of a whole list (and overflow SQLite)
 
 
 @dataclass
@@ -55,10 +59,16 @@ class Options:
         return asdict(self)
 
     def check(self):
+        for name, words in (("token_type", "The token type"), ("key_field", "The key field"),
+                            ("id_prefix", "The id prefix"), ("id_suffix", "The id suffix"),
+                            ("id_template", "The id template"), ("attachment", "The attachment name")):
+            if len(getattr(self, name)) > MAX_OPTION:  # it becomes part of ids, view keys and URLs
+                raise TokenSetError(f"{words} is {len(getattr(self, name)):,} characters; at most {MAX_OPTION}")
         if not self.token_type or not re.fullmatch(r"[A-Za-z0-9_.-]+", self.token_type):
             raise TokenSetError("The token type must be letters, digits, '_', '.' or '-' (e.g. pref_cal1_L229585)")
-        if self.per_token < 1:
-            raise TokenSetError("Items per token must be 1 or more")
+        if not 1 <= self.per_token <= MAX_PER_TOKEN:
+            raise TokenSetError(f"Items per token must be a whole number from 1 to {MAX_PER_TOKEN:,}, "
+                                f"not {self.per_token if abs(self.per_token) < 10**12 else 'one that large'}")
         if not self.key_field or self.key_field.startswith("_"):
             raise TokenSetError("The key field needs a name that does not start with _")
         if self.attachment.startswith("_"):
@@ -114,8 +124,8 @@ def stage(path, per_token, db):
 
     Returns the observation id (None for plain items). GRID_LRT's rules: a list is all SURLs of one observation,
     keyed by subband, or plain items cut in order; one item a line, blank lines and # comments skipped."""
-    if per_token < 1:
-        raise TokenSetError("Items per token must be 1 or more")
+    if not 1 <= per_token <= MAX_PER_TOKEN:
+        raise TokenSetError(f"Items per token must be a whole number from 1 to {MAX_PER_TOKEN:,}")
     db.executescript("""
         PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA temp_store = FILE; PRAGMA cache_size = -8000;
         CREATE TABLE surls (n INTEGER PRIMARY KEY, item TEXT NOT NULL UNIQUE ON CONFLICT IGNORE, subband INTEGER);
@@ -249,7 +259,7 @@ class Plan:
         os.close(fd)
         self.db = sqlite3.connect(self._path)
         try:
-            self.obsid = stage(upload_path(items_upload), options.per_token, self.db)
+            self.obsid = stage(kept_upload(items_upload), options.per_token, self.db)
             check_observation(config, options, self.obsid, self.db)
             self.token_id = id_format(options, config, self.obsid)
             self._index_ids()
@@ -390,7 +400,7 @@ def options(token_type, per_token="10", key_field="STARTSB", id_prefix="SB", id_
     try:
         per_token = int(str(per_token).strip())
     except ValueError:
-        raise TokenSetError("Items per token must be a whole number") from None
+        raise TokenSetError(f"Items per token must be a whole number from 1 to {MAX_PER_TOKEN:,}") from None
     return Options(token_type=token_type.strip(), per_token=per_token, key_field=key_field.strip() or "STARTSB",
                    id_prefix=id_prefix.strip(), id_suffix=id_suffix.strip(), id_template=id_template.strip(),
                    attachment=attachment.strip(), create_views=create_views)

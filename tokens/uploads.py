@@ -4,6 +4,7 @@ JOB_UPLOAD_DIR under a random id until the job ends (a form's, previewed and lef
 import base64
 import hashlib
 import os
+import re
 import shutil
 import time
 import uuid
@@ -48,10 +49,7 @@ def save_text(text):
 
 def link_upload(upload_id):
     """The same file under a new id (a hard link; a copy where links are not possible): a job deletes its own."""
-    source, new_id = upload_path(upload_id), uuid.uuid4().hex
-    if not source.is_file():
-        raise OperationError("The input kept for this form is no longer on the server (kept for "
-                             f"{settings.JOB_UPLOAD_KEEP_HOURS} hours): send it again")
+    source, new_id = kept_upload(upload_id), uuid.uuid4().hex
     try:
         os.link(source, upload_path(new_id))
     except OSError:
@@ -92,6 +90,17 @@ class LocalFile:
 
 
 def upload_path(upload_id):
-    if not upload_id.isalnum():
-        raise OperationError("Bad upload id")
+    """Where an upload id's file is. Only an id this server made (uuid4 hex) names a file: an id comes back from a
+    form, so anything else is refused, never a path."""
+    if not isinstance(upload_id, str) or not re.fullmatch(r"[0-9a-f]{32}", upload_id):
+        raise OperationError("The input kept for this form is not one this server keeps: send it again")
     return Path(settings.JOB_UPLOAD_DIR) / upload_id
+
+
+def kept_upload(upload_id):
+    """The file of an upload kept between a form's preview and its job; refused once it has been swept."""
+    path = upload_path(upload_id)
+    if not path.is_file():
+        raise OperationError("The input kept for this form is no longer on the server (kept for "
+                             f"{settings.JOB_UPLOAD_KEEP_HOURS} hours): send it again")
+    return path

@@ -158,9 +158,7 @@ def selection_of(body):
     s = body.selection
     if s.ids and s.kind != "ids":
         raise OperationError("Token ids select by themselves: use kind \"ids\"")
-    return Selection(kind=s.kind, bucket=s.bucket, type=s.type or None, group=s.group, hours=s.hours,
-                     code=s.code, message=s.message or "", ids=list(s.ids), job=s.job, outcome=s.outcome,
-                     hostname=s.hostname)
+    return Selection.from_query(s.model_dump())
 
 
 def params_of(body):

@@ -55,10 +55,11 @@ class Command(BaseCommand):
             kind = "host"
         else:
             kind = "state"
-        selection = Selection(kind, bucket=o["state"], type=o["type"], group=o["group"], hours=o["stale_hours"],
-                              code=o["code"], message=o["message"], ids=o["ids"], job=o["from_job"],
-                              outcome=o["outcome"] if o["from_job"] is not None else None, hostname=o["host"])
         try:
+            selection = Selection.from_query({
+                "kind": kind, "state": o["state"], "type": o["type"], "group": o["group"], "hours": o["stale_hours"],
+                "code": o["code"], "message": o["message"], "ids": o["ids"], "job": o["from_job"],
+                "outcome": o["outcome"] if o["from_job"] is not None else None, "hostname": o["host"]})
             if o["dry_run"]:
                 seen = selections.preview(pool, selection)
                 self.stdout.write(json.dumps({"action": o["action"], "selection": selection.describe(), **seen}))

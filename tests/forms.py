@@ -1,0 +1,102 @@
+"""The links and forms a page offers, read from its HTML as a browser reads them (stdlib html.parser): what the
+tests that follow pages (the walk, the generated input) submit, instead of a list of fields kept by hand."""
+
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from urllib.parse import urljoin
+
+
+@dataclass
+class Form:
+    action: str
+    method: str
+    enctype: str
+    fields: list = field(default_factory=list)  # [(name, value, kind)] in page order; kind: the input's type
+    buttons: list = field(default_factory=list)  # the submit buttons' texts
+
+    def data(self):
+        """What a browser sends when the form is submitted as it stands: checked boxes, selected options, every
+        other named field with its value (a file field empty)."""
+        return [(name, value) for name, value, kind in self.fields if kind not in ("checkbox-off", "file")]
+
+    def names(self):
+        return list(dict.fromkeys(name for name, _, kind in self.fields if kind not in ("hidden",)))
+
+
+class _Reader(HTMLParser):
+    def __init__(self, base):
+        super().__init__(convert_charrefs=True)
+        self.base, self.forms, self.links = base, [], []
+        self.form = self.select = self.textarea = self.button = None
+        self.option_value = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "a" and a.get("href"):
+            self.links.append(urljoin(self.base, a["href"]))
+        elif tag == "form":
+            self.form = Form(urljoin(self.base, a.get("action") or self.base), (a.get("method") or "get").lower(),
+                             a.get("enctype") or "")
+            self.forms.append(self.form)
+        elif self.form is None:
+            return
+        elif tag == "input" and a.get("name"):
+            kind = (a.get("type") or "text").lower()
+            if kind in ("checkbox", "radio"):
+                if "checked" in a:
+                    self.form.fields.append((a["name"], a.get("value", "on"), kind))
+                else:
+                    self.form.fields.append((a["name"], a.get("value", "on"), "checkbox-off"))
+            elif kind not in ("submit", "button", "image", "reset"):
+                self.form.fields.append((a["name"], a.get("value", ""), kind))
+        elif tag == "select" and a.get("name"):
+            self.select = [a["name"], None, None]  # name, first option, selected option
+        elif tag == "option" and self.select is not None:
+            self.option_value = a.get("value")
+            self.option_selected = "selected" in a
+            self.option_text = ""
+        elif tag == "textarea" and a.get("name"):
+            self.textarea = [a["name"], ""]
+        elif tag == "button":
+            self.button = ""
+
+    def handle_data(self, data):
+        if self.textarea is not None:
+            self.textarea[1] += data
+        if self.option_value is not None or (self.select is not None and hasattr(self, "option_text")):
+            self.option_text = getattr(self, "option_text", "") + data
+        if self.button is not None:
+            self.button += data
+
+    def handle_endtag(self, tag):
+        if tag == "option" and self.select is not None and hasattr(self, "option_text"):
+            value = self.option_value if self.option_value is not None else self.option_text.strip()
+            if self.select[1] is None:
+                self.select[1] = value
+            if self.option_selected:
+                self.select[2] = value
+            self.option_value = None
+            del self.option_text
+        elif tag == "select" and self.select is not None:
+            name, first, chosen = self.select
+            if self.form is not None and (chosen or first) is not None:
+                self.form.fields.append((name, chosen if chosen is not None else first, "select"))
+            self.select = None
+        elif tag == "textarea" and self.textarea is not None:
+            if self.form is not None:
+                self.form.fields.append((self.textarea[0], self.textarea[1].removeprefix("\n"), "textarea"))
+            self.textarea = None
+        elif tag == "button" and self.button is not None:
+            if self.form is not None:
+                self.form.buttons.append(" ".join(self.button.split()))
+            self.button = None
+        elif tag == "form":
+            self.form = None
+
+
+def read(html, base):
+    """(forms, links) of a page: absolute URLs."""
+    reader = _Reader(base)
+    reader.feed(html)
+    reader.close()
+    return reader.forms, reader.links
