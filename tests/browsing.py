@@ -18,7 +18,8 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 SHOTS = Path(os.environ.get("SCREENSHOTS_DIR") or Path(__file__).resolve().parent.parent / "test-artifacts" /
              "screenshots")
 WIDTHS = {"desktop": (1280, 800), "phone": (390, 844)}
-TIMEOUT_MS = 60_000  # the machine is shared: pages and jobs can be slow, never wrong
+# The machine is shared: pages and jobs can be slow, never wrong (BROWSER_TIMEOUT_MS: shorter, to debug a test).
+TIMEOUT_MS = int(os.environ.get("BROWSER_TIMEOUT_MS", 60_000))
 NOW = int(time.time())
 
 

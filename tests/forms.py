@@ -1,9 +1,16 @@
 """The links and forms a page offers, read from its HTML as a browser reads them (stdlib html.parser): what the
 tests that follow pages (the walk, the generated input) submit, instead of a list of fields kept by hand."""
 
+from collections import deque
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
-from urllib.parse import urljoin
+from urllib.parse import parse_qsl, urljoin, urlsplit
+
+BASE = "http://testserver"
+# Not followed: signing out, the admin (Django's own), the API (fuzzed from its schema), files for download.
+LEAVE = ("/accounts/logout/", "/admin/", "/api/", "/metrics", "/static/", "/attachment/")
+# The query names whose values choose what a page does (an action, a kind of selection, a state).
+SHAPING = ("action", "kind", "state", "bucket", "outcome")
 
 
 @dataclass
@@ -100,3 +107,40 @@ def read(html, base):
     reader.feed(html)
     reader.close()
     return reader.forms, reader.links
+
+
+def local(url):
+    parts = urlsplit(url)
+    return parts.path + ("?" + parts.query if parts.query else "")
+
+
+def crawl(client, start="/", most=150, shaping=()):
+    """(pages, forms, links) reachable from `start` by links, one page per shape; forms as (page, Form); links as
+    {link: the first page that showed it}. A page's shape: its path, the names in its query and the values of the
+    `shaping` names (those that choose what a page does: an action, a kind of selection), so that the dry run of
+    every action is visited, and not every token's page. Only this site's pages are followed."""
+    seen, shapes, pages, forms, found = set(), set(), [], [], {}
+    todo = deque([start])
+    while todo and len(pages) < most:
+        url = todo.popleft()
+        parts = urlsplit(url)
+        shape = (parts.path, tuple(sorted({(k, v if k in shaping else None)
+                                           for k, v in parse_qsl(parts.query, keep_blank_values=True)})))
+        if url in seen or shape in shapes or parts.netloc not in ("", "testserver"):
+            continue
+        if any(parts.path.startswith(p) or p in parts.path for p in LEAVE) or "format=csv" in parts.query:
+            continue
+        seen.add(url)
+        response = client.get(local(url))
+        assert response.status_code < 500, (url, response.status_code)  # a link the site offers never breaks
+        if response.status_code != 200 or not response["Content-Type"].startswith("text/html"):
+            continue
+        shapes.add(shape)
+        pages.append(local(url))
+        page_forms, links = read(response.content.decode(), BASE + local(url))
+        forms += [(local(url), f) for f in page_forms]
+        for link in links:
+            if urlsplit(link).netloc == "testserver":
+                found.setdefault(local(link), local(url))
+        todo.extend(links)
+    return pages, forms, found

@@ -147,7 +147,7 @@ def test_stale_locks_are_those_older_than_the_hours_asked(api, demo_pools, couch
     (f"/api/v1/pools/{SURF}/stale", {"hours": "nan"}, 422, "hours"),
     (f"/api/v1/pools/{SURF}/stale", {"hours": "-1"}, 422, "hours"),
     (f"/api/v1/pools/{SURF}/stale", {"hours": "inf"}, 422, "hours"),
-    ("/api/v1/jobs/99999999", {}, 404, "No Job matches"),
+    ("/api/v1/jobs/99999999", {}, 404, "No such job among those you may see"),
     ("/api/v1/jobs/99999999999999999999999", {}, 422, "job_id"),
     ("/api/v1/jobs", {"status": "sleeping"}, 422, "status"),
     # a parameter given twice is refused, not read as its last value

@@ -207,10 +207,10 @@ def test_acting_on_all_of_a_list_acts_on_the_state_in_view_and_the_preview_says_
     shoot(page, "retry-observation-phone")
 
     page.goto(live_server.url + f"/pools/{slug}/obs/?type=token&group=L229585")
-    page.get_by_role("link", name="Act on all 15 tokens, in every state…").click()
+    page.get_by_role("link", name="Act on its 15 tokens in every state but locked…").click()
     page.wait_for_url(re.compile(r"/jobs/new/\?"))
-    assert dry_run() == ("Dry run: this would reset / retry 15 tokens — all tokens of L229585, in every state. "
-                         "Nothing has been written.")
+    assert dry_run() == ("Dry run: this would reset / retry 15 tokens — all tokens of L229585 in every state but "
+                         "locked (a worker may hold those: use Stale locks). Nothing has been written.")
 
     # A list's "act on all" (nothing ticked) is that list: its state, its observation, and the action chosen.
     for state, action, says in (

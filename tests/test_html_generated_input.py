@@ -14,7 +14,7 @@ import pytest
 from tests.api_client import token_for
 from tests.browsing import failing
 from tests.conftest import surf_token
-from tests.forms import read
+from tests.forms import BASE, SHAPING, crawl, local, read
 from tokens import reading
 from tokens.models import AlertRule, Job
 from tokens.pools import get_pool
@@ -22,9 +22,6 @@ from tokens.pools import get_pool
 pytestmark = pytest.mark.django_db(transaction=True)
 
 NOW = int(time.time())
-BASE = "http://testserver"
-# Not followed: signing out, the admin (Django's own), the API (fuzzed from its schema), files for download.
-LEAVE = ("/accounts/logout/", "/admin/", "/api/", "/metrics", "/static/", "/attachment/")
 ODD_HEADERS = [
     {"HX-Request": "true", "HX-Target": "nope"},
     {"HX-Request": "true", "HX-Target": ""},
@@ -41,7 +38,6 @@ ODD_QUERY_VALUES = ["", "-1", "1" + "0" * 23, "1e400", "\x00", "日本語", "<b>
 RAW_QUERY_VALUES = ["%zz", "%", "%E0%A4%A", "%C0%AF"]  # bad percent-escapes, sent as they are
 ALWAYS_TRIED = ("state", "hours", "after", "before", "type", "group", "code", "message", "q", "field", "value",
                 "format", "id", "period", "from", "outcome", "kind", "action", "page", "wall")
-SHAPING = ("action", "kind", "state", "bucket", "outcome")
 ODD_FIELD_VALUES = ["", "-1", "1" + "0" * 23, "1e400", "\x00", "z" * 100_000, "<script>alert(1)</script>",
                     "Ελληνικά 中文"]
 
@@ -72,39 +68,6 @@ def lived_in_pool(scratch_pool, settings, operator):
     return scratch_pool
 
 
-def local(url):
-    parts = urlsplit(url)
-    return parts.path + ("?" + parts.query if parts.query else "")
-
-
-def crawl(client, start="/", most=150, shaping=()):
-    """Every page reachable from `start` by links, one per shape, and the forms seen. A page's shape: its path, the
-    names in its query and the values of the `shaping` names (those that choose what a page does: an action, a kind
-    of selection), so that the dry run of every action is visited, and not every token's page."""
-    seen, shapes, pages, forms = set(), set(), [], []
-    todo = deque([start])
-    while todo and len(pages) < most:
-        url = todo.popleft()
-        parts = urlsplit(url)
-        shape = (parts.path, tuple(sorted({(k, v if k in shaping else None)
-                                           for k, v in parse_qsl(parts.query, keep_blank_values=True)})))
-        if url in seen or shape in shapes or parts.netloc not in ("", "testserver"):
-            continue
-        if any(parts.path.startswith(p) or p in parts.path for p in LEAVE) or "format=csv" in parts.query:
-            continue
-        seen.add(url)
-        response = client.get(local(url))
-        assert response.status_code < 500, (url, response.status_code)
-        if response.status_code != 200 or not response["Content-Type"].startswith("text/html"):
-            continue
-        shapes.add(shape)
-        pages.append(local(url))
-        page_forms, links = read(response.content.decode(), BASE + local(url))
-        forms += [(local(url), f) for f in page_forms]
-        todo.extend(local(link) for link in links)
-    return pages, forms
-
-
 def assert_answered(response, where):
     assert response.status_code < 500, (where, response.status_code, response.content[:300])
     if response.status_code == 400 and response["Content-Type"].startswith("text/html"):
@@ -114,7 +77,7 @@ def assert_answered(response, where):
 
 def test_every_linked_page_answers_odd_headers_and_odd_query_values_without_a_server_error(operator_client,
                                                                                           lived_in_pool):
-    pages, _ = crawl(operator_client)
+    pages, _, _ = crawl(operator_client)
     paths = {urlsplit(p).path for p in pages}
     slug = lived_in_pool.database
     for must in ("/", f"/pools/{slug}/", f"/pools/{slug}/failures/", f"/pools/{slug}/stale/",
@@ -183,7 +146,7 @@ def baseline(form):
 
 def test_every_form_takes_one_odd_field_at_a_time_without_a_server_error_and_keeps_what_was_typed(
         operator_client, lived_in_pool):
-    _, found = crawl(operator_client, shaping=SHAPING)
+    _, found, _ = crawl(operator_client, shaping=SHAPING)
     queue, kinds, sent = deque(found), set(), 0
     while queue:
         page, form = queue.popleft()
@@ -220,6 +183,9 @@ def assert_kept(response, form, name, value, where):
         return
     if "\x00" in value:  # refused, and not a character a page can show
         return
-    again = [f for f in read(response.content.decode(), BASE + local(form.action))[0] if name in f.names()]
+    text = response.content.decode()
+    again = [f for f in read(text, BASE + local(form.action))[0] if name in f.names()]
+    if not again and "Dry run: " in text and "<strong>0</strong> token" in text:
+        return  # a job the test sent earlier took every token (a worker runs them): no form is offered for nothing
     assert again, (where, "the form is not on the refusal's page")
     assert {n: v for f in again for n, v, _ in f.fields}.get(name) == value, (where, "what was typed is kept")

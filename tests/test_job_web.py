@@ -177,11 +177,12 @@ def test_an_observation_offers_to_retry_its_failed_tokens_and_says_what_acting_o
                                                                                           scratch_pool, settings):
     settings.COUCHDB_GROUP_FIELD = "OBSID"
     scratch_pool.bulk_docs([{**errored(n), "OBSID": "L229585"} for n in range(3)]
-                           + [surf_token(n, OBSID="L229585") for n in range(3, 5)])
+                           + [surf_token(n, OBSID="L229585") for n in range(3, 5)]
+                           + [surf_token(5, OBSID="L229585", lock=NOW - 60, hostname="wn")])  # a worker holds it
     page = operator_client.get(f"/pools/{scratch_pool.database}/obs/", {"type": "token", "group": "L229585"})
     html = page.content.decode()
     retry = "?action=reset&amp;kind=state&amp;bucket=error&amp;type=token&amp;group=L229585"
     assert f'{retry}">Retry its 3 failed tokens…</a>' in html
-    assert "Act on all 5 tokens, in every state…" in html
+    assert "Act on its 5 tokens in every state but locked…" in html
     preview = operator_client.get(f"/pools/{scratch_pool.database}/jobs/new/" + retry.replace("&amp;", "&"))
     assert "this would reset / retry <strong>3</strong> tokens — error tokens of L229585" in preview.content.decode()

@@ -199,3 +199,25 @@ def test_a_rerun_link_and_the_action_tabs_carry_the_whole_selection(operator_cli
 
     again = operator_client.get(f"/pools/{slug}/jobs/new/?{rerun_query(job)}")
     assert again.status_code == 200 and "<strong>2</strong> tokens" in again.content.decode()
+
+
+def test_the_tokens_an_earlier_job_changed_are_read_again_by_a_job_on_them(operator_client, scratch_pool, settings,
+                                                                          celery_worker):
+    from tests.test_job_web import wait_until_ended
+
+    settings.JOB_FINISHED_GRACE_SECONDS = 0
+    scratch_pool.bulk_docs([failed(n) for n in range(5)])
+    slug = scratch_pool.database
+    url = f"/pools/{slug}/jobs/new/?action=set_field&kind=state&bucket=error"
+    form = hidden_form(operator_client.get(url).content.decode(), "http://testserver" + url)
+    first = operator_client.post(f"/pools/{slug}/jobs/", {**dict_of(form.data()), "field": "x", "value": "1"})
+    assert first.status_code == 302, first.content.decode()[:3000]
+    earlier = wait_until_ended(Job.objects.get().pk)
+    assert earlier.changed == 5
+    url = f"/pools/{slug}/jobs/new/?action=reset&kind=job&job={earlier.pk}&outcome=changed"
+    preview = operator_client.get(url)
+    assert "<strong>5</strong> tokens" in preview.content.decode()
+    form = hidden_form(preview.content.decode(), "http://testserver" + url)
+    assert operator_client.post(f"/pools/{slug}/jobs/", dict_of(form.data())).status_code == 302
+    job = wait_until_ended(Job.objects.latest("pk").pk)
+    assert (job.total, job.changed) == (5, 5)

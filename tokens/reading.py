@@ -614,6 +614,11 @@ class Observation:
         return remaining(self.counts)
 
     @property
+    def not_locked(self):
+        """The tokens an operator's job on the whole observation may act on (a locked one's worker may hold it)."""
+        return self.total - self.counts.get("locked", 0)
+
+    @property
     def failed_recent(self):
         return self.finished_recent - self.done_recent
 

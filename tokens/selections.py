@@ -35,6 +35,7 @@ KINDS = ("state", "stale", "failure", "observation", "ids", "job", "host")
 MAX_JOB = 2**63 - 1  # the largest primary key every database takes
 MAX_IDS = 10_000  # token ids in one selection
 MAX_TEXT = 2000  # characters in any one value of a selection
+PREVIEW_READ_MOST = 20_000  # an earlier job's tokens are read for its dry run up to this many (else counted)
 
 
 class OperationError(Exception):
@@ -168,7 +169,7 @@ class Selection:
         if self.kind == "failure":
             return f"failed tokens{where} with exit code {self.code} and error “{self.message or '(no message)'}”"
         if self.kind == "observation":
-            return f"all tokens{where}, in every state"
+            return f"all tokens{where} in every state but locked (a worker may hold those: use Stale locks)"
         if self.kind == "tokenset":
             return f"a new token set of type {self.type}"
         if self.kind == "job":
@@ -183,8 +184,8 @@ class Selection:
         scope = [self.type, self.group] if self.type else []
         if self.kind == "state":
             return [("states", [self.bucket, *scope], [self.bucket, *scope, {}])]
-        if self.kind == "observation":
-            return [("states", [b, *scope], [b, *scope, {}]) for b in BUCKETS]
+        if self.kind == "observation":  # a locked token is never acted on this way (its worker may hold it)
+            return [("states", [b, *scope], [b, *scope, {}]) for b in BUCKETS if b != "locked"]
         if self.kind == "failure":
             return [("failures", [self.code, self.message or "", *scope], [self.code, self.message or "", *scope, {}])]
         if self.kind == "stale":
@@ -313,11 +314,21 @@ def preview(pool, selection, sample_size=10):
         records = selection.host_tokens(pool.slug)
         return {"count": records.count(), "sample": list(records.order_by("doc_id")
                                                          .values_list("doc_id", flat=True)[:sample_size])}
-    if selection.kind == "job":  # what the job recorded; each is re-checked when read, as always
+    if selection.kind == "job":
         if Job.objects.get(pk=selection.job).pool != pool.slug:
             raise OperationError(f"Job {selection.job} was on another pool")
         records = selection.job_tokens()
-        return {"count": records.count(), "sample": list(records.values_list("token_id", flat=True)[:sample_size])}
+        if records.count() > PREVIEW_READ_MOST:  # counted from the job's records; each is re-checked when read
+            return {"count": records.count(), "sample": list(records.values_list("token_id", flat=True)
+                                                             [:sample_size])}
+        # Read as a job would read them: a token deleted since, or in another state now, is not promised.
+        ids = list(records.values_list("token_id", flat=True))
+        count, sample = 0, []
+        for start in range(0, len(ids), 1000):
+            held = [d["_id"] for d in fetch(couch, ids[start:start + 1000]) if selection.holds(d, rules, now)]
+            count += len(held)
+            sample += held[:sample_size - len(sample)]
+        return {"count": count, "sample": sample}
     if not rules.own_views:
         raise OperationError("Jobs on a state need the dashboard's own design document (COUCHDB_CREATE_VIEWS)")
     count, sample = 0, []
