@@ -12,14 +12,16 @@ import time
 from pathlib import Path
 
 from tests.conftest import surf_token
+from tests.waiting import PATIENCE
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # `make screenshots` points this at docs/screenshots/ (the README's pictures); a test run leaves them aside.
 SHOTS = Path(os.environ.get("SCREENSHOTS_DIR") or Path(__file__).resolve().parent.parent / "test-artifacts" /
              "screenshots")
 WIDTHS = {"desktop": (1280, 800), "phone": (390, 844)}
-# The machine is shared: pages and jobs can be slow, never wrong (BROWSER_TIMEOUT_MS: shorter, to debug a test).
-TIMEOUT_MS = int(os.environ.get("BROWSER_TIMEOUT_MS", 60_000))
+# The machine is shared: pages and jobs can be slow, never wrong; a browser waits as long as any test waits
+# (tests/waiting.py). BROWSER_TIMEOUT_MS shortens it, to debug a test.
+TIMEOUT_MS = int(os.environ.get("BROWSER_TIMEOUT_MS") or PATIENCE * 1000)
 NOW = int(time.time())
 
 

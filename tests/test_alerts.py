@@ -16,7 +16,8 @@ from django.utils import timezone
 from dashboard.embedded import free_port
 from dashboard.roles import OPERATORS, VIEWERS
 from tests.conftest import index_own_views, make_user, surf_token
-from tests.test_job_safety import start_pilots, wait_for
+from tests.test_job_safety import start_pilots
+from tests.waiting import wait_for
 from tokens import alerts, reading
 from tokens.models import Alert, AlertRule, Delivery, Job, Subscription
 from tokens.pools import all_pools

@@ -1,24 +1,15 @@
 """Pages show the counts they have and leave refreshing to a Celery worker: never a reduce per request."""
 
-import time
 
 import pytest
 
 from tests.conftest import SURF
+from tests.waiting import wait_for
 from tokens import reading
 from tokens.models import CountSnapshot
 from tokens.pools import get_pool
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def wait_for(condition, seconds=30):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def test_a_stale_snapshot_is_shown_and_refreshed_by_the_worker(viewer_client, settings, demo_pools, couch,

@@ -303,7 +303,7 @@ def test_anonymous_users_are_sent_to_log_in_from_an_observation(client, finished
 
 @pytest.mark.django_db(transaction=True)
 def test_an_old_history_is_shown_and_recomputed_by_the_worker(viewer_client, finished_pool, settings, celery_worker):
-    from tests.test_background_refresh import wait_for
+    from tests.waiting import wait_for
     from tokens.models import PoolHistory
 
     db, docs, lrt = finished_pool

@@ -23,6 +23,7 @@ import pytest
 
 from dashboard.embedded import free_port
 from tests.conftest import surf_token
+from tests.waiting import wait_for
 from tokens.couch import Couch
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -289,16 +290,6 @@ def test_behind_the_proxy_failures_count_for_the_client_address_it_appended(site
     assert statuses == [200, 200, 200, 429]  # LOGIN_MAX_FAILURES_PER_IP=4
     assert browser.log_in("olga", "olga-pw-123").status == 429
     assert Proxy(site["port"], client_ip="198.51.100.41").log_in("olga", "olga-pw-123").status == 302
-
-
-def wait_for(check, seconds=60):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError("gave up waiting")
 
 
 def test_a_full_run_logs_no_credentials_even_at_debug_level(site):

@@ -14,7 +14,8 @@ from django.utils import timezone
 
 from dashboard.embedded import EmbeddedRedis
 from tests.conftest import SURF, server_env, surf_token
-from tests.test_job_safety import picas_db, start_pilots, wait_for
+from tests.test_job_safety import picas_db, start_pilots
+from tests.waiting import PATIENCE, wait_for
 from tokens import events, history, operations, reading, selections
 from tokens.models import CountSnapshot, HostHour, ObservationHour, TokenEvent, TokenState
 from tokens.pools import all_pools
@@ -31,14 +32,14 @@ def refresh():
     reading.refresh(all_pools()[0])
 
 
-def follow_while(pilots, seconds=180):
+def follow_while(pilots):
     """Refresh every half second while the pilots run, as the periodic task does, then once more."""
-    deadline = time.monotonic() + seconds
+    deadline = time.monotonic() + PATIENCE
     while any(p.poll() is None for p in pilots) and time.monotonic() < deadline:
         refresh()
         time.sleep(0.5)
     for p in pilots:
-        p.communicate(timeout=60)
+        p.communicate(timeout=PATIENCE)
     refresh()
 
 
@@ -251,7 +252,7 @@ def test_a_site_restart_in_the_middle_loses_no_event_and_duplicates_none(scratch
         time.sleep(3)  # the pilots go on while nobody follows
         worker = follower()
         for p in pilots:
-            p.communicate(timeout=180)
+            p.communicate(timeout=PATIENCE)
         docs = tokens_by_id(scratch_pool)
         finished = {i for i, d in docs.items() if classify(d, "surf") in ("done", "error")}
         assert len(finished) == 300

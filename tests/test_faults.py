@@ -13,7 +13,8 @@ from django.contrib.auth.models import Group, User
 from dashboard.embedded import EmbeddedRedis, free_port
 from dashboard.roles import OPERATORS
 from tests.conftest import server_env, use_broker
-from tests.test_job_safety import errored, reset_in_couch, wait_for
+from tests.test_job_safety import errored, reset_in_couch
+from tests.waiting import wait_for
 from tokens import operations
 from tokens.models import Job
 from tokens.pools import all_pools

@@ -107,7 +107,7 @@ def test_a_new_grouping_field_fills_the_table_again(scratch_pool, settings):
 
 def test_after_the_refill_interval_a_worker_counts_every_token_again_and_mends_what_the_feed_did_not_show(
         scratch_pool, settings, celery_worker, caplog):
-    from tests.test_background_refresh import wait_for
+    from tests.waiting import wait_for
 
     scratch_pool.bulk_docs([surf_token(n) for n in range(3)])
     pool = all_pools()[0]

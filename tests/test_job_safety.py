@@ -11,6 +11,7 @@ import pytest
 
 from dashboard.embedded import EmbeddedCouch
 from tests.conftest import own_couch_server, server_env, surf_token
+from tests.waiting import PATIENCE, wait_for
 from tokens import actions, operations, selections
 from tokens.couch import Couch, NotFound
 from tokens.models import Job, JobToken
@@ -119,7 +120,7 @@ def test_resetting_errors_and_stale_locks_while_pilots_run_loses_no_result(scrat
                     jobs.append(operations.run_job(operations.create_job(
                         pool, None, "reset", selection, {}, confirmation=str(count)).pk, batch_size=5))
     finally:
-        outputs = [p.communicate(timeout=120)[0] for p in pilots]
+        outputs = [p.communicate(timeout=PATIENCE)[0] for p in pilots]
     # No pilot crashed: a reset never hit a pilot's own scrub save (picas does not handle a 409 there).
     crashed = [out for p, out in zip(pilots, outputs, strict=True) if p.returncode != 0]
     assert not crashed, "a pilot crashed:\n" + "\n----\n".join(out[-4000:] for out in crashed)
@@ -159,15 +160,6 @@ def test_resetting_errors_and_stale_locks_while_pilots_run_loses_no_result(scrat
             assert classify(doc, "surf") == "done", doc["_id"]
     print(f"{len(jobs)} reset jobs, {sum(j.changed for j in jobs)} resets, "
           f"{sum(j.conflicts for j in jobs)} conflicts, {sum(j.skipped for j in jobs)} skipped")
-
-
-def wait_for(condition, seconds=60, step=0.05):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(step)
-    return False
 
 
 def reset_in_couch(db):

@@ -22,7 +22,8 @@ import pytest
 
 from dashboard.embedded import free_port
 from tests.conftest import surf_token
-from tests.test_deploy import BASE_DIR, Proxy, errored, first_start, manage, production_env, wait_for
+from tests.test_deploy import BASE_DIR, Proxy, errored, first_start, manage, production_env
+from tests.waiting import wait_for
 from tokens.couch import Couch
 
 TOKENS = 2000  # enough for a job of many batches, so that a worker can be killed in its middle
