@@ -141,6 +141,8 @@ def test_every_action_the_pages_offer_runs_from_its_link_to_its_end_as_its_dry_r
             if new_shape not in walked and new_shape not in empty:
                 offered.setdefault(new_shape, entry)
     shoot(page, f"walk-{style}-last-job")
+    print(f"walked on the {style} pool:", *(f"  {' '.join(s)}: {w[:6]}" for s, w in sorted(walked.items())),
+          "found with nothing to do:", *(f"  {' '.join(s)}: {why}" for s, why in sorted(empty.items())), sep="\n")
     for shape, (count, status, read, changed, skipped, failed, _pk) in walked.items():
         if shape[-1] in ("form", "tokenset"):
             continue

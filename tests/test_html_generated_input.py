@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import pytest
+from django.utils import timezone
 
 from tests.api_client import token_for
 from tests.browsing import failing
@@ -61,7 +62,9 @@ def lived_in_pool(scratch_pool, settings, operator):
     # And one of each thing that has a page or a form of its own: a job (queued: no worker runs in this test), an
     # alert rule, an API token.
     slug = scratch_pool.database
-    Job.objects.create(pool=slug, action="reset", user=operator, preview_count=4,
+    # Running (a worker of the test suite's would take a queued one and end it, and an ended job offers no cancel).
+    Job.objects.create(pool=slug, action="reset", user=operator, preview_count=4, status=Job.RUNNING,
+                       started_at=timezone.now(), heartbeat_at=timezone.now(),
                        selection={"kind": "failure", "code": "137", "message": "Killed"})
     AlertRule.objects.create(pool=slug, kind=AlertRule.STALE_LOCKS, threshold=1, created_by=operator)
     token_for(operator)

@@ -196,7 +196,7 @@ def view_ranges(selection, own_views, now):
     """[(design document, view, start key, end key)] that hold the selection, in the order they are read."""
     if not own_views:  # a worker design document's state view, keyed by document id
         return [(selection.group, selection.bucket, None, None)]
-    return [(OWN_DDOC, view, start, end) for view, start, end in selection.view_ranges(now)]
+    return [(OWN_DDOC, view, start, end) for view, start, end in selection.view_ranges(now, held=True)]
 
 
 # --- reading ---------------------------------------------------------------------------------

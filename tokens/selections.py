@@ -179,13 +179,14 @@ class Selection:
             return f"{what} tokens{where} on host {self.hostname}"
         return f"{len(self.ids)} selected token{'s' if len(self.ids) != 1 else ''}"
 
-    def view_ranges(self, now):
-        """[(view, start key, end key)] of the dashboard's own views that hold the selection."""
+    def view_ranges(self, now, held=False):
+        """[(view, start key, end key)] of the dashboard's own views that hold the selection. A whole observation's
+        locked tokens are left out (a job never acts on what a worker may hold) unless `held` (an export reads them)."""
         scope = [self.type, self.group] if self.type else []
         if self.kind == "state":
             return [("states", [self.bucket, *scope], [self.bucket, *scope, {}])]
-        if self.kind == "observation":  # a locked token is never acted on this way (its worker may hold it)
-            return [("states", [b, *scope], [b, *scope, {}]) for b in BUCKETS if b != "locked"]
+        if self.kind == "observation":
+            return [("states", [b, *scope], [b, *scope, {}]) for b in BUCKETS if held or b != "locked"]
         if self.kind == "failure":
             return [("failures", [self.code, self.message or "", *scope], [self.code, self.message or "", *scope, {}])]
         if self.kind == "stale":
