@@ -66,6 +66,8 @@ def entries(client, start="/", most=150):
     for page, form in forms:
         if form.method == "post" and urlsplit(form.action).path.endswith(FORMS_ON_PAGES):
             found.setdefault(shape_of(form.action) + ("form",), (form.action, page))
+        elif form.method == "get" and any(e in form.action for e in ENTRIES) and "ids" in form.names():
+            found.setdefault(shape_of(form.action) + ("ticked",), (form.action, page))  # a list's "act on ticked"
     return found
 
 
@@ -123,6 +125,16 @@ def test_every_action_the_pages_offer_runs_from_its_link_to_its_end_as_its_dry_r
         if shape[-1] == "form":
             walk_form_on_page(page, link, shape, walked)
             continue
+        if shape[-1] == "ticked":  # tick the first two tokens of the list, and preview
+            act = page.locator("form.act")
+            for box in act.locator("input[name=ids]").all()[:2]:
+                box.check()
+            act.get_by_role("button", name="Preview…").click()
+            page.wait_for_url(re.compile(r"/jobs/new/\?"))
+            job = run_from_dry_run(page, walked, shape)
+            if isinstance(job, str):
+                empty[shape] = job
+            continue
         href = raw_href(page, shape)
         if href is None:  # earlier jobs took its tokens: the page no longer offers it
             empty[shape] = "no longer offered"
@@ -153,7 +165,7 @@ def test_every_action_the_pages_offer_runs_from_its_link_to_its_end_as_its_dry_r
         assert (status, read, changed + skipped, failed) == ("succeeded", count, count, 0), (shape, walked[shape])
         assert not others.exists(), (shape, list(others.values_list("token_id", "reason")[:5]))
     kinds = {" ".join(s) for s in walked}
-    must = ["kind=failure", "kind=state bucket=error", "action=set_field", "action=attach", "action=delete",
+    must = ["kind=failure", "kind=state bucket=error", "ticked", "action=set_field", "action=attach", "action=delete",
             "/tokensets/new/", "/alerts/rules/", "/account/tokens/"]
     if style == "surf":
         must += ["kind=stale", "kind=state bucket=locked_unknown", "kind=host bucket=error", "kind=host bucket=locked"]
@@ -164,9 +176,9 @@ def test_every_action_the_pages_offer_runs_from_its_link_to_its_end_as_its_dry_r
 def order(shape):
     """Narrow selections first, the wide and the destructive last, so that each finds tokens left to act on."""
     text = " ".join(shape)
-    ranks = [n for n, words in enumerate(("kind=stale", "locked_unknown", "kind=host", "kind=failure", "kind=job",
-                                          "kind=state", "action=set_field", "action=attach", "kind=observation",
-                                          "action=delete")) if words in text]
+    ranks = [n for n, words in enumerate(("kind=stale", "locked_unknown", "kind=host", "ticked", "kind=failure",
+                                          "kind=job", "kind=state", "action=set_field", "action=attach",
+                                          "kind=observation", "action=delete")) if words in text]
     return max(ranks, default=-1), text  # -1: the forms that make something new
 
 
