@@ -17,6 +17,7 @@ from django.contrib.auth.models import Group, User
 
 from dashboard.embedded import EmbeddedCouch, EmbeddedRedis, free_port
 from dashboard.roles import OPERATORS, VIEWERS
+from tests.waiting import wait_for
 from tokens.couch import Couch, split_credentials
 
 RUN = uuid.uuid4().hex[:6]  # this session's databases carry it
@@ -171,7 +172,7 @@ def redis_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def celery_worker(redis_server, django_db_setup, django_db_blocker):
+def celery_session_worker(redis_server, django_db_setup, django_db_blocker):
     """A real Celery worker (in a thread of this process, so it shares the test database) on the embedded Redis."""
     from celery.contrib.testing.worker import start_worker
 
@@ -179,6 +180,23 @@ def celery_worker(redis_server, django_db_setup, django_db_blocker):
 
     with django_db_blocker.unblock(), start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
         yield app
+
+
+@pytest.fixture
+def celery_worker(celery_session_worker, redis_server):
+    """The session's worker, for one test. When the test ends the worker has done what the test gave it: the test's
+    database is emptied after this, and emptying it under a task that still writes (a job a slow machine has not
+    finished, a refresh a page asked for) is a deadlock on PostgreSQL and a wait on SQLite."""
+    import redis
+    from celery.worker import state
+
+    yield celery_session_worker
+    queue = redis.Redis.from_url(redis_server.url)
+    try:
+        wait_for(lambda: not state.active_requests and not state.reserved_requests and not queue.llen("celery"),
+                 step=0.05, what="the Celery worker to finish the test's tasks")
+    finally:
+        queue.close()
 
 
 def tests_database_url():

@@ -17,7 +17,7 @@ from dashboard.embedded import free_port
 from dashboard.roles import OPERATORS, VIEWERS
 from tests.conftest import index_own_views, make_user, surf_token
 from tests.test_job_safety import start_pilots
-from tests.waiting import wait_for
+from tests.waiting import PATIENCE, wait_for
 from tokens import alerts, reading
 from tokens.models import Alert, AlertRule, Delivery, Job, Subscription
 from tokens.pools import all_pools
@@ -112,7 +112,7 @@ def test_failing_pilots_fire_the_rule_once_with_one_email_and_one_webhook_then_o
     rule = alerts.make_rule(grid_pool, AlertRule.ERROR_RATE, threshold=0.3, hours=1, user=olga)
     pilots = start_pilots(couch_server, scratch_pool.database, 2, 0.01, fail_every=2)  # every 2nd first try fails
     for p in pilots:
-        p.wait(timeout=120)
+        p.wait(timeout=PATIENCE)
     reading.refresh(grid_pool)
 
     run_the_periodic_task(celery_worker, lambda: Delivery.objects.filter(status=Delivery.SENT).count() == 2)

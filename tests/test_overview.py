@@ -173,8 +173,7 @@ def test_the_overview_reads_at_a_glance_on_a_desktop_a_phone_and_a_wall(live_ser
         shoot(wall, f"overview-wall-{width}")
         # It keeps refreshing itself while shown: htmx swaps the cards in place, the page is not reloaded.
         wall.evaluate("window.notReloaded = true")
-        with wall.expect_response(lambda r: "wall=1" in r.url and r.request.headers.get("hx-request") == "true",
-                                  timeout=60_000):
+        with wall.expect_response(lambda r: "wall=1" in r.url and r.request.headers.get("hx-request") == "true"):
             pass
         assert wall.evaluate("window.notReloaded") is True
         expect(wall.locator("ul.cards > li.card")).to_have_count(5)

@@ -104,7 +104,8 @@ class Couch:
             raise self._translate(e) from None
         except requests.ReadTimeout:
             raise TimedOut(self._slow(self.timeout)) from None
-        except (requests.ConnectionError, requests.Timeout):
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError):
+            # ChunkedEncodingError: the connection broke in the middle of an answer (the server went away)
             raise Unreachable(f"CouchDB at {self.url} is unreachable") from None
         except requests.RequestException as e:
             raise CouchError(f"CouchDB at {self.url}: {type(e).__name__}") from None
