@@ -52,7 +52,7 @@ def summary(series):
     done, errors = sum(series["done"]), sum(series["error"])
     text = f"{done} done and {errors} failed in {period_label(series)}"
     if max(series.get("running") or [0]):
-        text += f", at most {max(series['running'])} running at once"
+        text += f", at most {max(series['running'])} locked (held by pilots) at once"
     if done:
         peak = max(range(len(series["done"])), key=lambda i: series["done"][i])
         unit = "day" if daily(series) else "hour"
@@ -69,7 +69,8 @@ def hourly_chart(series, chart_id):
     gap = 1 if bar >= 4 else bar / 4  # a visible gap between bars, however thin
     width = LEFT + PLOT + 8
     panels = []
-    rows = (("done", "done", "done"), ("error", "errors", "failed"), ("running", "running", "running at most"))
+    rows = (("done", "done", "done"), ("error", "errors", "failed"),
+            ("running", "locked", "locked (held by a pilot) at most"))
     for row, (name, label, said) in enumerate(rows):
         counts = series.get(name) or [0] * n
         peak = max(counts, default=0)

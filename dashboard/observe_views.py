@@ -27,6 +27,7 @@ from dashboard.web import (
     visible_pools,
 )
 from tokens import events, exports, history, metrics, overview, reading
+from tokens.couch import CouchError
 from tokens.models import CountSnapshot
 from tokens.states import STATES, group_from
 
@@ -165,6 +166,14 @@ def observation(request, slug):
     context.update(progress(pool, series, found.counts, found.finished_recent, type_, group))
     payload = {"pool": pool.slug, **snapshot_meta(snap), **found.as_json(), "hourly": series_json(context),
                "eta": context.get("eta")}
+    try:
+        theirs = reading.worker_overview(pool, snap.data, type_)
+    except CouchError as e:
+        theirs, context["overview_error"] = None, str(e)
+    if theirs is not None:
+        context["worker_overview"] = {**theirs, "rows": reading.overview_beside(found, theirs["figures"])}
+        payload["grid_lrt_overview"] = {"design_doc": theirs["design_doc"], "view": theirs["view"],
+                                        **theirs["figures"]}
     context.update({"pool": pool, "snap": snap, "o": found, "own_views": snap.data["own_views"],
                     "states": STATES, **labels()})
     return respond(request, "observation.html", context, payload, status=status_of(snap))

@@ -33,7 +33,7 @@ from dashboard.web import (
 from tokens import events, exitcodes, overview, reading
 from tokens.couch import CouchError, NotFound
 from tokens.oddities import oddities, safe_file_name
-from tokens.states import BUCKETS, OUT_OF_VIEW, STATES, STYLE_LABELS, failure_key, group_from
+from tokens.states import BUCKETS, OUT_OF_VIEW, STATES, STYLE_LABELS, failure_key, group_from, style_of
 
 
 def not_found(request, exception=None):
@@ -213,7 +213,7 @@ def tokens(request, slug):
     payload = {
         "pool": pool.slug,
         "selection": {**selection, "failure": list(selection["failure"]) if selection["failure"] else None},
-        "tokens": [summary(doc) for doc in page["tokens"]],
+        "tokens": [summary(doc, snap.data["types"]) for doc in page["tokens"]],
         "next": next_cursor or None,
         "previous": reading.encode_cursor(page["previous"]) or None,
         "scanned": page["scanned"],
@@ -222,7 +222,7 @@ def tokens(request, slug):
         "pool": pool,
         "selection": selection,
         "page": page,
-        "rows": [summary(doc) for doc in page["tokens"]],
+        "rows": [summary(doc, snap.data["types"]) for doc in page["tokens"]],
         "next_query": next_query.urlencode() if page["next"] else "",
         "previous_query": previous_query.urlencode() if page["previous"] else "",
         "first": first, "last": first + shown - 1,
@@ -237,8 +237,8 @@ def tokens(request, slug):
     return respond(request, "tokens.html", context, payload)
 
 
-def summary(doc):
-    """The columns of a token list."""
+def summary(doc, styles):
+    """The columns of a token list; `also_in`: what a second worker view that lists it says (GRID_LRT)."""
     errors = doc.get("error")
     last_error = errors[-1] if isinstance(errors, list) and errors and isinstance(errors[-1], dict) else {}
     return {
@@ -253,6 +253,7 @@ def summary(doc):
         "scrub_count": doc.get("scrub_count"),
         "last_error": str(last_error.get("message", ""))[:200],
         "odd": oddities(doc),
+        "also_in": reading.also_note(doc, styles),
     }
 
 
@@ -334,7 +335,7 @@ def token(request, slug):
     context = {"pool": pool, "doc": doc, "facts": facts, "touched": touched, "odd": odd, "timeline": timeline,
                "follow_seconds": settings.EVENTS_FOLLOW_SECONDS,
                "meanings": exitcodes.meanings(pool.slug, snap.data["types"] if snap.data else {}), **labels()}
-    style = (snap.data["types"] if snap.data else {}).get(doc.get("type")) if isinstance(doc.get("type"), str) else None
+    style = style_of(doc, snap.data["types"] if snap.data else {})
     if facts["bucket"] in ("error", "legacy_error") and style:
         context["failure_code"] = failure_key(doc, style)[0]
         context["failure_meaning"] = context["meanings"].get(context["failure_code"], "")

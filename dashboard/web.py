@@ -10,7 +10,7 @@ from tokens import reading
 from tokens.couch import CouchError
 from tokens.pools import all_pools, get_pool
 from tokens.selections import MAX_JOB
-from tokens.states import BUCKET_HELP, BUCKET_LABELS, BUCKETS
+from tokens.states import BUCKET_HELP, BUCKET_LABELS, BUCKETS, STAGE_LABELS
 
 
 def wants_json(request):
@@ -107,4 +107,5 @@ def status_of(snap):
 
 
 def labels():
-    return {"bucket_labels": BUCKET_LABELS, "bucket_help": BUCKET_HELP, "buckets": BUCKETS}
+    return {"bucket_labels": BUCKET_LABELS, "bucket_help": BUCKET_HELP, "buckets": BUCKETS,
+            "stage_labels": STAGE_LABELS}

@@ -141,7 +141,7 @@ def test_the_chart_shows_24_hours_or_7_days_per_hour_and_30_days_per_day_from_th
         assert_bars_match(chart, truth)
         unit = "hour" if step == 3600 else "day"
         period_words = "24 hours" if hours == 24 else f"{hours // 24} days"
-        assert f"Done, failed and running per {unit}, the last {period_words}" in html
+        assert f"Done, failed and locked per {unit}, the last {period_words}" in html
         assert f'aria-current="page">{"24 hours" if hours == 24 else f"{hours // 24} days"}<' in html
         hourly = viewer_client.get(url, {"period": period, "format": "json"}).json()["hourly"]
         assert len(hourly["hour_starts"]) == hours * 3600 // step and hourly["step_seconds"] == step
@@ -342,7 +342,7 @@ def test_in_a_browser_each_bar_says_the_value_the_history_api_gives_at_a_desktop
                 # What a hover shows: the hour and the value, in words.
                 assert rect.locator("title").text_content().endswith(
                     f": {rect.get_attribute('data-count')} " + {"done": "done", "error": "failed",
-                                                                "running": "running at most"}[series])
+                                                                "running": "locked (held by a pilot) at most"}[series])
         api = page.request.get(f"{live_server.url}/api/v1/pools/{db.database}/history", params={"bucket": "hour"})
         periods = api.json()["periods"]
         expected = {(p["start"][:13] + ":00Z", s): p[s] for p in periods for s in ("done", "error", "running") if p[s]}

@@ -22,7 +22,17 @@ from datetime import UTC, datetime
 from tokens.couch import CouchError
 from tokens.reading import JOB_ID_FIELDS, matches, ungrouped_type_problem
 from tokens.selections import Selection
-from tokens.states import BUCKETS, OWN_DDOC, STATES, TIME_MIN, classify, group_from, group_label, group_of
+from tokens.states import (
+    BUCKETS,
+    OWN_DDOC,
+    STATES,
+    TIME_MIN,
+    classify,
+    group_from,
+    group_label,
+    group_of,
+    style_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +262,7 @@ def _row_maker(fields, data, now):
 
     def computed(name, doc):
         if name == "state":
-            return classify(doc, styles.get(doc.get("type")))
+            return classify(doc, style_of(doc, styles))
         if name == "observation":
             if not group_field:
                 return doc.get("type")

@@ -4,6 +4,8 @@ show them, say what is odd, and never fail on them."""
 
 import json
 
+from tokens.states import type_of
+
 # A field whose JSON is bigger than this is cut on the token page (the JSON answer has it whole).
 HUGE_FIELD_BYTES = 64 * 1024
 # Fields picas and the views read, and the JSON kinds a worker writes into them.
@@ -44,13 +46,15 @@ def unsafe_name(name):
 def oddities(doc, token_types=None):
     """Notes for an operator, one per odd thing; [] for a well-formed token, or for a document of a type that is
     not one of the pool's token types (`token_types`: picas logs and the like are not tokens)."""
-    if isinstance(doc.get("type"), str) and token_types is not None and doc["type"] not in token_types:
+    if token_types is not None and type_of(doc, token_types) is None:
         return []
     notes = []
     if "type" not in doc:
         notes.append("no type field: no view counts it as a token")
     elif not isinstance(doc["type"], str):
-        notes.append(f"type is {kind(doc['type'])} ({short(doc['type'])}), not text: no view counts it as a token")
+        matched = f" equal to {type_of(doc, token_types)!r} as the views compare it" if token_types else ""
+        notes.append(f"type is {kind(doc['type'])} ({short(doc['type'])}), not text{matched}: the workers' views "
+                     "count it, a tool that reads type as text does not")
     for name in NUMBER_FIELDS:
         if name not in doc:
             notes.append(f"no {name} field: it is in no worker view")

@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
@@ -31,8 +31,10 @@ from tokens.states import (
     OWN_DDOC,
     OWN_VIEW_NAMES,
     STATES,
+    SURF,
     TIME_MIN,
     UNKNOWN_LOCKS,
+    also_in,
     classify,
     describe_design_doc,
     group_label,
@@ -40,8 +42,11 @@ from tokens.states import (
     lock_time,
     own_design_doc,
     own_doc_is_current,
+    stage_of,
     stale_locks_range,
+    style_of,
     token_types,
+    type_of,
 )
 
 log = logging.getLogger(__name__)
@@ -104,6 +109,10 @@ def take_snapshot(pool, errors_changed=False):
         else:  # no failed token changed: the grouped reduce over every failure would give what we have
             data["failures"] = previous["failures"]
         data["stale_locks"] = _lock_counts(couch, building)
+        if any(style != SURF for style in styles.values()):
+            rows = _while_indexed(couch, "progress", building, group_level=5)
+            data["progress"] = [[*r["key"], r["value"]] for r in rows] if rows is not None else \
+                previous.get("progress", [])
         events.sample_running(pool.slug, data["buckets"])
         if building:
             data["indexing"] = {"views": building, "progress": couch.index_builds()}
@@ -178,8 +187,8 @@ def _lock_counts(couch, building):
 def token_state(doc, styles, group_field):
     """(bucket, type, group, hostname) of a document as the own `states` view emits it (the hostname is its value),
     or None where it emits nothing."""
-    type_ = doc.get("type")
-    if doc.get("_id", "").startswith("_design/") or not isinstance(type_, str) or type_ not in styles:
+    type_ = type_of(doc, styles)
+    if type_ is None:
         return None
     return classify(doc, styles[type_]), type_, group_of(doc, group_field), events.hostname_of(doc)
 
@@ -604,6 +613,9 @@ class Observation:
     counts: dict
     done_recent: int = 0
     finished_recent: int = 0
+    # GRID_LRT's: the held tokens by step {stage: n}, and the tokens a second worker view lists {(bucket, also): n}
+    stages: dict = field(default_factory=dict)
+    overlaps: dict = field(default_factory=dict)
 
     @property
     def total(self):
@@ -638,12 +650,19 @@ class Observation:
         total = self.total or 1
         return [(b, round(100.0 * self.counts[b] / total, 2)) for b in BUCKETS if self.counts[b]]
 
+    def overlap_notes(self):
+        """[(bucket, n, note)] for the tokens counted in one bucket that a second worker view lists too."""
+        return [(bucket, n, overlap_note(bucket, also, n)) for (bucket, also), n in sorted(self.overlaps.items())]
+
     def as_json(self):
         return {
             "type": self.type,
             "group": self.group,
             "label": self.label,
             "counts": self.counts,
+            "stages": self.stages or None,
+            "also_in": [{"counted_as": bucket, "also_in": also.split("+"), "count": n}
+                        for (bucket, also), n in sorted(self.overlaps.items())],
             "total": self.total,
             "percent_done": self.percent_done,
             "done_last_hour": self.done_recent,
@@ -651,6 +670,64 @@ class Observation:
             "failed_last_hour": self.failed_recent,
             "eta_hours": self.eta_hours,
         }
+
+
+def overlap_note(bucket, also, n=1):
+    """What an operator reads beside a count (or a token) that a second worker view lists too."""
+    views = [v for v in also.split("+") if v]
+    says = f"also in the workers' {' and '.join(views)} view{'s' if len(views) > 1 else ''}"
+    one = n == 1
+    if bucket == "todo":
+        return f"{says}; the pilots will take {'it' if one else 'them'} again (lock and done are 0)"
+    if bucket in ("locked", "locked_unknown"):
+        return f"{says}; a pilot still holds {'it' if one else 'them'} (lock set, done 0): its pilot closes " \
+               f"{'it' if one else 'them'}, or {'it is a stale lock' if one else 'they are stale locks'} if it died"
+    return f"{says} too"
+
+
+OVERVIEW_KEYS = ("todo", "waiting", "downloading", "running", "done", "error")
+
+
+def worker_overview(pool, data, type_):
+    """GRID_LRT's own figures for a token type, as its tools show them: its design document's count view
+    (overview_view; 0.5: overview_total) reduced now. None for a SURF type or a design document without one.
+    Raises CouchError."""
+    d = next((d for d in data["design_docs"] if d["type"] == type_ and d["style"] != SURF and d["count_view"]), None)
+    if d is None:
+        return None
+    figures = dict.fromkeys(OVERVIEW_KEYS, 0)
+    for row in pool.couch().view(d["name"], d["count_view"], group=True)["rows"]:
+        if row.get("key") in figures and isinstance(row.get("value"), int | float):
+            figures[row["key"]] = row["value"]
+    return {"design_doc": d["name"], "view": d["count_view"], "figures": figures}
+
+
+def overview_beside(o, theirs):
+    """[(key, GRID_LRT's figure, the dashboard's, why they differ or "")]: GRID_LRT's overview rows against the
+    dashboard's counts of the same observation. Its conditions overlap (contract, section 6), ours do not."""
+    held = o.stages
+    ours = {"todo": o.counts["todo"], "waiting": held.get("waiting", 0), "downloading": held.get("downloading", 0),
+            "running": held.get("waiting", 0) + held.get("running", 0), "done": o.counts["done"],
+            "error": o.counts["error"]}
+    why = {
+        "todo": "",
+        "waiting": "GRID_LRT counts status launched on closed tokens too",
+        "downloading": "GRID_LRT counts status downloading on closed tokens too",
+        "running": "GRID_LRT's running is every held token not downloading: the waiting ones too",
+        "done": "GRID_LRT's overview counts closed tokens with output 0, whatever their status; the dashboard "
+                "counts its done view's tokens that no pilot takes or holds",
+        "error": "GRID_LRT's overview counts every held token whose output is not 0 (a running one has none yet); "
+                 "the dashboard counts its error view's tokens that no pilot takes or holds",
+    }
+    return [(k, theirs[k], ours[k], why[k] if theirs[k] != ours[k] else "") for k in OVERVIEW_KEYS]
+
+
+def also_note(doc, styles):
+    """What a token's second worker view says, in words ("" for nearly every token)."""
+    style = style_of(doc, styles or {})
+    bucket = classify(doc, style)
+    also = also_in(doc, style, bucket) if bucket else ()
+    return overlap_note(bucket, "+".join(also)) if also else ""
 
 
 def remaining(counts):
@@ -699,6 +776,12 @@ def observations(data):
 
     for bucket, type_, group, n in data["buckets"]:
         obs(type_, group).counts[bucket] += n
+    for type_, group, bucket, also, stage, n in data.get("progress", []):
+        o = obs(type_, group)
+        if stage:
+            o.stages[stage] = o.stages.get(stage, 0) + n
+        if also:
+            o.overlaps[(bucket, also)] = o.overlaps.get((bucket, also), 0) + n
     for _slot, bucket, type_, group, n in data.get("finished", []):
         o = obs(type_, group)
         o.finished_recent += n
@@ -919,8 +1002,12 @@ def token_facts(doc, styles):
     errors = doc.get("error")
     # Hand-edited and old tokens hold one error as text or an object instead of a list: shown all the same.
     history = list(reversed(errors)) if isinstance(errors, list) else [errors] if errors not in (None, "") else []
+    style = style_of(doc, styles)
+    bucket = classify(doc, style)
     return {
-        "bucket": classify(doc, styles.get(doc["type"]) if isinstance(doc.get("type"), str) else None),
+        "bucket": bucket,
+        "also_in": also_note(doc, styles),
+        "stage": stage_of(doc, style, bucket),
         "lock": when(doc.get("lock")),
         "done": when(doc.get("done")),
         "errors": [e if isinstance(e, dict) else {"message": str(e)} for e in history],

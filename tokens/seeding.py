@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tokens.couch import Couch, CouchError, NotFound
-from tokens.states import BUCKETS, classify
+from tokens.states import BUCKETS, classify, style_of
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 HTTP_TIMEOUT = 60  # seconds; pouchdb-server builds a view index on first query, which takes a while
@@ -99,7 +99,7 @@ def summary(db, styles):
     Buckets come from tokens.states.classify, the Python twin of the dashboard's own view."""
     counts = dict.fromkeys(BUCKETS, 0)
     for doc in db.all_docs():
-        style = styles.get(doc.get("type")) if not doc["_id"].startswith("_design/") else None
+        style = style_of(doc, styles)
         if style:
             bucket = classify(doc, style)
             counts[bucket] = counts.get(bucket, 0) + 1

@@ -26,7 +26,9 @@ from tokens.states import (
     js_string,
     lock_time,
     stale_locks_range,
+    style_of,
     token_types,
+    type_of,
 )
 
 HOST_BUCKETS = ("error", "locked")
@@ -200,7 +202,7 @@ class Selection:
         if style is None or doc["_id"].startswith("_design/"):
             return False
         bucket = classify(doc, style)
-        if self.type and doc.get("type") != self.type:
+        if self.type and type_of(doc, rules.styles) != self.type:
             return False
         if self.type and group_of(doc, rules.group_field) != self.group:
             return False  # another observation (None: the tokens without a group)
@@ -277,7 +279,7 @@ class Rules:
 
     def style_of(self, doc):
         """The token's style; None for a document of no known type (a type that is not text included)."""
-        return self.styles.get(doc.get("type")) if isinstance(doc.get("type"), str) else None
+        return style_of(doc, self.styles)
 
 
 def pool_rules(pool, couch):

@@ -36,7 +36,7 @@ BUCKET_HELP = {
 }
 
 OWN_DDOC = "picas-dashboard"
-OWN_VERSION = 4
+OWN_VERSION = 5
 
 # A lock below this is not a Unix time (2001-09-09): GRID_LRT writes lock = 1, picas errors write 99.
 TIME_MIN = 1_000_000_000
@@ -103,18 +103,35 @@ def token_types(described):
 _OWN_PRELUDE = r"""
   var STYLES = %(styles)s;
   var GROUP = %(group)s;
-  if (doc._id.indexOf("_design/") === 0 || typeof doc.type !== "string") return;
-  var style = STYLES.hasOwnProperty(doc.type) ? STYLES[doc.type] : null;
-  if (style === null) return;
+  if (doc._id.indexOf("_design/") === 0 || doc.type === null || doc.type === undefined) return;
+  // A worker view keeps a token with `doc.type == "<type>"`, JavaScript's loose comparison: ["token"] and
+  // [["token"]] are of type "token" too, and 5 of type "5". The first type so equal, in the object's key order.
+  var type = null;
+  if (typeof doc.type === "string") { if (STYLES.hasOwnProperty(doc.type)) type = doc.type; }
+  else { for (var k in STYLES) { if (STYLES.hasOwnProperty(k) && doc.type == k) { type = k; break; } } }
+  if (type === null) return;
+  var style = STYLES[type];
   var lock = doc.lock, done = doc.done, bucket;
-  if (style !== "surf" && (doc.status == "error" || (style == "lrt05" && doc.output != 0))) bucket = "error";
-  else if (style !== "surf" && doc.status == "done") bucket = "done";
-  else if (lock == 0 && done == 0) bucket = "todo";
-  else if (lock > 0 && done == 0) bucket = lock < %(time_min)d ? "locked_unknown" : "locked";
-  else if (style == "surf" && lock > 0 && done > 0) bucket = parseInt(doc.exit_code) == 0 ? "done" : "error";
+  // The workers' four views, as each style writes them (SURF's Monitor, GRID_LRT 0.5 and 1.x).
+  var inTodo = lock == 0 && done == 0, inLocked = lock > 0 && done == 0, inDone, inError;
+  if (style == "surf") {
+    inDone = lock > 0 && done > 0 && parseInt(doc.exit_code) == 0;
+    inError = lock > 0 && done > 0 && parseInt(doc.exit_code) != 0;
+  } else {
+    inDone = doc.status == "done";
+    inError = style == "lrt05" ? doc.output != 0 : doc.status == "error";
+  }
+  // One bucket each: what the pilots do with it next (lock and done) before what its status says (see BUCKET_RULE).
+  if (inTodo) bucket = "todo";
+  else if (inLocked) bucket = lock < %(time_min)d ? "locked_unknown" : "locked";
+  else if (inError) bucket = "error";
+  else if (inDone) bucket = "done";
   else if (lock == -1 && done == -1) bucket = "legacy_error";
   else if (lock == 0 && done > 0) bucket = "done_unlocked";
   else bucket = "other";
+  var also = [];
+  if (inError && bucket != "error") also.push("error");
+  if (inDone && bucket != "done") also.push("done");
   var group = null;
   if (GROUP !== null && doc[GROUP] !== undefined && doc[GROUP] !== null) group = String(doc[GROUP]);
 """
@@ -123,11 +140,11 @@ _OWN_PRELUDE = r"""
 # row by key alone (pouchdb-server ignores startkey_docid; CouchDB honours it, and needs it not).
 _OWN_VIEWS = {
     # Every token, keyed by its bucket and observation: counts (group_level=3) and lists (paged by key).
-    "states": 'emit([bucket, doc.type, group, doc._id], typeof doc.hostname == "string" ? doc.hostname : "");',
+    "states": 'emit([bucket, type, group, doc._id], typeof doc.hostname == "string" ? doc.hostname : "");',
     # Locked tokens by lock time as the locked view compares it (Number(lock): "1700000000" and [1700000000] are
     # times too), so stale locks are one key range; locks of unknown age (lock = 1, true ...) under null.
     "locks": """if (bucket == "locked" || bucket == "locked_unknown")
-    emit([bucket == "locked" ? Number(lock) : null, doc.type, group, doc._id], null);""",
+    emit([bucket == "locked" ? Number(lock) : null, type, group, doc._id], null);""",
     # Failed tokens by exit code and normalised first error line: failure groups.
     "failures": """if (bucket == "error" || bucket == "legacy_error") {
     var code = (style !== "surf") ? doc.output : doc.exit_code;
@@ -143,7 +160,15 @@ _OWN_VIEWS = {
     } else if (doc.launcher_status) {
       msg = "launcher: " + doc.launcher_status;
     }
-    emit([String(code), normalise(msg), doc.type, group, doc._id], null);
+    emit([String(code), normalise(msg), type, group, doc._id], null);
+  }""",
+    # GRID_LRT tokens that a pilot holds, by the step its status names, and tokens that a second worker view lists
+    # too: few rows (the tokens held now, the overlaps), so their grouped counts cost little on any server.
+    "progress": """if (style !== "surf" && (also.length || bucket == "locked" || bucket == "locked_unknown")) {
+    var stage = "";
+    if (bucket == "locked" || bucket == "locked_unknown")
+      stage = doc.status == "launched" ? "waiting" : doc.status == "downloading" ? "downloading" : "running";
+    emit([type, group, bucket, also.join("+"), stage, doc._id], null);
   }""",
 }
 OWN_VIEW_NAMES = tuple(_OWN_VIEWS)
@@ -200,29 +225,109 @@ def own_doc_is_current(existing, wanted):
 _MISSING = object()
 
 
+def worker_views_of(doc, style):
+    """The workers' state views that list the document (of a token type of that style), in STATES order: the
+    Python twin of their map functions, JavaScript's loose comparisons included. GRID_LRT's `todo` and `locked`
+    test lock and done while its `done` and `error` test status (0.5: output), so a token can be in two."""
+    if style is None:
+        return ()
+    lock, done = js_number(doc.get("lock", _MISSING)), js_number(doc.get("done", _MISSING))
+    lock_zero, done_zero = _js_eq(doc.get("lock", _MISSING), 0), _js_eq(doc.get("done", _MISSING), 0)
+    if style == SURF:
+        finished = lock > 0 and done > 0
+        in_done = finished and js_parse_int(doc.get("exit_code", _MISSING)) == 0
+        in_error = finished and js_parse_int(doc.get("exit_code", _MISSING)) != 0
+    else:
+        in_done = _js_eq_text(doc.get("status", _MISSING), "done")
+        in_error = not _js_eq(doc.get("output", _MISSING), 0) if style == LRT05 else \
+            _js_eq_text(doc.get("status", _MISSING), "error")
+    found = {"todo": lock_zero and done_zero, "locked": lock > 0 and done_zero, "done": in_done, "error": in_error}
+    return tuple(state for state in STATES if found[state])
+
+
+# What the dashboard counts a token in two of the workers' views as (README, "States"): what the pilots do with it
+# next. lock and done say that (todo: a pilot takes it; locked: a pilot holds it and will close it), whatever its
+# status says; status says it only for a token no pilot takes or holds. A failure report beats a success one.
+BUCKET_ORDER = ("todo", "locked", "error", "done")
+
+
 def classify(doc, style):
     """The bucket of one document in Python, mirroring the own views' JavaScript (detail page, jobs' re-checks,
     demo seed). Comparisons follow JavaScript's loose rules, which the workers' views use."""
     if style is None:
         return None
+    views = worker_views_of(doc, style)
     lock, done = doc.get("lock", _MISSING), doc.get("done", _MISSING)
-    status = doc.get("status", _MISSING)
-    if style != "surf":
-        if _js_eq_text(status, "error") or (style == "lrt05" and not _js_eq(doc.get("output", _MISSING), 0)):
-            return "error"
-        if _js_eq_text(status, "done"):
-            return "done"
-    if _js_eq(lock, 0) and _js_eq(done, 0):
-        return "todo"
-    if js_number(lock) > 0 and _js_eq(done, 0):
-        return "locked_unknown" if js_number(lock) < TIME_MIN else "locked"
-    if style == "surf" and js_number(lock) > 0 and js_number(done) > 0:
-        return "done" if js_parse_int(doc.get("exit_code", _MISSING)) == 0 else "error"
+    for state in BUCKET_ORDER:
+        if state in views:
+            if state == "locked" and js_number(lock) < TIME_MIN:
+                return "locked_unknown"
+            return state
     if _js_eq(lock, -1) and _js_eq(done, -1):
         return "legacy_error"
     if _js_eq(lock, 0) and js_number(done) > 0:
         return "done_unlocked"
     return "other"
+
+
+def also_in(doc, style, bucket=None):
+    """The other worker views that list a token besides the bucket it is counted in (GRID_LRT's overlaps): a
+    tuple of "error" and "done", empty for nearly every token."""
+    bucket = bucket or classify(doc, style)
+    return tuple(v for v in ("error", "done") if v != bucket and v in worker_views_of(doc, style))
+
+
+# GRID_LRT's steps of a token a pilot holds, as its launcher writes `status`: launched (waiting for the job to
+# start), downloading, then the pipeline's steps and the upload, all "running".
+STAGES = ("waiting", "downloading", "running")
+STAGE_LABELS = {"waiting": "waiting (launched)", "downloading": "downloading",
+                "running": "running (any later step, uploading included)"}
+
+
+def stage_of(doc, style, bucket=None):
+    """The GRID_LRT step of a held token ("" for any other): the twin of the `progress` view's stage."""
+    bucket = bucket or classify(doc, style)
+    if style in (None, SURF) or bucket not in ("locked", "locked_unknown"):
+        return ""
+    status = doc.get("status", _MISSING)
+    return "waiting" if _js_eq_text(status, "launched") else "downloading" if _js_eq_text(status, "downloading") \
+        else "running"
+
+
+def _js_key_order(keys):
+    """An object's keys in JavaScript's for-in order: array indices (0 .. 2**32 - 2) by value, then the rest as
+    inserted (the own design document writes them sorted)."""
+    def index(k):
+        return k.isdigit() and k.isascii() and (k == "0" or not k.startswith("0")) and int(k) < 2**32 - 1
+    return sorted((k for k in keys if index(k)), key=int) + sorted(k for k in keys if not index(k))
+
+
+def type_of(doc, styles):
+    """The token type a document is of, as the workers' `doc.type == "<type>"` finds it (loosely: ["token"] is of
+    type "token"), among the pool's types; None for a document of none (design documents included)."""
+    value = doc.get("type", _MISSING)
+    if str(doc.get("_id", "")).startswith("_design/") or value is None or value is _MISSING:
+        return None
+    if isinstance(value, str):
+        return value if value in styles else None
+    for key in _js_key_order(styles):
+        if _js_loose_eq_text(value, key):
+            return key
+    return None
+
+
+def style_of(doc, styles):
+    type_ = type_of(doc, styles)
+    return None if type_ is None else styles[type_]
+
+
+def _js_loose_eq_text(value, text):
+    """`value == "text"` in JavaScript for any JSON value and any text."""
+    if isinstance(value, (str, list, dict)):
+        return js_string(value) == text
+    if value is None or value is _MISSING:
+        return False
+    return js_number(value) == js_number(text)  # a number or a boolean against the text's number
 
 
 def group_of(doc, group_field):

@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any, Literal
 
-from ninja import Router, Schema
+from ninja import Field, Router, Schema
 
 from dashboard import views
 from dashboard.api.common import READ_ERRORS, Counts, CountsMeta, Slug, errors, pool_of, snapshot_of
@@ -27,11 +27,25 @@ class PoolList(Schema):
     pools: list[PoolSummary]
 
 
+class Stages(Schema):
+    waiting: int = Field(0, description="Held, status launched: the pilot's job has not started the work")
+    downloading: int = Field(0, description="Held, status downloading")
+    running: int = Field(0, description="Held, any later status (the pipeline's steps, uploading)")
+
+
+class AlsoIn(Schema):
+    counted_as: str = Field(description="The bucket the tokens are counted in: what the pilots do with them next")
+    also_in: list[Literal["error", "done"]] = Field(description="The other worker views that list them too")
+    count: int
+
+
 class Observation(Schema):
     type: str
     group: str | None
     label: str | None
-    counts: Counts
+    counts: Counts = Field(description="Every token in one bucket: the buckets add up to the documents")
+    stages: Stages | None = Field(description="GRID_LRT: the locked tokens by the step their status names")
+    also_in: list[AlsoIn] = Field(description="GRID_LRT: tokens that a second worker view lists too")
     total: int
     percent_done: float
     done_last_hour: int

@@ -43,6 +43,7 @@ class TokenSummary(Schema):
     hostname: Any
     scrub_count: Any
     last_error: str
+    also_in: str = Field(description="GRID_LRT: what a second worker view that lists the token says; \"\" if none")
 
 
 class TokenSelection(Schema):
@@ -98,6 +99,8 @@ class TokenDetail(Schema):
     pool: str
     token: dict[str, Any]
     bucket: str | None
+    also_in: str = Field("", description="GRID_LRT: what a second worker view that lists the token says")
+    stage: str = Field("", description="GRID_LRT: the step of a locked token (waiting, downloading, running)")
     lock: When | None
     done: When | None
     errors: list[dict[str, Any]]
@@ -188,7 +191,7 @@ def list_tokens(
     return {
         "pool": pool.slug,
         "selection": {**selection, "failure": list(failure) if failure else None},
-        "tokens": [views.summary(doc) for doc in page["tokens"]],
+        "tokens": [views.summary(doc, snap.data["types"]) for doc in page["tokens"]],
         "next": reading.encode_cursor(page["next"]) or None,
         "previous": reading.encode_cursor(page["previous"]) or None,
         "scanned": page["scanned"],

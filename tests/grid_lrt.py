@@ -1,0 +1,68 @@
+"""Pools as LOFAR's own GRID_LRT 1.0.7 makes them (PyPI grid-lrt, which writes through cloudant), and pilots that
+move their tokens as GRID_PiCaS_Launcher does (tests/lrt_pilot.py). GRID_LRT shares the site's test environment:
+its requirements (cloudant, requests, retrying, humanfriendly) agree with ours, so it is a plain test dependency."""
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+CONFIG = Path(__file__).with_name("fixtures") / "pref_cal1.yaml"
+
+
+def lrt_database(server, database):
+    """GRID_LRT's handle on a database: a cloudant client, as its users make one."""
+    from cloudant.client import CouchDB
+
+    client = CouchDB(server.username, server.password, url=server.url, connect=True)
+    return client, client[database]
+
+
+def step_config(token_type, obsid):
+    """The pref_cal1 step's configuration (the YAML GRID_LRT's users keep), for one observation's token type."""
+    config = yaml.safe_load(CONFIG.read_text())
+    config["Token"].update({"type": token_type, "OBSID": obsid})
+    return config
+
+
+def make_tokens(db, token_type, obsid, subbands, attachment=None):
+    """A token per subband through GRID_LRT's own classes: TokenList keeps _design/<token_type> (and writes
+    PICAS_API_VERSION into it), caToken + TokenDictBuilder build each token from the step's configuration,
+    add_token_views adds GRID_LRT's views, add_attachment attaches a file to every token. Returns the TokenList."""
+    from GRID_LRT.token import TokenDictBuilder, TokenList, caToken
+
+    tokens = TokenList(token_type=token_type, database=db)
+    for sb in subbands:
+        token = caToken(database=db, token_type=token_type, token_id=f"t_{token_type}_SB{sb:03d}")
+        token.build(TokenDictBuilder(copy.deepcopy(step_config(token_type, obsid))))
+        token["STARTSB"] = f"{sb:03d}"
+        tokens.append(token)
+    tokens.save()
+    tokens.add_token_views()
+    if attachment is not None:
+        tokens.fetch()  # the revisions the server gave: GRID_LRT's add_attachment puts with the token's _rev
+        tokens.add_attachment(str(attachment), "srm.txt")
+    return tokens
+
+
+def start_lrt_pilots(server, database, token_type, count, *, stop_at="", fail_every=0, output_text=False,
+                     hostname="", tasks=0):
+    """GRID_PiCaS_Launcher-like pilots on one token type (see tests/lrt_pilot.py)."""
+    env = dict(os.environ, PICAS_URL=server.url, PICAS_DB=database, PICAS_USER=server.username,
+               PICAS_PASSWORD=server.password, LRT_TYPE=token_type, LRT_STOP_AT=stop_at,
+               LRT_FAIL_EVERY=str(fail_every), LRT_OUTPUT_TEXT="1" if output_text else "", LRT_HOSTNAME=hostname,
+               LRT_TASKS=str(tasks))
+    script = Path(__file__).with_name("lrt_pilot.py")
+    return [subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True) for _ in range(count)]
+
+
+def run_lrt_pilots(*args, **kwargs):
+    """Start pilots and wait until each has ended; their output if one failed."""
+    pilots = start_lrt_pilots(*args, **kwargs)
+    outputs = [p.communicate(timeout=900)[0] for p in pilots]
+    failed = [out for p, out in zip(pilots, outputs, strict=True) if p.returncode]
+    assert not failed, failed
