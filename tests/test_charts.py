@@ -292,7 +292,7 @@ def test_a_pool_without_own_views_has_no_chart_but_a_page(viewer_client, scratch
     response = viewer_client.get(f"/pools/{scratch_pool.database}/")
     assert response.status_code == 200 and not svg_charts(response.content.decode())
     assert viewer_client.get(f"/pools/{scratch_pool.database}/", {"format": "json"}).json()["hourly"] is None
-    page = viewer_client.get(f"/pools/{scratch_pool.database}/obs/", {"type": "token", "group": "Monitor"})
+    page = viewer_client.get(f"/pools/{scratch_pool.database}/obs/", {"type": "token"})
     assert page.status_code == 200 and "own design document" in page.content.decode()
 
 

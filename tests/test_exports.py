@@ -164,12 +164,13 @@ def test_an_observation_exports_its_tokens_in_every_state(viewer_client, pool, s
     assert {r["observation"] for r in rows} == {o["label"] for o in shown if (o["type"], o["group"]) == ("token", "L2")}
 
 
-def test_without_the_dashboards_views_a_state_of_a_worker_design_document_exports(viewer_client, scratch_pool,
-                                                                                   settings):
+def test_without_the_dashboards_views_a_state_of_an_observation_exports(viewer_client, scratch_pool, settings):
     settings.COUCHDB_CREATE_VIEWS = False
     ids = build_pool(scratch_pool)
-    rows = csv_rows(export(viewer_client, scratch_pool, state="error", group="Monitor", fields="_id,exit_code"))
+    rows = csv_rows(export(viewer_client, scratch_pool, state="error", type="token", fields="_id,exit_code"))
     assert sorted(r["_id"] for r in rows) == sorted(ids["disk"] + ids["timeout"])
+    unnamed = export(viewer_client, scratch_pool, state="error")
+    assert unnamed.status_code == 400 and "name the observation" in unnamed.content.decode()
     refused = export(viewer_client, scratch_pool, hours="24")
     assert refused.status_code == 400 and "own design document" in refused.content.decode()
 

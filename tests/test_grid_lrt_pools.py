@@ -112,5 +112,27 @@ def test_a_token_in_two_grid_lrt_views_is_counted_once_where_the_pilots_take_it_
     reset_by_picas = sorted(views["todo"] & views["error"])[0]
     token = operator_client.get(f"/pools/{lrt_pool.database}/token/", {"id": reset_by_picas}).content.decode()
     assert "Also in the workers&#x27; error view; the pilots will take it again" in token
+    assert "srm.txt" in lrt_pool.get(reset_by_picas)["_attachments"] and "srm.txt" in token  # GRID_LRT attached it
     api = operator_client.get(f"/api/v1/pools/{lrt_pool.database}").json()
     assert api["observations"][0]["stages"] == answer["stages"] and api["total"] == 40
+
+
+def test_with_the_workers_views_only_each_token_is_still_counted_once_and_listed_once(lrt_pool, operator_client,
+                                                                                       settings):
+    with_own = reading.observations(CountSnapshot.objects.get(pool=lrt_pool.database).data)[0].counts
+    own = lrt_pool.get("_design/picas-dashboard")
+    lrt_pool.call(lrt_pool.client.delete_design_document, db=lrt_pool.database, ddoc="picas-dashboard",
+                  rev=own["_rev"])
+    settings.COUCHDB_CREATE_VIEWS = False
+    data = reading.refresh(all_pools()[0]).data
+    assert data["own_views"] is False
+    (o,) = reading.observations(data)
+    assert o.counts == with_own and o.total == 40  # GRID_LRT's four views add up to 48
+    # A list reads the worker view and keeps the tokens of its bucket: the overlaps are listed where they count.
+    views = {v: view_ids(lrt_pool, v) for v in ("todo", "locked", "error")}
+    query = {"type": TYPE, "group": OBSID, "format": "json"}
+    listed = {state: {t["id"] for t in operator_client.get(f"/pools/{lrt_pool.database}/tokens/",
+                                                           {**query, "state": state}).json()["tokens"]}
+              for state in ("todo", "error")}
+    assert listed["todo"] == views["todo"]
+    assert listed["error"] == views["error"] - views["todo"] - views["locked"] and len(listed["error"]) == 4

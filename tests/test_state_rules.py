@@ -22,11 +22,17 @@ from tokens.states import (
     LRT1,
     OWN_DDOC,
     SURF,
+    also_in,
+    classify,
     failure_key,
     js_number,
     js_parse_int,
     js_string,
     own_design_doc,
+    stage_of,
+    style_of,
+    type_of,
+    worker_views_of,
 )
 
 STYLES = {"token": SURF, "pref_cal1_L229585": LRT05, "pref_cal2_L229587": LRT1}
@@ -162,6 +168,84 @@ def test_the_twin_puts_every_odd_document_where_the_servers_javascript_does(odd_
     buckets = {b for b, _, _, _ in emitted.values()}
     assert buckets >= {"todo", "locked", "locked_unknown", "done", "error", "legacy_error", "done_unlocked", "other"}
     assert len({g for _, _, g, _ in emitted.values()}) > 1000 and len(emitted) > DOCUMENTS / 2
+
+
+# --- the workers' own views: each document is listed by exactly the views the dashboard says list it ---------------
+
+# Type values the workers' `doc.type == "<type>"` compares loosely: arrays of the text are of that type too.
+ODD_TYPES = [["token"], [["token"]], ["pref_cal2_L229587"], [["pref_cal1_L229585"]], ["token", "x"], {"type": "token"},
+             " token", "token\u0000", True, 0, [], [None], "[object Object]"]
+
+
+@pytest.fixture
+def worker_pool(odd_pool, couch_server):
+    """The odd pool with the workers' own design documents: SURF's Monitor (and its SingleCore and MultiCore
+    slices), GRID_LRT 1.0.7's views for the 1.x type, written by GRID_LRT itself, and GRID_LRT 0.5's."""
+    from tests.grid_lrt import lrt_database
+    from tokens import demo
+    from tokens.worker_views import lrt_design_doc
+
+    demo.surf_design_docs(couch_server.url, couch_server.username, couch_server.password, odd_pool.database)
+    legacy = lrt_design_doc("pref_cal1_L229585", "0.5")
+    odd_pool.put_design(legacy["_id"][len("_design/"):], {k: v for k, v in legacy.items() if k != "_id"})
+    from GRID_LRT.token import TokenList
+
+    client, db = lrt_database(couch_server, odd_pool.database)
+    TokenList(token_type="pref_cal2_L229587", database=db).add_token_views()
+    client.disconnect()
+    return odd_pool
+
+
+def listed(db, ddoc):
+    """{document id: the state views of one design document that list it}."""
+    found = {}
+    for view in ("todo", "locked", "done", "error"):
+        for row in db.with_timeout(600).view(ddoc, view, reduce=False)["rows"]:
+            found.setdefault(row["id"], set()).add(view)
+    return found
+
+
+def test_every_document_is_in_the_workers_views_the_dashboard_says_and_counted_once(worker_pool):
+    rng = random.Random(20261207)
+    docs = [document(rng, n) for n in range(DOCUMENTS)]
+    for doc in docs[::7]:
+        doc["type"] = rng.choice(ODD_TYPES)
+    for start in range(0, len(docs), 2000):
+        results = worker_pool.bulk_docs(docs[start:start + 2000])
+        assert not [r for r in results if "error" in r], "the server refused a generated document"
+    stored = stored_docs(worker_pool)
+    differences, overlaps = [], 0
+    for ddoc, type_ in (("Monitor", "token"), ("pref_cal1_L229585", "pref_cal1_L229585"),
+                        ("pref_cal2_L229587", "pref_cal2_L229587")):
+        style = STYLES[type_]
+        by_views = listed(worker_pool, ddoc)
+        for doc in stored:
+            twin = set(worker_views_of(doc, style)) if type_of(doc, {type_: style}) == type_ else set()
+            if by_views.get(doc["_id"], set()) != twin:
+                differences.append((ddoc, doc, by_views.get(doc["_id"]), twin))
+            elif len(twin) > 1:
+                overlaps += 1
+                bucket = classify(doc, style)
+                assert bucket in twin | {"locked_unknown"} and set(also_in(doc, style)) == twin - {bucket, "locked"}
+    assert not differences, f"{len(differences)} differences, e.g. " + "; ".join(
+        f"{ddoc} {d!r}: views {v}, twin {t}" for ddoc, d, v, t in differences[:5])
+    assert overlaps > 100  # GRID_LRT's views overlap, and the documents reached the overlaps
+    odd_types = [d for d in stored if not isinstance(d.get("type"), str) and type_of(d, STYLES)]
+    assert len(odd_types) > 100  # arrays of a type's name, counted by the workers' views and by the dashboard
+
+    # The own progress view (GRID_LRT's held tokens by step, and the overlaps) agrees with the twin too.
+    progress = {r["id"]: r["key"][:5] for r in worker_pool.with_timeout(600).view(OWN_DDOC, "progress",
+                                                                                  reduce=False)["rows"]}
+    for doc in stored:
+        style = style_of(doc, STYLES)
+        state = token_state(doc, STYLES, GROUP)
+        if style in (None, SURF) or state is None:
+            assert doc["_id"] not in progress
+            continue
+        bucket = state[0]
+        also, stage = "+".join(also_in(doc, style, bucket)), stage_of(doc, style, bucket)
+        expected = [state[1], state[2], bucket, also, stage] if also or stage else None
+        assert progress.get(doc["_id"]) == expected, doc
 
 
 def test_numbers_read_as_the_engines_read_them():

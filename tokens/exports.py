@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from tokens.couch import CouchError
-from tokens.reading import JOB_ID_FIELDS, matches, ungrouped_type_problem
+from tokens.reading import JOB_ID_FIELDS, matches, ungrouped_type_problem, worker_state_view
 from tokens.selections import Selection
 from tokens.states import (
     BUCKETS,
@@ -195,33 +195,39 @@ def selection_from(query, own_views):
     elif not selection.type:
         raise ExportError("An observation export needs its token type (type=…)")
     if kind != "state" and not own_views:
-        raise ExportError("Only a state of one design document can be exported without the dashboard's own design "
+        raise ExportError("Only a state of one observation can be exported without the dashboard's own design "
                           "document (COUCHDB_CREATE_VIEWS)")
-    if kind == "state" and not own_views and not selection.group:
-        raise ExportError("Without the dashboard's own design document, name the design document (group=…)")
+    if kind == "state" and not own_views and (not selection.type or selection.bucket not in STATES):
+        raise ExportError("Without the dashboard's own design document, name the observation (type=…, and group=… "
+                          f"if it has one) and one of the workers' states ({', '.join(STATES)})")
     return selection
 
 
-def view_ranges(selection, own_views, now):
-    """[(design document, view, start key, end key)] that hold the selection, in the order they are read."""
-    if not own_views:  # a worker design document's state view, keyed by document id
-        return [(selection.group, selection.bucket, None, None)]
-    return [(OWN_DDOC, view, start, end) for view, start, end in selection.view_ranges(now, held=True)]
+def view_ranges(selection, data, now):
+    """([(design document, view, start key, end key)] that hold the selection, in the order they are read, and
+    which of their documents to keep (None: all)."""
+    if not data["own_views"]:  # a worker design document's state view, keyed by document id
+        where, keep = worker_state_view(data, selection.bucket, selection.type, selection.group)
+        if where is None:
+            raise ExportError(f"No design document of this pool is for token type {selection.type!r}")
+        return [(*where, None, None)], keep
+    return [(OWN_DDOC, view, start, end) for view, start, end in selection.view_ranges(now, held=True)], None
 
 
 # --- reading ---------------------------------------------------------------------------------
 
 
-def batches(couch, ranges, batch_size=BATCH_SIZE, id_filter="", field_filter=None):
-    """Lists of documents, one view page at a time, paged by key (never skip). Each list may be empty."""
+def batches(couch, ranges, batch_size=BATCH_SIZE, id_filter="", field_filter=None, keep=None):
+    """Lists of documents, one view page at a time, paged by key (never skip), those `keep` keeps. Each list may
+    be empty."""
     for ddoc, view, start, end in ranges:
         key, docid = start, None
         while True:
             page = couch.page(ddoc, view, limit=batch_size, start_key=key, start_docid=docid, end_key=end,
                               include_docs=True)
             docs = [r["doc"] for r in page.rows if r.get("doc")]  # no doc: deleted since the index was read
-            if id_filter or field_filter:
-                docs = [d for d in docs if matches(d, id_filter, field_filter)]
+            if id_filter or field_filter or keep:
+                docs = [d for d in docs if matches(d, id_filter, field_filter) and (keep is None or keep(d))]
             yield docs
             if not page.has_next:
                 break
@@ -243,8 +249,8 @@ def open_export(pool, data, query, batch_size=None):
     field_filter = (name, value) if name else None
     id_filter = query.get("q", "").strip()
     now = time.time()
-    docs = batches(pool.couch(), view_ranges(selection, own_views, now), batch_size or BATCH_SIZE, id_filter,
-                   field_filter)
+    ranges, keep = view_ranges(selection, data, now)
+    docs = batches(pool.couch(), ranges, batch_size or BATCH_SIZE, id_filter, field_filter, keep)
     first = next(docs, [])
     check_fields(fields, first, pool.group_field)
     row_of = (lambda doc: doc) if fields == [WHOLE] else _row_maker(fields, data, now)

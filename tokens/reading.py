@@ -93,15 +93,18 @@ def take_snapshot(pool, errors_changed=False):
         "group_field": pool.group_field or None,
         "own_views": ensure_own_views(pool, couch, styles, design_docs),
     }
+    # Every token once, in one bucket, by the views' rules: from the own `states` view, or without it from the
+    # documents themselves (the twin of the rules), kept current from the changes feed either way.
+    building = []  # the views the server is still indexing: what comes from them waits, and the page says so
+    errors_changed = sync_states(pool, couch, styles, info.get("update_seq"), building,
+                                 own_views=data["own_views"]) or errors_changed
+    data["buckets"] = [
+        [bucket, type_, group, n] for bucket, type_, group, n in
+        TokenState.objects.filter(pool=pool.slug).values_list("bucket", "type", "group")
+        .annotate(n=Count("id")).order_by("bucket", "type", "group")
+    ]
     if data["own_views"]:
-        building = []  # the views the server is still indexing: what comes from them waits, and the page says so
-        errors_changed = sync_states(pool, couch, styles, info.get("update_seq"), building) or errors_changed
         previous = CountSnapshot.objects.filter(pool=pool.slug).values_list("data", flat=True).first() or {}
-        data["buckets"] = [
-            [bucket, type_, group, n] for bucket, type_, group, n in
-            TokenState.objects.filter(pool=pool.slug).values_list("bucket", "type", "group")
-            .annotate(n=Count("id")).order_by("bucket", "type", "group")
-        ]
         if errors_changed or "failures" not in previous or previous.get("indexing"):
             rows = _while_indexed(couch, "failures", building, group_level=4)
             data["failures"] = [[*r["key"], r["value"]] for r in rows] if rows is not None else \
@@ -113,27 +116,23 @@ def take_snapshot(pool, errors_changed=False):
             rows = _while_indexed(couch, "progress", building, group_level=5)
             data["progress"] = [[*r["key"], r["value"]] for r in rows] if rows is not None else \
                 previous.get("progress", [])
-        events.sample_running(pool.slug, data["buckets"])
-        if building:
-            data["indexing"] = {"views": building, "progress": couch.index_builds()}
-        else:  # once, for a pool first seen, after its first counts and with every index built
-            events.backfill(pool, couch, styles, token_state, DOCUMENT_PAGE)
-        # Throughput and ETA: the tokens that finished in the last hour, from the events (a token that failed and
-        # then was done counts twice, as the work it cost); after the backfill, so that a pool's first counts have them.
-        since = data["finished_since"] = int(time.time()) - RECENT_SECONDS
-        data["finished"] = events.finished_since(pool.slug, since)
-        # The black holes as of these counts: judged here, in the background, because it reads every event of
-        # the window, which grows with the pool (a page that did it itself grew with it).
-        data["black_holes"] = [
-            {k: h[k] for k in ("hostname", "failed", "done", "rate", "rest_rate", "running")}
-            for h in events.black_holes(events.hosts(pool.slug, *events.black_hole_window(), medians=False))]
-        data["events_backfilled"] = CountSnapshot.objects.filter(pool=pool.slug, backfilled=True).exists()
-    else:
-        # Without views of our own, count what the workers' views count (no out-of-view buckets).
-        data["buckets"], data["finished"], data["failures"] = [], [], []
-        for d in described:
-            for state in STATES:
-                data["buckets"].append([state, d["type"], d["name"], couch.total_rows(d["name"], state)])
+    else:  # failure groups, stale locks and GRID_LRT's steps are keyed views of the own design document
+        data["failures"] = []
+    events.sample_running(pool.slug, data["buckets"])
+    if building:
+        data["indexing"] = {"views": building, "progress": couch.index_builds()}
+    else:  # once, for a pool first seen, after its first counts and with every index built
+        events.backfill(pool, couch, styles, token_state, DOCUMENT_PAGE)
+    # Throughput and ETA: the tokens that finished in the last hour, from the events (a token that failed and
+    # then was done counts twice, as the work it cost); after the backfill, so that a pool's first counts have them.
+    since = data["finished_since"] = int(time.time()) - RECENT_SECONDS
+    data["finished"] = events.finished_since(pool.slug, since)
+    # The black holes as of these counts: judged here, in the background, because it reads every event of
+    # the window, which grows with the pool (a page that did it itself grew with it).
+    data["black_holes"] = [
+        {k: h[k] for k in ("hostname", "failed", "done", "rate", "rest_rate", "running")}
+        for h in events.black_holes(events.hosts(pool.slug, *events.black_hole_window(), medians=False))]
+    data["events_backfilled"] = CountSnapshot.objects.filter(pool=pool.slug, backfilled=True).exists()
     return data
 
 
@@ -193,16 +192,18 @@ def token_state(doc, styles, group_field):
     return classify(doc, styles[type_]), type_, group_of(doc, group_field), events.hostname_of(doc)
 
 
-def sync_states(pool, couch, styles, update_seq, building, recount=False):
+def sync_states(pool, couch, styles, update_seq, building, recount=False, own_views=True):
     """Bring the pool's TokenState rows up to date. Returns whether a failed token may have changed. Notes "states"
     in `building` if it counted from the documents because the server is building the view's index.
 
     A pool seen first (or under new rules) is counted whole here. The hourly recount (COUNTS_REFILL_SECONDS) is
     asked of a worker of its own and this refresh goes on with the changes: at a million tokens a recount reads
-    for minutes, and the counts must not wait for it (`recount`: this is that worker)."""
+    for minutes, and the counts must not wait for it (`recount`: this is that worker). Without `own_views` (a pool
+    whose design documents the dashboard may not write) every count comes from the documents."""
     snap, _ = CountSnapshot.objects.get_or_create(pool=pool.slug)
-    fingerprint = hashlib.sha256(
-        json.dumps(own_design_doc(styles, pool.group_field)["views"], sort_keys=True).encode()).hexdigest()
+    rules = own_design_doc(styles, pool.group_field)["views"]
+    fingerprint = hashlib.sha256(json.dumps([rules, "view" if own_views else "documents"], sort_keys=True).encode()
+                                 ).hexdigest()
     first = snap.filled_for != fingerprint or snap.filled_at is None
     due = not first and (recount or (timezone.now() - snap.filled_at).total_seconds() > settings.COUNTS_REFILL_SECONDS)
     try:
@@ -210,8 +211,8 @@ def sync_states(pool, couch, styles, update_seq, building, recount=False):
         if first or (due and (recount or not _queue_recount(pool, snap))):
             if snap.seq:  # the changes waiting first: each move an event with its host and exit code
                 touched = _apply_all(pool, couch, styles, snap, snap.filled_for)
-            building_states = _fill(pool, couch, snap, fingerprint, update_seq, styles) if first else \
-                _recount(pool, couch, snap, update_seq, styles)
+            building_states = _fill(pool, couch, snap, fingerprint, update_seq, styles, own_views) if first else \
+                _recount(pool, couch, snap, update_seq, styles, own_views)
             if building_states:
                 building.append("states")
             snap.refresh_from_db()
@@ -260,7 +261,7 @@ def _queue_recount(pool, snap):
     return True
 
 
-def _fill(pool, couch, snap, fingerprint, update_seq, styles):
+def _fill(pool, couch, snap, fingerprint, update_seq, styles, own_views=True):
     """Count every token afresh; returns whether the server is still building the `states` index.
 
     The states are written a page at a time to rows of their own (a staging name in the pool column), then take the
@@ -270,7 +271,10 @@ def _fill(pool, couch, snap, fingerprint, update_seq, styles):
     try:
         # Read after update_seq was taken, so it holds every change up to it; changes after it that it also holds
         # are applied again from the changes feed, which is harmless (it sets, never adds).
-        if snap.filled_for != fingerprint:
+        if not own_views:
+            count = _stage(staging, _states_from_documents(couch, styles, pool.group_field))
+            source, building = "documents", False
+        elif snap.filled_for != fingerprint:
             # A new pool, or a new version of the own views: the server has no index for them yet and builds it on
             # the first query, 6 to 11 minutes at 100,000 tokens on pouchdb-server, whose one thread then also
             # serves every other request slowly. So count first from the documents themselves, by the same rules
@@ -279,7 +283,7 @@ def _fill(pool, couch, snap, fingerprint, update_seq, styles):
             count = _stage(staging, _states_from_documents(couch, styles, pool.group_field))
             source, building = "documents", not _index_ready(couch)
         else:  # the rules' index was built before (filled_at was lost): read it
-            count, source, building = _stage_all(pool, couch, styles, staging)
+            count, source, building = _stage_all(pool, couch, styles, staging, own_views)
         now = timezone.now()
         with transaction.atomic():
             if not CountSnapshot.objects.filter(pk=snap.pk, seq=snap.seq, filled_for=snap.filled_for).update(
@@ -294,7 +298,7 @@ def _fill(pool, couch, snap, fingerprint, update_seq, styles):
     return building
 
 
-def _recount(pool, couch, snap, update_seq, styles):
+def _recount(pool, couch, snap, update_seq, styles, own_views=True):
     """Count every token again under the same rules, beside the refreshes that follow the changes feed meanwhile;
     returns whether the server is rebuilding the `states` index. A token found elsewhere than its row says moved
     without the feed showing it: recorded as a recount event.
@@ -309,7 +313,7 @@ def _recount(pool, couch, snap, update_seq, styles):
     changed = set()
     try:
         rules = _own_rev(couch)
-        count, source, building = _stage_all(pool, couch, styles, staging)
+        count, source, building = _stage_all(pool, couch, styles, staging, own_views)
         changed, seq = _changed_since(couch, update_seq)
         now = timezone.now()
         with transaction.atomic():
@@ -357,9 +361,11 @@ def _staging_name():
     return f"{TokenState.STAGING}{int(time.time())}~{uuid.uuid4().hex[:8]}"
 
 
-def _stage_all(pool, couch, styles, staging):
+def _stage_all(pool, couch, styles, staging, own_views=True):
     """Stage every token's state from the `states` view, or from the documents while the server rebuilds its index
-    (it lost it, or compacts it): (count, source, whether the index is being built)."""
+    (it lost it, or compacts it) or without the view: (count, source, whether the index is being built)."""
+    if not own_views:
+        return _stage(staging, _states_from_documents(couch, styles, pool.group_field)), "documents", False
     try:
         return _stage(staging, states_from_view(couch)), "view", False
     except TimedOut:
@@ -547,8 +553,8 @@ def recount(pool, asked=None):
     try:
         couch = pool.couch()
         info, design_docs, _described, styles = read_rules(couch)
-        if ensure_own_views(pool, couch, styles, design_docs):
-            errors_changed = sync_states(pool, couch, styles, info.get("update_seq"), [], recount=True)
+        errors_changed = sync_states(pool, couch, styles, info.get("update_seq"), [], recount=True,
+                                     own_views=ensure_own_views(pool, couch, styles, design_docs))
     except CouchError as e:  # the refresh says so, if it persists; the next refresh past the interval asks again
         log.warning("pool %s: recount: %s", pool.slug, e)
         CountSnapshot.objects.filter(pool=pool.slug).update(recount_started_at=None)
@@ -763,9 +769,7 @@ def observations(data):
     def obs(type_, group):
         key = (type_, group)
         if key not in by_key:
-            if not data["own_views"]:
-                label = group  # one row per worker design document
-            elif data["group_field"]:
+            if data["group_field"]:
                 label = group_label(group, data["group_field"])
                 if len(data["types"]) > 1:
                     label = f"{label} · {type_}"
@@ -792,22 +796,8 @@ def observations(data):
 
 def pool_totals(data):
     totals = empty_counts()
-    if data["own_views"]:
-        for bucket, _t, _g, n in data["buckets"]:
-            totals[bucket] += n
-    else:
-        # Design documents may slice one token type several ways (SingleCore, MultiCore, Monitor):
-        # per type, count the one that holds the most tokens, which is the one covering them all.
-        per_doc = {}
-        for bucket, type_, name, n in data["buckets"]:
-            per_doc.setdefault((type_, name), empty_counts())[bucket] += n
-        widest = {}
-        for (type_, _name), counts in per_doc.items():
-            if sum(counts.values()) >= sum(widest.get(type_, empty_counts()).values()):
-                widest[type_] = counts
-        for counts in widest.values():
-            for bucket, n in counts.items():
-                totals[bucket] += n
+    for bucket, _t, _g, n in data["buckets"]:
+        totals[bucket] += n
     return totals
 
 
@@ -856,6 +846,7 @@ def token_page(pool, data, *, bucket=None, type_=None, group=None, failure=None,
     """
     limit = limit or settings.PAGE_SIZE
     couch = pool.couch()
+    keep = None
     if data["own_views"]:
         if failure is not None:
             code, msg = failure
@@ -866,36 +857,54 @@ def token_page(pool, data, *, bucket=None, type_=None, group=None, failure=None,
             ddoc_view = (OWN_DDOC, "states")
         start, end = prefix, prefix + [{}]
     else:
-        # Fallback: the worker design document named by `group` and its state view.
-        if bucket not in STATES or not group:
+        ddoc_view, keep = worker_state_view(data, bucket, type_, group)
+        if ddoc_view is None:
             return {"tokens": [], "next": None, "previous": None, "scanned": 0}
-        ddoc_view = (group, bucket)
         start, end = None, None
     if before:  # backwards from the row before `before` (the first row read is `before` itself)
-        rows, more, scanned = _scan(couch, ddoc_view, before, start, True, id_filter, field_filter, limit + 1)
+        rows, more, scanned = _scan(couch, ddoc_view, before, start, True, id_filter, field_filter, limit + 1, keep)
         rows = [r for r in rows if [r["key"], r["id"]] != before]
         earlier = more is not None or len(rows) > limit
         rows = rows[:limit][::-1]
         return {"tokens": [r["doc"] for r in rows], "next": before, "scanned": scanned,
                 "previous": [rows[0]["key"], rows[0]["id"]] if rows and earlier else None}
-    rows, more, scanned = _scan(couch, ddoc_view, cursor or [start, None], end, False, id_filter, field_filter, limit)
+    rows, more, scanned = _scan(couch, ddoc_view, cursor or [start, None], end, False, id_filter, field_filter, limit,
+                                keep)
     return {"tokens": [r["doc"] for r in rows], "next": more, "scanned": scanned,
             "previous": [rows[0]["key"], rows[0]["id"]] if cursor and rows else cursor}
 
 
-def _scan(couch, ddoc_view, cursor, end, descending, id_filter, field_filter, limit):
-    """Rows of the view from `cursor` ([key, docid]) towards `end` whose documents match the filters: a page of
-    `limit` rows, or with filters pages until `limit` match or MAX_SCAN rows were read. Returns (rows, where to
-    go on or None, rows read)."""
+def worker_state_view(data, bucket, type_, group):
+    """Without the own views, where a bucket of one observation is read: ((design document, view), keep), the
+    state view of the type's worker design document and which of its documents are in that bucket and observation
+    (a token in two of GRID_LRT's views is in one bucket); (None, None) for a bucket no worker view holds."""
+    names = [d["name"] for d in data["design_docs"] if d["type"] == type_]
+    if bucket not in STATES or not names:
+        return None, None
+    ddoc = type_ if type_ in names else "Monitor" if "Monitor" in names else names[0]
+    styles, group_field = data["types"], data["group_field"]
+
+    def keep(doc):
+        style = style_of(doc, styles)
+        return classify(doc, style) == bucket and group_of(doc, group_field) == group
+
+    return (ddoc, bucket), keep
+
+
+def _scan(couch, ddoc_view, cursor, end, descending, id_filter, field_filter, limit, keep=None):
+    """Rows of the view from `cursor` ([key, docid]) towards `end` whose documents match the filters (and `keep`):
+    a page of `limit` rows, or with filters pages until `limit` match or MAX_SCAN rows were read. Returns (rows,
+    where to go on or None, rows read)."""
     start_key, start_docid = cursor
-    filtering = bool(id_filter or field_filter)
+    filtering = bool(id_filter or field_filter or keep)
     found, scanned = [], 0
     while True:
         page = couch.page(*ddoc_view, limit=limit, start_key=start_key, start_docid=start_docid, end_key=end,
                           include_docs=True, descending=descending)
         for row in page.rows:
             scanned += 1
-            if row.get("doc") is not None and matches(row["doc"], id_filter, field_filter):  # None: deleted meanwhile
+            doc = row.get("doc")  # None: deleted meanwhile
+            if doc is not None and matches(doc, id_filter, field_filter) and (keep is None or keep(doc)):
                 found.append(row)
         if not page.has_next:
             return found, None, scanned
