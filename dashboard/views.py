@@ -121,6 +121,7 @@ def pool(request, slug):
         "observations": observations,
         "totals": totals,
         "total": sum(totals.values()),
+        "in_two_views": sum(n for o in observations for n in o.overlaps.values()),
         "style_labels": STYLE_LABELS,
         "out_of_view": OUT_OF_VIEW,
         "refresh_seconds": settings.COUNTS_MAX_AGE,
@@ -254,6 +255,7 @@ def summary(doc, styles):
         "last_error": str(last_error.get("message", ""))[:200],
         "odd": oddities(doc),
         "also_in": reading.also_note(doc, styles),
+        "also_views": reading.also_views(doc, styles).replace("+", " and "),
     }
 
 

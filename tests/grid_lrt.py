@@ -73,3 +73,46 @@ def run_lrt_pilots(*args, **kwargs):
     outputs = [p.communicate(timeout=900)[0] for p in pilots]
     failed = [out for p, out in zip(pilots, outputs, strict=True) if p.returncode]
     assert not failed, failed
+
+
+def picas_style_reset(db, doc_id):
+    """What a picas-era reset script does to a GRID_LRT token: lock and done back to 0, status left as it was."""
+    doc = db[doc_id]
+    doc.fetch()
+    doc["lock"], doc["done"] = 0, 0
+    doc.save()
+
+
+def every_overlap(server, database, token_type, obsid, workdir):
+    """40 tokens of one observation made by GRID_LRT and worked by launcher-like pilots into every overlap of its
+    views: 10 done and 8 failed (output "21", as text); held at each step (2 launched, 2 downloading, 2 running,
+    1 uploading); held after reporting (2 with status error, 1 done); then 3 failed and 2 done ones put back by a
+    picas-style reset (status left) and 1 failed one by GRID_LRT's own Token.reset. Returns GRID_LRT's client."""
+    from GRID_LRT.token import caToken
+
+    client, db = lrt_database(server, database)
+    srm = Path(workdir) / "srm.txt"
+    srm.write_text("srm://srm.grid.sara.nl:8443/pnfs/grid.sara.nl/data/lofar/ops/projects/lc2_038/229585/"
+                   "L229585_SB100_uv.dppp.MS_7d8f2c1e.tar\n")
+    tokens = make_tokens(db, token_type, obsid, range(100, 140), attachment=srm)
+    run = dict(server=server, database=database, token_type=token_type)
+    run_lrt_pilots(count=1, tasks=10, hostname="wn-01.grid.surfsara.nl", **run)
+    run_lrt_pilots(count=1, tasks=8, fail_every=1, output_text=True, hostname="wn-02.grid.surfsara.nl", **run)
+    for stop_at, pilots in (("launched", 2), ("downloading", 2), ("running", 2), ("uploading", 1)):
+        for _ in range(pilots):  # each killed at that step: a token held there
+            run_lrt_pilots(count=1, stop_at=stop_at, hostname="wn-03.grid.surfsara.nl", **run)
+    for _ in range(2):  # the launcher reported the failure and was killed before closing
+        run_lrt_pilots(count=1, fail_every=1, stop_at="error", hostname="wn-04.grid.surfsara.nl", **run)
+    run_lrt_pilots(count=1, stop_at="done", hostname="wn-04.grid.surfsara.nl", **run)
+    by_view = {v: {r["id"] for r in db.get_design_document(token_type).get_view(v)()["rows"]}
+               for v in ("locked", "done", "error")}
+    failed = sorted(by_view["error"] - by_view["locked"])
+    closed = sorted(by_view["done"] - by_view["locked"])
+    for doc_id in failed[:3] + closed[:2]:
+        picas_style_reset(db, doc_id)
+    token = caToken(database=db, token_type=token_type, token_id=failed[3])
+    token.fetch()
+    token.reset()  # GRID_LRT's own: status "reset", output "", scrub_count + 1
+    token.save()
+    tokens.fetch()
+    return client

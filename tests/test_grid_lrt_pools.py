@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from tests.conftest import delete_database, index_own_views
-from tests.grid_lrt import lrt_database, make_tokens, run_lrt_pilots
+from tests.grid_lrt import every_overlap
 from tokens import reading
 from tokens.models import CountSnapshot
 from tokens.pools import all_pools
@@ -17,14 +17,6 @@ from tokens.pools import all_pools
 pytestmark = pytest.mark.django_db(transaction=True)
 
 TYPE, OBSID = "pref_cal1_L229585", "L229585"
-
-
-def picas_style_reset(db, doc_id):
-    """What a picas-era reset script does to a GRID_LRT token: lock and done back to 0, status left as it was."""
-    doc = db[doc_id]
-    doc.fetch()
-    doc["lock"], doc["done"] = 0, 0
-    doc.save()
 
 
 def view_ids(couch, view):
@@ -38,32 +30,7 @@ def lrt_pool(couch_server, couch, settings, tmp_path):
     own.create_database()
     settings.COUCHDB_DATABASES = [name]
     settings.COUCHDB_GROUP_FIELD = "OBSID"
-    client, db = lrt_database(couch_server, name)
-    srm = tmp_path / "srm.txt"
-    srm.write_text("srm://srm.grid.sara.nl:8443/pnfs/grid.sara.nl/data/lofar/ops/projects/lc2_038/229585/"
-                   "L229585_SB100_uv.dppp.MS_7d8f2c1e.tar\n")
-    tokens = make_tokens(db, TYPE, OBSID, range(100, 140), attachment=srm)  # 40 tokens
-    run = dict(server=couch_server, database=name, token_type=TYPE)
-    run_lrt_pilots(count=1, tasks=10, hostname="wn-01.grid.surfsara.nl", **run)  # 10 done
-    run_lrt_pilots(count=1, tasks=8, fail_every=1, output_text=True, hostname="wn-02.grid.surfsara.nl", **run)
-    for stop_at, pilots in (("launched", 2), ("downloading", 2), ("running", 2), ("uploading", 1)):
-        for _ in range(pilots):  # each killed at that step: a token held there
-            run_lrt_pilots(count=1, stop_at=stop_at, hostname="wn-03.grid.surfsara.nl", **run)
-    for _ in range(2):  # held, status error: the launcher reported the failure and was killed before closing
-        run_lrt_pilots(count=1, fail_every=1, stop_at="error", hostname="wn-04.grid.surfsara.nl", **run)
-    run_lrt_pilots(count=1, stop_at="done", hostname="wn-04.grid.surfsara.nl", **run)  # held, status done
-    closed = {r["id"]: r for r in own.view(TYPE, "done", reduce=False)["rows"]}
-    failed = sorted(view_ids(own, "error") - view_ids(own, "locked"))
-    for doc_id in failed[:3] + sorted(closed)[:2]:
-        picas_style_reset(db, doc_id)
-    # GRID_LRT's own reset (status "reset", output "", scrub_count + 1) on one more failed token.
-    from GRID_LRT.token import caToken
-
-    token = caToken(database=db, token_type=TYPE, token_id=failed[3])
-    token.fetch()
-    token.reset()
-    token.save()
-    tokens.fetch()
+    client = every_overlap(couch_server, name, TYPE, OBSID, tmp_path)
     index_own_views(own, "OBSID")
     reading.refresh(all_pools()[0])
     yield own
@@ -94,8 +61,8 @@ def test_a_token_in_two_grid_lrt_views_is_counted_once_where_the_pilots_take_it_
     # The observation page says it, and shows GRID_LRT's own overview beside the dashboard's counts.
     query = {"type": TYPE, "group": OBSID}
     page = operator_client.get(f"/pools/{lrt_pool.database}/obs/", query).content.decode()
-    assert "3 of the todo tokens: also in the workers&#x27; error view; the pilots will take them again" in page
-    assert "1 of the locked token: also in the workers&#x27; done view; a pilot still holds it" in page
+    assert "3 todo tokens: also in the workers&#x27; error view; the pilots will take them again" in page
+    assert "1 locked token: also in the workers&#x27; done view; a pilot still holds it" in page
     assert "2 waiting (launched) · 2 downloading · 6 running" in page
     answer = operator_client.get(f"/pools/{lrt_pool.database}/obs/", {**query, "format": "json"}).json()
     theirs = {r["key"]: r["value"] for r in lrt_pool.view(TYPE, "overview_view", group=True)["rows"]}
@@ -108,7 +75,7 @@ def test_a_token_in_two_grid_lrt_views_is_counted_once_where_the_pilots_take_it_
 
     # A list and a token page name the other view; the API's list and pool say the same.
     todo = operator_client.get(f"/pools/{lrt_pool.database}/tokens/", {**query, "state": "todo"}).content.decode()
-    assert todo.count("also in the workers&#x27; error view; the pilots will take it again") == 3
+    assert todo.count('title="Also in the workers&#x27; error view; the pilots will take it again') == 3
     reset_by_picas = sorted(views["todo"] & views["error"])[0]
     token = operator_client.get(f"/pools/{lrt_pool.database}/token/", {"id": reset_by_picas}).content.decode()
     assert "Also in the workers&#x27; error view; the pilots will take it again" in token

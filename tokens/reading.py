@@ -658,7 +658,9 @@ class Observation:
 
     def overlap_notes(self):
         """[(bucket, n, note)] for the tokens counted in one bucket that a second worker view lists too."""
-        return [(bucket, n, overlap_note(bucket, also, n)) for (bucket, also), n in sorted(self.overlaps.items())]
+        order = {b: i for i, b in enumerate(BUCKETS)}
+        return [(bucket, n, overlap_note(bucket, also, n))
+                for (bucket, also), n in sorted(self.overlaps.items(), key=lambda kv: (order[kv[0][0]], kv[0][1]))]
 
     def as_json(self):
         return {
@@ -728,12 +730,17 @@ def overview_beside(o, theirs):
     return [(k, theirs[k], ours[k], why[k] if theirs[k] != ours[k] else "") for k in OVERVIEW_KEYS]
 
 
-def also_note(doc, styles):
-    """What a token's second worker view says, in words ("" for nearly every token)."""
+def also_views(doc, styles):
+    """The worker views that list a token besides the one it is counted in: "error", "done", "error+done" or ""."""
     style = style_of(doc, styles or {})
     bucket = classify(doc, style)
-    also = also_in(doc, style, bucket) if bucket else ()
-    return overlap_note(bucket, "+".join(also)) if also else ""
+    return "+".join(also_in(doc, style, bucket)) if bucket else ""
+
+
+def also_note(doc, styles):
+    """What a token's second worker view says, in words ("" for nearly every token)."""
+    also = also_views(doc, styles)
+    return overlap_note(classify(doc, style_of(doc, styles or {})), also) if also else ""
 
 
 def remaining(counts):
