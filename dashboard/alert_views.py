@@ -6,37 +6,10 @@ from django.contrib import messages
 from django.shortcuts import redirect
 from django.views.decorators.http import require_GET, require_POST
 
+from dashboard.payloads import HISTORY, alert_json, form_number, rule_json
 from dashboard.web import object_or_404, pool_or_404, respond
 from tokens import alerts, notify
 from tokens.models import Alert, AlertRule, Subscription
-
-HISTORY = 50
-
-
-def _number(value, percent=False):
-    """A typed number, or None when blank; RuleError when it is not a number."""
-    value = (value or "").strip().rstrip("%").strip()
-    if not value:
-        return None
-    try:
-        n = float(value)
-    except ValueError:
-        raise alerts.RuleError(f"{value!r} is not a number") from None
-    return n / 100 if percent else n
-
-
-def rule_json(rule):
-    return {"id": rule.pk, "kind": rule.kind, "threshold": rule.threshold, "hours": rule.hours,
-            "description": alerts.describe(rule)}
-
-
-def alert_json(a):
-    """An alert with its messages, as the page's JSON and the API give it (a webhook without its secret path)."""
-    return {"id": a.pk, "kind": a.kind, "subject": a.subject, "status": a.status, "summary": a.summary,
-            "evidence": a.evidence, "fired_at": a.fired_at, "resolved_at": a.resolved_at,
-            "messages": [{"message": d.message, "channel": d.channel, "status": d.status, "attempts": d.attempts,
-                          "error": d.last_error, "to": d.target if d.channel == "email" else notify.where(d.address)}
-                         for d in a.deliveries.all()]}
 
 
 def _page(request, pool, form=None, problem=None, status=200):
@@ -68,8 +41,8 @@ def rule_create(request, slug):
     form = {k: request.POST.get(k, "") for k in ("kind", "threshold", "hours")}
     try:
         kind = form["kind"]
-        threshold = _number(form["threshold"], percent=kind == AlertRule.ERROR_RATE)
-        rule = alerts.make_rule(pool, kind, threshold, _number(form["hours"]), request.user)
+        threshold = form_number(form["threshold"], percent=kind == AlertRule.ERROR_RATE)
+        rule = alerts.make_rule(pool, kind, threshold, form_number(form["hours"]), request.user)
     except alerts.RuleError as e:
         return _page(request, pool, form, str(e), status=400)  # what was typed is kept
     messages.success(request, f"Rule added: {alerts.describe(rule)}. It is checked every "

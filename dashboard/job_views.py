@@ -3,81 +3,36 @@
 Operators act; viewers get 403 on every one of these except reading a job and the audit list.
 """
 
-import json
 
 from django.contrib.auth.models import User
-from django.db.models import Count
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect
-from django.template.defaultfilters import filesizeformat, pluralize
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from dashboard import roles
-from dashboard.export_views import csv_download
-from dashboard.web import couch_error, object_or_404, pool_or_404, refuse, respond, wants_json
+from dashboard.payloads import (
+    ACTION_LABELS,
+    OPERATION_LABELS,
+    VIA_LABELS,
+    duration_in_words,
+    filtered_jobs,
+    job_json,
+    job_or_404,
+    job_problems,
+    outcome_counts,
+    params_in_words,
+    problem_json,
+    start,
+    token_record_json,
+)
+from dashboard.web import couch_error, csv_download, pool_or_404, refuse, respond, wants_json
 from tokens import actions, operations, selections, uploads
 from tokens.couch import CouchError
 from tokens.models import Job, JobToken
 from tokens.selections import OperationError, Selection
 from tokens.states import BUCKET_LABELS
-
-OPERATION_LABELS = {"reset": "Reset / retry", "set_field": "Set a field", "attach": "Attach a file",
-                    "delete": "Delete"}  # the actions on selected tokens
-ACTION_LABELS = {**OPERATION_LABELS, "create_tokens": "New token set"}
-VIA_LABELS = {"web": "in the browser", "api": "through the API", "cli": "from the command line"}
-VALUE_TYPE_WORDS = {"string": "text", "number": "a number", "boolean": "true or false", "json": "JSON"}
-
-
-def params_in_words(job):
-    """What the job was told to do beyond its selection, as sentences (the job page; never a dict)."""
-    p = job.params
-    if job.action == "reset":
-        return ["Attachments deleted" if p.get("delete_attachments") else "Attachments kept; error history kept"]
-    if job.action == "set_field":
-        value = p.get("value")
-        # The web form and the CLI say the value's type; the API sends JSON, whose value has its own.
-        value_type = p.get("value_type") or json_type(value)
-        shown = "true" if value is True else "false" if value is False else json.dumps(value) \
-            if value_type == "json" else str(value)
-        words = [f"Set “{p.get('field')}” to {shown} ({VALUE_TYPE_WORDS.get(value_type, 'text')})"]
-        if p.get("allow_state_fields"):
-            words.append("state fields allowed")
-        return words
-    if job.action == "attach":
-        return [f"Attach “{p.get('name')}” ({filesizeformat(p.get('size') or 0)}, {p.get('content_type')}); a "
-                "token that already has this file under this name is left as it is"]
-    if job.action == "delete":
-        return ["Deleted tokens leave tombstones (never purged)"]
-    if job.action == "create_tokens":
-        o = p.get("options", {})
-        per = o.get("per_token", 1)
-        return [f"Tokens of type “{o.get('token_type')}”, {per} item{pluralize(per)} each, keyed by "
-                f"“{o.get('key_field')}”" + (f", each with “{o['attachment']}” attached" if o.get("attachment")
-                                             else "") + ("; views created where absent" if o.get("create_views")
-                                                         else "; no views created")]
-    return []
-
-
-def json_type(value):
-    """The value type (as the web form names them) of a JSON value."""
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    return "string" if isinstance(value, str) else "json"
-
-
-def duration_in_words(seconds):
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min"
 
 
 def params_from(request, action):
@@ -151,37 +106,6 @@ def job_create(request, slug):
     return start(request, job)
 
 
-def start(request, job):
-    """Queue a recorded job and answer with it: 201 + the job (JSON), or the job's page."""
-    operations.enqueue(job)
-    job.refresh_from_db()
-    if wants_json(request):
-        return JsonResponse(job_json(job), status=201)
-    return redirect("job", job.pk)
-
-
-def job_json(job):
-    return {
-        "id": job.pk, "pool": job.pool, "user": job.user.username if job.user else None, "via": job.via,
-        "action": job.action, "selection": job.selection, "params": {k: v for k, v in job.params.items()
-                                                                     if k != "upload"},
-        "preview_count": job.preview_count, "status": job.status, "message": job.message,
-        "created_at": job.created_at.isoformat(),
-        "started_at": job.started_at.isoformat() if job.started_at else None,
-        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
-        "read": job.total, "changed": job.changed, "skipped": job.skipped, "conflicts": job.conflicts,
-        "failed": job.failed, "percent": job.percent,
-    }
-
-
-def job_or_404(request, pk, operate=False):
-    """A job on a pool this request may see (its pool's roles decide); otherwise it does not exist for them."""
-    missing = f"No such job among those you may see: {pk}."
-    job = object_or_404(Job.objects.select_related("user"), pk, missing)
-    roles.require(request, job.pool, operate, missing)
-    return job
-
-
 @require_GET
 def job(request, pk):
     operations.tend_jobs()
@@ -203,11 +127,6 @@ def job(request, pk):
         # 286 tells htmx to stop polling; the final state is in this response.
         return HttpResponseStopPolling(response.content)
     return response
-
-
-def job_problems(job):
-    """The tokens a job did not simply change: skipped, failed, or changed after a conflict."""
-    return JobToken.objects.filter(job=job).exclude(outcome=JobToken.CHANGED, conflicted=False)
 
 
 JOB_TOKENS_PAGE = 200
@@ -243,21 +162,6 @@ def job_tokens(request, pk):
     return respond(request, "job_tokens.html", context, payload)
 
 
-def outcome_counts(job):
-    """{outcome: tokens} from the job's records (the page and the API count alike)."""
-    return dict.fromkeys(selections.JOB_OUTCOMES, 0) | dict(
-        JobToken.objects.filter(job=job).values_list("outcome").annotate(n=Count("id")).values_list("outcome", "n"))
-
-
-def token_record_json(r):
-    return {"id": r.token_id, "outcome": r.outcome, "reason": r.reason, "conflicted": r.conflicted,
-            "rev_before": r.rev_before, "rev_after": r.rev_after}
-
-
-def problem_json(p):
-    return {"id": p.token_id, "outcome": p.outcome, "reason": p.reason, "conflicted": p.conflicted}
-
-
 @require_POST
 def job_cancel(request, pk):
     job = job_or_404(request, pk, operate=True)
@@ -282,28 +186,4 @@ def jobs(request):
                "users": User.objects.filter(job__in=seen).distinct().order_by("username")}
     return respond(request, "jobs.html", context, {"jobs": [job_json(j) for j in found]})
 
-
-def filtered_jobs(pool=None, user=None, action=None, status=None, via=None, pools=None):
-    """Jobs, newest first, narrowed by whichever filters are given (the audit list and the API); `pools`: only
-    those on these pools (the caller's, dashboard.roles), None: on any."""
-    found = Job.objects.select_related("user")
-    if pools is not None:
-        found = found.filter(pool__in=pools)
-    if pool:
-        found = found.filter(pool=pool)
-    if user:
-        found = found.filter(user__username=user)
-    if action:
-        found = found.filter(action=action)
-    if status:
-        found = found.filter(status=status)
-    if via:
-        found = found.filter(via=via)
-    return found
-
-
-def token_jobs(pool_slug, token_id):
-    """The jobs that touched a token, newest first (for the token page)."""
-    return (JobToken.objects.filter(pool=pool_slug, token_id=token_id).select_related("job", "job__user")
-            .order_by("-job__created_at")[:50])
 

@@ -70,6 +70,11 @@ class Access:
 NOBODY = Access()
 
 
+def may_view(user, slug):
+    """Whether a user may see a pool (settings.POOL_ACCESS_CHECK: how the alerts ask it)."""
+    return user_access(user).can_view(slug)
+
+
 def user_access(user):
     """The user's roles, read once per request (kept on the user object, which lives as long as the request)."""
     if not user.is_authenticated or not user.is_active:

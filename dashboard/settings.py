@@ -184,7 +184,7 @@ X_FRAME_OPTIONS = "DENY"
 # Pages take the CSRF token from the page (hx-headers on <body>), so no script needs to read the cookie.
 CSRF_COOKIE_HTTPONLY = True
 # No inline script, style or event handler anywhere (tests/test_security_settings.py renders every page to check).
-# Sent by django-csp; files passed on from a pool get a policy of their own (download_csp, dashboard/export_views.py).
+# Sent by django-csp; files passed on from a pool get a policy of their own (download_csp, dashboard/web.py).
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": [SELF], "script-src": [SELF], "style-src": [SELF], "img-src": [SELF, "data:"],
@@ -359,6 +359,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 # this mail server (none set: e-mail deliveries fail, and the alerts page says why) and to webhooks.
 ALERTS_EVALUATE_SECONDS = envint("ALERTS_EVALUATE_SECONDS", 60)
 ALERT_DELIVERY_ATTEMPTS = envint("ALERT_DELIVERY_ATTEMPTS", 5)
+# Who may still see a pool, asked before an alert is sent to a subscriber: the web side's roles (tokens/ imports
+# nothing from dashboard/, so the check is named here).
+POOL_ACCESS_CHECK = "dashboard.roles.may_view"
 EMAIL_HOST = os.getenv("EMAIL_HOST", "")
 EMAIL_PORT = envint("EMAIL_PORT", 25)
 EMAIL_HOST_USER = os.getenv("EMAIL_HOST_USER", "")

@@ -4,7 +4,7 @@ from django.http import JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from dashboard.job_views import start
+from dashboard.payloads import start
 from dashboard.web import couch_error, pool_or_404, wants_json
 from tokens import selections, tokensets
 from tokens.couch import CouchError

@@ -15,11 +15,20 @@ from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET
 
 from dashboard import charts
-from dashboard.export_views import download_csp
-from dashboard.job_views import token_jobs
-from dashboard.observe_views import chart_csv, pool_charts, progress
+from dashboard.payloads import (
+    card_json,
+    chart_csv,
+    overview_cards,
+    pool_charts,
+    pool_payload,
+    progress,
+    summary,
+    token_jobs,
+    token_payload,
+)
 from dashboard.web import (
     couch_error,
+    download_csp,
     labels,
     pool_or_404,
     refuse,
@@ -27,7 +36,6 @@ from dashboard.web import (
     snapshot_meta,
     snapshot_or_error,
     status_of,
-    visible_pools,
     wants_json,
 )
 from tokens import events, exitcodes, overview, reading
@@ -44,50 +52,6 @@ def not_found(request, exception=None):
     if wants_json(request):
         return JsonResponse({"error": message}, status=404)
     return render(request, "404.html", {"message": message}, status=404)
-
-
-def pool_rows(request):
-    """Every pool the request may see, with its latest totals and health (the API's list of pools)."""
-    rows = []
-    for pool in visible_pools(request):
-        snap = reading.snapshot(pool)
-        totals = reading.pool_totals(snap.data) if snap.data else None
-        rows.append({
-            "pool": pool,
-            "totals": totals,
-            "total": sum(totals.values()) if totals else None,
-            "health": "error" if snap.error else "ok",
-            "error": snap.error,
-            "age": snap.age(),
-            "own_views": snap.data["own_views"] if snap.data else None,
-        })
-    return rows
-
-
-def pool_row_json(r):
-    return {
-        "slug": r["pool"].slug,
-        "name": r["pool"].name,
-        "database": r["pool"].database,
-        "health": r["health"],
-        "error": r["error"] or None,
-        "counts": r["totals"],
-        "total": r["total"],
-        "counts_age_seconds": round(r["age"], 1) if r["age"] is not None else None,
-    }
-
-
-def overview_cards(request):
-    """The overview's cards for the pools the request may see, attention first (the home page, its wall mode and
-    the API)."""
-    return overview.order([overview.card(pool, reading.snapshot(pool)) for pool in visible_pools(request)])
-
-
-def card_json(c):
-    return {**c, "health": "error" if c["error"] else "ok",
-            "reasons": [{"kind": k, "text": t} for k, t in c["reasons"]],
-            "last_activity": c["last_activity"].isoformat() if c.get("last_activity") else None,
-            "last_finish_hour": c["last_finish_hour"].isoformat() if c.get("last_finish_hour") else None}
 
 
 @require_GET
@@ -143,19 +107,6 @@ def pool(request, slug):
     payload.update(chart_payload)
     payload["eta"] = context.get("eta")
     return respond(request, "pool.html", context, payload, status=status_of(snap))
-
-
-def pool_payload(pool, snap, observations, totals):
-    """A pool's counts per observation, as the pool page's JSON and the API answer them."""
-    return {
-        "pool": pool.slug,
-        **snapshot_meta(snap),
-        "own_views": snap.data["own_views"],
-        "counts": totals,
-        "total": sum(totals.values()),
-        "observations": [o.as_json() for o in observations],
-        "design_documents": snap.data["design_docs"],
-    }
 
 
 def selection_from(request, data):
@@ -236,27 +187,6 @@ def tokens(request, slug):
         **labels(),
     }
     return respond(request, "tokens.html", context, payload)
-
-
-def summary(doc, styles):
-    """The columns of a token list; `also_in`: what a second worker view that lists it says (GRID_LRT)."""
-    errors = doc.get("error")
-    last_error = errors[-1] if isinstance(errors, list) and errors and isinstance(errors[-1], dict) else {}
-    return {
-        "id": doc["_id"],
-        "type": doc.get("type"),
-        "lock": doc.get("lock"),
-        "done": doc.get("done"),
-        "exit_code": doc.get("exit_code"),
-        "status": doc.get("status"),
-        "output": doc.get("output") if not isinstance(doc.get("output"), dict) else None,
-        "hostname": doc.get("hostname"),
-        "scrub_count": doc.get("scrub_count"),
-        "last_error": str(last_error.get("message", ""))[:200],
-        "odd": oddities(doc),
-        "also_in": reading.also_note(doc, styles),
-        "also_views": reading.also_views(doc, styles).replace("+", " and "),
-    }
 
 
 @require_GET
@@ -345,15 +275,6 @@ def token(request, slug):
         return JsonResponse(payload, json_dumps_params={"ensure_ascii": False})
     context["inline"] = inline_attachments(pool, doc, facts["attachments"])
     return render(request, "token.html", context)
-
-
-def token_payload(pool, doc, facts, touched, timeline):
-    """A token, what is derived from it, the jobs that touched it and its events (the token page's JSON and the
-    API)."""
-    return {"pool": pool.slug, "token": doc, **{k: v for k, v in facts.items() if k != "fields"},
-            "jobs": [{"id": t.job_id, "action": t.job.action, "outcome": t.outcome, "reason": t.reason}
-                     for t in touched],
-            "timeline": [events.as_json(e) for e in timeline]}
 
 
 TEXT_TYPES = ("text/", "application/json", "application/x-yaml", "application/xml")

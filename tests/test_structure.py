@@ -106,3 +106,37 @@ def test_no_module_uses_another_modules_private_names():
     paths = [*modules.values(), *(BASE / "tests").glob("*.py"), *(BASE / "bench").glob("*.py")]
     uses = {str(p.relative_to(BASE)): private_uses(p, modules) for p in paths}
     assert {path: names for path, names in uses.items() if names} == {}
+
+
+def is_view_module(name):
+    return name == "dashboard.views" or name.startswith("dashboard.") and name.endswith("_views")
+
+
+def layering_breaches(graph):
+    """Imports that cross the layers: a view module importing another view module, the API importing a view module,
+    the domain (tokens) importing the web side (dashboard). urls.py is where views are put together."""
+    found = []
+    for module, imported in graph.items():
+        for other in imported:
+            if is_view_module(module) and is_view_module(other):
+                found.append(f"{module} -> {other} (a view module imports another)")
+            elif module.startswith("dashboard.api") and is_view_module(other):
+                found.append(f"{module} -> {other} (the API imports a view module)")
+            elif module.startswith("tokens") and (other == "dashboard" or other.startswith("dashboard.")):
+                found.append(f"{module} -> {other} (the domain imports the web side)")
+    return sorted(found)
+
+
+def test_views_import_no_view_the_api_imports_no_view_and_the_domain_imports_no_web_module():
+    modules = project_modules()
+    graph = {name: imports_of(path, modules)[0] - {name} for name, path in modules.items()}
+    assert layering_breaches(graph) == []
+
+
+def test_the_layering_check_sees_each_kind_of_breach():
+    graph = {"dashboard.views": {"dashboard.job_views", "dashboard.payloads"},
+             "dashboard.api.pools": {"dashboard.views"}, "tokens.alerts": {"dashboard.roles"},
+             "dashboard.urls": {"dashboard.views"}}
+    assert [b.split(" (")[0] for b in layering_breaches(graph)] == [
+        "dashboard.api.pools -> dashboard.views", "dashboard.views -> dashboard.job_views",
+        "tokens.alerts -> dashboard.roles"]

@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from ninja import Router, Schema
 
-from dashboard.alert_views import HISTORY, alert_json, rule_json
 from dashboard.api.common import READ_ERRORS, Slug, pool_of
+from dashboard.payloads import HISTORY, alert_json, rule_json
 from tokens.models import Alert, AlertRule
 
 router = Router(tags=["alerts"])

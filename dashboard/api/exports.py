@@ -6,7 +6,7 @@ from django.http import QueryDict
 from ninja import Query, Router
 from ninja.errors import HttpError
 
-from dashboard import export_views
+from dashboard import web
 from dashboard.api.common import MAX_HOURS, READ_ERRORS, Bucket, Error, Slug, Text, pool_of, snapshot_of
 from tokens import exports
 
@@ -49,4 +49,4 @@ def export_tokens(
         made = exports.open_export(pool, snap.data, query)
     except exports.ExportError as e:
         raise HttpError(400, str(e)) from None
-    return export_views.download(made)
+    return web.download(made)

@@ -7,7 +7,7 @@ from django.utils import timezone
 from ninja import Field, Query, Router, Schema
 from ninja.errors import HttpError
 
-from dashboard import observe_views
+from dashboard import payloads
 from dashboard.api.common import READ_ERRORS, CountsMeta, Slug, Text, errors, pool_of, snapshot_of
 from tokens import events
 
@@ -76,7 +76,7 @@ def list_hosts(request, slug: Slug, window: Literal["6h", "24h", "7d", "30d"] = 
     """Per worker host (and site, the host name's domain) over the window: running now, claims, done, failed,
     failure rate, median run time (lock to done), first and last seen; and the hosts flagged as black holes."""
     pool = pool_of(request, slug)
-    return observe_views.hosts_payload(pool, snapshot_of(pool), window)
+    return payloads.hosts_payload(pool, snapshot_of(pool), window)
 
 
 @router.get("/pools/{slug}/history", response={200: History, **errors(400, *READ_ERRORS)})

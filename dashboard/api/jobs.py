@@ -8,7 +8,7 @@ from ninja import Field, Query, Router, Schema
 from ninja.errors import HttpError
 from pydantic import field_validator
 
-from dashboard import job_views, roles
+from dashboard import payloads, roles
 from dashboard.api.common import (
     MAX_HOURS,
     MAX_ID,
@@ -149,9 +149,9 @@ class JobIn(Schema):
 
 
 def job_detail(job):
-    problems = job_views.job_problems(job)
-    return {**job_views.job_json(job), "description": Selection.from_dict(job.selection).describe(),
-            "problems": [job_views.problem_json(p) for p in problems[:500]], "problem_count": problems.count()}
+    problems = payloads.job_problems(job)
+    return {**payloads.job_json(job), "description": Selection.from_dict(job.selection).describe(),
+            "problems": [payloads.problem_json(p) for p in problems[:500]], "problem_count": problems.count()}
 
 
 def selection_of(body):
@@ -192,7 +192,7 @@ def create_job(request, slug: Slug, body: JobIn):
                                 via="api")
     operations.enqueue(job)
     job.refresh_from_db()
-    return 201, job_views.job_json(job)
+    return 201, payloads.job_json(job)
 
 
 @router.get("/jobs", response={200: JobList, **errors(401, 422, 500)}, tags=["jobs"])
@@ -202,18 +202,18 @@ def list_jobs(
     user: Annotated[Text | None, Query(description="Username of who created it")] = None,
     action: Annotated[Literal[Job.ACTIONS] | None, Query()] = None,
     status: Annotated[Literal[Job.QUEUED_TO_ENDED] | None, Query()] = None,
-    via: Annotated[Literal[tuple(job_views.VIA_LABELS)] | None, Query(description="How it was started")] = None,
+    via: Annotated[Literal[tuple(payloads.VIA_LABELS)] | None, Query(description="How it was started")] = None,
     before: Annotated[int | None, Query(ge=1, le=MAX_ID, description="The `next` of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ):
     """The audit list, newest first, paged by job id."""
     operations.tend_jobs()
-    found = job_views.filtered_jobs(pool=pool, user=user, action=action, status=status, via=via,
+    found = payloads.filtered_jobs(pool=pool, user=user, action=action, status=status, via=via,
                                     pools=roles.access(request).pool_filter()).order_by("-pk")
     if before is not None:
         found = found.filter(pk__lt=before)
     page = list(found[:limit + 1])
-    return {"jobs": [job_views.job_json(j) for j in page[:limit]], "next": page[limit - 1].pk if len(page) > limit
+    return {"jobs": [payloads.job_json(j) for j in page[:limit]], "next": page[limit - 1].pk if len(page) > limit
             else None}
 
 
@@ -221,7 +221,7 @@ def list_jobs(
 def get_job(request, job_id: JobId):
     """A job's progress and outcome (poll until `status` is no longer queued or running)."""
     operations.tend_jobs()
-    return job_detail(job_views.job_or_404(request, job_id))
+    return job_detail(payloads.job_or_404(request, job_id))
 
 
 @router.get("/jobs/{job_id}/tokens", response={200: JobTokens, **errors(401, 404, 422, 500)}, tags=["jobs"])
@@ -234,21 +234,21 @@ def get_job_tokens(
 ):
     """Every token a job changed (or skipped, or failed on), in the order it met them, paged. To act on them
     again, create a job with the selection {"kind": "job", "job": job_id, "outcome": ...}."""
-    job = job_views.job_or_404(request, job_id)
+    job = payloads.job_or_404(request, job_id)
     records = job.tokens.filter(outcome=outcome).order_by("pk")
     if after is not None:
         records = records.filter(pk__gt=after)
     page = list(records[:limit + 1])
-    return {"job": job.pk, "outcome": outcome, "count": job_views.outcome_counts(job)[outcome],
+    return {"job": job.pk, "outcome": outcome, "count": payloads.outcome_counts(job)[outcome],
             "next": page[limit - 1].pk if len(page) > limit else None,
-            "tokens": [job_views.token_record_json(r) for r in page[:limit]]}
+            "tokens": [payloads.token_record_json(r) for r in page[:limit]]}
 
 
 @router.post("/jobs/{job_id}/cancel", response={200: JobDetail, **errors(401, 403, 404, 409, 422, 500)},
           tags=["jobs"])
 def cancel_job(request, job_id: JobId):
     """Stop a job: a queued one at once, a running one between two batches. Operators only."""
-    job = job_views.job_or_404(request, job_id, operate=True)
+    job = payloads.job_or_404(request, job_id, operate=True)
     if job.ended:
         raise HttpError(409, f"The job has already ended ({job.status})")
     operations.cancel_job(job.pk)

@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 from ninja import Field, Router, Schema
 
-from dashboard import views
+from dashboard import payloads
 from dashboard.api.common import READ_ERRORS, Counts, CountsMeta, Slug, errors, pool_of, snapshot_of
 from tokens import overview, reading
 
@@ -119,14 +119,14 @@ class Overview(Schema):
 def get_overview(request):
     """The overview's cards, those that need attention first: progress, throughput, ETA and its basis, error
     rate, stale locks, black-hole hosts, last activity, observations in progress; `all_quiet` when none needs it."""
-    cards = views.overview_cards(request)
-    return {"pools": [views.card_json(c) for c in cards], "all_quiet": overview.all_quiet(cards)}
+    cards = payloads.overview_cards(request)
+    return {"pools": [payloads.card_json(c) for c in cards], "all_quiet": overview.all_quiet(cards)}
 
 
 @router.get("/pools", response={200: PoolList, **errors(401, 500)}, tags=["pools"])
 def list_pools(request):
     """Every pool with its totals per state, from its latest counts."""
-    return {"pools": [views.pool_row_json(r) for r in views.pool_rows(request)]}
+    return {"pools": [payloads.pool_row_json(r) for r in payloads.pool_rows(request)]}
 
 
 @router.get("/pools/{slug}", response={200: PoolDetail, **READ_ERRORS}, tags=["pools"])
@@ -134,4 +134,4 @@ def get_pool(request, slug: Slug):
     """A pool's counts per state and per observation (token type and group), with the age of those counts."""
     pool = pool_of(request, slug)
     snap = snapshot_of(pool)
-    return views.pool_payload(pool, snap, reading.observations(snap.data), reading.pool_totals(snap.data))
+    return payloads.pool_payload(pool, snap, reading.observations(snap.data), reading.pool_totals(snap.data))

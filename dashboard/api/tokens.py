@@ -9,7 +9,7 @@ from django.utils import timezone
 from ninja import Field, Path, Query, Router, Schema
 from ninja.errors import HttpError
 
-from dashboard import job_views, views, web
+from dashboard import payloads, web
 from dashboard.api.common import (
     MAX_HOURS,
     READ_ERRORS,
@@ -191,7 +191,7 @@ def list_tokens(
     return {
         "pool": pool.slug,
         "selection": {**selection, "failure": list(failure) if failure else None},
-        "tokens": [views.summary(doc, snap.data["types"]) for doc in page["tokens"]],
+        "tokens": [payloads.summary(doc, snap.data["types"]) for doc in page["tokens"]],
         "next": reading.encode_cursor(page["next"]) or None,
         "previous": reading.encode_cursor(page["previous"]) or None,
         "scanned": page["scanned"],
@@ -210,7 +210,7 @@ def get_token(request, slug: Slug, token_id: Annotated[Text, Path(min_length=1)]
         raise Http404("No such token") from None
     snap = reading.snapshot(pool)
     facts = reading.token_facts(doc, snap.data["types"] if snap.data else {})
-    return views.token_payload(pool, doc, facts, job_views.token_jobs(pool.slug, token_id),
+    return payloads.token_payload(pool, doc, facts, payloads.token_jobs(pool.slug, token_id),
                                events.timeline(pool.slug, token_id))
 
 

@@ -1,0 +1,414 @@
+"""What the pages and the API show, apart from the views that answer: each page's data (its JSON and its template
+context's), made once here and used by the web UI's views and by /api/v1/ alike. Views and API modules import this
+module; they never import one another."""
+
+import json
+import time
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Count
+from django.http import Http404, JsonResponse
+from django.shortcuts import redirect
+from django.template.defaultfilters import filesizeformat, pluralize
+from django.utils import timezone
+
+from dashboard import charts, roles
+from dashboard.web import (
+    csv_download,
+    object_or_404,
+    snapshot_meta,
+    visible_pools,
+    wants_json,
+)
+from tokens import alerts, events, exports, history, notify, operations, overview, reading, selections
+from tokens.models import Job, JobToken
+from tokens.oddities import oddities
+
+
+def pool_rows(request):
+    """Every pool the request may see, with its latest totals and health (the API's list of pools)."""
+    rows = []
+    for pool in visible_pools(request):
+        snap = reading.snapshot(pool)
+        totals = reading.pool_totals(snap.data) if snap.data else None
+        rows.append({
+            "pool": pool,
+            "totals": totals,
+            "total": sum(totals.values()) if totals else None,
+            "health": "error" if snap.error else "ok",
+            "error": snap.error,
+            "age": snap.age(),
+            "own_views": snap.data["own_views"] if snap.data else None,
+        })
+    return rows
+
+
+def pool_row_json(r):
+    return {
+        "slug": r["pool"].slug,
+        "name": r["pool"].name,
+        "database": r["pool"].database,
+        "health": r["health"],
+        "error": r["error"] or None,
+        "counts": r["totals"],
+        "total": r["total"],
+        "counts_age_seconds": round(r["age"], 1) if r["age"] is not None else None,
+    }
+
+
+def overview_cards(request):
+    """The overview's cards for the pools the request may see, attention first (the home page, its wall mode and
+    the API)."""
+    return overview.order([overview.card(pool, reading.snapshot(pool)) for pool in visible_pools(request)])
+
+
+def card_json(c):
+    return {**c, "health": "error" if c["error"] else "ok",
+            "reasons": [{"kind": k, "text": t} for k, t in c["reasons"]],
+            "last_activity": c["last_activity"].isoformat() if c.get("last_activity") else None,
+            "last_finish_hour": c["last_finish_hour"].isoformat() if c.get("last_finish_hour") else None}
+
+
+def pool_payload(pool, snap, observations, totals):
+    """A pool's counts per observation, as the pool page's JSON and the API answer them."""
+    return {
+        "pool": pool.slug,
+        **snapshot_meta(snap),
+        "own_views": snap.data["own_views"],
+        "counts": totals,
+        "total": sum(totals.values()),
+        "observations": [o.as_json() for o in observations],
+        "design_documents": snap.data["design_docs"],
+    }
+
+
+def summary(doc, styles):
+    """The columns of a token list; `also_in`: what a second worker view that lists it says (GRID_LRT)."""
+    errors = doc.get("error")
+    last_error = errors[-1] if isinstance(errors, list) and errors and isinstance(errors[-1], dict) else {}
+    return {
+        "id": doc["_id"],
+        "type": doc.get("type"),
+        "lock": doc.get("lock"),
+        "done": doc.get("done"),
+        "exit_code": doc.get("exit_code"),
+        "status": doc.get("status"),
+        "output": doc.get("output") if not isinstance(doc.get("output"), dict) else None,
+        "hostname": doc.get("hostname"),
+        "scrub_count": doc.get("scrub_count"),
+        "last_error": str(last_error.get("message", ""))[:200],
+        "odd": oddities(doc),
+        "also_in": reading.also_note(doc, styles),
+        "also_views": reading.also_views(doc, styles).replace("+", " and "),
+    }
+
+
+def token_payload(pool, doc, facts, touched, timeline):
+    """A token, what is derived from it, the jobs that touched it and its events (the token page's JSON and the
+    API)."""
+    return {"pool": pool.slug, "token": doc, **{k: v for k, v in facts.items() if k != "fields"},
+            "jobs": [{"id": t.job_id, "action": t.job.action, "outcome": t.outcome, "reason": t.reason}
+                     for t in touched],
+            "timeline": [events.as_json(e) for e in timeline]}
+
+
+OPERATION_LABELS = {"reset": "Reset / retry", "set_field": "Set a field", "attach": "Attach a file",
+                    "delete": "Delete"}  # the actions on selected tokens
+
+
+ACTION_LABELS = {**OPERATION_LABELS, "create_tokens": "New token set"}
+
+
+VIA_LABELS = {"web": "in the browser", "api": "through the API", "cli": "from the command line"}
+
+
+VALUE_TYPE_WORDS = {"string": "text", "number": "a number", "boolean": "true or false", "json": "JSON"}
+
+
+def params_in_words(job):
+    """What the job was told to do beyond its selection, as sentences (the job page; never a dict)."""
+    p = job.params
+    if job.action == "reset":
+        return ["Attachments deleted" if p.get("delete_attachments") else "Attachments kept; error history kept"]
+    if job.action == "set_field":
+        value = p.get("value")
+        # The web form and the CLI say the value's type; the API sends JSON, whose value has its own.
+        value_type = p.get("value_type") or json_type(value)
+        shown = "true" if value is True else "false" if value is False else json.dumps(value) \
+            if value_type == "json" else str(value)
+        words = [f"Set “{p.get('field')}” to {shown} ({VALUE_TYPE_WORDS.get(value_type, 'text')})"]
+        if p.get("allow_state_fields"):
+            words.append("state fields allowed")
+        return words
+    if job.action == "attach":
+        return [f"Attach “{p.get('name')}” ({filesizeformat(p.get('size') or 0)}, {p.get('content_type')}); a "
+                "token that already has this file under this name is left as it is"]
+    if job.action == "delete":
+        return ["Deleted tokens leave tombstones (never purged)"]
+    if job.action == "create_tokens":
+        o = p.get("options", {})
+        per = o.get("per_token", 1)
+        return [f"Tokens of type “{o.get('token_type')}”, {per} item{pluralize(per)} each, keyed by "
+                f"“{o.get('key_field')}”" + (f", each with “{o['attachment']}” attached" if o.get("attachment")
+                                             else "") + ("; views created where absent" if o.get("create_views")
+                                                         else "; no views created")]
+    return []
+
+
+def json_type(value):
+    """The value type (as the web form names them) of a JSON value."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return "string" if isinstance(value, str) else "json"
+
+
+def duration_in_words(seconds):
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def start(request, job):
+    """Queue a recorded job and answer with it: 201 + the job (JSON), or the job's page."""
+    operations.enqueue(job)
+    job.refresh_from_db()
+    if wants_json(request):
+        return JsonResponse(job_json(job), status=201)
+    return redirect("job", job.pk)
+
+
+def job_json(job):
+    return {
+        "id": job.pk, "pool": job.pool, "user": job.user.username if job.user else None, "via": job.via,
+        "action": job.action, "selection": job.selection, "params": {k: v for k, v in job.params.items()
+                                                                     if k != "upload"},
+        "preview_count": job.preview_count, "status": job.status, "message": job.message,
+        "created_at": job.created_at.isoformat(),
+        "started_at": job.started_at.isoformat() if job.started_at else None,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        "read": job.total, "changed": job.changed, "skipped": job.skipped, "conflicts": job.conflicts,
+        "failed": job.failed, "percent": job.percent,
+    }
+
+
+def job_or_404(request, pk, operate=False):
+    """A job on a pool this request may see (its pool's roles decide); otherwise it does not exist for them."""
+    missing = f"No such job among those you may see: {pk}."
+    job = object_or_404(Job.objects.select_related("user"), pk, missing)
+    roles.require(request, job.pool, operate, missing)
+    return job
+
+
+def job_problems(job):
+    """The tokens a job did not simply change: skipped, failed, or changed after a conflict."""
+    return JobToken.objects.filter(job=job).exclude(outcome=JobToken.CHANGED, conflicted=False)
+
+
+def outcome_counts(job):
+    """{outcome: tokens} from the job's records (the page and the API count alike)."""
+    return dict.fromkeys(selections.JOB_OUTCOMES, 0) | dict(
+        JobToken.objects.filter(job=job).values_list("outcome").annotate(n=Count("id")).values_list("outcome", "n"))
+
+
+def token_record_json(r):
+    return {"id": r.token_id, "outcome": r.outcome, "reason": r.reason, "conflicted": r.conflicted,
+            "rev_before": r.rev_before, "rev_after": r.rev_after}
+
+
+def problem_json(p):
+    return {"id": p.token_id, "outcome": p.outcome, "reason": p.reason, "conflicted": p.conflicted}
+
+
+def filtered_jobs(pool=None, user=None, action=None, status=None, via=None, pools=None):
+    """Jobs, newest first, narrowed by whichever filters are given (the audit list and the API); `pools`: only
+    those on these pools (the caller's, dashboard.roles), None: on any."""
+    found = Job.objects.select_related("user")
+    if pools is not None:
+        found = found.filter(pool__in=pools)
+    if pool:
+        found = found.filter(pool=pool)
+    if user:
+        found = found.filter(user__username=user)
+    if action:
+        found = found.filter(action=action)
+    if status:
+        found = found.filter(status=status)
+    if via:
+        found = found.filter(via=via)
+    return found
+
+
+def token_jobs(pool_slug, token_id):
+    """The jobs that touched a token, newest first (for the token page)."""
+    return (JobToken.objects.filter(pool=pool_slug, token_id=token_id).select_related("job", "job__user")
+            .order_by("-job__created_at")[:50])
+
+
+def chart_periods():
+    """({key: days} of the periods a chart offers, shortest first; the default's key). The default is CHART_DAYS, the
+    period kept ready in the stored history; 24 hours, 7 and 30 days are computed from the events when asked."""
+    # Beyond EVENTS_ROLLUP_DAYS there are no events to count.
+    periods = {k: d for k, d in {"24h": 1, "7d": 7, "30d": 30}.items() if d <= settings.EVENTS_ROLLUP_DAYS}
+    default = next((k for k, d in periods.items() if d == settings.CHART_DAYS), f"{settings.CHART_DAYS}d")
+    periods[default] = settings.CHART_DAYS
+    return dict(sorted(periods.items(), key=lambda kv: kv[1])), default
+
+
+def chart_context(pool, data, query, type_=None, group=None, observation=False):
+    """(context with the stored history and the chart of the pool or of one observation over the period in the
+    query (`period`, a key of chart_periods), its series); without a history (no own views) the context holds only
+    `history` and the series is None. Raises ValueError for an unknown period."""
+    periods, default = chart_periods()
+    period = query.get("period") or default
+    if period not in periods:
+        raise ValueError(f"Unknown chart period {period!r}: one of {', '.join(periods)}")
+    record = history.history(pool, data)
+    if record is None or record.data is None:
+        return {"history": record}, None
+    if period == default:
+        series = history.series(record.data, type_, group, observation=observation)
+        computed_at, error = record.data["computed_at"], record.error
+    else:
+        series = history.period_series(pool, periods[period], *((type_, group) if observation else (None, None)))
+        # As fresh as the events: a failed read of the feed (kept with the stored history) holds for them too.
+        computed_at, error = time.time(), record.error
+    links = []
+    q = query.copy()
+    q.pop("format", None)
+    for key, days in periods.items():
+        q["period"] = key
+        links.append({"key": key, "label": "24 hours" if days == 1 else f"{days} days", "current": key == period,
+                      "href": f"?{q.urlencode()}#chart"})
+    q["period"], q["format"] = period, "csv"
+    chart_id = "chart-obs" if observation else "chart-pool"
+    return {"history": record, "chart": charts.hourly_chart(series, chart_id), "series": series, "period": period,
+            "period_links": links, "csv_href": f"?{q.urlencode()}", "chart_computed_at": computed_at,
+            "chart_error": error}, series
+
+
+def series_json(context):
+    series = context.get("series")
+    if series is None:
+        return None
+    return {
+        "period": context["period"],
+        "step_seconds": series["step"],
+        "computed_at": context["chart_computed_at"],
+        "error": context["chart_error"] or None,
+        "hours": [charts.start_label(series, h) for h in series["hours"]],  # days when step_seconds is 86400
+        "hour_starts": series["hours"],
+        "done": series["done"],
+        "error_counts": series["error"],
+        "running": series["running"],  # the most locked at once in the hour (sampled with the counts)
+    }
+
+
+def chart_csv(pool, context, name):
+    """The chart's numbers as a CSV file, one row per hour or day of the period; `name` says whose they are."""
+    series = context.get("series")
+    if series is None:
+        raise Http404("No chart in this pool: charts need the dashboard's own design document")
+    rows = ((exports.iso_time(h), d, e, r) for h, d, e, r in zip(series["hours"], series["done"], series["error"],
+                                                                  series["running"], strict=True))
+    return csv_download(f"{name}-history-{context['period']}.csv",
+                        (f"{context['chart']['unit']}_start_utc", "done", "failed", "running_at_most"), rows)
+
+
+def progress(pool, series, counts, finished_hour, type_=None, group=None):
+    """The progress chart (done in total, projected to the total) of a pool or an observation, and its ETA."""
+    if series is None:
+        return {}
+    eta = overview.eta(pool.slug, reading.remaining(counts), finished_hour, type_, group)
+    chart_id = "progress-obs" if type_ is not None else "progress-pool"
+    return {"progress": charts.progress_chart(series, counts["done"], sum(counts.values()), eta["eta_hours"],
+                                              eta["eta_basis"], chart_id), "eta": eta}
+
+
+def pool_charts(pool, data, observations, query):
+    """The pool page's chart and a sparkline for each observation (set as o.spark, always over the default
+    period): (context, JSON payload)."""
+    context, series = chart_context(pool, data, query)
+    if series is None:
+        return context, {"hourly": None}
+    record = context["history"]
+    per_obs = history.series_by_observation(record.data)
+    empty = history.empty_series(record.data)
+    for o in observations:
+        o.spark = charts.sparkline(per_obs.get((o.type, o.group), empty))
+    return context, {"hourly": series_json(context)}
+
+
+HOST_WINDOWS = {"6h": ("the last 6 hours", 6), "24h": ("the last 24 hours", 24), "7d": ("the last 7 days", 168),
+                "30d": ("the last 30 days", 720)}
+
+
+def hosts_csv(pool, payload, window):
+    """The hosts over the window as a CSV file. Whether a host is a black hole is judged over the black-hole
+    window (BLACKHOLE_WINDOW_HOURS), whatever the file's: the column's name says so."""
+    columns = ("hostname", "site", "running", "claims", "done", "failed", "failure_rate", "median_run", "first",
+               "last")
+    holes = {h["hostname"] for h in payload["black_holes"]}
+
+    def cell(value):
+        if isinstance(value, datetime):
+            return exports.iso_time(value.timestamp())
+        return round(value, 4) if isinstance(value, float) else value
+
+    rows = ([*(cell(h[c]) for c in columns), "yes" if h["hostname"] in holes else ""] for h in payload["hosts"])
+    flag = f"black_hole_last_{settings.BLACKHOLE_WINDOW_HOURS:g}h"
+    return csv_download(f"{pool.slug}-hosts-{window}.csv", (*columns, flag), rows)
+
+
+def hosts_payload(pool, snap, window):
+    """The hosts of a pool over a window (a key of HOST_WINDOWS), per site, and the black holes: the hosts page's
+    JSON and the API's."""
+    now = timezone.now()
+    since = now - timedelta(hours=HOST_WINDOWS[window][1])
+    rows = events.hosts(pool.slug, since, now)
+    holes = events.black_holes(events.hosts(pool.slug, *events.black_hole_window()))
+    return {"pool": pool.slug, **snapshot_meta(snap), "own_views": snap.data["own_views"], "window": window,
+            "since": since, "hosts": rows, "sites": events.sites(rows), "black_holes": holes,
+            "black_hole_rule": black_hole_rule()}
+
+
+def black_hole_rule():
+    return (f"at least {settings.BLACKHOLE_MIN_FAILURES} failures in the last {settings.BLACKHOLE_WINDOW_HOURS:g} "
+            f"hours, at least {settings.BLACKHOLE_RATE:.0%} of the tokens it finished, and at least "
+            f"{settings.BLACKHOLE_FACTOR:g} times the failure rate of the rest of the pool")
+
+
+HISTORY = 50
+
+
+def form_number(value, percent=False):
+    """A typed number, or None when blank; RuleError when it is not a number."""
+    value = (value or "").strip().rstrip("%").strip()
+    if not value:
+        return None
+    try:
+        n = float(value)
+    except ValueError:
+        raise alerts.RuleError(f"{value!r} is not a number") from None
+    return n / 100 if percent else n
+
+
+def rule_json(rule):
+    return {"id": rule.pk, "kind": rule.kind, "threshold": rule.threshold, "hours": rule.hours,
+            "description": alerts.describe(rule)}
+
+
+def alert_json(a):
+    """An alert with its messages, as the page's JSON and the API give it (a webhook without its secret path)."""
+    return {"id": a.pk, "kind": a.kind, "subject": a.subject, "status": a.status, "summary": a.summary,
+            "evidence": a.evidence, "fired_at": a.fired_at, "resolved_at": a.resolved_at,
+            "messages": [{"message": d.message, "channel": d.channel, "status": d.status, "attempts": d.attempts,
+                          "error": d.last_error, "to": d.target if d.channel == "email" else notify.where(d.address)}
+                         for d in a.deliveries.all()]}
