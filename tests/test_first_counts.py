@@ -30,7 +30,7 @@ def test_a_pool_being_indexed_is_counted_from_its_documents_and_says_so(viewer_c
     settings.COUNTS_INDEX_WAIT = 0.2  # far less than any server takes to index 12,000 tokens
     settings.COUNTS_MAX_AGE = 3600  # the pages show the counts taken here, not a later refill from the built view
     data = reading.refresh(get_pool(big_new_pool.database)).data
-    assert data["indexing"]["views"] == ["states", "failures", "locks"]
+    assert data["indexing"]["views"] == ["states", "failures", "locks", "progress"]  # progress: a GRID_LRT type
     page = viewer_client.get(f"/pools/{big_new_pool.database}/", {"format": "json"}).json()
     assert {k: v for k, v in page["counts"].items() if v} == {"todo": 4_000, "done": 4_000, "error": 4_000}
     assert page["indexing"]["views"]
