@@ -18,15 +18,15 @@ node_modules/.installed: package.json package-lock.json
 install: $(VENV)/.installed node_modules/.installed
 
 run: install
-	$(PY) -m dashboard.run --port $(PORT)
+	$(PY) -m localsite.run --port $(PORT)
 
 # The same with DEBUG on: Django's error pages with tracebacks, static files straight from static/.
 dev: install
-	DEBUG=true $(PY) -m dashboard.run --port $(PORT)
+	DEBUG=true $(PY) -m localsite.run --port $(PORT)
 
 # A shell with the settings of the site that `make run` started: manage.py commands act on its pools.
 shell: install
-	@$(PY) -m dashboard.run --shell
+	@$(PY) -m localsite.run --shell
 
 # The browser tests drive Debian's Chromium (Playwright's own browser download does not work on these machines):
 # installed here when it is missing and this is root with apt; otherwise nothing runs until it is there.

@@ -39,8 +39,8 @@ from django.core.management import call_command  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from dashboard.embedded import EmbeddedCouch, free_port  # noqa: E402
 from dashboard.models import PoolRole  # noqa: E402
+from localsite.embedded import EmbeddedCouch, free_port  # noqa: E402
 from tokens import events, operations, reading, selections, tokensets, uploads  # noqa: E402
 from tokens.couch import Couch, CouchError, NotFound, split_credentials  # noqa: E402
 from tokens.models import CountSnapshot, HostHour, Job, ObservationHour, PoolHistory, TokenEvent, TokenState  # noqa: E402
@@ -290,7 +290,7 @@ def bench_freshness(server, client, db):
     """Pilots change the pool while a viewer polls the page every second; a real Celery worker refreshes (two
     processes, as the deployed unit runs). Halfway, the hourly recount falls due: the counts must not wait for it."""
     print("freshness: picas pilots run while the page is polled for 60 s (a recount halfway)", flush=True)
-    from dashboard.embedded import EmbeddedRedis
+    from localsite.embedded import EmbeddedRedis
 
     redis = EmbeddedRedis(WORK / "redis").start()
     env = dict(os.environ, CELERY_BROKER_URL=redis.url, COUCHDB_URL=server.url, COUCHDB_USER=server.username,
@@ -764,7 +764,7 @@ def bench_load(server):
     from django.contrib.auth.models import Group
 
     from dashboard.celery import app
-    from dashboard.embedded import EmbeddedRedis
+    from localsite.embedded import EmbeddedRedis
     from tokens import history
     from tokens.models import Job
 

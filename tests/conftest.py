@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from django.contrib.auth.models import Group, User
 
-from dashboard.embedded import EmbeddedCouch, EmbeddedRedis, free_port
 from dashboard.roles import OPERATORS, VIEWERS
+from localsite.embedded import EmbeddedCouch, EmbeddedRedis, free_port
 from tests.waiting import wait_for
 from tokens.couch import Couch, split_credentials
 
@@ -79,7 +79,7 @@ def couch_server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def demo_pools(couch_server):
     """Both demo pools, seeded once: {database: seed summary}; deleted after the session."""
-    from tokens import demo
+    from localsite import demo
 
     credentials = (couch_server.url, couch_server.username, couch_server.password)
     seeded = {SURF: demo.seed_surf(*credentials, database=SURF), LOFAR: demo.seed_lofar(*credentials, database=LOFAR)}
@@ -231,7 +231,7 @@ def surf_token(n, **fields):
 @pytest.fixture
 def scratch_pool(couch_server, couch, settings):
     """A fresh pool with SURF's Monitor views and one GRID_LRT design document; returns its client."""
-    from tokens import demo
+    from localsite import demo
 
     name = "ops-" + uuid.uuid4().hex[:8]
     db = couch(name)

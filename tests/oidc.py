@@ -9,7 +9,7 @@ from pathlib import Path
 
 import requests
 
-from dashboard.embedded import BASE_DIR, EmbeddedError, free_port, stop_process
+from localsite.embedded import BASE_DIR, EmbeddedError, free_port, stop_process
 
 SCRIPT = Path(__file__).resolve().parent / "oidc_provider.mjs"
 

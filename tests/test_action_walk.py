@@ -33,7 +33,7 @@ ENDED = "#progress .status.succeeded, #progress .status.failed, #progress .statu
 def fresh_demo_pool(request, couch_server, couch, settings):
     """A new copy of a demo pool, seeded as `make run` seeds it (SURF's by real picas pilots), for this test alone:
     the walk changes every token it can."""
-    from tokens import demo
+    from localsite import demo
 
     name = f"walk-{request.param}-{uuid.uuid4().hex[:6]}"
     seed = demo.seed_surf if request.param == "surf" else demo.seed_lofar

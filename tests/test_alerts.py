@@ -13,8 +13,8 @@ from aiosmtpd.controller import Controller
 from django.conf import settings as django_settings
 from django.utils import timezone
 
-from dashboard.embedded import free_port
 from dashboard.roles import OPERATORS, VIEWERS
+from localsite.embedded import free_port
 from tests.conftest import index_own_views, make_user, surf_token
 from tests.test_job_safety import start_pilots
 from tests.waiting import PATIENCE, wait_for

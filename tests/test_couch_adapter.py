@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from dashboard.embedded import free_port
+from localsite.embedded import free_port
 from tests.conftest import STRANGER
 from tokens.couch import Conflict, Couch, NotFound, Unauthorised, Unreachable, split_credentials
 

@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from dashboard.embedded import free_port
+from localsite.embedded import free_port
 from tests.conftest import STRANGER, SURF, surf_token
 from tokens import reading
 from tokens.couch import Couch, TimedOut
@@ -108,7 +108,7 @@ def test_couchdbs_own_request_timeout_is_reported_as_a_slow_server_building_its_
 
 
 def test_seeding_the_demo_on_an_unreachable_or_refusing_server_says_so_without_the_password(couch_server):
-    from tokens import demo, seeding
+    from localsite import demo, seeding
 
     with pytest.raises(seeding.DemoError, match="is unreachable") as unreachable:
         demo.seed_surf(f"http://127.0.0.1:{free_port()}", "admin", "secret-pw-42", database="demo-nowhere")

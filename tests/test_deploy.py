@@ -21,7 +21,7 @@ from urllib.parse import quote, urlencode
 
 import pytest
 
-from dashboard.embedded import free_port
+from localsite.embedded import free_port
 from tests.conftest import surf_token
 from tests.waiting import wait_for
 from tokens.couch import Couch
@@ -180,7 +180,7 @@ def errored(n):
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, couch_server, redis_server):
     """gunicorn (2 workers) and a Celery worker process in production settings, on a pool of their own."""
-    from tokens import demo
+    from localsite import demo
 
     tmp = tmp_path_factory.mktemp("deploy")
     database = "deploy-" + uuid.uuid4().hex[:8]

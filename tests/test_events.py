@@ -12,7 +12,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from dashboard.embedded import EmbeddedRedis
+from localsite.embedded import EmbeddedRedis
 from tests.conftest import SURF, server_env, surf_token
 from tests.test_job_safety import picas_db, start_pilots
 from tests.waiting import PATIENCE, wait_for

@@ -10,8 +10,8 @@ import pytest
 import requests
 from django.contrib.auth.models import Group, User
 
-from dashboard.embedded import EmbeddedRedis, free_port
 from dashboard.roles import OPERATORS
+from localsite.embedded import EmbeddedRedis, free_port
 from tests.conftest import server_env, use_broker
 from tests.test_job_safety import errored, reset_in_couch
 from tests.waiting import wait_for

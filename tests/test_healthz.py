@@ -2,7 +2,7 @@
 
 import pytest
 
-from dashboard.embedded import free_port
+from localsite.embedded import free_port
 from tests.conftest import LOFAR, STRANGER, SURF
 
 pytestmark = pytest.mark.django_db

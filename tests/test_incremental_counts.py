@@ -156,7 +156,7 @@ def test_while_a_recount_is_on_its_way_refreshes_go_on_with_the_changes_and_ask_
 
 
 def test_with_the_broker_down_a_refresh_past_the_interval_recounts_itself(scratch_pool, settings, redis_server):
-    from dashboard.embedded import free_port
+    from localsite.embedded import free_port
     from tests.conftest import use_broker
 
     scratch_pool.bulk_docs([surf_token(n) for n in range(3)])

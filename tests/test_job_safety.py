@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dashboard.embedded import EmbeddedCouch
+from localsite.embedded import EmbeddedCouch
 from tests.conftest import own_couch_server, server_env, surf_token
 from tests.waiting import PATIENCE, wait_for
 from tokens import actions, operations, selections
@@ -196,7 +196,7 @@ def test_couchdb_going_away_mid_job_fails_it_with_an_exact_account_and_a_safe_re
         settings.JOB_CONFIRM_THRESHOLD = 1000
         db = Couch(server.url, "outage", server.username, server.password)
         db.create_database()
-        from tokens import demo
+        from localsite import demo
 
         demo.surf_design_docs(server.url, server.username, server.password, "outage")
         db.bulk_docs([errored(n) for n in range(300)])

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from dashboard import run
+from localsite import run
 
 pytestmark = pytest.mark.django_db
 

@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from dashboard.embedded import free_port
+from localsite.embedded import free_port
 from tests.conftest import LOFAR, SURF
 from tests.test_counts import all_docs, true_counts
 from tokens import reading

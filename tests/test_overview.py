@@ -13,9 +13,10 @@ import pytest
 from playwright.sync_api import expect
 
 from dashboard.roles import VIEWERS
+from localsite import demo
 from tests.browsing import WIDTHS, log_in, overflow, shoot
 from tests.conftest import index_own_views, make_user, surf_token
-from tokens import demo, overview, reading
+from tokens import overview, reading
 from tokens.pools import all_pools
 
 NOW = int(time.time())

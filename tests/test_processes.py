@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from dashboard.embedded import free_port
+from localsite.embedded import free_port
 from tests.conftest import surf_token
 from tests.test_deploy import BASE_DIR, Proxy, errored, first_start, manage, production_env
 from tests.waiting import wait_for
@@ -91,7 +91,7 @@ def children(pid):
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, couch_server, redis_server, django_db_blocker):
-    from tokens import demo
+    from localsite import demo
 
     tmp = tmp_path_factory.mktemp("processes")
     database = "processes-" + uuid.uuid4().hex[:8]

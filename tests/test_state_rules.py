@@ -181,8 +181,8 @@ ODD_TYPES = [["token"], [["token"]], ["pref_cal2_L229587"], [["pref_cal1_L229585
 def worker_pool(odd_pool, couch_server):
     """The odd pool with the workers' own design documents: SURF's Monitor (and its SingleCore and MultiCore
     slices), GRID_LRT 1.0.7's views for the 1.x type, written by GRID_LRT itself, and GRID_LRT 0.5's."""
+    from localsite import demo
     from tests.grid_lrt import lrt_database
-    from tokens import demo
     from tokens.worker_views import lrt_design_doc
 
     demo.surf_design_docs(couch_server.url, couch_server.username, couch_server.password, odd_pool.database)

@@ -7,7 +7,7 @@ from django.contrib.auth.models import Group, User
 from django.core.management.base import BaseCommand, CommandError
 
 from dashboard.roles import OPERATORS, VIEWERS
-from tokens import demo
+from localsite import demo
 
 LOGINS = Path(settings.BASE_DIR) / "var" / "demo-logins.json"
 

@@ -1,6 +1,6 @@
 """The demo's machinery: a database filled through the CouchDB adapter, picas worker processes started and
-watched, and the summary of what a seed made. The story (which pools, tokens, workers and fates) is tokens/demo.py;
-its worker processes run `python -m tokens.demo --worker`.
+watched, and the summary of what a seed made. The story (which pools, tokens, workers and fates) is localsite/demo.py;
+its worker processes run `python -m localsite.demo --worker`.
 """
 
 import base64
@@ -21,7 +21,7 @@ from tokens.states import BUCKETS, classify, style_of
 BASE_DIR = Path(__file__).resolve().parent.parent
 HTTP_TIMEOUT = 60  # seconds; pouchdb-server builds a view index on first query, which takes a while
 WORKER_DEADLINE = 40  # seconds for all picas workers together; the seed must stay well under a minute
-WORKER_MODULE = "tokens.demo"  # what a worker process runs (`python -m tokens.demo --worker`)
+WORKER_MODULE = "localsite.demo"  # what a worker process runs (`python -m localsite.demo --worker`)
 
 
 class DemoError(Exception):
@@ -107,7 +107,7 @@ def summary(db, styles):
 
 
 class Worker:
-    """One picas worker process, started with `python -m tokens.demo --worker` and its settings on stdin."""
+    """One picas worker process, started with `python -m localsite.demo --worker` and its settings on stdin."""
 
     def __init__(self, process, stderr):
         self.process = process

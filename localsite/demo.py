@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 
 import yaml
 
-from tokens import seeding
+from localsite import seeding
 from tokens.worker_views import (
     SURF_CONDITIONS,
     SURF_OVERVIEW_CODE,
@@ -586,7 +586,7 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--worker"]:
         _worker_main()
     else:
-        # python -m tokens.demo: seed both pools on the server named by COUCHDB_URL / _USER / _PASSWORD.
+        # python -m localsite.demo: seed both pools on the server named by COUCHDB_URL / _USER / _PASSWORD.
         for name, seed in (("demo-surf", seed_surf), ("demo-lofar", seed_lofar)):
             began = time.monotonic()
             result = seed(os.environ["COUCHDB_URL"], os.environ.get("COUCHDB_USER", ""),

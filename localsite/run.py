@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from dashboard.embedded import EmbeddedCouch, EmbeddedError, EmbeddedRedis
+from localsite.embedded import EmbeddedCouch, EmbeddedError, EmbeddedRedis
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR = BASE_DIR / "var"
