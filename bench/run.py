@@ -41,7 +41,7 @@ from django.utils import timezone  # noqa: E402
 
 from dashboard.models import PoolRole  # noqa: E402
 from localsite.embedded import EmbeddedCouch, free_port  # noqa: E402
-from tokens import events, operations, reading, selections, tokensets, uploads  # noqa: E402
+from tokens import counting, events, operations, reading, selections, tokensets, uploads  # noqa: E402
 from tokens.couch import Couch, CouchError, NotFound, split_credentials  # noqa: E402
 from tokens.models import CountSnapshot, HostHour, Job, ObservationHour, PoolHistory, TokenEvent, TokenState  # noqa: E402
 from tokens.pools import get_pool  # noqa: E402
@@ -153,10 +153,10 @@ def bench_pool_page(server, client):
     _, took, peak = measured(_refresh_all, "bench-big")
     row("recount of every token", f"time and peak RSS of a full recount from the view at {N} tokens (hourly, "
         "COUNTS_REFILL_SECONDS)", f"{took:.0f} s, {peak / 2**20:.0f} MB", "<= 300 MB", peak <= 300 * 2**20)
-    reading.refresh(get_pool("bench-small"))
+    counting.refresh(get_pool("bench-small"))
     t_small = median_time(lambda: pool_page(client, "bench-small"), runs=15)
     t_big = median_time(lambda: pool_page(client, "bench-big"), runs=15)
-    rows = len(reading.observations(reading.snapshot(get_pool("bench-big")).data))
+    rows = len(reading.observations(counting.snapshot(get_pool("bench-big")).data))
     pull_state_views(big)  # builds Monitor's indexes (not part of the operators' time)
     # Pulling the views takes minutes at survey size: one run is enough against a page measured in milliseconds.
     t_pull = median_time(lambda: pull_state_views(big), runs=3 if N < 50_000 else 1)
@@ -187,8 +187,8 @@ def bench_overview(server, client):
     configure(server, names)
     settings.COUNTS_MAX_AGE = 3600  # the page serves the snapshots (their refresh is measured under freshness)
     for name in names:
-        reading.refresh(get_pool(name))
-        reading.refresh(get_pool(name))  # the index built: the pools' past from their tokens' own times
+        counting.refresh(get_pool(name))
+        counting.refresh(get_pool(name))  # the index built: the pools' past from their tokens' own times
     response = client.get("/")
     assert response.status_code == 200 and response.content.count(b'class="card ') == pools
     t = median_time(lambda: client.get("/"), runs=15)
@@ -219,14 +219,14 @@ def bench_follow(names):
     print(f"change follower: {len(names)} pools, {per_pool} changes each at once, then a steady rate", flush=True)
     pools = [get_pool(name) for name in names]
     settings.EVENTS_FOLLOW_SECONDS = 0  # every pass refreshes every pool
-    reading.follow()  # from a followed state
+    counting.follow()  # from a followed state
     before = TokenEvent.objects.count()
     started = time.perf_counter()
     with ThreadPoolExecutor(len(pools)) as writers:
         list(writers.map(lambda p: mark_done(p.couch(), todo[:per_pool]), pools))
     written = time.perf_counter() - started
     started = time.perf_counter()
-    reading.follow()
+    counting.follow()
     ceiling = time.perf_counter() - started
     recorded = TokenEvent.objects.count() - before
     total = per_pool * len(pools)
@@ -253,7 +253,7 @@ def bench_follow(names):
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         started = time.perf_counter()
-        reading.follow()
+        counting.follow()
         passes.append(time.perf_counter() - started)
     stop.set()
     for t in threads:
@@ -312,11 +312,11 @@ def bench_freshness(server, client, db):
     # Start from the steady state: the snapshot left by the earlier measurements is minutes old, and its first
     # background refreshes (the worker starting, the views catching up, an index still being built) are not what
     # a viewer sees afterwards. The pilots start once a refresh has read every view.
-    before = reading.snapshot(get_pool("bench-big")).taken_at
+    before = counting.snapshot(get_pool("bench-big")).taken_at
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         client.get("/pools/bench-big/")
-        snap = reading.snapshot(get_pool("bench-big"))
+        snap = counting.snapshot(get_pool("bench-big"))
         if snap.taken_at != before and not snap.data.get("indexing"):
             break
         time.sleep(0.5)
@@ -354,7 +354,7 @@ def bench_freshness(server, client, db):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         client.get("/pools/bench-big/")  # asks for a refresh whenever the counts are older than COUNTS_MAX_AGE
-        if reading.snapshot(get_pool("bench-big")).data["taken_at"] > stopped:
+        if counting.snapshot(get_pool("bench-big")).data["taken_at"] > stopped:
             break
         time.sleep(0.5)
     worker.terminate()
@@ -493,9 +493,9 @@ def bench_events(server, client):
     surf_pool(server, "bench-events", N, lambda i, now: mixed_state(9, now))
     configure(server, ["bench-events"])
     pool = get_pool("bench-events")
-    reading.refresh(pool)  # the first counts
+    counting.refresh(pool)  # the first counts
     get_pool("bench-events").couch().with_timeout(900).view("picas-dashboard", "states", limit=0, reduce=False)
-    reading.refresh(pool)  # the index built: the backfill of the pool's past
+    counting.refresh(pool)  # the index built: the backfill of the pool's past
     job = operations.create_job(pool, None, "reset", Selection("state", bucket="error"), {}, confirmation=str(N))
     run_job_measured(job)
     # The server's own indexes catch up with the 100,000 changed documents first: on the bench's 2 cores CouchDB's
@@ -520,7 +520,7 @@ def bench_events(server, client):
     couch, styles = pool.couch(), snap.data["types"]
     debug, settings.DEBUG = settings.DEBUG, False  # as in production: no copy of every query kept (DEBUG is on here)
     started = time.perf_counter()
-    reading.apply_changes(pool, couch, styles, snap.seq, snap.events_from)
+    counting.apply_changes(pool, couch, styles, snap.seq, snap.events_from)
     elapsed = time.perf_counter() - started
     settings.DEBUG = debug
     done.set()
@@ -554,7 +554,7 @@ def bench_events(server, client):
     db.bulk_docs([{**d, "lock": now_s - 60, "done": now_s, "exit_code": 1, "hostname": "wn-00.grid.surfsara.nl",
                    "error": [{"time": now_s, "message": "exit 7"}]} for d in failing])
     db.with_timeout(900).view("picas-dashboard", "failures", limit=0)  # indexed (after the reset's 100,000 changes)
-    reading.refresh(pool)
+    counting.refresh(pool)
     settings.CHART_MAX_AGE = 0  # every page computes its history afresh
     t_history = median_time(lambda: client.get("/api/v1/pools/bench-events/history", {"bucket": "day"}), runs=3)
     # The pool page's chart over 30 days is computed from the events on each request (only the default period is
@@ -772,7 +772,7 @@ def bench_load(server):
     configure(server, ["bench-load"])
     pool = get_pool("bench-load")
     started = time.perf_counter()
-    reading.refresh(pool)  # builds the dashboard's views: the first page would otherwise wait minutes for them
+    counting.refresh(pool)  # builds the dashboard's views: the first page would otherwise wait minutes for them
     history.refresh(pool)
     print(f"  first snapshot and history (builds the dashboard's views): {time.perf_counter() - started:.0f} s",
           flush=True)
@@ -898,12 +898,12 @@ def bench_first_counts(server):
 
 
 def _refresh(slug):
-    return reading.refresh(get_pool(slug)).data
+    return counting.refresh(get_pool(slug)).data
 
 
 def _refresh_all(slug):
     """What the worker asked for the hourly recount does."""
-    return reading.recount(get_pool(slug)).data
+    return counting.recount(get_pool(slug)).data
 
 
 def servers():

@@ -21,7 +21,7 @@ from dashboard.web import (
     visible_pools,
     wants_json,
 )
-from tokens import alerts, events, exports, history, notify, operations, overview, reading, selections
+from tokens import alerts, counting, events, exports, history, notify, operations, overview, reading, selections
 from tokens.models import Job, JobToken
 from tokens.oddities import oddities
 
@@ -30,7 +30,7 @@ def pool_rows(request):
     """Every pool the request may see, with its latest totals and health (the API's list of pools)."""
     rows = []
     for pool in visible_pools(request):
-        snap = reading.snapshot(pool)
+        snap = counting.snapshot(pool)
         totals = reading.pool_totals(snap.data) if snap.data else None
         rows.append({
             "pool": pool,
@@ -60,7 +60,7 @@ def pool_row_json(r):
 def overview_cards(request):
     """The overview's cards for the pools the request may see, attention first (the home page, its wall mode and
     the API)."""
-    return overview.order([overview.card(pool, reading.snapshot(pool)) for pool in visible_pools(request)])
+    return overview.order([overview.card(pool, counting.snapshot(pool)) for pool in visible_pools(request)])
 
 
 def card_json(c):

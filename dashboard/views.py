@@ -38,7 +38,7 @@ from dashboard.web import (
     status_of,
     wants_json,
 )
-from tokens import events, exitcodes, overview, reading
+from tokens import counting, events, exitcodes, overview, reading
 from tokens.couch import CouchError, NotFound
 from tokens.oddities import oddities, safe_file_name
 from tokens.states import BUCKETS, OUT_OF_VIEW, STATES, STYLE_LABELS, failure_key, group_from, style_of
@@ -257,7 +257,7 @@ def token(request, slug):
         raise Http404("No such token") from None
     except CouchError as e:
         return couch_error(request, pool, e)
-    snap = reading.snapshot(pool)
+    snap = counting.snapshot(pool)
     facts = reading.token_facts(doc, snap.data["types"] if snap.data else {})
 
     touched = token_jobs(pool.slug, doc_id)

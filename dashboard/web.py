@@ -9,7 +9,7 @@ from django.template.loader import get_template
 from django.utils.http import content_disposition_header
 
 from dashboard import roles
-from tokens import exports, reading
+from tokens import counting, exports
 from tokens.couch import CouchError
 from tokens.pools import all_pools, get_pool
 from tokens.selections import MAX_JOB
@@ -81,7 +81,7 @@ def visible_pools(request):
 
 def snapshot_or_error(request, pool):
     """The pool's snapshot; (None, response) when there are no counts to show at all."""
-    snap = reading.snapshot(pool)
+    snap = counting.snapshot(pool)
     if snap.data is None:
         return None, couch_error(request, pool, SnapshotError(snap))
     return snap, None

@@ -14,7 +14,7 @@ from dashboard.api import api
 from dashboard.models import PoolRole
 from tests.api_client import token_for
 from tests.conftest import LOFAR, SURF
-from tokens import reading
+from tokens import counting, reading
 from tokens.models import AlertRule, Job
 from tokens.pools import get_pool
 
@@ -87,7 +87,7 @@ def facts(pool_slug, couch):
     """A token with an attachment, an observation type, a job and an alert rule in the pool."""
     db = couch(pool_slug)
     with_file = next(d for d in db.documents(1000).rows if d["doc"].get("_attachments"))
-    observation = reading.observations(reading.refresh(get_pool(pool_slug)).data)[0]
+    observation = reading.observations(counting.refresh(get_pool(pool_slug)).data)[0]
     return {"pool": pool_slug, "token": with_file["id"], "attachment": next(iter(with_file["doc"]["_attachments"])),
             "observation": urlencode({"type": observation.type, **({"group": observation.group}
                                                                    if observation.group is not None else {})})}

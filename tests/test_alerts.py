@@ -18,7 +18,7 @@ from localsite.embedded import free_port
 from tests.conftest import index_own_views, make_user, surf_token
 from tests.test_job_safety import start_pilots
 from tests.waiting import PATIENCE, wait_for
-from tokens import alerts, reading
+from tokens import alerts, counting
 from tokens.models import Alert, AlertRule, Delivery, Job, Subscription
 from tokens.pools import all_pools
 from tokens.tasks import evaluate_alerts
@@ -87,8 +87,8 @@ def grid_pool(scratch_pool):
     scratch_pool.bulk_docs([surf_token(n) for n in range(30)])
     index_own_views(scratch_pool, "")
     [pool] = all_pools()
-    reading.refresh(pool)
-    reading.refresh(pool)
+    counting.refresh(pool)
+    counting.refresh(pool)
     return pool
 
 
@@ -113,7 +113,7 @@ def test_failing_pilots_fire_the_rule_once_with_one_email_and_one_webhook_then_o
     pilots = start_pilots(couch_server, scratch_pool.database, 2, 0.01, fail_every=2)  # every 2nd first try fails
     for p in pilots:
         p.wait(timeout=PATIENCE)
-    reading.refresh(grid_pool)
+    counting.refresh(grid_pool)
 
     run_the_periodic_task(celery_worker, lambda: Delivery.objects.filter(status=Delivery.SENT).count() == 2)
     [alert] = Alert.objects.all()
@@ -154,7 +154,7 @@ def test_a_webhook_that_fails_is_retried_and_a_delivery_that_never_succeeds_is_s
         Subscription.objects.create(user=olga, pool=grid_pool.slug, email=False, webhook_url=dead.url)
         alerts.make_rule(grid_pool, AlertRule.STALE_LOCKS, threshold=1)
         scratch_pool.bulk_docs([surf_token(n, lock=NOW - 30 * 3600, hostname="wn-dead") for n in range(100, 103)])
-        reading.refresh(grid_pool)
+        counting.refresh(grid_pool)
         now = timezone.now()
         alerts.evaluate(now)
         assert Alert.objects.get().summary == "3 locks older than 24 hours, more than 1"
@@ -188,8 +188,8 @@ def test_news_is_told_once_an_observation_finished_and_a_job_failed(scratch_pool
                            + [surf_token(n, OBSID="L2") for n in range(3, 6)])
     index_own_views(scratch_pool, "OBSID")
     [pool] = all_pools()
-    reading.refresh(pool)
-    reading.refresh(pool)
+    counting.refresh(pool)
+    counting.refresh(pool)
     Subscription.objects.create(user=make_user("olga", OPERATORS), pool=pool.slug, email=False, webhook_url=hook.url)
     alerts.make_rule(pool, AlertRule.OBSERVATION_FINISHED)  # L1 finished before: not news
     alerts.make_rule(pool, AlertRule.JOB_FAILED)
@@ -200,7 +200,7 @@ def test_news_is_told_once_an_observation_finished_and_a_job_failed(scratch_pool
                             for n in range(3, 6)])
     job = Job.objects.create(pool=pool.slug, action="reset", selection={"kind": "state", "bucket": "error"},
                        preview_count=1, status=Job.FAILED, message="CouchDB went away", finished_at=timezone.now())
-    reading.refresh(pool)
+    counting.refresh(pool)
     alerts.evaluate()
     alerts.evaluate()
     assert sorted(Alert.objects.values_list("status", "summary")) == [
@@ -238,7 +238,7 @@ def test_operators_add_rules_in_the_page_a_mistake_keeps_what_was_typed_and_view
 def test_a_firing_alert_puts_its_pool_first_on_the_overview(grid_pool, scratch_pool, viewer_client):
     alerts.make_rule(grid_pool, AlertRule.STALE_LOCKS, threshold=0)
     scratch_pool.bulk_docs([surf_token(100, lock=NOW - 30 * 3600, hostname="wn-dead")])
-    reading.refresh(grid_pool)
+    counting.refresh(grid_pool)
     alerts.evaluate()
     card = viewer_client.get("/api/v1/overview").json()["pools"][0]
     assert card["status"] == "alert"

@@ -5,7 +5,7 @@ import pytest
 
 from tests.conftest import SURF
 from tests.waiting import wait_for
-from tokens import reading
+from tokens import counting
 from tokens.models import CountSnapshot
 from tokens.pools import get_pool
 
@@ -16,7 +16,7 @@ def test_a_stale_snapshot_is_shown_and_refreshed_by_the_worker(viewer_client, se
                                                                celery_worker):
     settings.COUNTS_MAX_AGE = 0
     pool = get_pool(SURF)
-    reading.refresh(pool)
+    counting.refresh(pool)
     db = couch(SURF)
     token = {"_id": "refresh-probe", "type": "token", "lock": 0, "done": 0, "hostname": "", "scrub_count": 0,
              "input": "", "exit_code": "", "output": {}, "uploads": {}, "error": []}
@@ -32,5 +32,5 @@ def test_a_stale_snapshot_is_shown_and_refreshed_by_the_worker(viewer_client, se
         assert after == db.total_rows("Monitor", "todo")
     finally:
         db.bulk_docs([{**db.get("refresh-probe"), "_deleted": True}])
-        reading.refresh(pool)
+        counting.refresh(pool)
 

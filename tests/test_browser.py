@@ -145,7 +145,7 @@ def test_a_viewer_sees_no_action_controls(live_server, busy_pool, open_page):
 
 def test_a_pool_the_server_is_still_indexing_says_its_counts_come_from_the_documents(live_server, scratch_pool,
                                                                                       open_page, settings):
-    from tokens import reading
+    from tokens import counting
     from tokens.pools import get_pool
 
     settings.COUCHDB_GROUP_FIELD = "OBSID"
@@ -156,7 +156,7 @@ def test_a_pool_the_server_is_still_indexing_says_its_counts_come_from_the_docum
              for n in range(6_000, 12_000)]
     for start in range(0, len(docs), 5000):
         scratch_pool.bulk_docs(docs[start:start + 5000])
-    assert reading.refresh(get_pool(scratch_pool.database)).data["indexing"]
+    assert counting.refresh(get_pool(scratch_pool.database)).data["indexing"]
     make_user("victor", VIEWERS)
     for width in WIDTHS:
         page = open_page(width)

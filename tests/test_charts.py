@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import surf_token
-from tokens import history, reading
+from tokens import counting, history, reading
 from tokens.models import CountSnapshot
 from tokens.pools import get_pool
 
@@ -239,7 +239,7 @@ def test_the_observation_page_shows_counts_eta_and_links_to_its_lists(viewer_cli
     html = viewer_client.get(f"/pools/{db.database}/obs/", {"type": "token"}).content.decode()
     assert f"/pools/{db.database}/tokens/?type=token&amp;state=done" in html
     assert f"/pools/{db.database}/failures/?type=token" in html
-    observation = next(o for o in reading.observations(reading.snapshot(get_pool(db.database)).data)
+    observation = next(o for o in reading.observations(counting.snapshot(get_pool(db.database)).data)
                        if o.type == "token")
     data = viewer_client.get(f"/pools/{db.database}/obs/", {"type": "token", "format": "json"}).json()
     assert data["eta_hours"] == observation.eta_hours and data["counts"] == observation.counts
@@ -259,7 +259,7 @@ def test_pages_read_the_stored_history_until_it_is_recomputed(viewer_client, fin
     before = viewer_client.get(url, {"type": "token", "format": "json"}).json()["hourly"]
     t = int(time.time()) - 5
     db.bulk_docs([surf_token(900, lock=t - 60, done=t, exit_code=0)])
-    reading.refresh(get_pool(db.database))
+    counting.refresh(get_pool(db.database))
     assert viewer_client.get(url, {"type": "token", "format": "json"}).json()["hourly"] == before
     history.refresh(get_pool(db.database))
     after = viewer_client.get(url, {"type": "token", "format": "json"}).json()["hourly"]
@@ -271,7 +271,7 @@ def test_a_pages_first_chart_is_drawn_from_the_events_recorded_without_reading_t
     db, docs, lrt = finished_pool
     settings.COUNTS_MAX_AGE = 3600
     pool = get_pool(db.database)
-    reading.refresh(pool)
+    counting.refresh(pool)
     taken = CountSnapshot.objects.get(pool=db.database).taken_at
     t = int(time.time()) - 5
     db.bulk_docs([surf_token(902, lock=t - 60, done=t, exit_code=0)])  # not yet in the changes feed read

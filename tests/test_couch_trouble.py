@@ -6,7 +6,7 @@ import pytest
 
 from localsite.embedded import free_port
 from tests.conftest import STRANGER, SURF, surf_token
-from tokens import reading
+from tokens import counting
 from tokens.couch import Couch, TimedOut
 from tokens.pools import get_pool
 from tokens.states import OWN_DDOC, own_design_doc
@@ -41,9 +41,9 @@ def test_the_pools_page_marks_an_unreachable_pool_and_still_lists_the_others(vie
 
 
 def test_counts_taken_before_an_outage_are_shown_with_the_error(viewer_client, settings, demo_pools):
-    reading.refresh(get_pool(SURF))
+    counting.refresh(get_pool(SURF))
     settings.COUCHDB_URL = f"http://127.0.0.1:{free_port()}"
-    reading.refresh(get_pool(SURF))
+    counting.refresh(get_pool(SURF))
     response = viewer_client.get(f"/pools/{SURF}/")
     html = response.content.decode()
     assert response.status_code == 503

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from tests.conftest import LOFAR, SURF
-from tokens import reading
+from tokens import counting, reading
 from tokens.models import CountSnapshot
 from tokens.pools import get_pool
 
@@ -78,7 +78,7 @@ def true_counts(docs, key):
 
 
 def shown_counts(pool_slug):
-    snap = reading.refresh(get_pool(pool_slug))
+    snap = counting.refresh(get_pool(pool_slug))
     assert not snap.error
     return {(o.type, o.group): {b: n for b, n in o.counts.items() if n} for o in reading.observations(snap.data)}
 
@@ -103,13 +103,13 @@ def test_counts_add_up_to_the_number_of_tokens(demo_pools, couch):
     for database in (SURF, LOFAR):
         docs = all_docs(couch(database))
         tokens = [d for d in docs if d.get("type") == "token" or str(d.get("type", "")).startswith("pref_cal1_")]
-        totals = reading.pool_totals(reading.refresh(get_pool(database)).data)
+        totals = reading.pool_totals(counting.refresh(get_pool(database)).data)
         assert sum(totals.values()) == len(tokens)
 
 
 def test_the_four_states_equal_the_workers_monitor_views(demo_pools, couch):
     db = couch(SURF)
-    totals = reading.pool_totals(reading.refresh(get_pool(SURF)).data)
+    totals = reading.pool_totals(counting.refresh(get_pool(SURF)).data)
     assert totals["todo"] == db.total_rows("Monitor", "todo")
     assert totals["locked"] + totals["locked_unknown"] == db.total_rows("Monitor", "locked")
     assert totals["done"] == db.total_rows("Monitor", "done")
@@ -119,7 +119,7 @@ def test_the_four_states_equal_the_workers_monitor_views(demo_pools, couch):
 
 
 def test_without_own_views_each_token_is_counted_once_as_the_own_views_count_it(demo_pools, couch, settings):
-    with_own = {(o.type, o.group): o.counts for o in reading.observations(reading.refresh(get_pool(SURF)).data)}
+    with_own = {(o.type, o.group): o.counts for o in reading.observations(counting.refresh(get_pool(SURF)).data)}
     settings.COUCHDB_CREATE_VIEWS = False
     settings.COUCHDB_DATABASES = [f"{SURF}-copy"]
     copy = couch(f"{SURF}-copy")
@@ -127,7 +127,7 @@ def test_without_own_views_each_token_is_counted_once_as_the_own_views_count_it(
     try:
         source = [d for d in all_docs(couch(SURF)) if not d["_id"].startswith("_design/picas-dashboard")]
         copy.bulk_docs([{k: v for k, v in d.items() if k not in ("_rev", "_attachments")} for d in source])
-        data = reading.refresh(get_pool(f"{SURF}-copy")).data
+        data = counting.refresh(get_pool(f"{SURF}-copy")).data
         assert data["own_views"] is False
         # Counted from the documents by the views' rules: the same observations and buckets as with the own views,
         # the slices (SingleCore, MultiCore) not counted again on top of Monitor, tokens in no view counted too.
@@ -144,11 +144,11 @@ def test_done_last_hour_counts_tokens_finished_in_the_last_hour(demo_pools, couc
     # Finishes are counted from the pool's events; those from before the dashboard first saw the pool are
     # backfilled from the tokens' own times by the first refresh that finds every index built.
     for _ in range(60):
-        data = reading.refresh(get_pool(LOFAR)).data
+        data = counting.refresh(get_pool(LOFAR)).data
         if CountSnapshot.objects.get(pool=get_pool(LOFAR).slug).backfilled:
             break
         time.sleep(1)
-    data = reading.refresh(get_pool(LOFAR)).data
+    data = counting.refresh(get_pool(LOFAR)).data
     docs = all_docs(couch(LOFAR))
     hour_ago = data["finished_since"]  # an hour before the snapshot
     assert 3599 <= data["taken_at"] - hour_ago <= 3601
@@ -164,7 +164,7 @@ def test_done_last_hour_counts_tokens_finished_in_the_last_hour(demo_pools, couc
 def test_the_python_classifier_agrees_with_the_view_on_every_demo_token(demo_pools, couch):
     for database in (SURF, LOFAR):
         db = couch(database)
-        data = reading.refresh(get_pool(database)).data
+        data = counting.refresh(get_pool(database)).data
         by_id = {r["key"][3]: r["key"][0] for r in db.view("picas-dashboard", "states", reduce=False)["rows"]}
         for doc in all_docs(db):
             if doc["_id"] in by_id:
@@ -192,7 +192,7 @@ def test_the_classifier_follows_javascript_on_odd_field_values(scratch_pool, cou
     lrt = [{"_id": f"lrt{n}", "type": "pref_cal1_L229585", "lock": 0, "done": 0, **fields} for n, fields in enumerate(
         [{"status": ["error"]}, {"output": "0"}, {"output": None}, {"output": []}, {"status": "done", "output": 3}])]
     scratch_pool.bulk_docs(docs + lrt)
-    data = reading.refresh(get_pool(scratch_pool.database)).data
+    data = counting.refresh(get_pool(scratch_pool.database)).data
     by_id = {r["key"][3]: r["key"][0] for r in scratch_pool.view("picas-dashboard", "states", reduce=False)["rows"]}
     for doc in docs + lrt:
         assert reading.classify(doc, data["types"][doc["type"]]) == by_id[doc["_id"]], doc

@@ -16,7 +16,7 @@ from localsite.embedded import EmbeddedRedis
 from tests.conftest import SURF, server_env, surf_token
 from tests.test_job_safety import picas_db, start_pilots
 from tests.waiting import PATIENCE, wait_for
-from tokens import events, history, operations, reading, selections
+from tokens import counting, events, history, operations, selections
 from tokens.models import CountSnapshot, HostHour, ObservationHour, TokenEvent, TokenState
 from tokens.pools import all_pools
 from tokens.selections import Selection
@@ -29,7 +29,7 @@ NOW = int(time.time())
 
 
 def refresh():
-    reading.refresh(all_pools()[0])
+    counting.refresh(all_pools()[0])
 
 
 def follow_while(pilots):

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from tests.conftest import surf_token
-from tokens import reading
+from tokens import counting
 from tokens.pools import get_pool
 from tokens.states import OWN_DDOC, OWN_VIEW_NAMES
 
@@ -29,7 +29,7 @@ def big_new_pool(scratch_pool, settings):
 def test_a_pool_being_indexed_is_counted_from_its_documents_and_says_so(viewer_client, big_new_pool, settings):
     settings.COUNTS_INDEX_WAIT = 0.2  # far less than any server takes to index 12,000 tokens
     settings.COUNTS_MAX_AGE = 3600  # the pages show the counts taken here, not a later refill from the built view
-    data = reading.refresh(get_pool(big_new_pool.database)).data
+    data = counting.refresh(get_pool(big_new_pool.database)).data
     assert data["indexing"]["views"] == ["states", "failures", "locks", "progress"]  # progress: a GRID_LRT type
     page = viewer_client.get(f"/pools/{big_new_pool.database}/", {"format": "json"}).json()
     assert {k: v for k, v in page["counts"].items() if v} == {"todo": 4_000, "done": 4_000, "error": 4_000}
@@ -41,7 +41,7 @@ def test_a_pool_being_indexed_is_counted_from_its_documents_and_says_so(viewer_c
     big_new_pool.view(OWN_DDOC, "states", limit=0, reduce=False, timeout=600)
     big_new_pool.view(OWN_DDOC, "failures", limit=0, reduce=False, timeout=600)
     settings.COUNTS_INDEX_WAIT = 600
-    data = reading.recount(get_pool(big_new_pool.database)).data
+    data = counting.recount(get_pool(big_new_pool.database)).data
     assert "indexing" not in data and data["failures"]
     again = viewer_client.get(f"/pools/{big_new_pool.database}/", {"format": "json"}).json()
     assert again["counts"] == page["counts"] and again["indexing"] is None
@@ -53,13 +53,13 @@ def test_a_chart_taken_before_the_pools_past_was_read_is_taken_again_once_it_has
     index is built and the past read, the next page charts it, without waiting CHART_MAX_AGE."""
     settings.COUNTS_INDEX_WAIT, settings.COUNTS_MAX_AGE, settings.CHART_MAX_AGE = 0.2, 3600, 3600
     pool = get_pool(big_new_pool.database)
-    reading.refresh(pool)
+    counting.refresh(pool)
     first = viewer_client.get(f"/pools/{pool.slug}/", {"format": "json"}).json()["hourly"]
     assert sum(first["done"]) == 0
     for view in OWN_VIEW_NAMES:
         big_new_pool.with_timeout(600).view(OWN_DDOC, view, limit=0, reduce=False)
     deadline = time.monotonic() + 120
-    while not reading.refresh(pool).data.get("events_backfilled") and time.monotonic() < deadline:
+    while not counting.refresh(pool).data.get("events_backfilled") and time.monotonic() < deadline:
         time.sleep(0.5)  # every index built: a refresh reads the pool's past (the backfill)
     later = viewer_client.get(f"/pools/{pool.slug}/", {"format": "json"}).json()["hourly"]
     assert (sum(later["done"]), sum(later["error_counts"])) == (4_000, 4_000)

@@ -17,7 +17,7 @@ from dashboard.roles import OPERATORS, VIEWERS
 from tests.api_client import Api, openapi, token_for
 from tests.browsing import NOW, failing, log_in, overflow, shoot
 from tests.conftest import make_user, surf_token
-from tokens import reading
+from tokens import counting
 from tokens.models import Job
 from tokens.pools import get_pool
 
@@ -104,7 +104,7 @@ def test_a_type_named_without_its_group_is_refused_on_the_page_as_the_api_refuse
     settings.COUCHDB_GROUP_FIELD = "OBSID"
     scratch_pool.bulk_docs([failing(n, 3, "Disk quota exceeded", OBSID=f"L{1 + n % 2}") for n in range(6)])
     slug = scratch_pool.database
-    reading.refresh(get_pool(slug))
+    counting.refresh(get_pool(slug))
     message = "Every token of type 'token' has a OBSID: name the group too (group L1, L2)"
     page = open_page()
     log_in(page, live_server.url, "olga")

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import delete_database, index_own_views
 from tests.grid_lrt import every_overlap
-from tokens import reading
+from tokens import counting, reading
 from tokens.models import CountSnapshot
 from tokens.pools import all_pools
 
@@ -32,7 +32,7 @@ def lrt_pool(couch_server, couch, settings, tmp_path):
     settings.COUCHDB_GROUP_FIELD = "OBSID"
     client = every_overlap(couch_server, name, TYPE, OBSID, tmp_path)
     index_own_views(own, "OBSID")
-    reading.refresh(all_pools()[0])
+    counting.refresh(all_pools()[0])
     yield own
     client.disconnect()
     delete_database(own)
@@ -91,7 +91,7 @@ def test_with_the_workers_views_only_each_token_is_still_counted_once_and_listed
     lrt_pool.call(lrt_pool.client.delete_design_document, db=lrt_pool.database, ddoc="picas-dashboard",
                   rev=own["_rev"])
     settings.COUCHDB_CREATE_VIEWS = False
-    data = reading.refresh(all_pools()[0]).data
+    data = counting.refresh(all_pools()[0]).data
     assert data["own_views"] is False
     (o,) = reading.observations(data)
     assert o.counts == with_own and o.total == 40  # GRID_LRT's four views add up to 48

@@ -16,7 +16,7 @@ from tests.api_client import token_for
 from tests.browsing import failing
 from tests.conftest import surf_token
 from tests.forms import BASE, SHAPING, crawl, local, read
-from tokens import reading
+from tokens import counting
 from tokens.models import AlertRule, Job
 from tokens.pools import get_pool
 
@@ -58,7 +58,7 @@ def lived_in_pool(scratch_pool, settings, operator):
     docs += [surf_token(n) for n in range(30, 40)]
     docs += [{"_id": "lrt_1", "type": "pref_cal1_L229585", "lock": 0, "done": 0, "status": "todo", "OBSID": "L1"}]
     assert not [r for r in scratch_pool.bulk_docs(docs) if r.get("error")]
-    reading.refresh(get_pool(scratch_pool.database))
+    counting.refresh(get_pool(scratch_pool.database))
     # And one of each thing that has a page or a form of its own: a job (queued: no worker runs in this test), an
     # alert rule, an API token.
     slug = scratch_pool.database

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from tests.conftest import surf_token
 from tests.test_job_safety import start_pilots
-from tokens import reading
+from tokens import counting
 from tokens.models import CountSnapshot, TokenEvent, TokenState
 from tokens.pools import all_pools
 from tokens.states import OWN_DDOC
@@ -28,7 +28,7 @@ def snapshot_counts(snap, part="buckets"):
 
 
 def refresh():
-    snap = reading.refresh(all_pools()[0])
+    snap = counting.refresh(all_pools()[0])
     assert not snap.error, snap.error
     return snap
 
@@ -40,8 +40,8 @@ def counted_and_read_in_pages(db, monkeypatch, docs):
     pool = all_pools()[0]
     refresh()
     db.view(OWN_DDOC, "states", limit=0, reduce=False, timeout=600)
-    monkeypatch.setattr(reading, "FILL_PAGE", 100)
-    return pool, CountSnapshot.objects.get(pool=pool.slug).filled_at, reading.states_from_view
+    monkeypatch.setattr(counting, "FILL_PAGE", 100)
+    return pool, CountSnapshot.objects.get(pool=pool.slug).filled_at, counting.states_from_view
 
 
 def test_counts_follow_real_pilots_from_the_changes_feed_without_counting_the_pool_again(scratch_pool, couch_server):
@@ -193,9 +193,9 @@ def test_a_recount_keeps_what_the_feed_changed_while_it_read_and_records_each_mo
                 assert snapshot_counts(refresh()) == [["locked", "token", None, 1], ["todo", "token", None, 299]]
         read_until.append(timezone.now())
 
-    monkeypatch.setattr(reading, "states_from_view", pages_with_a_claim_between)
+    monkeypatch.setattr(counting, "states_from_view", pages_with_a_claim_between)
 
-    snap = reading.recount(pool)
+    snap = counting.recount(pool)
 
     assert not snap.error and CountSnapshot.objects.get(pool=pool.slug).filled_at > filled
     assert snap.taken_at > read_until[0]  # the counts shown are taken after the recount, not when it began
@@ -217,7 +217,7 @@ def test_two_refreshes_at_once_leave_exact_counts(scratch_pool):
 
     def refresh_in_a_thread():
         try:
-            reading.refresh(pool)
+            counting.refresh(pool)
         finally:
             connection.close()  # the thread's own: PostgreSQL's test database is dropped at the end of the run
 
@@ -245,8 +245,8 @@ def test_a_refresh_that_started_from_an_older_sequence_writes_nothing(scratch_po
     refresh()
     before = sorted(TokenState.objects.filter(pool=pool.slug).values_list("doc_id", "bucket"))
 
-    with pytest.raises(reading.Overtaken):
-        reading.apply_changes(pool, pool.couch(), {"token": "surf"}, older, None)
+    with pytest.raises(counting.Overtaken):
+        counting.apply_changes(pool, pool.couch(), {"token": "surf"}, older, None)
 
     assert sorted(TokenState.objects.filter(pool=pool.slug).values_list("doc_id", "bucket")) == before
 
@@ -259,15 +259,15 @@ def test_a_refresh_overtaken_by_another_goes_on_from_where_that_one_got(scratch_
     for n in (0, 1):  # two claims, two changes in the feed
         doc = scratch_pool.get(f"token_{n:05d}")
         scratch_pool.bulk_docs([{**doc, "lock": 1_700_000_000}])
-    real = reading.apply_changes
+    real = counting.apply_changes
 
     def another_refresh_applies_one_first(pool, couch, styles, seq, events_from):
-        monkeypatch.setattr(reading, "apply_changes", real)
+        monkeypatch.setattr(counting, "apply_changes", real)
         results, last = couch.changes(seq, 1)
-        reading.apply_batch(pool, styles, seq, events_from, results, last)
+        counting.apply_batch(pool, styles, seq, events_from, results, last)
         return real(pool, couch, styles, seq, events_from)  # from the sequence it read before: overtaken
 
-    monkeypatch.setattr(reading, "apply_changes", another_refresh_applies_one_first)
+    monkeypatch.setattr(counting, "apply_changes", another_refresh_applies_one_first)
 
     assert snapshot_counts(refresh()) == [["locked", "token", None, 2], ["todo", "token", None, 1]]
 
@@ -275,18 +275,18 @@ def test_a_refresh_overtaken_by_another_goes_on_from_where_that_one_got(scratch_
 def test_counts_that_began_later_are_never_replaced_by_counts_that_began_earlier(scratch_pool, monkeypatch):
     scratch_pool.bulk_docs([surf_token(n) for n in range(3)])
     refresh()
-    real = reading.take_snapshot
+    real = counting.take_snapshot
 
     def slow_refresh(pool, errors_changed=False):
         # Taken; before it is stored, a pilot claims a token and another refresh stores that.
         data = real(pool, errors_changed)
-        monkeypatch.setattr(reading, "take_snapshot", real)
+        monkeypatch.setattr(counting, "take_snapshot", real)
         doc = scratch_pool.get("token_00000")
         scratch_pool.bulk_docs([{**doc, "lock": 1_700_000_000}])
         assert snapshot_counts(refresh()) == [["locked", "token", None, 1], ["todo", "token", None, 2]]
         return data
 
-    monkeypatch.setattr(reading, "take_snapshot", slow_refresh)
+    monkeypatch.setattr(counting, "take_snapshot", slow_refresh)
 
     snap = refresh()
 
@@ -307,12 +307,12 @@ def test_a_recount_during_which_the_rules_change_is_dropped_and_wipes_nothing(sc
             yield page
             if n == 0:
                 settings.COUCHDB_GROUP_FIELD = "OBSID"
-                _info, design_docs, _described, styles = reading.read_rules(couch)
-                assert reading.ensure_own_views(get_pool(pool.slug), couch, styles, design_docs)
+                _info, design_docs, _described, styles = counting.read_rules(couch)
+                assert counting.ensure_own_views(get_pool(pool.slug), couch, styles, design_docs)
 
-    monkeypatch.setattr(reading, "states_from_view", pages_with_new_rules_between)
+    monkeypatch.setattr(counting, "states_from_view", pages_with_new_rules_between)
 
-    reading.recount(pool)
+    counting.recount(pool)
 
     after = CountSnapshot.objects.get(pool=pool.slug)
     assert after.filled_at == filled and after.recount_started_at is None  # dropped, to be asked for again

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from localsite.embedded import free_port
 from tests.conftest import LOFAR, SURF
 from tests.test_counts import all_docs, true_counts
-from tokens import reading
+from tokens import counting
 from tokens.models import Job
 from tokens.pools import get_pool
 from tokens.states import BUCKETS
@@ -47,7 +47,7 @@ def group_of(doc):
 
 def test_token_counts_per_observation_and_state_equal_the_truth(client, metrics_on, demo_pools, couch):
     for database in (SURF, LOFAR):
-        reading.refresh(get_pool(database))
+        counting.refresh(get_pool(database))
     families = scrape(client)
     shown = samples(families["picas_tokens"], "pool", "type", "group", "state")
     for database in (SURF, LOFAR):
@@ -65,7 +65,7 @@ def test_token_counts_per_observation_and_state_equal_the_truth(client, metrics_
 
 def test_pool_totals_and_the_done_counter_equal_the_truth(client, metrics_on, demo_pools, couch):
     for database in (SURF, LOFAR):
-        reading.refresh(get_pool(database))
+        counting.refresh(get_pool(database))
     families = scrape(client)
     totals = samples(families["picas_pool_tokens"], "pool", "state")
     done = samples(families["picas_tokens_done"], "pool", name="picas_tokens_done_total")

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.conftest import surf_token
-from tokens import operations, reading, selections
+from tokens import counting, operations, selections
 from tokens.models import JobToken
 from tokens.pools import all_pools
 from tokens.selections import Selection
@@ -75,7 +75,7 @@ def test_each_observations_list_page_export_and_api_hold_exactly_its_tokens(view
 
 def test_a_job_on_an_odd_observation_changes_exactly_its_tokens(odd_pool):
     pool = all_pools()[0]
-    reading.refresh(pool)
+    counting.refresh(pool)
     for group, ids in expected().items():
         selection = Selection("observation", type="token", group=group)
         assert selections.preview(pool, selection)["count"] == len(ids), group

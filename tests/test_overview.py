@@ -16,7 +16,7 @@ from dashboard.roles import VIEWERS
 from localsite import demo
 from tests.browsing import WIDTHS, log_in, overflow, shoot
 from tests.conftest import index_own_views, make_user, surf_token
-from tokens import overview, reading
+from tokens import counting, overview
 from tokens.pools import all_pools
 
 NOW = int(time.time())
@@ -62,8 +62,8 @@ def five_pools(couch_server, couch, settings):
         db.bulk_docs(CONDITIONS[condition])
         index_own_views(db, "OBSID")
     for pool in all_pools():
-        reading.refresh(pool)  # the first counts
-        reading.refresh(pool)  # and, every index built, the pool's past from its tokens' own times
+        counting.refresh(pool)  # the first counts
+        counting.refresh(pool)  # and, every index built, the pool's past from its tokens' own times
     yield names
     for name in names.values():
         couch(name).delete_database()
@@ -122,8 +122,8 @@ def test_pools_that_need_nothing_are_all_quiet(viewer_client, couch_server, couc
         db.bulk_docs([done(n, 30 + n) for n in range(8)] + [surf_token(n) for n in range(8, 12)])
         index_own_views(db, "OBSID")
         [pool] = all_pools()
-        reading.refresh(pool)
-        reading.refresh(pool)
+        counting.refresh(pool)
+        counting.refresh(pool)
         data = viewer_client.get("/api/v1/overview").json()
         assert data["all_quiet"] and data["pools"][0]["status"] == "running"
         html = viewer_client.get("/").content.decode()

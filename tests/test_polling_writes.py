@@ -7,7 +7,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from tests.conftest import SURF
-from tokens import history, reading
+from tokens import counting, history
 from tokens.models import CountSnapshot, Job
 from tokens.pools import get_pool
 
@@ -22,7 +22,7 @@ def test_a_polled_pool_page_writes_nothing_while_a_refresh_is_already_in_flight(
     # (Claiming a refresh when none is in flight is tested with a real worker in test_background_refresh.py.)
     settings.COUNTS_MAX_AGE = 0
     pool = get_pool(SURF)
-    reading.refresh(pool)
+    counting.refresh(pool)
     history.refresh(pool)
     CountSnapshot.objects.filter(pool=SURF).update(refresh_requested_at=timezone.now())
     for headers in ({}, {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "observations"}):

@@ -5,7 +5,7 @@ import logging
 import pytest
 
 from tests.conftest import LOFAR, STRANGER, SURF
-from tokens import reading
+from tokens import counting
 from tokens.models import PoolConfig
 from tokens.pools import all_pools, get_pool
 
@@ -36,7 +36,7 @@ def test_no_page_and_no_log_line_holds_the_couchdb_password(viewer_client, couch
         (f"/pools/{SURF}/failures/", {}), (f"/pools/{SURF}/stale/", {}), (f"/pools/{SURF}/", {"format": "json"}),
     ]]
     settings.COUCHDB_USER, settings.COUCHDB_PASSWORD = STRANGER, "a-wrong-password"  # the error path logs too
-    reading.refresh(get_pool(SURF))
+    counting.refresh(get_pool(SURF))
     pages.append(viewer_client.get(f"/pools/{SURF}/"))
     assert all(password not in p.content.decode() for p in pages)
     assert password not in caplog.text and "a-wrong-password" not in caplog.text

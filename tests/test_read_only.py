@@ -4,7 +4,7 @@ import pytest
 from django.urls import reverse
 
 from tests.conftest import LOFAR, RUN, SURF
-from tokens import reading
+from tokens import counting
 from tokens.pools import get_pool
 
 pytestmark = pytest.mark.django_db
@@ -17,14 +17,14 @@ def revisions(db):
 
 def test_reading_every_page_changes_no_revision(viewer_client, demo_pools, couch):
     for database in (SURF, LOFAR):
-        reading.refresh(get_pool(database))  # may create the dashboard's own design document once
+        counting.refresh(get_pool(database))  # may create the dashboard's own design document once
         before = revisions(couch(database))
         for name in ("pool", "tokens", "failures", "stale"):
             viewer_client.get(reverse(name, kwargs={"slug": database}))
             viewer_client.get(reverse(name, kwargs={"slug": database}), {"format": "json"})
         token_id = next(i for i in before if not i.startswith("_design/"))
         viewer_client.get(reverse("token", kwargs={"slug": database}), {"id": token_id})
-        reading.refresh(get_pool(database))
+        counting.refresh(get_pool(database))
         assert revisions(couch(database)) == before
 
 
@@ -33,7 +33,7 @@ def test_the_workers_design_documents_are_never_written(demo_pools, couch, setti
         db = couch(database)
         workers = {d["_id"]: d for d in db.design_docs() if d["_id"] != "_design/picas-dashboard"}
         settings.COUCHDB_GROUP_FIELD = "cores"  # our own design document changes; theirs must not
-        reading.refresh(get_pool(database))
+        counting.refresh(get_pool(database))
         assert {d["_id"]: d for d in db.design_docs() if d["_id"] != "_design/picas-dashboard"} == workers
 
 
@@ -47,7 +47,7 @@ def test_without_permission_it_creates_no_design_document(couch, settings):
         code = 'function(doc) { if(doc.type == "token") { emit(doc._id, doc._id); } }'
         db.put_design("Monitor", {"views": {v: {"map": code} for v in ("todo", "locked", "done", "error")}})
         before = revisions(db)
-        data = reading.refresh(get_pool(name)).data
+        data = counting.refresh(get_pool(name)).data
         assert data["own_views"] is False
         assert revisions(db) == before
     finally:

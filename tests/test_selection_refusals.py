@@ -6,7 +6,7 @@ from django.core.management import CommandError, call_command
 
 from tests.api_client import Api, openapi, token_for
 from tests.test_job_web import errored
-from tokens import reading
+from tokens import counting
 from tokens.pools import get_pool
 
 pytestmark = pytest.mark.django_db
@@ -18,7 +18,7 @@ MESSAGE = "Every token of type &#x27;token&#x27; has a OBSID: name the group too
 def grouped_pool(scratch_pool, settings):
     settings.COUCHDB_GROUP_FIELD = "OBSID"
     scratch_pool.bulk_docs([{**errored(n), "OBSID": f"L{1 + n % 2}"} for n in range(6)])
-    reading.refresh(get_pool(scratch_pool.database))
+    counting.refresh(get_pool(scratch_pool.database))
     return scratch_pool
 
 
@@ -51,7 +51,7 @@ def test_a_type_with_tokens_of_no_group_selects_those_and_an_empty_match_says_so
                                                                                  capsys):
     slug = grouped_pool.database
     grouped_pool.bulk_docs([errored(10)])  # no OBSID: the observation "(no OBSID)"
-    reading.refresh(get_pool(slug))
+    counting.refresh(get_pool(slug))
     listed = operator_client.get(f"/pools/{slug}/tokens/", {"state": "error", "type": "token", "format": "json"})
     assert [t["id"] for t in listed.json()["tokens"]] == ["token_00010"]
     call_command("tokens", "reset", "--pool", slug, "--state", "error", "--type", "token", "--dry-run")

@@ -12,7 +12,7 @@ from django.http import QueryDict
 from tests.api_client import Api, openapi, token_for
 from tests.conftest import surf_token
 from tests.forms import read
-from tokens import reading
+from tokens import counting
 from tokens.models import Job
 from tokens.pools import get_pool
 from tokens.selections import OperationError, Selection
@@ -112,7 +112,7 @@ def test_the_black_hole_retry_runs_from_the_form_the_banner_leads_to(operator_cl
     settings.JOB_FINISHED_GRACE_SECONDS = 0
     scratch_pool.bulk_docs([failed(n) for n in range(6)] + [failed(n, "wn-good") for n in range(6, 9)])
     slug = scratch_pool.database
-    reading.refresh(get_pool(slug))
+    counting.refresh(get_pool(slug))
     link = f"/pools/{slug}/jobs/new/?action=reset&kind=host&state=error&hostname={HOST}"  # as the Hosts page writes
     preview = operator_client.get(link)
     assert preview.status_code == 200 and "<strong>6</strong> tokens" in preview.content.decode()
@@ -179,7 +179,7 @@ def test_the_command_line_reads_a_host_selection_as_the_form_does(scratch_pool, 
     settings.JOB_FINISHED_GRACE_SECONDS = 0
     scratch_pool.bulk_docs([failed(n) for n in range(4)] + [failed(n, "wn-good") for n in range(4, 6)])
     slug = scratch_pool.database
-    reading.refresh(get_pool(slug))
+    counting.refresh(get_pool(slug))
     call_command("tokens", "reset", "--pool", slug, "--host", HOST, "--state", "error", "--dry-run")
     assert '"count": 4' in capsys.readouterr().out
 
@@ -188,7 +188,7 @@ def test_a_rerun_link_and_the_action_tabs_carry_the_whole_selection(operator_cli
     settings.JOB_FINISHED_GRACE_SECONDS = 0
     scratch_pool.bulk_docs([failed(n) for n in range(2)])
     slug = scratch_pool.database
-    reading.refresh(get_pool(slug))
+    counting.refresh(get_pool(slug))
     url = f"/pools/{slug}/jobs/new/?action=reset&kind=host&bucket=error&hostname={HOST}"
     _, links = read(operator_client.get(url).content.decode(), "http://testserver" + url)
     tabs = [dict(parse_qsl(link.split("?", 1)[1])) for link in links if "action=set_field" in link]

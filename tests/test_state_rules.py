@@ -1,6 +1,6 @@
 """The Python twin of the views' JavaScript agrees with the server's own engine on every document.
 
-The counts kept current from the changes feed re-classify each changed token in Python (reading.token_state);
+The counts kept current from the changes feed re-classify each changed token in Python (counting.token_state);
 the lists come from the `states` view, run by the server's JavaScript engine (V8 in pouchdb-server's node, QuickJS
 in CouchDB 3.5). Any difference shows as counts that disagree with the lists. So thousands of documents with odd
 but possible field values go into a pool on the test server, and the view's row for each (bucket, type, group)
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tokens.reading import token_state
+from tokens.counting import token_state
 from tokens.states import (
     JS_WHITESPACE,
     LRT05,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tokens import engine, operations, reading, tokensets
+from tokens import counting, engine, operations, tokensets
 from tokens.pools import all_pools
 from tokens.tokensets import Options, TokenSetError
 
@@ -179,7 +179,7 @@ def test_real_picas_workers_run_every_created_token_and_the_pool_shows_it_comple
     assert all(p.wait(timeout=120) == 0 for p in pilots)
     docs = all_docs(scratch_pool)
     assert len(docs) == 49 and all(d["status"] == "done" and d["done"] > 0 for d in docs.values())
-    reading.refresh(pool())
+    counting.refresh(pool())
     rows = viewer_client.get(f"/pools/{scratch_pool.database}/", {"format": "json"}).json()["observations"]
     row = next(r for r in rows if r["type"] == TYPE)
     assert (row["counts"]["done"], row["total"], row["percent_done"], row["eta_hours"]) == (49, 49, 100.0, 0.0)

@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from tokens import notify, reading, secretbox
+from tokens import counting, notify, reading, secretbox
 from tokens.models import Alert, AlertRule, Delivery, Job, ObservationHour, Subscription, TokenEvent
 from tokens.pools import all_pools
 
@@ -74,7 +74,7 @@ def make_rule(pool, kind, threshold=None, hours=None, user=None):
     rule = AlertRule(pool=pool.slug, kind=kind, threshold=threshold if "threshold" in wanted else None,
                      hours=hours if "hours" in wanted else None, created_by=user)
     if kind == AlertRule.OBSERVATION_FINISHED:
-        snap = reading.snapshot(pool)
+        snap = counting.snapshot(pool)
         rule.seen = sorted(finished_observations(snap.data)) if snap.data else []
     rule.save()
     return rule
@@ -160,7 +160,7 @@ def evaluate(now=None):
         pool = pools.get(rule.pool)
         if pool is None:
             continue
-        snap = reading.snapshot(pool)
+        snap = counting.snapshot(pool)
         found = _findings(rule, pool, snap, now)
         with transaction.atomic():
             open_ = {a.subject: a for a in Alert.objects.select_for_update()

@@ -1,6 +1,6 @@
 """Token events: every move of a token between states, recorded as the changes feed shows it.
 
-The counts (tokens.reading) follow the database's changes feed; each change that moves a token to another state
+The counts (tokens.counting) follow the database's changes feed; each change that moves a token to another state
 (or to another host while locked: a new claim) is also written here as a TokenEvent, in the same transaction that
 advances the feed's sequence, so that a refresh that dies records nothing and the next one records it once.
 Charts, throughput, failure history and the hosts page read these events, never the tokens' current state, so a
@@ -468,7 +468,7 @@ def prune(now=None):
     old = now - timedelta(days=settings.EVENTS_ROLLUP_DAYS)
     ObservationHour.objects.filter(hour__lt=old).delete()
     HostHour.objects.filter(hour__lt=old).delete()
-    # The rows a fill or recount staged when its process was killed in the middle (tokens.reading), a day on.
+    # The rows a fill or recount staged when its process was killed in the middle (tokens.counting), a day on.
     staging = TokenState.STAGING
     TokenState.objects.filter(pool__startswith=staging, pool__lt=f"{staging}{int(now.timestamp()) - 86400}").delete()
     return deleted

@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 from django.conf import settings
 from django.utils import timezone
 
-from tokens import events, queue, reading
+from tokens import counting, events, queue
 from tokens.couch import CouchError
+from tokens.counting import claim_refresh
 from tokens.models import CountSnapshot, PoolHistory
-from tokens.reading import claim_refresh
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def catch_up(pool):
     the changes feed, what changed since the last one), then recompute. When the server cannot be read, the older
     history is kept and the error stored for the pages to say."""
     try:
-        reading.refresh(pool)
+        counting.refresh(pool)
     except CouchError as e:
         log.warning("pool %s: history: %s", pool.slug, e)
         record, _ = PoolHistory.objects.update_or_create(pool=pool.slug, defaults={"error": str(e)})

@@ -13,7 +13,7 @@ from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import CollectorRegistry
 
-from tokens import operations, reading
+from tokens import counting, operations, reading
 from tokens.couch import CouchError
 from tokens.models import Alert, Job
 from tokens.pools import all_pools
@@ -52,7 +52,7 @@ def pool_families(pools):
                                  labels=["pool"])
     firing = dict(Alert.objects.filter(status=Alert.FIRING).values_list("pool").annotate(n=Count("id")).order_by())
     for pool in pools:
-        snap = reading.snapshot(pool)
+        snap = counting.snapshot(pool)
         data = snap.data
         refresh_ok.add_metric([pool.slug], 0 if snap.error else 1)
         alerting.add_metric([pool.slug], firing.get(pool.slug, 0))

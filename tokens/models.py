@@ -143,7 +143,7 @@ class TokenState(models.Model):
     """The bucket and observation of one token, as the own `states` view has it, kept up to date from the
     database's changes feed: counts are a GROUP BY here instead of a reduce over the whole pool."""
 
-    # The pool column of the rows a fill or recount is staging (tokens.reading._fill, _recount): no slug starts so,
+    # The pool column of the rows a fill or recount is staging (tokens.counting._fill, _recount): no slug starts so,
     # a slug has no "~". The time after it lets events.prune delete what a process killed in the middle left.
     STAGING = "~fill~"
 

@@ -12,8 +12,9 @@ from dataclasses import asdict, dataclass, field
 
 from django.conf import settings
 
+from tokens.counting import ensure_own_views
 from tokens.models import CountSnapshot, Job, JobToken, TokenState
-from tokens.reading import MAX_HOURS, ensure_own_views, ungrouped_type_problem
+from tokens.reading import MAX_HOURS, ungrouped_type_problem
 from tokens.states import (
     BUCKET_LABELS,
     BUCKETS,

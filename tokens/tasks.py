@@ -3,25 +3,25 @@ from datetime import datetime
 from celery import shared_task
 from celery.signals import worker_ready
 
-from tokens import alerts, events, history, operations, reading
+from tokens import alerts, counting, events, history, operations
 from tokens.pools import get_pool
 
 
 @shared_task(ignore_result=True)
 def refresh_counts(slug):
-    """Refresh a pool's counts in the background (see tokens.reading.snapshot)."""
+    """Refresh a pool's counts in the background (see tokens.counting.snapshot)."""
     pool = get_pool(slug)
     if pool is not None:
-        reading.refresh(pool)
+        counting.refresh(pool)
 
 
 @shared_task(ignore_result=True)
 def recount_counts(slug, asked):
-    """Count a pool's tokens again, beside the refreshes that follow its changes (see tokens.reading.sync_states);
+    """Count a pool's tokens again, beside the refreshes that follow its changes (see tokens.counting.sync_states);
     `asked`: when a refresh asked for it (ISO 8601)."""
     pool = get_pool(slug)
     if pool is not None:
-        reading.recount(pool, datetime.fromisoformat(asked))
+        counting.recount(pool, datetime.fromisoformat(asked))
 
 
 @shared_task(ignore_result=True)
@@ -35,7 +35,7 @@ def refresh_history(slug):
 @shared_task(ignore_result=True, expires=60)
 def follow_pools():
     """Every EVENTS_FOLLOW_SECONDS: read every pool's changes, whether anyone looks at it or not."""
-    reading.follow()
+    counting.follow()
 
 
 @shared_task(ignore_result=True, expires=3600)
@@ -57,7 +57,7 @@ def run_job(job_id):
     job = operations.run_job(job_id)
     pool = get_pool(job.pool)
     if pool is not None:
-        reading.refresh(pool)  # the pages show the job's effect at once
+        counting.refresh(pool)  # the pages show the job's effect at once
 
 
 @worker_ready.connect

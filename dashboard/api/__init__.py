@@ -2,7 +2,7 @@
 its schemas beside it; this one holds authentication, error answers and the URLs. Its OpenAPI schema is
 generated from this code (/api/v1/openapi.json).
 
-It calls the same functions as the pages (tokens.reading, tokens.operations, the views' payload helpers), with
+It calls the same functions as the pages (tokens.reading, tokens.operations, dashboard.payloads), with
 stricter input checks than the pages: a page falls back to a default on a bad parameter, the API answers 4xx with
 a message. Every error, its own or CouchDB's or an unexpected one, is JSON {"detail": ...} with its status.
 

@@ -11,7 +11,7 @@ from ninja.errors import HttpError
 from pydantic import AfterValidator, create_model
 
 from dashboard import web
-from tokens import reading
+from tokens import counting, reading
 from tokens.states import BUCKETS
 
 MAX_LIMIT = 1000  # rows per page a caller may ask for
@@ -59,7 +59,7 @@ Before = Annotated[Text | None, Query(description="The `previous` of a page: the
 
 def snapshot_of(pool):
     """The pool's latest counts; an error status when there are none at all yet."""
-    snap = reading.snapshot(pool)
+    snap = counting.snapshot(pool)
     if snap.data is None:
         raise HttpError(snap.error_status or 503, snap.error or "No counts for this pool yet")
     return snap

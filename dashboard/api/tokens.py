@@ -25,7 +25,7 @@ from dashboard.api.common import (
     pool_of,
     snapshot_of,
 )
-from tokens import events, reading
+from tokens import counting, events, reading
 from tokens.couch import NotFound
 from tokens.states import STATES
 
@@ -208,7 +208,7 @@ def get_token(request, slug: Slug, token_id: Annotated[Text, Path(min_length=1)]
         doc = reading.get_token(pool, token_id)
     except NotFound:
         raise Http404("No such token") from None
-    snap = reading.snapshot(pool)
+    snap = counting.snapshot(pool)
     facts = reading.token_facts(doc, snap.data["types"] if snap.data else {})
     return payloads.token_payload(pool, doc, facts, payloads.token_jobs(pool.slug, token_id),
                                events.timeline(pool.slug, token_id))
