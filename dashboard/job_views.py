@@ -13,8 +13,6 @@ from django_htmx.http import HttpResponseStopPolling
 
 from dashboard import roles
 from dashboard.payloads import (
-    ACTION_LABELS,
-    OPERATION_LABELS,
     VIA_LABELS,
     duration_in_words,
     filtered_jobs,
@@ -22,13 +20,12 @@ from dashboard.payloads import (
     job_or_404,
     job_problems,
     outcome_counts,
-    params_in_words,
     problem_json,
     start,
     token_record_json,
 )
 from dashboard.web import couch_error, csv_download, pool_or_404, refuse, respond, wants_json
-from tokens import actions, operations, selections, uploads
+from tokens import actions, operations, selections
 from tokens.couch import CouchError
 from tokens.models import Job, JobToken
 from tokens.selections import OperationError, Selection
@@ -36,23 +33,9 @@ from tokens.states import BUCKET_LABELS
 
 
 def params_from(request, action):
-    """The action's parameters from the confirmation form; an upload is saved to disk for the worker."""
-    post = request.POST
-    if action == "reset":
-        return {"delete_attachments": post.get("delete_attachments") == "on"}
-    if action == "set_field":
-        params = {"field": post.get("field", "").strip(), "value_type": post.get("value_type", "string"),
-                  "allow_state_fields": post.get("allow_state_fields") == "on"}
-        params["value"] = actions.parse_value(post.get("value", ""), params["value_type"])
-        return params
-    if action == "attach":
-        uploaded = request.FILES.get("file")
-        if uploaded is None:
-            raise OperationError("Choose a file to attach")
-        upload_id, size, digest = uploads.save_upload(uploaded)
-        return {"name": post.get("name", "").strip() or uploaded.name, "upload": upload_id, "size": size,
-                "digest": digest, "content_type": uploaded.content_type or "application/octet-stream"}
-    return {}
+    """The action's parameters from the confirmation form (an upload is saved to disk for the worker)."""
+    return actions.read_params(action, {**request.POST.dict(), "value_type": request.POST.get("value_type", "string")},
+                               request.FILES.get("file"))
 
 
 @require_GET
@@ -65,9 +48,9 @@ def job_new(request, slug):
 def dry_run(request, pool, action, data, problem=None, status=200):
     """The dry-run page for a selection given as query or form data. After a refused job (`problem`) it comes
     again with the message and with every value the operator typed in its form (a file must be chosen again)."""
-    context = {"pool": pool, "action": action, "action_label": ACTION_LABELS.get(action, action)}
+    context = {"pool": pool, "action": action, "action_label": actions.label(action)}
     try:
-        if action not in OPERATION_LABELS:
+        if action not in actions.TOKEN_ACTIONS:
             raise OperationError(f"Unknown action {action!r}")
         selection = Selection.from_query(data)
         seen = selections.preview(pool, selection)
@@ -76,7 +59,7 @@ def dry_run(request, pool, action, data, problem=None, status=200):
     except CouchError as e:
         return couch_error(request, pool, e)
     context.update(selection=selection, description=selection.describe(), preview=seen,
-                   action_labels=OPERATION_LABELS, query_without_action=selection.as_query(),
+                   action_labels=actions.labels(actions.TOKEN_ACTIONS), query_without_action=selection.as_query(),
                    typed=selections.needs_typed_confirmation(action, seen["count"]),
                    state_fields=sorted(actions.STATE_FIELDS), value_types=actions.VALUE_TYPES,
                    problem=problem, form=data if problem else {},
@@ -90,7 +73,7 @@ def dry_run(request, pool, action, data, problem=None, status=200):
 def job_create(request, slug):
     pool = pool_or_404(request, slug, operate=True)
     action = request.POST.get("action", "")
-    if action not in OPERATION_LABELS:
+    if action not in actions.TOKEN_ACTIONS:
         return JsonResponse({"error": f"Unknown action {action!r}"}, status=400)
     try:
         selection = Selection.from_query(request.POST)
@@ -113,12 +96,13 @@ def job(request, pk):
     problems = job_problems(job)
     end = job.finished_at or (timezone.now() if job.started_at else None)
     context = {"job": job, "description": Selection.from_dict(job.selection).describe(),
-               "via_label": VIA_LABELS.get(job.via, job.via), "params_words": params_in_words(job),
+               "via_label": VIA_LABELS.get(job.via, job.via),
+               "params_words": actions.params_in_words(job.action, job.params),
                "duration": duration_in_words((end - job.started_at).total_seconds()) if end else None,
                "waited": duration_in_words((job.started_at - job.created_at).total_seconds())
                if job.started_at else None,
                "rerun_query": operations.rerun_query(job),
-               "action_label": ACTION_LABELS.get(job.action, job.action), "problems": problems[:500],
+               "action_label": actions.label(job.action), "problems": problems[:500],
                "problem_count": problems.count(), "bucket_labels": BUCKET_LABELS}
     payload = {**job_json(job), "problems": [problem_json(p) for p in problems[:500]]}
     context["is_operator"] = roles.access(request).can_operate(job.pool)
@@ -156,7 +140,7 @@ def job_tokens(request, pk):
     context = {"job": job, "outcome": outcome, "outcomes": selections.JOB_OUTCOMES, "counts": counts,
                "is_operator": roles.access(request).can_operate(job.pool),
                "records": page, "next": more, "page_size": JOB_TOKENS_PAGE,
-               "action_label": ACTION_LABELS.get(job.action, job.action)}
+               "action_label": actions.label(job.action)}
     payload = {"job": job.pk, "outcome": outcome, "count": counts[outcome], "next": more,
                "tokens": [token_record_json(r) for r in page]}
     return respond(request, "job_tokens.html", context, payload)
@@ -174,13 +158,13 @@ def jobs(request):
     """The audit list: every job, newest first, filterable by pool, user and action."""
     operations.tend_jobs()
     q = request.GET
-    for name, allowed in (("action", ACTION_LABELS), ("status", Job.QUEUED_TO_ENDED), ("via", VIA_LABELS)):
+    for name, allowed in (("action", actions.ACTIONS), ("status", Job.QUEUED_TO_ENDED), ("via", VIA_LABELS)):
         if q.get(name) and q[name] not in allowed:  # refused as the API refuses it, never a list of nothing
             return refuse(request, None, "Jobs", f"Unknown {name} {q[name]!r}: one of {', '.join(allowed)}")
     seen = filtered_jobs(pools=roles.access(request).pool_filter())
     found = filtered_jobs(pool=q.get("pool"), user=q.get("user"), action=q.get("action"), status=q.get("status"),
                           via=q.get("via"), pools=roles.access(request).pool_filter())[:200]
-    context = {"jobs": found, "filters": q, "action_labels": ACTION_LABELS, "via_labels": VIA_LABELS,
+    context = {"jobs": found, "filters": q, "action_labels": actions.labels(), "via_labels": VIA_LABELS,
                "statuses": Job.QUEUED_TO_ENDED,
                "pools": seen.values_list("pool", flat=True).distinct().order_by("pool"),
                "users": User.objects.filter(job__in=seen).distinct().order_by("username")}

@@ -2,7 +2,6 @@
 context's), made once here and used by the web UI's views and by /api/v1/ alike. Views and API modules import this
 module; they never import one another."""
 
-import json
 import time
 from datetime import datetime, timedelta
 
@@ -10,7 +9,6 @@ from django.conf import settings
 from django.db.models import Count
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect
-from django.template.defaultfilters import filesizeformat, pluralize
 from django.utils import timezone
 
 from dashboard import charts, roles
@@ -113,56 +111,7 @@ def token_payload(pool, doc, facts, touched, timeline):
             "timeline": [events.as_json(e) for e in timeline]}
 
 
-OPERATION_LABELS = {"reset": "Reset / retry", "set_field": "Set a field", "attach": "Attach a file",
-                    "delete": "Delete"}  # the actions on selected tokens
-
-
-ACTION_LABELS = {**OPERATION_LABELS, "create_tokens": "New token set"}
-
-
 VIA_LABELS = {"web": "in the browser", "api": "through the API", "cli": "from the command line"}
-
-
-VALUE_TYPE_WORDS = {"string": "text", "number": "a number", "boolean": "true or false", "json": "JSON"}
-
-
-def params_in_words(job):
-    """What the job was told to do beyond its selection, as sentences (the job page; never a dict)."""
-    p = job.params
-    if job.action == "reset":
-        return ["Attachments deleted" if p.get("delete_attachments") else "Attachments kept; error history kept"]
-    if job.action == "set_field":
-        value = p.get("value")
-        # The web form and the CLI say the value's type; the API sends JSON, whose value has its own.
-        value_type = p.get("value_type") or json_type(value)
-        shown = "true" if value is True else "false" if value is False else json.dumps(value) \
-            if value_type == "json" else str(value)
-        words = [f"Set “{p.get('field')}” to {shown} ({VALUE_TYPE_WORDS.get(value_type, 'text')})"]
-        if p.get("allow_state_fields"):
-            words.append("state fields allowed")
-        return words
-    if job.action == "attach":
-        return [f"Attach “{p.get('name')}” ({filesizeformat(p.get('size') or 0)}, {p.get('content_type')}); a "
-                "token that already has this file under this name is left as it is"]
-    if job.action == "delete":
-        return ["Deleted tokens leave tombstones (never purged)"]
-    if job.action == "create_tokens":
-        o = p.get("options", {})
-        per = o.get("per_token", 1)
-        return [f"Tokens of type “{o.get('token_type')}”, {per} item{pluralize(per)} each, keyed by "
-                f"“{o.get('key_field')}”" + (f", each with “{o['attachment']}” attached" if o.get("attachment")
-                                             else "") + ("; views created where absent" if o.get("create_views")
-                                                         else "; no views created")]
-    return []
-
-
-def json_type(value):
-    """The value type (as the web form names them) of a JSON value."""
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    return "string" if isinstance(value, str) else "json"
 
 
 def duration_in_words(seconds):

@@ -9,7 +9,7 @@ from django.template.loader import get_template
 from django.utils.http import content_disposition_header
 
 from dashboard import roles
-from tokens import counting, exports
+from tokens import actions, counting, exports
 from tokens.couch import CouchError
 from tokens.pools import all_pools, get_pool
 from tokens.selections import MAX_JOB
@@ -111,7 +111,7 @@ def status_of(snap):
 
 def labels():
     return {"bucket_labels": BUCKET_LABELS, "bucket_help": BUCKET_HELP, "buckets": BUCKETS,
-            "stage_labels": STAGE_LABELS}
+            "stage_labels": STAGE_LABELS, "token_actions": actions.labels(actions.TOKEN_ACTIONS)}
 
 
 def download(made):

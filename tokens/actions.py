@@ -1,14 +1,18 @@
-"""The actions on existing tokens (reset, set a field, delete, attach a file): what a token becomes.
-
-Each is a plain function of the document; `run` hands the job's selection and the action to the engine.
+"""The actions: one registry (ACTIONS) that the web form, the API, the command line and the job pages all read;
+each action's parameters, read and checked once (read_params, check_params), in words (params_in_words), and what
+it makes of a token (a plain function of the document); `run` hands the job's selection and the action to the
+engine. A new action is an entry here, its branches in these functions, and its tests.
 """
 
 import base64
 import hashlib
+import json
 import math
 import time
+from dataclasses import dataclass
 
 from django.conf import settings
+from django.template.defaultfilters import filesizeformat, pluralize
 from django.utils import timezone
 
 from tokens import engine
@@ -16,7 +20,39 @@ from tokens.couch import Conflict, NotFound, Unreachable
 from tokens.models import Job, JobToken
 from tokens.selections import OperationError, Selection, pool_rules
 from tokens.states import SURF, js_number
-from tokens.uploads import upload_path
+from tokens.uploads import save_upload, upload_path
+
+
+@dataclass(frozen=True)
+class Action:
+    """An action as every surface offers it: its name, its label, whether it acts on selected tokens, and whether
+    the API offers it (attaching a file needs an upload: the web form and the command line)."""
+
+    name: str
+    label: str
+    on_tokens: bool = True
+    in_api: bool = True
+
+
+ACTIONS = {a.name: a for a in (
+    Action("reset", "Reset / retry"),
+    Action("set_field", "Set a field"),
+    Action("attach", "Attach a file", in_api=False),
+    Action("delete", "Delete"),
+    Action("create_tokens", "New token set", on_tokens=False, in_api=False),  # tokens.tokensets
+)}
+TOKEN_ACTIONS = tuple(name for name, a in ACTIONS.items() if a.on_tokens)  # offered on a selection of tokens
+API_ACTIONS = tuple(name for name in TOKEN_ACTIONS if ACTIONS[name].in_api)
+
+
+def label(action):
+    return ACTIONS[action].label if action in ACTIONS else action
+
+
+def labels(names=tuple(ACTIONS)):
+    """{name: label}: the pages' tabs, selects and filters."""
+    return {name: ACTIONS[name].label for name in names}
+
 
 # Fields whose change moves a token between states: set_field refuses them unless told otherwise.
 STATE_FIELDS = {"lock", "done", "exit_code", "status", "output", "type", "scrub_count"}
@@ -75,9 +111,82 @@ def parse_value(text, value_type):
     raise OperationError(f"Unknown value type {value_type!r}")
 
 
+def read_params(action, data, upload=None):
+    """An action's parameters from the web form (its fields and file), the command line's options or an API body,
+    named alike: delete_attachments; field, value and value_type (without one, the value is JSON as given: the
+    API's), allow_state_fields; name and the uploaded file. Checked by check_params when the job is made."""
+    if action == "reset":
+        return {"delete_attachments": _flag(data.get("delete_attachments"))}
+    if action == "set_field":
+        params = {"field": (data.get("field") or "").strip(),
+                  "allow_state_fields": _flag(data.get("allow_state_fields"))}
+        if data.get("value_type"):  # text and what it is (the form, the command line)
+            params["value_type"] = data["value_type"]
+            params["value"] = parse_value(data.get("value") or "", data["value_type"])
+        elif "value" in data:  # a JSON value as it is (the API)
+            params["value"] = data["value"]
+        return params
+    if action == "attach":
+        if upload is None:
+            raise OperationError("Choose a file to attach")
+        upload_id, size, digest = save_upload(upload)
+        given = str(getattr(upload, "name", None) or getattr(upload, "path", "")).replace("\\", "/").rsplit("/", 1)[-1]
+        return {"name": (data.get("name") or "").strip() or given, "upload": upload_id, "size": size,
+                "digest": digest, "content_type": getattr(upload, "content_type", None) or "application/octet-stream"}
+    return {}
+
+
+def _flag(value):
+    """A tick box ("on"), a command-line switch or a JSON boolean."""
+    return value is True or value == "on"
+
+
+VALUE_TYPE_WORDS = {"string": "text", "number": "a number", "boolean": "true or false", "json": "JSON"}
+
+
+def params_in_words(action, p):
+    """What a job was told to do beyond its selection, as sentences (the job page; never a dict)."""
+    if action == "reset":
+        return ["Attachments deleted" if p.get("delete_attachments") else "Attachments kept; error history kept"]
+    if action == "set_field":
+        value = p.get("value")
+        # The web form and the CLI say the value's type; the API sends JSON, whose value has its own.
+        value_type = p.get("value_type") or json_type(value)
+        shown = "true" if value is True else "false" if value is False else json.dumps(value) \
+            if value_type == "json" else str(value)
+        words = [f"Set “{p.get('field')}” to {shown} ({VALUE_TYPE_WORDS.get(value_type, 'text')})"]
+        if p.get("allow_state_fields"):
+            words.append("state fields allowed")
+        return words
+    if action == "attach":
+        return [f"Attach “{p.get('name')}” ({filesizeformat(p.get('size') or 0)}, {p.get('content_type')}); a "
+                "token that already has this file under this name is left as it is"]
+    if action == "delete":
+        return ["Deleted tokens leave tombstones (never purged)"]
+    if action == "create_tokens":
+        o = p.get("options", {})
+        per = o.get("per_token", 1)
+        return [f"Tokens of type “{o.get('token_type')}”, {per} item{pluralize(per)} each, keyed by "
+                f"“{o.get('key_field')}”" + (f", each with “{o['attachment']}” attached" if o.get("attachment")
+                                             else "") + ("; views created where absent" if o.get("create_views")
+                                                         else "; no views created")]
+    return []
+
+
+def json_type(value):
+    """The value type (as the web form names them) of a JSON value."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "json"
+
+
 def check_params(action, params):
     """Validate an action's parameters before anything is previewed or written."""
-    if action not in Job.ACTIONS:
+    if action not in ACTIONS:
         raise OperationError(f"Unknown action {action!r}")
     if action == "set_field":
         name = (params.get("field") or "").strip()

@@ -197,7 +197,6 @@ class Job(models.Model):
         "queued", "running", "succeeded", "failed", "cancelled", "interrupted")
     ENDED = (SUCCEEDED, FAILED, CANCELLED, INTERRUPTED)
     QUEUED_TO_ENDED = (QUEUED, RUNNING, *ENDED)
-    ACTIONS = ("reset", "set_field", "delete", "attach", "create_tokens")
 
     pool = models.CharField(max_length=100, db_index=True)
     user = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL)

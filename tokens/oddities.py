@@ -46,15 +46,16 @@ def unsafe_name(name):
 def oddities(doc, token_types=None):
     """Notes for an operator, one per odd thing; [] for a well-formed token, or for a document of a type that is
     not one of the pool's token types (`token_types`: picas logs and the like are not tokens)."""
-    if token_types is not None and type_of(doc, token_types) is None:
+    if isinstance(doc.get("type"), str) and token_types is not None and doc["type"] not in token_types:
         return []
     notes = []
     if "type" not in doc:
         notes.append("no type field: no view counts it as a token")
     elif not isinstance(doc["type"], str):
-        matched = f" equal to {type_of(doc, token_types)!r} as the views compare it" if token_types else ""
-        notes.append(f"type is {kind(doc['type'])} ({short(doc['type'])}), not text{matched}: the workers' views "
-                     "count it, a tool that reads type as text does not")
+        matched = type_of(doc, token_types) if token_types else None
+        notes.append(f"type is {kind(doc['type'])} ({short(doc['type'])}), not text: " + (
+            f"the workers' views count it as a {matched!r} token (their == compares loosely), a tool that reads "
+            "type as text does not" if matched else "no view counts it as a token"))
     for name in NUMBER_FIELDS:
         if name not in doc:
             notes.append(f"no {name} field: it is in no worker view")

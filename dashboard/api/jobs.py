@@ -141,7 +141,7 @@ def _check_json(value, depth=0):
 
 
 class JobIn(Schema):
-    action: Literal["reset", "set_field", "delete"]
+    action: Literal[actions.API_ACTIONS]
     selection: SelectionIn
     params: ParamsIn = Field(default_factory=ParamsIn)
     dry_run: bool = Field(True, description="true (the default): only count and list; false: create and queue")
@@ -163,14 +163,10 @@ def selection_of(body):
 
 def params_of(body):
     p = body.params
-    if body.action == "reset":
-        return {"delete_attachments": p.delete_attachments}
-    if body.action == "set_field":
-        params = {"field": (p.field or "").strip(), "allow_state_fields": p.allow_state_fields}
-        if "value" in p.model_fields_set:
-            params["value"] = p.value
-        return params
-    return {}
+    given = {"delete_attachments": p.delete_attachments, "field": p.field, "allow_state_fields": p.allow_state_fields}
+    if "value" in p.model_fields_set:
+        given["value"] = p.value  # a JSON value as it is: no value_type
+    return actions.read_params(body.action, given)
 
 
 @router.post("/pools/{slug}/jobs", response={200: Preview, 201: JobOut, **errors(400, 403, *READ_ERRORS)},
@@ -200,7 +196,7 @@ def list_jobs(
     request,
     pool: Annotated[Text | None, Query(description="Pool slug")] = None,
     user: Annotated[Text | None, Query(description="Username of who created it")] = None,
-    action: Annotated[Literal[Job.ACTIONS] | None, Query()] = None,
+    action: Annotated[Literal[tuple(actions.ACTIONS)] | None, Query()] = None,
     status: Annotated[Literal[Job.QUEUED_TO_ENDED] | None, Query()] = None,
     via: Annotated[Literal[tuple(payloads.VIA_LABELS)] | None, Query(description="How it was started")] = None,
     before: Annotated[int | None, Query(ge=1, le=MAX_ID, description="The `next` of the previous page")] = None,

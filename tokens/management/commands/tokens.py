@@ -15,7 +15,7 @@ class Command(BaseCommand):
     help = "Preview (--dry-run) or run an operation on a pool's tokens: reset, set_field, delete, attach."
 
     def add_arguments(self, parser):
-        parser.add_argument("action", choices=["reset", "set_field", "delete", "attach"])
+        parser.add_argument("action", choices=actions.TOKEN_ACTIONS)
         parser.add_argument("--pool", required=True, help="the pool's slug")
         parser.add_argument("--state", help="todo, locked, done, error, locked_unknown, legacy_error, ...")
         parser.add_argument("--stale-hours", type=float, help="locked longer than this many hours")
@@ -74,16 +74,7 @@ class Command(BaseCommand):
                                   f"{job.conflicts} conflicts, {job.failed} failed")
 
     def params(self, o):
-        action = o["action"]
-        if action == "reset":
-            return {"delete_attachments": o["delete_attachments"]}
-        if action == "set_field":
-            return {"field": o["field"] or "", "value": actions.parse_value(o["value"] or "", o["value_type"]),
-                    "value_type": o["value_type"], "allow_state_fields": o["allow_state_fields"]}
-        if action == "attach":
-            if not o["file"]:
-                raise OperationError("--file is required")
-            upload_id, size, digest = uploads.save_upload(uploads.LocalFile(o["file"]))
-            return {"name": o["name"] or o["file"].rsplit("/", 1)[-1], "upload": upload_id, "size": size,
-                    "digest": digest, "content_type": "application/octet-stream"}
-        return {}
+        if o["action"] == "attach" and not o["file"]:
+            raise OperationError("--file is required")
+        return actions.read_params(o["action"], {**o, "value": o["value"] or ""},
+                                   uploads.LocalFile(o["file"]) if o["action"] == "attach" else None)
