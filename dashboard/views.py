@@ -41,6 +41,7 @@ from dashboard.web import (
 from tokens import counting, events, exitcodes, overview, reading
 from tokens.couch import CouchError, NotFound
 from tokens.oddities import oddities, safe_file_name
+from tokens.selections import OperationError, list_selection
 from tokens.states import BUCKETS, OUT_OF_VIEW, STATES, STYLE_LABELS, failure_key, group_from, style_of
 
 
@@ -110,21 +111,12 @@ def pool(request, slug):
 
 
 def selection_from(request, data):
-    """The list selection in the query string: a bucket or a failure group, optionally one observation. Raises
-    ValueError, with the API's message, for a state that is unknown or that this pool's views cannot list."""
-    q = request.GET
-    type_ = q.get("type") or None
-    group = group_from(q)
-    failure = (q["code"], q.get("message", "")) if "code" in q else None
-    bucket = q.get("state") or ("error" if failure else "todo")
-    if bucket not in BUCKETS:
-        raise ValueError(f"Unknown state {bucket!r}: one of {', '.join(BUCKETS)}")
-    if not data["own_views"] and bucket not in STATES:
-        raise ValueError(f"State {bucket!r} needs the dashboard's own views in this pool")
-    problem = reading.ungrouped_type_problem(data, type_, group)
-    if problem:
-        raise ValueError(problem)
-    return {"bucket": bucket, "type_": type_, "group": group, "failure": failure}
+    """The list selection in the query string (selections.list_selection). Raises ValueError, with the API's
+    message, for a state that is unknown or that this pool's views cannot list."""
+    try:
+        return list_selection(request.GET, data)
+    except OperationError as e:
+        raise ValueError(str(e)) from None
 
 
 @require_GET

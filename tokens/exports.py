@@ -13,7 +13,6 @@ import csv
 import io
 import json
 import logging
-import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -21,14 +20,12 @@ from datetime import UTC, datetime
 
 from tokens.couch import CouchError
 from tokens.reading import JOB_ID_FIELDS, matches, ungrouped_type_problem, worker_state_view
-from tokens.selections import Selection
+from tokens.selections import OperationError, Selection
 from tokens.states import (
-    BUCKETS,
     OWN_DDOC,
     STATES,
     TIME_MIN,
     classify,
-    group_from,
     group_label,
     group_of,
     style_of,
@@ -161,43 +158,24 @@ def check_fields(names, first, group_field):
 
 
 def selection_from(query, own_views):
-    """The selection in a list page's query string: state=…, code=… (a failure group), hours=… (stale locks), or
-    type=… (a whole observation); `kind` may say which. type and group narrow it to one observation."""
-    kind = query.get("kind") or (
-        "failure" if "code" in query else "stale" if "hours" in query else "state" if "state" in query
-        else "observation" if query.get("type") else None)
-    if kind is None:
+    """The selection in a list page's query string, read as every selection is (Selection.from_query): state=…,
+    code=… (a failure group), hours=… (stale locks), or type=… (a whole observation); `kind` may say which. type
+    and group narrow it to one observation. What an export cannot read is an ExportError."""
+    if not any(query.get(name) not in (None, "") for name in ("kind", "state", "bucket", "code", "hours", "type")):
         raise ExportError("Say what to export: state=…, code=… (a failure group), hours=… (stale locks) "
                           "or type=… (an observation)")
-    if kind not in KINDS:
-        raise ExportError(f"Unknown selection {kind!r}: one of {', '.join(KINDS)}")
-    selection = Selection(kind=kind, type=query.get("type") or None, group=group_from(query))
-    if kind == "state":
-        bucket = query.get("state") or query.get("bucket") or ""
-        allowed = BUCKETS if own_views else STATES
-        if bucket not in allowed:
-            raise ExportError(f"Unknown state {bucket!r}: one of {', '.join(allowed)}")
-        selection.bucket = bucket
-    elif kind == "failure":
-        if "code" not in query:
-            raise ExportError("A failure group needs its exit code (code=…)")
-        selection.code, selection.message = query["code"], query.get("message", "")
-    elif kind == "stale":
-        try:
-            hours = float(query.get("hours", ""))
-        except ValueError:
-            raise ExportError("The lock age must be a number of hours (hours=24)") from None
-        if not math.isfinite(hours) or hours < 0:
-            raise ExportError("The lock age must be a number of hours, 0 or more")
-        if selection.type:
-            raise ExportError("Stale locks are exported across the whole pool (no type or group)")
-        selection.hours = hours
-    elif not selection.type:
-        raise ExportError("An observation export needs its token type (type=…)")
-    if kind != "state" and not own_views:
+    try:
+        selection = Selection.from_query(query)
+    except OperationError as e:
+        raise ExportError(str(e)) from None
+    if selection.kind not in KINDS:
+        raise ExportError(f"Unknown selection {selection.kind!r}: one of {', '.join(KINDS)}")
+    if selection.kind == "state" and not own_views and selection.bucket not in STATES:
+        raise ExportError(f"Unknown state {selection.bucket!r}: one of {', '.join(STATES)}")
+    if selection.kind != "state" and not own_views:
         raise ExportError("Only a state of one observation can be exported without the dashboard's own design "
                           "document (COUCHDB_CREATE_VIEWS)")
-    if kind == "state" and not own_views and (not selection.type or selection.bucket not in STATES):
+    if selection.kind == "state" and not own_views and not selection.type:
         raise ExportError("Without the dashboard's own design document, name the observation (type=…, and group=… "
                           f"if it has one) and one of the workers' states ({', '.join(STATES)})")
     return selection

@@ -19,6 +19,7 @@ from tokens.states import (
     BUCKET_LABELS,
     BUCKETS,
     OWN_DDOC,
+    STATES,
     SURF,
     classify,
     describe_design_doc,
@@ -43,6 +44,16 @@ PREVIEW_READ_MOST = 20_000  # an earlier job's tokens are read for its dry run u
 
 class OperationError(Exception):
     """A job cannot be created or run as asked; the message is for the operator."""
+
+
+def infer_kind(data):
+    """The kind of a selection whose query does not say it, from what it names: a failure group (code), stale locks
+    (hours), a job's tokens (job), a host's (hostname), a state, or a whole observation (type alone)."""
+    for name, kind in (("code", "failure"), ("hours", "stale"), ("job", "job"), ("hostname", "host"),
+                       ("bucket", "state"), ("state", "state"), ("type", "observation")):
+        if data.get(name) not in (None, ""):
+            return kind
+    return "state"
 
 
 @dataclass
@@ -78,7 +89,7 @@ class Selection:
         if len(ids) > MAX_IDS:
             raise OperationError(f"Select at most {MAX_IDS:,} tokens by id at a time (there were {len(ids):,})")
         selection = cls(
-            kind=_text(data, "kind") or "state",
+            kind=_text(data, "kind") or infer_kind(data),
             bucket=_text(data, "bucket") or _text(data, "state") or None,
             type=_text(data, "type") or None,
             group=_text(data, "group"),  # absent: the tokens without a group; "" is a group of its own
@@ -128,9 +139,6 @@ class Selection:
             raise OperationError("Select at least one token")
         if self.kind == "observation" and not self.type:
             raise OperationError("Name the observation (token type, and group if the pool has one)")
-        if self.kind == "state" and self.bucket == "locked":
-            raise OperationError("Locked tokens are acted on by lock age (a live worker may hold them): "
-                                 "use Stale locks, or --stale-hours")
         if self.kind == "stale" and self.type:
             raise OperationError("Stale locks are selected across the whole pool (no observation)")
         self.ids = list(dict.fromkeys(self.ids))  # a token listed twice is still one token
@@ -141,6 +149,13 @@ class Selection:
                                  "locked (what runs there now)")
         if self.kind not in ("state", "stale", "failure", "observation", "ids", "tokenset", "job", "host"):
             raise OperationError(f"Unknown selection {self.kind!r}")
+
+    def refuse_to_act(self):
+        """What a job may not select though a list or an export may: the locked tokens by state (a live worker
+        may hold them; a job selects them by lock age)."""
+        if self.kind == "state" and self.bucket == "locked":
+            raise OperationError("Locked tokens are acted on by lock age (a live worker may hold them): "
+                                 "use Stale locks, or --stale-hours")
 
     def _validate_job(self):
         if self.outcome not in JOB_OUTCOMES:
@@ -305,6 +320,7 @@ def why_not(doc, rules, now):
 def preview(pool, selection, sample_size=10):
     """The number of tokens a job would touch now, and the first ids, without writing anything."""
     selection.validate()
+    selection.refuse_to_act()
     counted = CountSnapshot.objects.filter(pool=pool.slug).values_list("data", flat=True).first()
     if problem := ungrouped_type_problem(counted, selection.type, selection.group):
         raise OperationError(problem)
@@ -352,3 +368,25 @@ def fetch(couch, ids):
 
 def needs_typed_confirmation(action, count):
     return action == "delete" or count > settings.JOB_CONFIRM_THRESHOLD
+
+
+def list_selection(params, data):
+    """What a token list shows (the list page's query, the API's parameters): a bucket, or a failure group, of the
+    pool or of one observation, read as every selection is. {"bucket", "type_", "group", "failure"} for
+    reading.token_page; OperationError for a state unknown or one this pool's views cannot list."""
+    failure = params.get("code") is not None
+    query = {"kind": "failure" if failure else "state",
+             "state": params.get("state") or ("error" if failure else "todo"), "type": params.get("type"),
+             "code": params.get("code"), "message": params.get("message") or ""}
+    if params.get("group") is not None:
+        query["group"] = params["group"]  # absent: the tokens without a group; "" is a group of its own
+    selection = Selection.from_query(query)
+    bucket = query["state"]
+    if bucket not in BUCKETS:
+        raise OperationError(f"Unknown state {bucket!r}: one of {', '.join(BUCKETS)}")
+    if not data["own_views"] and bucket not in STATES:
+        raise OperationError(f"State {bucket!r} needs the dashboard's own views in this pool")
+    if problem := ungrouped_type_problem(data, selection.type, selection.group):
+        raise OperationError(problem)
+    return {"bucket": bucket, "type_": selection.type, "group": selection.group,
+            "failure": (selection.code, selection.message) if failure else None}

@@ -27,7 +27,7 @@ from dashboard.api.common import (
 )
 from tokens import counting, events, reading
 from tokens.couch import NotFound
-from tokens.states import STATES
+from tokens.selections import OperationError, list_selection
 
 router = Router(tags=["tokens"])
 
@@ -178,13 +178,12 @@ def list_tokens(
     `previous`, as `before`, back to the first page)."""
     pool = pool_of(request, slug)
     snap = snapshot_of(pool)
-    failure = (code, message) if code is not None else None
-    bucket = state or ("error" if failure else "todo")
-    if not snap.data["own_views"] and bucket not in STATES:
-        raise HttpError(400, f"State {bucket!r} needs the dashboard's own views in this pool")
-    if problem := reading.ungrouped_type_problem(snap.data, type or None, group):
-        raise HttpError(400, problem)
-    selection = {"bucket": bucket, "type_": type or None, "group": group, "failure": failure}
+    try:
+        selection = list_selection({"state": state, "type": type, "group": group, "code": code, "message": message},
+                                   snap.data)
+    except OperationError as e:
+        raise HttpError(400, str(e)) from None
+    failure = selection["failure"]
     page = reading.token_page(pool, snap.data, **selection, cursor=cursor_from(after),
                               before=cursor_from(before, "before"), id_filter=q.strip(),
                               field_filter=(field.strip(), value) if field.strip() else None, limit=limit)
