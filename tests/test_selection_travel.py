@@ -221,3 +221,20 @@ def test_the_tokens_an_earlier_job_changed_are_read_again_by_a_job_on_them(opera
     assert operator_client.post(f"/pools/{slug}/jobs/", dict_of(form.data())).status_code == 302
     job = wait_until_ended(Job.objects.latest("pk").pk)
     assert (job.total, job.changed) == (5, 5)
+
+
+@pytest.mark.parametrize(("query", "kind"), [
+    ("code=1&message=x", "failure"), ("hours=3", "stale"), ("state=error", "state"), ("bucket=todo", "state"),
+    ("type=token&group=L1", "observation"), ("state=error&hostname=wn-1", "host"), ("ids=a&ids=b", "ids")])
+def test_a_query_that_does_not_name_its_kind_is_read_as_the_kind_its_fields_name(query, kind):
+    assert Selection.from_query(QueryDict(query)).kind == kind
+
+
+def test_locked_tokens_by_state_may_be_listed_and_exported_but_not_acted_on():
+    from tokens import exports, selections
+
+    listed = selections.list_selection(QueryDict("state=locked"), {"own_views": True, "group_field": None})
+    assert listed["bucket"] == "locked"
+    assert exports.selection_from(QueryDict("state=locked"), True).bucket == "locked"
+    with pytest.raises(OperationError, match="acted on by lock age"):
+        Selection.from_query(QueryDict("state=locked")).refuse_to_act()
