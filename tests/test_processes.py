@@ -157,16 +157,22 @@ def ask_site(site, code):
 
 
 def counts(site):
-    return json.loads(site["operator"].get(f"/pools/{site['database']}/?format=json").body)["counts"]
+    """The pool page's counts; {} while it has none to show (on a busy machine the first refresh of a new pool can
+    answer with the CouchDB problem it met; a later page asks again), the answer kept for a failure's message."""
+    site["last_answer"] = json.loads(site["operator"].get(f"/pools/{site['database']}/?format=json").body)
+    return site["last_answer"].get("counts") or {}
 
 
 def test_every_gunicorn_process_serves_the_same_counts_as_they_change(site):
-    wait_for(lambda: counts(site)["error"] == FAILED)
+    try:
+        wait_for(lambda: counts(site).get("error") == FAILED)
+    except AssertionError:
+        raise AssertionError(f"the pool page last answered {site.get('last_answer')}") from None
     # A worker outside (as a pilot would) marks ten tokens done; every process must show it within seconds.
     couch, now = site["couch"], int(time.time())
     todo = [d["doc"] for d in couch.documents(TOKENS + 10).rows if d["id"].startswith("token_")][FAILED:FAILED + 10]
     couch.bulk_docs([{**d, "lock": now - 60, "done": now, "exit_code": 0} for d in todo])
-    wait_for(lambda: counts(site)["done"] == 10, seconds=30)
+    wait_for(lambda: counts(site).get("done") == 10, seconds=30)
     with ThreadPoolExecutor(16) as pool:  # concurrent: several of the four processes answer
         seen = list(pool.map(lambda _: (counts(site)["done"], counts(site)["error"]), range(48)))
     assert set(seen) == {(10, FAILED)}
