@@ -8,17 +8,14 @@ form for its selection (the pool page links there, as its rows are redrawn by po
 
 from django.views.decorators.http import require_GET
 
-from dashboard.web import couch_error, download, pool_or_404, refuse, respond, snapshot_or_error, wants_json
+from dashboard.web import couch_error, counted, download, refuse, respond, wants_json
 from tokens import exports
 from tokens.couch import CouchError
 
 
 @require_GET
-def export(request, slug):
-    pool = pool_or_404(request, slug)
-    snap, error = snapshot_or_error(request, pool)
-    if error:
-        return error
+@counted
+def export(request, pool, snap):
     try:
         if "format" not in request.GET and not wants_json(request):
             return form(request, pool, exports.selection_from(request.GET, snap.data["own_views"]))

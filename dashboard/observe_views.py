@@ -14,12 +14,11 @@ from dashboard import health, roles
 from dashboard.models import ApiToken
 from dashboard.payloads import HOST_WINDOWS, chart_context, chart_csv, hosts_csv, hosts_payload, progress, series_json
 from dashboard.web import (
+    counted,
     labels,
-    pool_or_404,
     refuse,
     respond,
     snapshot_meta,
-    snapshot_or_error,
     status_of,
     visible_pools,
 )
@@ -71,12 +70,9 @@ def healthz(request):
 
 
 @require_GET
-def observation(request, slug):
+@counted
+def observation(request, pool, snap):
     """One observation (a token type, and a group when the pool has a grouping field): counts, chart, ETA, links."""
-    pool = pool_or_404(request, slug)
-    snap, error = snapshot_or_error(request, pool)
-    if error:
-        return error
     type_ = request.GET.get("type", "")
     if not type_:
         raise Http404("Which observation? Give its type (and its group, if it has one).")
@@ -107,12 +103,9 @@ def observation(request, slug):
 
 
 @require_GET
-def hosts(request, slug):
+@counted
+def hosts(request, pool, snap):
     """The worker hosts of a pool, from its events: per host and per site, and the black holes."""
-    pool = pool_or_404(request, slug)
-    snap, error = snapshot_or_error(request, pool)
-    if error:
-        return error
     window = request.GET.get("window") or "24h"
     if window not in HOST_WINDOWS:
         return refuse(request, pool, "Hosts", f"Unknown window {window!r}: one of {', '.join(HOST_WINDOWS)}")

@@ -28,13 +28,13 @@ from dashboard.payloads import (
 )
 from dashboard.web import (
     couch_error,
+    counted,
     download_csp,
     labels,
     pool_or_404,
     refuse,
     respond,
     snapshot_meta,
-    snapshot_or_error,
     status_of,
     wants_json,
 )
@@ -70,11 +70,8 @@ def pools(request):
 
 
 @require_GET
-def pool(request, slug):
-    pool = pool_or_404(request, slug)
-    snap, error = snapshot_or_error(request, pool)
-    if error:
-        return error
+@counted
+def pool(request, pool, snap):
     data = snap.data
     observations = reading.observations(data)
     totals = reading.pool_totals(data)
@@ -120,11 +117,8 @@ def selection_from(request, data):
 
 
 @require_GET
-def tokens(request, slug):
-    pool = pool_or_404(request, slug)
-    snap, error = snapshot_or_error(request, pool)
-    if error:
-        return error
+@counted
+def tokens(request, pool, snap):
     try:
         selection = selection_from(request, snap.data)
     except ValueError as e:
@@ -182,11 +176,8 @@ def tokens(request, slug):
 
 
 @require_GET
-def failures(request, slug):
-    pool = pool_or_404(request, slug)
-    snap, error = snapshot_or_error(request, pool)
-    if error:
-        return error
+@counted
+def failures(request, pool, snap):
     type_ = request.GET.get("type") or None
     group = group_from(request.GET)
     result = reading.failure_groups(snap.data, type_, group)
@@ -204,11 +195,8 @@ def failures(request, slug):
 
 
 @require_GET
-def stale(request, slug):
-    pool = pool_or_404(request, slug)
-    snap, error = snapshot_or_error(request, pool)
-    if error:
-        return error
+@counted
+def stale(request, pool, snap):
     given = request.GET.get("hours", "").strip()
     try:
         hours = float(given) if given else settings.STALE_LOCK_HOURS

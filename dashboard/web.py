@@ -1,6 +1,8 @@
 """What every page and the API share: JSON or HTML answers, a pool or a 404, CouchDB trouble as a page or an
 error object with its status, the snapshot's metadata. The view modules import this; it imports no view."""
 
+from functools import wraps
+
 from csp.constants import NONE
 from csp.decorators import csp, csp_update
 from django.http import Http404, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -85,6 +87,19 @@ def snapshot_or_error(request, pool):
     if snap.data is None:
         return None, couch_error(request, pool, SnapshotError(snap))
     return snap, None
+
+
+def counted(view):
+    """A pool page's view, called with the pool (a 404 where this request may not see it) and its counts; the
+    CouchDB problem's page instead, while there are no counts to show."""
+
+    @wraps(view)
+    def with_counts(request, slug):
+        pool = pool_or_404(request, slug)
+        snap, error = snapshot_or_error(request, pool)
+        return error or view(request, pool, snap)
+
+    return with_counts
 
 
 class SnapshotError(CouchError):

@@ -1,9 +1,19 @@
-"""What the management commands that run jobs share: the user a job is recorded under, and how a job's end is said."""
+"""What the management commands that run jobs share: the pool and the user a job is recorded under, and how a job's
+end is said."""
 
 from django.contrib.auth.models import User
 from django.core.management.base import CommandError
 
+from tokens.pools import get_pool
 from tokens.selections import OperationError
+
+
+def pool_named(slug):
+    """The watched pool `slug`, or CommandError saying there is none."""
+    pool = get_pool(slug)
+    if pool is None:
+        raise CommandError(f"No pool {slug!r}")
+    return pool
 
 
 def user_named(name):

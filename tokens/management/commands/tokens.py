@@ -6,8 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from tokens import actions, operations, selections, uploads
 from tokens.couch import CouchError
-from tokens.management.cli import say_end, user_named
-from tokens.pools import get_pool
+from tokens.management.cli import pool_named, say_end, user_named
 from tokens.selections import OperationError, Selection
 
 
@@ -40,9 +39,7 @@ class Command(BaseCommand):
         parser.add_argument("--user", help="record the job under this dashboard user")
 
     def handle(self, *args, **o):
-        pool = get_pool(o["pool"])
-        if pool is None:
-            raise CommandError(f"No pool {o['pool']!r}")
+        pool = pool_named(o["pool"])
         if o["stale_hours"] is not None:
             kind = "stale"
         elif o["code"] is not None:
