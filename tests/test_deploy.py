@@ -80,7 +80,8 @@ ENV_READ = re.compile(
 
 def env_vars_read_by_the_code():
     names = set()
-    for path in [*BASE_DIR.glob("dashboard/**/*.py"), *BASE_DIR.glob("tokens/**/*.py"), BASE_DIR / "manage.py"]:
+    for path in [*BASE_DIR.glob("dashboard/**/*.py"), *BASE_DIR.glob("tokens/**/*.py"),
+                 *BASE_DIR.glob("localsite/**/*.py"), BASE_DIR / "manage.py"]:
         for helper, name in ENV_READ.findall(path.read_text()):
             names.add(name)
             if helper == "secret":
