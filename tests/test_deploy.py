@@ -95,7 +95,8 @@ def settings_defined():
     names = {target.id for node in tree.body if isinstance(node, ast.Assign | ast.If)
              for stmt in ([node] if isinstance(node, ast.Assign) else node.body) if isinstance(stmt, ast.Assign)
              for target in stmt.targets if isinstance(target, ast.Name) and target.id.isupper()}
-    for path in [*BASE_DIR.glob("dashboard/**/*.py"), *BASE_DIR.glob("tokens/**/*.py")]:
+    for path in [*BASE_DIR.glob("dashboard/**/*.py"), *BASE_DIR.glob("tokens/**/*.py"),
+                 *BASE_DIR.glob("localsite/**/*.py")]:
         names.update(re.findall(r"""getattr\(settings,\s*["']([A-Z][A-Z0-9_]*)["']""", path.read_text()))
     return names
 
