@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import surf_token
+from tests.waiting import wait_for
 from tokens import counting, history, reading
 from tokens.models import CountSnapshot
 from tokens.pools import get_pool
@@ -105,6 +106,11 @@ def finished_pool(scratch_pool, settings):
     # Settled, as a pool is after its first minutes: a pool still being indexed has no past read yet (its charts
     # wait for it; tests of their own), and on a busy machine a view of 30 tokens can take longer than a page waits.
     index_own_views(scratch_pool, "")
+    # and its past read from its tokens (a refresh that finds an index slow to answer on a busy machine leaves that
+    # to a later one)
+    pool = get_pool(scratch_pool.database)
+    wait_for(lambda: counting.refresh(pool) and CountSnapshot.objects.filter(pool=pool.slug, backfilled=True).exists(),
+             what="the pool's past read from its tokens")
     return scratch_pool, docs, lrt
 
 
