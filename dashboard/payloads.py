@@ -85,6 +85,7 @@ def summary(doc, styles):
     """The columns of a token list; `also_in`: what a second worker view that lists it says (GRID_LRT)."""
     errors = doc.get("error")
     last_error = errors[-1] if isinstance(errors, list) and errors and isinstance(errors[-1], dict) else {}
+    second = reading.second_views(doc, styles)
     return {
         "id": doc["_id"],
         "type": doc.get("type"),
@@ -97,8 +98,8 @@ def summary(doc, styles):
         "scrub_count": doc.get("scrub_count"),
         "last_error": str(last_error.get("message", ""))[:200],
         "odd": oddities(doc),
-        "also_in": reading.also_note(doc, styles),
-        "also_views": reading.also_views(doc, styles).replace("+", " and "),
+        "also_in": second[1],
+        "also_views": second[0].replace("+", " and "),
     }
 
 

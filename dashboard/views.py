@@ -107,21 +107,12 @@ def pool(request, pool, snap):
     return respond(request, "pool.html", context, payload, status=status_of(snap))
 
 
-def selection_from(request, data):
-    """The list selection in the query string (selections.list_selection). Raises ValueError, with the API's
-    message, for a state that is unknown or that this pool's views cannot list."""
-    try:
-        return list_selection(request.GET, data)
-    except OperationError as e:
-        raise ValueError(str(e)) from None
-
-
 @require_GET
 @counted
 def tokens(request, pool, snap):
     try:
-        selection = selection_from(request, snap.data)
-    except ValueError as e:
+        selection = list_selection(request.GET, snap.data)
+    except OperationError as e:
         return refuse(request, pool, "Tokens", str(e))
     field_name, field_value = request.GET.get("field", "").strip(), request.GET.get("value", "")
     field_filter = (field_name, field_value) if field_name else None

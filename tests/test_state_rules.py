@@ -22,13 +22,12 @@ from tokens.states import (
     LRT1,
     OWN_DDOC,
     SURF,
-    also_in,
-    classify,
     failure_key,
     js_number,
     js_parse_int,
     js_string,
     own_design_doc,
+    placement,
     stage_of,
     style_of,
     type_of,
@@ -225,8 +224,8 @@ def test_every_document_is_in_the_workers_views_the_dashboard_says_and_counted_o
                 differences.append((ddoc, doc, by_views.get(doc["_id"]), twin))
             elif len(twin) > 1:
                 overlaps += 1
-                bucket = classify(doc, style)
-                assert bucket in twin | {"locked_unknown"} and set(also_in(doc, style)) == twin - {bucket, "locked"}
+                bucket, also = placement(doc, style)
+                assert bucket in twin | {"locked_unknown"} and set(also) == twin - {bucket, "locked"}
     assert not differences, f"{len(differences)} differences, e.g. " + "; ".join(
         f"{ddoc} {d!r}: views {v}, twin {t}" for ddoc, d, v, t in differences[:5])
     assert overlaps > 100  # GRID_LRT's views overlap, and the documents reached the overlaps
@@ -243,7 +242,7 @@ def test_every_document_is_in_the_workers_views_the_dashboard_says_and_counted_o
             assert doc["_id"] not in progress
             continue
         bucket = state[0]
-        also, stage = "+".join(also_in(doc, style, bucket)), stage_of(doc, style, bucket)
+        also, stage = "+".join(placement(doc, style)[1]), stage_of(doc, style, bucket)
         expected = [state[1], state[2], bucket, also, stage] if also or stage else None
         assert progress.get(doc["_id"]) == expected, doc
 

@@ -130,8 +130,7 @@ def read_params(action, data, upload=None):
         if upload is None:
             raise OperationError("Choose a file to attach")
         upload_id, size, digest = save_upload(upload)
-        given = str(getattr(upload, "name", None) or getattr(upload, "path", "")).replace("\\", "/").rsplit("/", 1)[-1]
-        return {"name": (data.get("name") or "").strip() or given, "upload": upload_id, "size": size,
+        return {"name": (data.get("name") or "").strip() or upload.name, "upload": upload_id, "size": size,
                 "digest": digest, "content_type": getattr(upload, "content_type", None) or "application/octet-stream"}
     return {}
 

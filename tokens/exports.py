@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 
 from tokens.couch import CouchError
 from tokens.reading import JOB_ID_FIELDS, matches, ungrouped_type_problem, worker_state_view
-from tokens.selections import OperationError, Selection
+from tokens.selections import OperationError, Selection, infer_kind
 from tokens.states import (
     OWN_DDOC,
     STATES,
@@ -161,7 +161,7 @@ def selection_from(query, own_views):
     """The selection in a list page's query string, read as every selection is (Selection.from_query): state=…,
     code=… (a failure group), hours=… (stale locks), or type=… (a whole observation); `kind` may say which. type
     and group narrow it to one observation. What an export cannot read is an ExportError."""
-    if not any(query.get(name) not in (None, "") for name in ("kind", "state", "bucket", "code", "hours", "type")):
+    if not query.get("kind") and infer_kind(query) is None:
         raise ExportError("Say what to export: state=…, code=… (a failure group), hours=… (stale locks) "
                           "or type=… (an observation)")
     try:

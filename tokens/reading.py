@@ -18,11 +18,11 @@ from tokens.states import (
     SURF,
     TIME_MIN,
     UNKNOWN_LOCKS,
-    also_in,
     classify,
     group_label,
     group_of,
     lock_time,
+    placement,
     stage_of,
     stale_locks_range,
     style_of,
@@ -150,17 +150,11 @@ def overview_beside(o, theirs):
     return [(k, theirs[k], ours[k], why[k] if theirs[k] != ours[k] else "") for k in OVERVIEW_KEYS]
 
 
-def also_views(doc, styles):
-    """The worker views that list a token besides the one it is counted in: "error", "done", "error+done" or ""."""
-    style = style_of(doc, styles or {})
-    bucket = classify(doc, style)
-    return "+".join(also_in(doc, style, bucket)) if bucket else ""
-
-
-def also_note(doc, styles):
-    """What a token's second worker view says, in words ("" for nearly every token)."""
-    also = also_views(doc, styles)
-    return overlap_note(classify(doc, style_of(doc, styles or {})), also) if also else ""
+def second_views(doc, styles):
+    """(the worker views that list a token besides the one it is counted in, "error", "done" or "error+done" as the
+    progress view keys them; what that says, in words): ("", "") for nearly every token."""
+    bucket, also = placement(doc, style_of(doc, styles or {}))
+    return ("+".join(also), overlap_note(bucket, "+".join(also))) if also else ("", "")
 
 
 def remaining(counts):
@@ -439,10 +433,10 @@ def token_facts(doc, styles):
     # Hand-edited and old tokens hold one error as text or an object instead of a list: shown all the same.
     history = list(reversed(errors)) if isinstance(errors, list) else [errors] if errors not in (None, "") else []
     style = style_of(doc, styles)
-    bucket = classify(doc, style)
+    bucket, also = placement(doc, style)
     return {
         "bucket": bucket,
-        "also_in": also_note(doc, styles),
+        "also_in": overlap_note(bucket, "+".join(also)) if also else "",
         "stage": stage_of(doc, style, bucket),
         "lock": when(doc.get("lock")),
         "done": when(doc.get("done")),

@@ -48,12 +48,13 @@ class OperationError(Exception):
 
 def infer_kind(data):
     """The kind of a selection whose query does not say it, from what it names: a failure group (code), stale locks
-    (hours), a job's tokens (job), a host's (hostname), a state, or a whole observation (type alone)."""
+    (hours), a job's tokens (job), a host's (hostname), a state, or a whole observation (type alone); None when it
+    names none of these."""
     for name, kind in (("code", "failure"), ("hours", "stale"), ("job", "job"), ("hostname", "host"),
                        ("bucket", "state"), ("state", "state"), ("type", "observation")):
         if data.get(name) not in (None, ""):
             return kind
-    return "state"
+    return None
 
 
 @dataclass
@@ -89,7 +90,7 @@ class Selection:
         if len(ids) > MAX_IDS:
             raise OperationError(f"Select at most {MAX_IDS:,} tokens by id at a time (there were {len(ids):,})")
         selection = cls(
-            kind=_text(data, "kind") or infer_kind(data),
+            kind=_text(data, "kind") or infer_kind(data) or "state",
             bucket=_text(data, "bucket") or _text(data, "state") or None,
             type=_text(data, "type") or None,
             group=_text(data, "group"),  # absent: the tokens without a group; "" is a group of its own

@@ -251,30 +251,27 @@ def worker_views_of(doc, style):
 BUCKET_ORDER = ("todo", "locked", "error", "done")
 
 
-def classify(doc, style):
-    """The bucket of one document in Python, mirroring the own views' JavaScript (detail page, jobs' re-checks,
-    demo seed). Comparisons follow JavaScript's loose rules, which the workers' views use."""
+def placement(doc, style):
+    """(bucket, also): the one bucket a document is counted in, and the other worker views that list it too (a
+    tuple of "error" and "done", empty for nearly every token: GRID_LRT's overlaps). The twin of the own views'
+    JavaScript; comparisons follow JavaScript's loose rules, which the workers' views use. (None, ()) for a document
+    of no known style."""
     if style is None:
-        return None
+        return None, ()
     views = worker_views_of(doc, style)
     lock, done = doc.get("lock", _MISSING), doc.get("done", _MISSING)
-    for state in BUCKET_ORDER:
-        if state in views:
-            if state == "locked" and js_number(lock) < TIME_MIN:
-                return "locked_unknown"
-            return state
-    if _js_eq(lock, -1) and _js_eq(done, -1):
-        return "legacy_error"
-    if _js_eq(lock, 0) and js_number(done) > 0:
-        return "done_unlocked"
-    return "other"
+    bucket = next((state for state in BUCKET_ORDER if state in views), None)
+    if bucket == "locked" and js_number(lock) < TIME_MIN:
+        bucket = "locked_unknown"
+    elif bucket is None:
+        bucket = "legacy_error" if _js_eq(lock, -1) and _js_eq(done, -1) else \
+            "done_unlocked" if _js_eq(lock, 0) and js_number(done) > 0 else "other"
+    return bucket, tuple(v for v in ("error", "done") if v != bucket and v in views)
 
 
-def also_in(doc, style, bucket=None):
-    """The other worker views that list a token besides the bucket it is counted in (GRID_LRT's overlaps): a
-    tuple of "error" and "done", empty for nearly every token."""
-    bucket = bucket or classify(doc, style)
-    return tuple(v for v in ("error", "done") if v != bucket and v in worker_views_of(doc, style))
+def classify(doc, style):
+    """The bucket of one document (detail page, jobs' re-checks, demo seed, the counts from the changes feed)."""
+    return placement(doc, style)[0]
 
 
 # GRID_LRT's steps of a token a pilot holds, as its launcher writes `status`: launched (waiting for the job to
@@ -284,9 +281,8 @@ STAGE_LABELS = {"waiting": "waiting (launched)", "downloading": "downloading",
                 "running": "running (any later step, uploading included)"}
 
 
-def stage_of(doc, style, bucket=None):
+def stage_of(doc, style, bucket):
     """The GRID_LRT step of a held token ("" for any other): the twin of the `progress` view's stage."""
-    bucket = bucket or classify(doc, style)
     if style in (None, SURF) or bucket not in ("locked", "locked_unknown"):
         return ""
     status = doc.get("status", _MISSING)
@@ -311,7 +307,7 @@ def type_of(doc, styles):
     if isinstance(value, str):
         return value if value in styles else None
     for key in _js_key_order(styles):
-        if _js_loose_eq_text(value, key):
+        if _js_eq_text(value, key):
             return key
     return None
 
@@ -319,15 +315,6 @@ def type_of(doc, styles):
 def style_of(doc, styles):
     type_ = type_of(doc, styles)
     return None if type_ is None else styles[type_]
-
-
-def _js_loose_eq_text(value, text):
-    """`value == "text"` in JavaScript for any JSON value and any text."""
-    if isinstance(value, (str, list, dict)):
-        return js_string(value) == text
-    if value is None or value is _MISSING:
-        return False
-    return js_number(value) == js_number(text)  # a number or a boolean against the text's number
 
 
 def group_of(doc, group_field):
@@ -395,12 +382,13 @@ def _js_eq(value, number):
 
 
 def _js_eq_text(value, text):
-    """`value == "text"` in JavaScript, for a text that is not a number: strings and arrays (joined) only."""
-    if isinstance(value, str):
-        return value == text
-    if isinstance(value, list):
+    """`value == "text"` in JavaScript for any JSON value: strings, arrays (joined) and objects ("[object Object]")
+    as text; a number or a boolean against the text's number; null and undefined equal no text."""
+    if isinstance(value, (str, list, dict)):
         return js_string(value) == text
-    return False
+    if value is None or value is _MISSING:
+        return False
+    return js_number(value) == js_number(text)
 
 
 def js_string(value):

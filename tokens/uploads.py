@@ -74,7 +74,8 @@ def sweep(referenced):
 
 
 class LocalFile:
-    """A file on this machine with the two things save_upload asks of an upload: its size and its chunks."""
+    """A file on this machine with what save_upload and an attach job ask of an upload: its size, its chunks, its
+    name (Django's uploaded files have the same three)."""
 
     def __init__(self, path):
         try:
@@ -82,6 +83,7 @@ class LocalFile:
         except OSError as e:
             raise OperationError(f"Cannot read {path}: {e.strerror}") from None
         self.path = path
+        self.name = os.path.basename(path)
 
     def chunks(self, size=1024 * 1024):
         with open(self.path, "rb") as f:
