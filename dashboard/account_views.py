@@ -11,7 +11,7 @@ from django.contrib.auth import login as auth_login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.forms import AuthenticationForm
-from django.http import Http404, JsonResponse
+from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -21,18 +21,10 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from dashboard import roles, sso
 from dashboard.models import ApiToken
 from dashboard.throttle import ThrottledLoginForm
-from dashboard.web import object_or_404, respond, visible_pools, wants_json
+from dashboard.web import object_or_404, respond, visible_pools
 
 log = logging.getLogger(__name__)
 MAX_TOKEN_DAYS = 3650
-
-
-def token_json(t):
-    return {"id": t.pk, "name": t.name, "hint": t.hint, "scope": t.scope, "pools": t.pools or None,
-            "created_at": t.created_at.isoformat(),
-            "expires_at": t.expires_at.isoformat() if t.expires_at else None,
-            "last_used_at": t.last_used_at.isoformat() if t.last_used_at else None,
-            "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None}
 
 
 def my_roles(request):
@@ -46,9 +38,7 @@ def page(request, status=200, **extra):
     pool_roles = my_roles(request)
     context = {"tokens": tokens, "pool_roles": pool_roles, "operates_any": roles.user_access(request.user).operates_any,
                "scopes": ApiToken.SCOPES, "max_days": MAX_TOKEN_DAYS, "form": {}, **extra}
-    payload = {"user": request.user.username, "roles": {p.slug: r for p, r in pool_roles},
-               "tokens": [token_json(t) for t in tokens]}
-    return respond(request, "account.html", context, payload, status=status)
+    return respond(request, "account.html", context, status=status)
 
 
 def token_limits(request):
@@ -98,14 +88,10 @@ def token_create(request):
     try:
         name, scope, pools, expires_at = token_limits(request)
     except ValueError as e:
-        if wants_json(request):
-            return JsonResponse({"error": str(e)}, status=400)
         form = {"name": request.POST.get("name", ""), "scope": request.POST.get("scope", ""),
                 "pools": request.POST.getlist("pools"), "days": request.POST.get("days", "")}
         return page(request, status=400, problem=str(e), form=form)  # what was typed is kept
     token, secret = ApiToken.issue(request.user, name, scope, pools, expires_at)
-    if wants_json(request):
-        return JsonResponse({**token_json(token), "secret": secret}, status=201)
     # Post/redirect/get: reloading the page that shows the secret makes no second token.
     request.session[NEW_SECRET] = {"id": token.pk, "secret": secret}
     return redirect("account")
@@ -117,10 +103,8 @@ def token_revoke(request, pk):
     # Someone else's token is not found.
     token = object_or_404(ApiToken.objects.filter(user=request.user), pk, f"No such API token of yours: {pk}.")
     if request.method == "GET":
-        return respond(request, "account.html", {"confirm_revoke": token}, {"token": token_json(token)})
+        return respond(request, "account.html", {"confirm_revoke": token})
     token.revoke()
-    if wants_json(request):
-        return JsonResponse(token_json(token))
     return redirect("account")
 
 

@@ -6,7 +6,7 @@ from django.contrib import messages
 from django.shortcuts import redirect
 from django.views.decorators.http import require_GET, require_POST
 
-from dashboard.payloads import HISTORY, alert_json, form_number, rule_json
+from dashboard.payloads import HISTORY, alert_json, form_number
 from dashboard.web import object_or_404, pool_or_404, respond
 from tokens import alerts, notify
 from tokens.models import Alert, AlertRule, Subscription
@@ -23,11 +23,7 @@ def _page(request, pool, form=None, problem=None, status=200):
                "mine_webhook": notify.where(mine.webhook_url) if mine and mine.webhook_url else "",
                "mail_configured": bool(settings.EMAIL_HOST), "form": form or {}, "problem": problem,
                "every": settings.ALERTS_EVALUATE_SECONDS}
-    payload = {"pool": pool.slug, "rules": [rule_json(r["rule"]) for r in rules],
-               "alerts": [alert_json(a) for a in history]}
-    if problem:
-        payload["error"] = problem
-    return respond(request, "alerts.html", context, payload, status=status)
+    return respond(request, "alerts.html", context, status=status)
 
 
 @require_GET

@@ -8,7 +8,7 @@ form for its selection (the pool page links there, as its rows are redrawn by po
 
 from django.views.decorators.http import require_GET
 
-from dashboard.web import couch_error, counted, download, refuse, respond, wants_json
+from dashboard.web import couch_error, counted, download, refuse, respond
 from tokens import exports
 from tokens.couch import CouchError
 
@@ -17,7 +17,7 @@ from tokens.couch import CouchError
 @counted
 def export(request, pool, snap):
     try:
-        if "format" not in request.GET and not wants_json(request):
+        if "format" not in request.GET:
             return form(request, pool, exports.selection_from(request.GET, snap.data["own_views"]))
         made = exports.open_export(pool, snap.data, request.GET)
     except exports.ExportError as e:
@@ -39,4 +39,4 @@ def form(request, pool, selection, problem=None):
         "q": q.get("q", ""), "field": q.get("field", ""), "value": q.get("value", ""),
         "computed": exports.COMPUTED.items(), "problem": problem,
         "chosen": q.getlist("fields") if problem else None, "chosen_format": q.get("format", ""),
-    }, {"error": problem} if problem else {}, status=400 if problem else 200)
+    }, status=400 if problem else 200)

@@ -5,7 +5,7 @@ Operators act; viewers get 403 on every one of these except reading a job and th
 
 
 from django.contrib.auth.models import User
-from django.http import Http404, JsonResponse
+from django.http import Http404
 from django.shortcuts import redirect
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
@@ -16,15 +16,11 @@ from dashboard.payloads import (
     VIA_LABELS,
     duration_in_words,
     filtered_jobs,
-    job_json,
     job_or_404,
     job_problems,
     outcome_counts,
-    problem_json,
-    start,
-    token_record_json,
 )
-from dashboard.web import couch_error, csv_download, pool_or_404, refuse, respond, wants_json
+from dashboard.web import couch_error, csv_download, pool_or_404, refuse, respond, start
 from tokens import actions, operations, selections
 from tokens.couch import CouchError
 from tokens.models import Job, JobToken
@@ -55,7 +51,7 @@ def dry_run(request, pool, action, data, problem=None, status=200):
         selection = Selection.from_query(data)
         seen = selections.preview(pool, selection)
     except OperationError as e:
-        return respond(request, "job_new.html", {**context, "problem": str(e)}, {"error": str(e)}, status=400)
+        return respond(request, "job_new.html", {**context, "problem": str(e)}, status=400)
     except CouchError as e:
         return couch_error(request, pool, e)
     context.update(selection=selection, description=selection.describe(), preview=seen,
@@ -64,9 +60,7 @@ def dry_run(request, pool, action, data, problem=None, status=200):
                    state_fields=sorted(actions.STATE_FIELDS), value_types=actions.VALUE_TYPES,
                    problem=problem, form=data if problem else {},
                    choose_again=problem and action == "attach" and request.FILES.get("file"))
-    payload = {"action": action, "selection": selection.as_dict(), "count": seen["count"], "sample": seen["sample"],
-               "needs_typed_confirmation": context["typed"]}
-    return respond(request, "job_new.html", context, payload, status=status)
+    return respond(request, "job_new.html", context, status=status)
 
 
 @require_POST
@@ -74,19 +68,17 @@ def job_create(request, slug):
     pool = pool_or_404(request, slug, operate=True)
     action = request.POST.get("action", "")
     if action not in actions.TOKEN_ACTIONS:
-        return JsonResponse({"error": f"Unknown action {action!r}"}, status=400)
+        return refuse(request, pool, "New job", f"Unknown action {action!r}: one of {', '.join(actions.TOKEN_ACTIONS)}")
     try:
         selection = Selection.from_query(request.POST)
         job = operations.create_job(pool, request.user, action, selection, params_from(request, action),
                                     confirmation=request.POST.get("confirmation"),
                                     expected=request.POST.get("expected"))
     except OperationError as e:
-        if wants_json(request):
-            return JsonResponse({"error": str(e)}, status=400)
         return dry_run(request, pool, action, request.POST, problem=str(e), status=400)
     except CouchError as e:
         return couch_error(request, pool, e)
-    return start(request, job)
+    return start(job)
 
 
 @require_GET
@@ -104,9 +96,8 @@ def job(request, pk):
                "rerun_query": operations.rerun_query(job),
                "action_label": actions.label(job.action), "problems": problems[:500],
                "problem_count": problems.count(), "bucket_labels": BUCKET_LABELS}
-    payload = {**job_json(job), "problems": [problem_json(p) for p in problems[:500]]}
     context["is_operator"] = roles.access(request).can_operate(job.pool)
-    response = respond(request, "job.html", context, payload)
+    response = respond(request, "job.html", context)
     if request.htmx and job.ended:
         # 286 tells htmx to stop polling; the final state is in this response.
         return HttpResponseStopPolling(response.content)
@@ -141,9 +132,7 @@ def job_tokens(request, pk):
                "is_operator": roles.access(request).can_operate(job.pool),
                "records": page, "next": more, "page_size": JOB_TOKENS_PAGE,
                "action_label": actions.label(job.action)}
-    payload = {"job": job.pk, "outcome": outcome, "count": counts[outcome], "next": more,
-               "tokens": [token_record_json(r) for r in page]}
-    return respond(request, "job_tokens.html", context, payload)
+    return respond(request, "job_tokens.html", context)
 
 
 @require_POST
@@ -168,6 +157,6 @@ def jobs(request):
                "statuses": Job.QUEUED_TO_ENDED,
                "pools": seen.values_list("pool", flat=True).distinct().order_by("pool"),
                "users": User.objects.filter(job__in=seen).distinct().order_by("username")}
-    return respond(request, "jobs.html", context, {"jobs": [job_json(j) for j in found]})
+    return respond(request, "jobs.html", context)
 
 

@@ -5,27 +5,25 @@ import hmac
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
-from django.http import Http404, HttpResponse, JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_safe
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from dashboard import health, roles
 from dashboard.models import ApiToken
-from dashboard.payloads import HOST_WINDOWS, chart_context, chart_csv, hosts_csv, hosts_payload, progress, series_json
+from dashboard.payloads import HOST_WINDOWS, chart_csv, hosts_csv, hosts_payload, observation_page
 from dashboard.web import (
     counted,
     labels,
     refuse,
     respond,
-    snapshot_meta,
     status_of,
     visible_pools,
 )
-from tokens import metrics, reading
-from tokens.couch import CouchError
+from tokens import metrics
 from tokens.models import CountSnapshot
-from tokens.states import STATES, group_from
+from tokens.states import STATES
 
 
 @login_not_required
@@ -72,34 +70,17 @@ def healthz(request):
 @require_GET
 @counted
 def observation(request, pool, snap):
-    """One observation (a token type, and a group when the pool has a grouping field): counts, chart, ETA, links."""
-    type_ = request.GET.get("type", "")
-    if not type_:
-        raise Http404("Which observation? Give its type (and its group, if it has one).")
-    group = group_from(request.GET)
-    found = next((o for o in reading.observations(snap.data) if (o.type, o.group) == (type_, group)), None)
-    if found is None:
-        raise Http404("No such observation in this pool")
+    """One observation (a token type, and a group when the pool has a grouping field): counts, chart (`?format=csv`:
+    its numbers), ETA, GRID_LRT's own overview beside them, links."""
     try:
-        context, series = chart_context(pool, snap.data, request.GET, type_, group, observation=True)
+        context, _answer = observation_page(pool, snap, request.GET)
     except ValueError as e:
-        return refuse(request, pool, found.label, str(e))
+        return refuse(request, pool, request.GET.get("type", ""), str(e))
     if request.GET.get("format") == "csv":
-        return chart_csv(pool, context, "-".join(str(p) for p in (pool.slug, type_, group) if p is not None))
-    context.update(progress(pool, series, found.counts, found.finished_recent, type_, group))
-    payload = {"pool": pool.slug, **snapshot_meta(snap), **found.as_json(), "hourly": series_json(context),
-               "eta": context.get("eta")}
-    try:
-        theirs = reading.worker_overview(pool, snap.data, type_)
-    except CouchError as e:
-        theirs, context["overview_error"] = None, str(e)
-    if theirs is not None:
-        context["worker_overview"] = {**theirs, "rows": reading.overview_beside(found, theirs["figures"])}
-        payload["grid_lrt_overview"] = {"design_doc": theirs["design_doc"], "view": theirs["view"],
-                                        **theirs["figures"]}
-    context.update({"pool": pool, "snap": snap, "o": found, "own_views": snap.data["own_views"],
-                    "states": STATES, **labels()})
-    return respond(request, "observation.html", context, payload, status=status_of(snap))
+        name = "-".join(str(p) for p in (pool.slug, context["o"].type, context["o"].group) if p is not None)
+        return chart_csv(pool, context, name)
+    context.update({"pool": pool, "snap": snap, "own_views": snap.data["own_views"], "states": STATES, **labels()})
+    return respond(request, "observation.html", context, status=status_of(snap))
 
 
 @require_GET
@@ -118,6 +99,6 @@ def hosts(request, pool, snap):
                "black_hole_hours": f"{settings.BLACKHOLE_WINDOW_HOURS:g}",
                "events_from": CountSnapshot.objects.filter(pool=pool.slug).values_list("events_from", flat=True)
                .first()}
-    return respond(request, "hosts.html", context, payload, status=status_of(snap))
+    return respond(request, "hosts.html", context, status=status_of(snap))
 
 

@@ -7,8 +7,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db.models import Count
-from django.http import Http404, JsonResponse
-from django.shortcuts import redirect
+from django.http import Http404
 from django.utils import timezone
 
 from dashboard import charts, roles
@@ -17,11 +16,12 @@ from dashboard.web import (
     object_or_404,
     snapshot_meta,
     visible_pools,
-    wants_json,
 )
-from tokens import alerts, counting, events, exports, history, notify, operations, overview, reading, selections
+from tokens import alerts, counting, events, exports, history, notify, overview, reading, selections
+from tokens.couch import CouchError
 from tokens.models import Job, JobToken
 from tokens.oddities import oddities
+from tokens.states import group_from
 
 
 def pool_rows(request):
@@ -124,15 +124,6 @@ def duration_in_words(seconds):
         return f"{minutes} min {seconds} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes} min"
-
-
-def start(request, job):
-    """Queue a recorded job and answer with it: 201 + the job (JSON), or the job's page."""
-    operations.enqueue(job)
-    job.refresh_from_db()
-    if wants_json(request):
-        return JsonResponse(job_json(job), status=201)
-    return redirect("job", job.pk)
 
 
 def job_json(job):
@@ -282,18 +273,53 @@ def progress(pool, series, counts, finished_hour, type_=None, group=None):
                                               eta["eta_basis"], chart_id), "eta": eta}
 
 
-def pool_charts(pool, data, observations, query):
-    """The pool page's chart and a sparkline for each observation (set as o.spark, always over the default
-    period): (context, JSON payload)."""
-    context, series = chart_context(pool, data, query)
-    if series is None:
-        return context, {"hourly": None}
-    record = context["history"]
-    per_obs = history.series_by_observation(record.data)
-    empty = history.empty_series(record.data)
-    for o in observations:
-        o.spark = charts.sparkline(per_obs.get((o.type, o.group), empty))
-    return context, {"hourly": series_json(context)}
+def pool_page(pool, snap, query):
+    """A pool's counts per observation with its chart over the period in the query and its ETA: (the page's
+    context, the API's answer). Raises ValueError for an unknown period."""
+    data = snap.data
+    observations = reading.observations(data)
+    totals = reading.pool_totals(data)
+    chart, series = chart_context(pool, data, query)
+    if series is not None:
+        per_obs = history.series_by_observation(chart["history"].data)
+        empty = history.empty_series(chart["history"].data)
+        for o in observations:
+            o.spark = charts.sparkline(per_obs.get((o.type, o.group), empty))
+    context = {"observations": observations, "totals": totals, "total": sum(totals.values()),
+               "holes": data.get("black_holes", []),  # judged with the counts, in the background
+               **chart, **progress(pool, series, totals, sum(o.finished_recent for o in observations))}
+    payload = {**pool_payload(pool, snap, observations, totals), "black_holes": [h["hostname"] for h in
+                                                                                 context["holes"]],
+               "hourly": series_json(chart), "eta": context.get("eta")}
+    return context, payload
+
+
+def observation_page(pool, snap, query):
+    """One observation (a token type, and a group when the pool has a grouping field): its counts, chart, ETA and,
+    for GRID_LRT, the workers' own overview beside them: (the page's context, the API's answer). Raises Http404 for
+    an observation the pool does not have, ValueError for an unknown period."""
+    type_ = query.get("type", "")
+    if not type_:
+        raise Http404("Which observation? Give its type (and its group, if it has one).")
+    group = group_from(query)
+    found = next((o for o in reading.observations(snap.data) if (o.type, o.group) == (type_, group)), None)
+    if found is None:
+        raise Http404("No such observation in this pool")
+    context, series = chart_context(pool, snap.data, query, type_, group, observation=True)
+    context.update(progress(pool, series, found.counts, found.finished_recent, type_, group))
+    context["o"] = found
+    payload = {"pool": pool.slug, **snapshot_meta(snap), "own_views": snap.data["own_views"], **found.as_json(),
+               "hourly": series_json(context),
+               "eta": context.get("eta"), "grid_lrt_overview": None}
+    try:
+        theirs = reading.worker_overview(pool, snap.data, type_)
+    except CouchError as e:
+        theirs, context["overview_error"] = None, str(e)
+    if theirs is not None:
+        context["worker_overview"] = {**theirs, "rows": reading.overview_beside(found, theirs["figures"])}
+        payload["grid_lrt_overview"] = {"design_doc": theirs["design_doc"], "view": theirs["view"],
+                                        **theirs["figures"]}
+    return context, payload
 
 
 HOST_WINDOWS = {"6h": ("the last 6 hours", 6), "24h": ("the last 24 hours", 24), "7d": ("the last 7 days", 168),

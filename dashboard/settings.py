@@ -99,7 +99,6 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
-    "dashboard.middleware.JsonNotFoundMiddleware",
     "dashboard.middleware.NulRefusalMiddleware",
     # Last, as axes asks: it turns a login that axes refused into the lockout response (dashboard/throttle.py).
     "axes.middleware.AxesMiddleware",

@@ -1,11 +1,9 @@
 """New token sets in the web UI: the form, the dry run, and the job that creates them. Operators only."""
 
-from django.http import JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from dashboard.payloads import start
-from dashboard.web import couch_error, pool_or_404, wants_json
+from dashboard.web import couch_error, pool_or_404, start
 from tokens import selections, tokensets
 from tokens.couch import CouchError
 from tokens.selections import OperationError
@@ -62,8 +60,6 @@ def tokenset_new(request, slug):
         with tokensets.plan(context["config_text"], upload, options) as the_plan:
             seen = tokensets.preview(pool, the_plan)
     except OperationError as e:
-        if wants_json(request):
-            return JsonResponse({"error": str(e)}, status=400)
         if isinstance(e, NotText) and request.FILES.get("input_list_file"):
             read.discard("input_list_file")
             context.pop("list_upload")
@@ -72,8 +68,6 @@ def tokenset_new(request, slug):
                       status=400)
     except CouchError as e:
         return couch_error(request, pool, e)
-    if wants_json(request):
-        return JsonResponse({**seen, "input_list_upload": upload})
     context.update(preview=seen, list_upload=upload, list_name=name, to_create=seen["count"] - seen["existing_count"],
                    typed=selections.needs_typed_confirmation("create", seen["count"]))
     return render(request, "tokenset_new.html", context)
@@ -87,12 +81,10 @@ def tokenset_create(request, slug):
         job = tokensets.create_job(pool, request.user, request.POST.get("config", ""), upload,
                                    options_from(request.POST), confirmation=request.POST.get("confirmation"))
     except OperationError as e:
-        if wants_json(request):
-            return JsonResponse({"error": str(e)}, status=400)
         return render(request, "tokenset_new.html", {
             "pool": pool, "form": request.POST, "problem": str(e), "config_text": request.POST.get("config", ""),
             "items_text": request.POST.get("input_list", ""), "list_upload": request.POST.get("input_list_upload"),
             "list_name": request.POST.get("input_list_name", "")}, status=400)
     except CouchError as e:
         return couch_error(request, pool, e)
-    return start(request, job)
+    return start(job)

@@ -1,14 +1,14 @@
 """The web UI: function-based views, one template per page, htmx requests get a named partial.
 
-Every page also answers JSON (`?format=json` or `Accept: application/json`). CouchDB trouble is shown
-as a banner (HTML) or an error object (JSON) with the status that fits, never as a traceback.
+Pages answer HTML; their data as JSON is the API's (/api/v1/, dashboard/api/), made by the same functions
+(dashboard.payloads). CouchDB trouble is shown as a banner with the status that fits, never as a traceback.
 """
 
 import math
 from datetime import timedelta
 
 from django.conf import settings
-from django.http import Http404, JsonResponse, StreamingHttpResponse
+from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.utils.http import content_disposition_header
@@ -16,15 +16,11 @@ from django.views.decorators.http import require_GET
 
 from dashboard import charts
 from dashboard.payloads import (
-    card_json,
     chart_csv,
     overview_cards,
-    pool_charts,
-    pool_payload,
-    progress,
+    pool_page,
     summary,
     token_jobs,
-    token_payload,
 )
 from dashboard.web import (
     couch_error,
@@ -34,9 +30,7 @@ from dashboard.web import (
     pool_or_404,
     refuse,
     respond,
-    snapshot_meta,
     status_of,
-    wants_json,
 )
 from tokens import counting, events, exitcodes, overview, reading
 from tokens.couch import CouchError, NotFound
@@ -50,8 +44,6 @@ def not_found(request, exception=None):
     # whose argument is the URL patterns it tried: never shown (the site's patterns are not a user's business).
     given = exception.args[0] if exception is not None and exception.args else None
     message = given if isinstance(given, str) and given else "There is no page at this address."
-    if wants_json(request):
-        return JsonResponse({"error": message}, status=404)
     return render(request, "404.html", {"message": message}, status=404)
 
 
@@ -61,50 +53,37 @@ def pools(request):
     navigation, refreshing while shown)."""
     cards = overview_cards(request)
     quiet = overview.all_quiet(cards)
-    payload = {"pools": [card_json(c) for c in cards], "all_quiet": quiet}
     wall = request.GET.get("wall") == "1"
     return respond(request, "pools.html", {"cards": cards, "all_quiet": quiet, "wall": wall,
                                            "status_words": overview.STATUS_WORDS,
                                            "refresh_seconds": min(max(settings.COUNTS_MAX_AGE, 10), 60),
-                                           **labels()}, payload)
+                                           **labels()})
 
 
 @require_GET
 @counted
 def pool(request, pool, snap):
-    data = snap.data
-    observations = reading.observations(data)
-    totals = reading.pool_totals(data)
-    payload = pool_payload(pool, snap, observations, totals)
-    context = {
+    """A pool: counts per state and per observation, its chart over a period (`?period=`; `?format=csv`: the
+    chart's numbers), ETA, black holes, design documents."""
+    try:
+        context, _answer = pool_page(pool, snap, request.GET)
+    except ValueError as e:
+        return refuse(request, pool, pool.name, str(e))
+    if request.GET.get("format") == "csv":
+        return chart_csv(pool, context, pool.slug)
+    context.update({
         "pool": pool,
         "snap": snap,
-        "data": data,
-        "observations": observations,
-        "totals": totals,
-        "total": sum(totals.values()),
-        "in_two_views": sum(n for o in observations for n in o.overlaps.values()),
+        "data": snap.data,
+        "in_two_views": sum(n for o in context["observations"] for n in o.overlaps.values()),
         "style_labels": STYLE_LABELS,
         "out_of_view": OUT_OF_VIEW,
         "refresh_seconds": settings.COUNTS_MAX_AGE,
         "spark_days": settings.CHART_DAYS,
-        "holes": data.get("black_holes", []),  # judged with the counts, in the background
         "black_hole_hours": f"{settings.BLACKHOLE_WINDOW_HOURS:g}",
         **labels(),
-    }
-    payload["black_holes"] = [h["hostname"] for h in context["holes"]]
-    # Charts: the pool's tokens per hour or day and a sparkline per observation, from the token events.
-    try:
-        chart_context, chart_payload = pool_charts(pool, data, observations, request.GET)
-    except ValueError as e:
-        return refuse(request, pool, pool.name, str(e))
-    if request.GET.get("format") == "csv":
-        return chart_csv(pool, chart_context, pool.slug)
-    context.update(chart_context)
-    context.update(progress(pool, chart_context.get("series"), totals, sum(o.finished_recent for o in observations)))
-    payload.update(chart_payload)
-    payload["eta"] = context.get("eta")
-    return respond(request, "pool.html", context, payload, status=status_of(snap))
+    })
+    return respond(request, "pool.html", context, status=status_of(snap))
 
 
 @require_GET
@@ -132,21 +111,13 @@ def tokens(request, pool, snap):
     shown = len(page["tokens"])
     next_cursor = reading.encode_cursor(page["next"])
     next_query = request.GET.copy()
-    for key in ("format", "before", "after"):
+    for key in ("before", "after"):
         next_query.pop(key, None)
     previous_query = next_query.copy()
     next_query.update({"after": next_cursor, "from": first + shown})
     if page["previous"]:
         previous_query.update({"before": reading.encode_cursor(page["previous"]),
                                "from": max(1, first - settings.PAGE_SIZE)})
-    payload = {
-        "pool": pool.slug,
-        "selection": {**selection, "failure": list(selection["failure"]) if selection["failure"] else None},
-        "tokens": [summary(doc, snap.data["types"]) for doc in page["tokens"]],
-        "next": next_cursor or None,
-        "previous": reading.encode_cursor(page["previous"]) or None,
-        "scanned": page["scanned"],
-    }
     context = {
         "pool": pool,
         "selection": selection,
@@ -163,7 +134,7 @@ def tokens(request, pool, snap):
         "states": BUCKETS if snap.data["own_views"] else STATES,
         **labels(),
     }
-    return respond(request, "tokens.html", context, payload)
+    return respond(request, "tokens.html", context)
 
 
 @require_GET
@@ -177,12 +148,10 @@ def failures(request, pool, snap):
     events.failure_history(pool.slug, result["groups"], since, now, type_, group)
     for g in result["groups"]:
         g["spark"] = charts.sparkline({"hours": g["hours"], "done": [0] * len(g["hours"]), "error": g["hours"]})
-    payload = {"pool": pool.slug, **snapshot_meta(snap), "own_views": snap.data["own_views"],
-               **{**result, "groups": [{k: v for k, v in g.items() if k != "spark"} for g in result["groups"]]}}
     context = {"pool": pool, "snap": snap, "result": result, "type": type_, "group": group,
                "own_views": snap.data["own_views"], "chart_days": settings.CHART_DAYS,
                "spark_hours": charts.SPARK_HOURS, "meanings": exitcodes.meanings(pool.slug, snap.data.get("types"))}
-    return respond(request, "failures.html", context, payload, status=status_of(snap))
+    return respond(request, "failures.html", context, status=status_of(snap))
 
 
 @require_GET
@@ -197,7 +166,7 @@ def stale(request, pool, snap):
     if hours is None or not math.isfinite(hours) or not 0 <= hours <= reading.MAX_HOURS:
         problem = f"Hours must be a number from 0 to {reading.MAX_HOURS:,.0f}, not {given!r}"
         context = {"pool": pool, "hours": given, "problem": problem, "result": None}
-        return respond(request, "stale.html", context, {"error": problem}, status=400)
+        return respond(request, "stale.html", context, status=400)
     try:
         result = reading.stale_locks(pool, snap.data, hours, cursor=reading.decode_cursor(request.GET.get("after")))
     except CouchError as e:
@@ -207,13 +176,10 @@ def stale(request, pool, snap):
         q = request.GET.copy()
         q["after"] = reading.encode_cursor(result["next"])
         next_query = q.urlencode()
-    payload = {"pool": pool.slug, "hours": hours, "own_views": snap.data["own_views"]}
-    if result:
-        payload.update({k: result[k] for k in ("count", "tokens", "unknown", "unknown_count")})
     # "24", "0.5": as a person writes hours, in the text, the form and the links
     shown = format(hours, "f").rstrip("0").rstrip(".") or "0"
     context = {"pool": pool, "hours": shown, "result": result, "next_query": next_query}
-    return respond(request, "stale.html", context, payload)
+    return respond(request, "stale.html", context)
 
 
 @require_GET
@@ -234,7 +200,6 @@ def token(request, slug):
     touched = token_jobs(pool.slug, doc_id)
     odd = oddities(doc, snap.data["types"] if snap.data else None)
     timeline = events.timeline(pool.slug, doc_id)
-    payload = {**token_payload(pool, doc, facts, touched, timeline), "odd": odd}
     context = {"pool": pool, "doc": doc, "facts": facts, "touched": touched, "odd": odd, "timeline": timeline,
                "follow_seconds": settings.EVENTS_FOLLOW_SECONDS,
                "meanings": exitcodes.meanings(pool.slug, snap.data["types"] if snap.data else {}), **labels()}
@@ -242,10 +207,8 @@ def token(request, slug):
     if facts["bucket"] in ("error", "legacy_error") and style:
         context["failure_code"] = failure_key(doc, style)[0]
         context["failure_meaning"] = context["meanings"].get(context["failure_code"], "")
-    if wants_json(request):
-        return JsonResponse(payload, json_dumps_params={"ensure_ascii": False})
     context["inline"] = inline_attachments(pool, doc, facts["attachments"])
-    return render(request, "token.html", context)
+    return respond(request, "token.html", context)
 
 
 TEXT_TYPES = ("text/", "application/json", "application/x-yaml", "application/xml")

@@ -1,4 +1,4 @@
-"""What every page and the API share: JSON or HTML answers, a pool or a 404, CouchDB trouble as a page or an
+"""What every page and the API share: a page or its htmx partial, a pool or a 404, CouchDB trouble as a page or an
 error object with its status, the snapshot's metadata. The view modules import this; it imports no view."""
 
 from functools import wraps
@@ -6,28 +6,30 @@ from functools import wraps
 from csp.constants import NONE
 from csp.decorators import csp, csp_update
 from django.http import Http404, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.shortcuts import redirect
 from django.template import TemplateDoesNotExist
 from django.template.loader import get_template
 from django.utils.http import content_disposition_header
 
 from dashboard import roles
-from tokens import actions, counting, exports
+from tokens import actions, counting, exports, operations
 from tokens.couch import CouchError
 from tokens.pools import all_pools, get_pool
 from tokens.selections import MAX_JOB
 from tokens.states import BUCKET_HELP, BUCKET_LABELS, BUCKETS, STAGE_LABELS
 
+JSON_IS_THE_APIS = ("Pages answer HTML only. The same data as JSON is in the API under /api/v1/ (its schema: "
+                    "/api/v1/openapi.json; the README lists each page's address there), with your session or "
+                    "an API token made on /account/.")
 
-def wants_json(request):
+
+def respond(request, template, context, status=200):
+    """A page, or the partial an htmx request targets. One JSON surface: the API's, made by the same functions
+    (dashboard.payloads) with a schema, versioned, fuzzed and open to API tokens; a page asked for JSON
+    (`?format=json`, which pages answered before the API had every page's data) says where it is, rather than answer
+    HTML that a script would misread."""
     if request.GET.get("format") == "json":
-        return True
-    accept = request.headers.get("Accept", "")
-    return "application/json" in accept and "text/html" not in accept
-
-
-def respond(request, template, context, payload, status=200):
-    if wants_json(request):
-        return JsonResponse(payload, status=status, json_dumps_params={"ensure_ascii": False})
+        return JsonResponse({"error": JSON_IS_THE_APIS}, status=406)
     return HttpResponse(partial_or_page(request, template).render(context, request), status=status)
 
 
@@ -43,17 +45,21 @@ def partial_or_page(request, template):
     return get_template(template)
 
 
+def start(job):
+    """Queue a recorded job and show its page (the job forms' last step; the API answers the job itself)."""
+    operations.enqueue(job)
+    return redirect("job", job.pk)
+
+
 def refuse(request, pool, title, problem):
     """Input that a page cannot answer as asked (an unknown state, hours that are not a number): a 400 naming the
     problem, never a guess that shows something else. The API refuses the same input (422, its validation)."""
-    return respond(request, "problem.html", {"pool": pool, "title": title, "problem": problem}, {"error": problem},
-                   status=400)
+    return respond(request, "problem.html", {"pool": pool, "title": title, "problem": problem}, status=400)
 
 
 def couch_error(request, pool, error, template="error.html"):
-    """A CouchDB failure as a page with a banner, or as JSON with the matching status."""
-    payload = {"error": str(error), "pool": pool.slug if pool else None}
-    return respond(request, template, {"pool": pool, "error": str(error)}, payload, status=error.status)
+    """A CouchDB failure as a page with a banner, with the matching status."""
+    return respond(request, template, {"pool": pool, "error": str(error)}, status=error.status)
 
 
 def pool_or_404(request, slug, operate=False):

@@ -1,13 +1,14 @@
 """Pools: the list with their totals, and one pool's counts per state and per observation."""
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from ninja import Field, Router, Schema
+from ninja import Field, Query, Router, Schema
+from ninja.errors import HttpError
 
 from dashboard import payloads
-from dashboard.api.common import READ_ERRORS, Counts, CountsMeta, Slug, errors, pool_of, snapshot_of
-from tokens import overview, reading
+from dashboard.api.common import READ_ERRORS, Counts, CountsMeta, Slug, Text, errors, pool_of, snapshot_of
+from tokens import overview
 
 router = Router(tags=["pools"])
 
@@ -54,11 +55,52 @@ class Observation(Schema):
     eta_hours: float | None
 
 
+class Hourly(Schema):
+    period: str = Field(description="The chart's period: 24h, 3d (the default, CHART_DAYS), 7d or 30d")
+    step_seconds: int = Field(description="3600 (hours) or 86400 (days, for the 30-day period)")
+    computed_at: float = Field(description="Unix time the figures were read from the events")
+    error: str | None
+    hours: list[str] = Field(description="Each hour's (or day's) start as the chart labels it")
+    hour_starts: list[int] = Field(description="Each hour's (or day's) start, Unix time")
+    done: list[int]
+    error_counts: list[int] = Field(description="Tokens that failed in the hour")
+    running: list[int] = Field(description="The most tokens locked at once in the hour (sampled with the counts)")
+
+
+ETA_BASES = Literal["complete", "last hour", "last 24 hours", "no progress in 24 hours", "waits for the pool's past"]
+
+
+class Eta(Schema):
+    eta_hours: float | None
+    eta_basis: ETA_BASES
+
+
 class PoolDetail(CountsMeta):
     counts: Counts
     total: int
     observations: list[Observation]
     design_documents: list[dict[str, Any]]
+    black_holes: list[str] = Field(description="Hosts judged black holes (BLACKHOLE_* settings)")
+    hourly: Hourly | None = Field(description="The pool's chart: null without the dashboard's own views")
+    eta: Eta | None
+
+
+class WorkerOverview(Schema):
+    design_doc: str
+    view: str
+    todo: int | None = None
+    waiting: int | None = None
+    downloading: int | None = None
+    running: int | None = None
+    done: int | None = None
+    error: int | None = None
+
+
+class ObservationDetail(CountsMeta, Observation):
+    hourly: Hourly | None
+    eta: Eta | None
+    grid_lrt_overview: WorkerOverview | None = Field(
+        description="GRID_LRT: its own count view's figures for the type, as its tools show them")
 
 
 class Reason(Schema):
@@ -97,8 +139,7 @@ class Card(Schema):
     failed_24h: int | None = None
     error_rate_last_hour: float | None = None
     eta_hours: float | None = None
-    eta_basis: Literal["complete", "last hour", "last 24 hours", "no progress in 24 hours",
-                       "waits for the pool's past"] | None = None
+    eta_basis: ETA_BASES | None = None
     black_holes: list[str] = []
     stale_locks: int | None = None
     stale_hours: float | None = None
@@ -129,9 +170,35 @@ def list_pools(request):
     return {"pools": [payloads.pool_row_json(r) for r in payloads.pool_rows(request)]}
 
 
-@router.get("/pools/{slug}", response={200: PoolDetail, **READ_ERRORS}, tags=["pools"])
-def get_pool(request, slug: Slug):
-    """A pool's counts per state and per observation (token type and group), with the age of those counts."""
+Period = Annotated[Text | None, Query(description="The chart's period: 24h, 3d, 7d or 30d (default CHART_DAYS)")]
+
+
+@router.get("/pools/{slug}", response={200: PoolDetail, **errors(400, *READ_ERRORS)}, tags=["pools"])
+def get_pool(request, slug: Slug, period: Period = None):
+    """A pool's counts per state and per observation (token type and group), with the age of those counts, its
+    chart over the period and its ETA: the pool page's figures."""
     pool = pool_of(request, slug)
-    snap = snapshot_of(pool)
-    return payloads.pool_payload(pool, snap, reading.observations(snap.data), reading.pool_totals(snap.data))
+    return _page(payloads.pool_page, pool, {"period": period or ""})
+
+
+@router.get("/pools/{slug}/observation", response={200: ObservationDetail, **errors(400, *READ_ERRORS)},
+            tags=["pools"])
+def get_observation(request, slug: Slug, type: Annotated[Text, Query(min_length=1, description="Its token type")],
+                    group: Annotated[Text | None, Query(description="Its group, if the pool groups")] = None,
+                    period: Period = None):
+    """One observation: its counts, GRID_LRT steps and overlaps, its chart over the period, its ETA and, for
+    GRID_LRT, its own count view's figures: the observation page's."""
+    pool = pool_of(request, slug)
+    query = {"type": type, "period": period or ""}
+    if group is not None:
+        query["group"] = group
+    return _page(payloads.observation_page, pool, query)
+
+
+def _page(page, pool, query):
+    """A page's answer from the function that also makes its context; an unknown period is a 400, as the page's."""
+    try:
+        _context, answer = page(pool, snapshot_of(pool), query)
+    except ValueError as e:
+        raise HttpError(400, str(e)) from None
+    return answer
