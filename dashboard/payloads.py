@@ -103,10 +103,10 @@ def summary(doc, styles):
     }
 
 
-def token_payload(pool, doc, facts, touched, timeline):
-    """A token, what is derived from it, the jobs that touched it and its events (the token page's JSON and the
-    API)."""
-    return {"pool": pool.slug, "token": doc, **{k: v for k, v in facts.items() if k != "fields"},
+def token_payload(pool, doc, facts, touched, timeline, odd):
+    """A token, what is derived from it, what is odd about it, the jobs that touched it and its events (the token
+    page's figures, as the API answers them)."""
+    return {"pool": pool.slug, "token": doc, **{k: v for k, v in facts.items() if k != "fields"}, "odd": odd,
             "jobs": [{"id": t.job_id, "action": t.job.action, "outcome": t.outcome, "reason": t.reason}
                      for t in touched],
             "timeline": [events.as_json(e) for e in timeline]}

@@ -27,6 +27,7 @@ from dashboard.api.common import (
 )
 from tokens import counting, events, reading
 from tokens.couch import NotFound
+from tokens.oddities import oddities
 from tokens.selections import OperationError, list_selection
 
 router = Router(tags=["tokens"])
@@ -106,6 +107,7 @@ class TokenDetail(Schema):
     errors: list[dict[str, Any]]
     job_ids: dict[str, Any]
     attachments: list[AttachmentInfo]
+    odd: list[str] = Field(description="What is odd about the token, for an operator (a field of an unusual shape)")
     jobs: list[TouchedBy]
     timeline: list[Move]
 
@@ -209,8 +211,9 @@ def get_token(request, slug: Slug, token_id: Annotated[Text, Path(min_length=1)]
         raise Http404("No such token") from None
     snap = counting.snapshot(pool)
     facts = reading.token_facts(doc, snap.data["types"] if snap.data else {})
+    types = snap.data["types"] if snap.data else None
     return payloads.token_payload(pool, doc, facts, payloads.token_jobs(pool.slug, token_id),
-                               events.timeline(pool.slug, token_id))
+                                  events.timeline(pool.slug, token_id), oddities(doc, types))
 
 
 @router.get("/pools/{slug}/failures", response={200: Failures, **READ_ERRORS}, tags=["tokens"])
