@@ -14,6 +14,11 @@ def openapi():
     return response.json()
 
 
+def api_as(client):
+    """The API with a test client's session (a page's figures are read from its API twin: pages answer HTML)."""
+    return Api(openapi(), client=client)
+
+
 class Api:
     """A client for one caller (a bearer token, a logged-in session, or nobody) that validates every answer:
     its status must be one the schema documents for the operation, its body JSON that validates against it."""

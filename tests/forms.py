@@ -1,6 +1,7 @@
 """The links and forms a page offers, read from its HTML as a browser reads them (stdlib html.parser): what the
 tests that follow pages (the walk, the generated input) submit, instead of a list of fields kept by hand."""
 
+import re
 from collections import deque
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -144,3 +145,13 @@ def crawl(client, start="/", most=150, shaping=()):
                 found.setdefault(local(link), local(url))
         todo.extend(links)
     return pages, forms, found
+
+
+def started_job(response):
+    """The job a job form (or the token-set form) started: the form answers with a redirect to its page."""
+    from tokens.models import Job
+
+    assert response.status_code == 302, (response.status_code, response.content[:2000])
+    match = re.fullmatch(r"/jobs/(\d+)/", response["Location"])
+    assert match, response["Location"]
+    return Job.objects.get(pk=int(match[1]))
