@@ -1,7 +1,7 @@
 """Exports in the web UI: one GET endpoint that streams any token list as CSV or JSON lines.
 
 Viewers and operators alike may export (it reads only). Everything that can be wrong with the request, and a
-server that does not answer, is found before the first byte is sent, so it gets a 4xx/5xx page or JSON object;
+server that does not answer, is found before the first byte is sent, so it gets a 4xx/5xx page;
 what goes wrong later can only end the file with an "incomplete" line. Without `format` the URL is the export
 form for its selection (the pool page links there, as its rows are redrawn by polling).
 """

@@ -1,6 +1,6 @@
-"""What the pages and the API show, apart from the views that answer: each page's data (its JSON and its template
-context's), made once here and used by the web UI's views and by /api/v1/ alike. Views and API modules import this
-module; they never import one another."""
+"""What the pages and the API show, apart from the views that answer: each page's data, made once here as its
+template's context and as its API twin's answer (/api/v1/, the site's one JSON surface). Views and API modules import
+this module; they never import one another."""
 
 import time
 from datetime import datetime, timedelta
@@ -69,7 +69,7 @@ def card_json(c):
 
 
 def pool_payload(pool, snap, observations, totals):
-    """A pool's counts per observation, as the pool page's JSON and the API answer them."""
+    """A pool's counts per observation (the API's pool, the first part of the pool page's figures)."""
     return {
         "pool": pool.slug,
         **snapshot_meta(snap),
@@ -345,7 +345,7 @@ def hosts_csv(pool, payload, window):
 
 def hosts_payload(pool, snap, window):
     """The hosts of a pool over a window (a key of HOST_WINDOWS), per site, and the black holes: the hosts page's
-    JSON and the API's."""
+    figures and the API's answer."""
     now = timezone.now()
     since = now - timedelta(hours=HOST_WINDOWS[window][1])
     rows = events.hosts(pool.slug, since, now)
@@ -382,7 +382,7 @@ def rule_json(rule):
 
 
 def alert_json(a):
-    """An alert with its messages, as the page's JSON and the API give it (a webhook without its secret path)."""
+    """An alert with its messages, as the page and the API show it (a webhook without its secret path)."""
     return {"id": a.pk, "kind": a.kind, "subject": a.subject, "status": a.status, "summary": a.summary,
             "evidence": a.evidence, "fired_at": a.fired_at, "resolved_at": a.resolved_at,
             "messages": [{"message": d.message, "channel": d.channel, "status": d.status, "attempts": d.attempts,

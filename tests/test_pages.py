@@ -1,8 +1,10 @@
-"""Every page answers HTML to a logged-in user and JSON on request; anonymous users are sent to log in."""
+"""Every page answers HTML to a logged-in user (its data as JSON is in the API); anonymous users are sent to log
+in."""
 
 import pytest
 from django.urls import reverse
 
+from tests.api_client import api_as
 from tests.conftest import LOFAR, SURF
 
 pytestmark = pytest.mark.django_db
@@ -32,22 +34,25 @@ def test_a_viewer_sees_each_page(viewer_client, demo_pools, name, kwargs):
 
 
 @pytest.mark.parametrize("name, kwargs", PAGES)
-def test_each_page_answers_json_by_query_and_by_accept_header(viewer_client, demo_pools, name, kwargs):
+def test_a_page_refuses_json_by_query_and_answers_html_to_an_accept_header(viewer_client, demo_pools, name, kwargs):
     url = reverse(name, kwargs=kwargs)
     by_query = viewer_client.get(url, {"format": "json"})
+    assert by_query.status_code == 406 and by_query["Content-Type"].startswith("application/json")
+    assert "/api/v1/" in by_query.json()["error"]
     by_header = viewer_client.get(url, headers={"Accept": "application/json"})
-    assert by_query.status_code == by_header.status_code == 200
-    assert by_query.json().keys() == by_header.json().keys()
+    assert by_header.status_code == 200 and by_header["Content-Type"].startswith("text/html")
+    assert "<html" in by_header.content.decode()
 
 
 def test_the_pools_page_lists_both_pools_with_health_and_totals(viewer_client, demo_pools):
-    pools = {p["slug"]: p for p in viewer_client.get("/?format=json").json()["pools"]}
+    assert viewer_client.get("/").status_code == 200
+    pools = {p["slug"]: p for p in api_as(viewer_client).get("/api/v1/pools").json()["pools"]}
     assert set(pools) == {SURF, LOFAR}
     assert all(p["health"] == "ok" and p["total"] > 100 for p in pools.values())
 
 
 def test_the_pool_page_shows_a_row_per_observation_with_progress(viewer_client, demo_pools):
-    data = viewer_client.get(f"/pools/{LOFAR}/?format=json").json()
+    data = api_as(viewer_client).get(f"/api/v1/pools/{LOFAR}").json()
     rows = {o["group"]: o for o in data["observations"]}
     assert set(rows) == {"L229585", "L230461", "L232875"}
     for row in rows.values():
@@ -69,9 +74,12 @@ def test_an_unknown_pool_is_not_found(viewer_client, demo_pools):
     assert viewer_client.get("/pools/no-such-pool/").status_code == 404
 
 
-def test_a_missing_token_is_a_json_404_when_json_is_asked_for(viewer_client, demo_pools):
-    response = viewer_client.get(f"/pools/{SURF}/token/", {"id": "no-such-token", "format": "json"})
-    assert response.status_code == 404 and response.json()["error"]
+def test_a_missing_token_is_a_404_page_and_a_json_404_in_the_api(viewer_client, demo_pools):
+    response = viewer_client.get(f"/pools/{SURF}/token/", {"id": "no-such-token"})
+    assert response.status_code == 404 and response["Content-Type"].startswith("text/html")
+    assert "No such token" in response.content.decode()
+    response = api_as(viewer_client).get(f"/api/v1/pools/{SURF}/tokens/no-such-token")
+    assert response.status_code == 404 and response.json() == {"detail": "No such token"}
 
 
 def test_the_header_says_who_is_signed_in_and_whether_they_may_act(client, viewer, operator, demo_pools):
