@@ -12,9 +12,11 @@ import pytest
 from aiosmtpd.controller import Controller
 from django.conf import settings as django_settings
 from django.utils import timezone
+from django.utils.html import escape
 
 from dashboard.roles import OPERATORS, VIEWERS
 from localsite.embedded import free_port
+from tests.api_client import api_as
 from tests.conftest import index_own_views, make_user, surf_token
 from tests.test_job_safety import start_pilots
 from tests.waiting import PATIENCE, wait_for
@@ -171,8 +173,13 @@ def test_a_webhook_that_fails_is_retried_and_a_delivery_that_never_succeeds_is_s
         page = client.get(f"/pools/{grid_pool.slug}/alerts/").content.decode()
         assert "<strong>failed</strong> <span class=\"muted\">after 3 attempts: webhook" in page
         assert "s3cr3t-token-path" not in page  # a webhook's path is its secret
-        api = client.get(f"/api/v1/pools/{grid_pool.slug}/alerts").json()
-        assert api == client.get(f"/pools/{grid_pool.slug}/alerts/", {"format": "json"}).json()
+        api = api_as(client).get(f"/api/v1/pools/{grid_pool.slug}/alerts").json()
+        as_json = client.get(f"/pools/{grid_pool.slug}/alerts/", {"format": "json"})
+        assert as_json.status_code == 406 and "/api/v1/" in as_json.json()["error"]  # the API is the JSON
+        # The page shows what the API says: the alert and each of its messages with its outcome.
+        assert escape(api["alerts"][0]["summary"]) in page and len(api["alerts"][0]["messages"]) == 2
+        for m in api["alerts"][0]["messages"]:
+            assert f"{m['message']} by {m['channel']} to {escape(m['to'])}: <strong>{m['status']}</strong>" in page
         failed = [m for m in api["alerts"][0]["messages"] if m["status"] == "failed"]
         assert failed == [{"message": "firing", "channel": "webhook", "status": "failed", "attempts": 3,
                            "error": to_dead.last_error, "to": f"http://127.0.0.1:{dead.server_address[1]}/…"}]
@@ -222,7 +229,7 @@ def test_operators_add_rules_in_the_page_a_mistake_keeps_what_was_typed_and_view
     added = client.post(url + "rules/", {"kind": "error_rate", "threshold": "25", "hours": "2"}, follow=True)
     assert "Rule added: error rate above 25% over 2 hours." in added.content.decode()
     assert AlertRule.objects.get().threshold == 0.25
-    data = client.get(url, {"format": "json"}).json()
+    data = api_as(client).get(f"/api/v1/pools/{grid_pool.slug}/alerts").json()
     assert data["rules"][0]["description"] == "error rate above 25% over 2 hours"
 
     client.force_login(victor)
@@ -240,7 +247,7 @@ def test_a_firing_alert_puts_its_pool_first_on_the_overview(grid_pool, scratch_p
     scratch_pool.bulk_docs([surf_token(100, lock=NOW - 30 * 3600, hostname="wn-dead")])
     counting.refresh(grid_pool)
     alerts.evaluate()
-    card = viewer_client.get("/api/v1/overview").json()["pools"][0]
+    card = api_as(viewer_client).get("/api/v1/overview").json()["pools"][0]
     assert card["status"] == "alert"
     assert card["reasons"][0] == {"kind": "alert", "text": "alert: 1 lock older than 24 hours, more than 0"}
 

@@ -3,12 +3,17 @@ documents with broken JavaScript. Every page still renders (200, or a clear 4xx)
 over them end normally, and nothing answers 500."""
 
 import base64
+import html as markup
+import re
 import time
+from urllib.parse import quote
 
 import pytest
 from django.test import Client
 
+from tests.api_client import api_as
 from tests.conftest import surf_token
+from tests.forms import started_job
 from tests.test_job_web import wait_until_ended
 from tokens.couch import CouchError
 from tokens.states import BUCKETS
@@ -118,20 +123,32 @@ def url(pool, page):
     return f"/pools/{pool.database}/{page}"
 
 
+def api_url(pool, path=""):
+    """The API twin of a pool's page (`path`: "/failures", "/tokens", ...)."""
+    return f"/api/v1/pools/{pool.database}{path}"
+
+
+def token_api(pool, doc_id):
+    return api_url(pool, "/tokens/" + quote(doc_id, safe=""))
+
+
 def test_every_page_renders_and_counts_the_odd_tokens_in_their_own_buckets(viewer_client, odd_pool):
-    for page in ("/", url(odd_pool, ""), url(odd_pool, "failures/"), url(odd_pool, "stale/?hours=0")):
-        for fmt in ({}, {"format": "json"}):
-            assert viewer_client.get(page, fmt).status_code == 200, page
-    counts = viewer_client.get(url(odd_pool, ""), {"format": "json"}).json()["counts"]
+    api = api_as(viewer_client)
+    for page, twin in (("/", "/api/v1/overview"), (url(odd_pool, ""), api_url(odd_pool)),
+                       (url(odd_pool, "failures/"), api_url(odd_pool, "/failures")),
+                       (url(odd_pool, "stale/?hours=0"), api_url(odd_pool, "/stale?hours=0"))):
+        assert viewer_client.get(page).status_code == 200, page
+        assert api.get(twin).status_code == 200, twin
+    counts = api.get(api_url(odd_pool)).json()["counts"]
     # lock "claimed", null/null and a done "yesterday" fit no view; lock true is a lock whose age is unknown.
     assert counts["other"] == 3 and counts["locked_unknown"] == 1
     html = viewer_client.get(url(odd_pool, "")).content.decode()
     assert "in no view" in html and "_design/broken_lrt" in html
     listed = set()
     for bucket in BUCKETS:
-        for fmt in ({}, {"format": "json"}):
-            response = viewer_client.get(url(odd_pool, "tokens/"), {"state": bucket, **fmt})
-            assert response.status_code == 200, bucket
+        assert viewer_client.get(url(odd_pool, "tokens/"), {"state": bucket}).status_code == 200, bucket
+        response = api.get(api_url(odd_pool, "/tokens"), {"state": bucket})
+        assert response.status_code == 200, bucket
         listed |= {t["id"] for t in response.json()["tokens"]}
     in_no_list = {IDS[k] for k in ("odd_no_type", "odd_type_object")}
     assert listed >= set(IDS.values()) - in_no_list
@@ -140,10 +157,15 @@ def test_every_page_renders_and_counts_the_odd_tokens_in_their_own_buckets(viewe
     assert not listed & in_no_list and IDS["odd_type_list"] in listed
 
 
+def flagged(page_html):
+    """{token id: whether its row is flagged odd} of a token list page."""
+    rows = re.findall(r'<td><a href="[^"]*/token/\?id=[^"]*">([^<]*)</a>( <span class="odd")?', page_html)
+    return {markup.unescape(token_id): bool(odd) for token_id, odd in rows}
+
+
 def test_odd_tokens_are_flagged_in_lists(viewer_client, odd_pool):
-    rows = viewer_client.get(url(odd_pool, "tokens/"), {"state": "other", "format": "json"}).json()["tokens"]
-    assert {r["id"]: bool(r["odd"]) for r in rows} == {
-        IDS["odd_lock_text"]: True, IDS["odd_lock_null"]: True, IDS["odd_done_text"]: True}
+    other = viewer_client.get(url(odd_pool, "tokens/"), {"state": "other"}).content.decode()
+    assert flagged(other) == {IDS["odd_lock_text"]: True, IDS["odd_lock_null"]: True, IDS["odd_done_text"]: True}
     html = viewer_client.get(url(odd_pool, "tokens/"), {"state": "todo"}).content.decode()
     # These four, the one whose type is ["token"], and the GRID_LRT 0.5 token with lock = done = 0 and output "abc"
     # (in the todo view and in the error view: counted where the pilots take it next) are todo and odd.
@@ -160,7 +182,7 @@ def test_each_odd_tokens_page_renders_and_says_what_is_odd(viewer_client, odd_po
         assert 'class="banner warn odd"' in html and note in html
     else:
         assert 'class="banner warn odd"' not in html
-    data = viewer_client.get(url(odd_pool, "token/"), {"id": IDS[key], "format": "json"}).json()
+    data = api_as(viewer_client).get(token_api(odd_pool, IDS[key])).json()
     assert data["token"]["_id"] == IDS[key]
     assert bool(data["odd"]) == bool(note)
 
@@ -168,21 +190,24 @@ def test_each_odd_tokens_page_renders_and_says_what_is_odd(viewer_client, odd_po
 def test_a_huge_field_is_cut_on_the_page_but_whole_in_json(viewer_client, odd_pool):
     html = viewer_client.get(url(odd_pool, "token/"), {"id": IDS["odd_huge"]}).content.decode()
     assert len(html) < HUGE // 4
-    assert "format=json" in html
-    data = viewer_client.get(url(odd_pool, "token/"), {"id": IDS["odd_huge"], "format": "json"}).json()
+    # The page links the token as JSON (its API twin), which holds it whole.
+    link = re.search(r'<a href="(/api/v1/pools/[^"]+)">the token as JSON</a>', html)
+    assert link and markup.unescape(link[1]) == token_api(odd_pool, IDS["odd_huge"])
+    data = api_as(viewer_client).get(markup.unescape(link[1])).json()
     assert len(data["token"]["input"]) == HUGE
 
 
 def test_error_histories_of_any_shape_are_shown(viewer_client, odd_pool):
+    api = api_as(viewer_client)
+
     def errors(key):
-        return viewer_client.get(url(odd_pool, "token/"), {"id": IDS[key], "format": "json"}).json()["errors"]
+        return api.get(token_api(odd_pool, IDS[key])).json()["errors"]
 
     assert [e["message"] for e in errors("odd_error_text")] == ["Segmentation fault at 0x7f3a"]
     assert [e["message"] for e in errors("odd_error_object")] == ["boom"]
     assert len(errors("odd_error_items")) == 4
-    groups = viewer_client.get(url(odd_pool, "failures/"), {"format": "json"}).json()["groups"]
-    messages = {g["message"] for g in groups} | {o["message"] for o in viewer_client.get(
-        url(odd_pool, "failures/"), {"format": "json"}).json()["other"]}
+    failures = api.get(api_url(odd_pool, "/failures")).json()
+    messages = {g["message"] for g in failures["groups"]} | {o["message"] for o in failures["other"]}
     assert "Segmentation fault at <hex>" in messages and "boom" in messages
 
 
@@ -206,12 +231,17 @@ def test_an_odd_tokens_page_shows_its_text_attachments_inline(viewer_client, odd
 
 
 def test_a_missing_attachment_or_token_is_a_clear_404(viewer_client, odd_pool):
-    for page, query in (("attachment/", {"id": IDS["odd_attachments"], "name": "../nope"}),
-                        ("attachment/", {"id": "../nope", "name": "x"}),
-                        ("token/", {"id": "../../_all_docs"}),
-                        ("token/", {"id": "_design/broken_lrt"})):
-        response = viewer_client.get(url(odd_pool, page), {**query, "format": "json"})
-        assert response.status_code == 404 and response.json()["error"]
+    missing_attachment, missing_token = "No such attachment", "No such token"
+    for page, query, message in (("attachment/", {"id": IDS["odd_attachments"], "name": "../nope"}, missing_attachment),
+                                 ("attachment/", {"id": "../nope", "name": "x"}, missing_attachment),
+                                 ("token/", {"id": "../../_all_docs"}, missing_token),
+                                 ("token/", {"id": "_design/broken_lrt"}, missing_token)):
+        response = viewer_client.get(url(odd_pool, page), query)
+        assert response.status_code == 404 and response["Content-Type"].startswith("text/html"), query
+        assert message in response.content.decode(), query
+        if page == "token/":  # and the token's API twin
+            missing = api_as(viewer_client).get(token_api(odd_pool, query["id"]))
+            assert missing.status_code == 404 and missing.json()["detail"] == message
 
 
 def test_pages_render_without_the_dashboards_views_despite_the_broken_design_documents(viewer_client, odd_pool,
@@ -230,9 +260,7 @@ def test_a_reset_over_odd_tokens_previews_and_runs_to_its_end(odd_pool, operator
     ids = list(IDS.values())
     preview = client.get(url(odd_pool, "jobs/new/"), {"action": "reset", "ids": ids})
     assert preview.status_code == 200
-    created = client.post(url(odd_pool, "jobs/") + "?format=json", {"action": "reset", "ids": ids})
-    assert created.status_code == 201
-    job = wait_until_ended(created.json()["id"])
+    job = wait_until_ended(started_job(client.post(url(odd_pool, "jobs/"), {"action": "reset", "ids": ids})).pk)
     assert job.status == "succeeded", job.message
     assert job.total == len(ids) and job.failed == 0
     # Tokens of no known type are never written; odd tokens of a known type are reset like any other.
@@ -241,10 +269,8 @@ def test_a_reset_over_odd_tokens_previews_and_runs_to_its_end(odd_pool, operator
     assert odd_pool.get(IDS["odd_lock_text"])["lock"] == 0
     assert odd_pool.get(IDS["odd_scrub_count_text"])["scrub_count"] == 4
 
-    other = client.post(url(odd_pool, "jobs/") + "?format=json", {"action": "reset", "kind": "state",
-                                                                  "bucket": "error"})
-    assert other.status_code == 201
-    job = wait_until_ended(other.json()["id"])
+    other = client.post(url(odd_pool, "jobs/"), {"action": "reset", "kind": "state", "bucket": "error"})
+    job = wait_until_ended(started_job(other).pk)
     assert job.status == "succeeded", job.message
     page = client.get(f"/jobs/{job.pk}/")
     assert page.status_code == 200
@@ -255,9 +281,9 @@ def test_a_job_under_a_broken_validate_function_reports_each_refused_token(odd_p
     client = Client()
     client.force_login(operator)
     ids = [IDS["odd_lock_text"], IDS["odd_error_text"]]
-    created = client.post(url(odd_pool, "jobs/") + "?format=json", {"action": "reset", "ids": ids})
-    job = wait_until_ended(created.json()["id"])
+    created = client.post(url(odd_pool, "jobs/"), {"action": "reset", "ids": ids})
+    job = wait_until_ended(started_job(created).pk)
     assert job.status == "succeeded" and job.failed == 2
-    problems = client.get(f"/jobs/{job.pk}/", {"format": "json"}).json()["problems"]
+    problems = api_as(client).get(f"/api/v1/jobs/{job.pk}").json()["problems"]
     assert {p["id"] for p in problems} == set(ids) and all(p["reason"] for p in problems)
     assert odd_pool.get(IDS["odd_lock_text"])["lock"] == "claimed"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.api_client import api_as
 from tests.conftest import surf_token
 from tests.waiting import wait_for
 from tokens import counting, history, reading
@@ -71,6 +72,20 @@ def words(docs):
     return f"{sum(per_hour(docs, 'done').values())} done and {sum(per_hour(docs, 'error').values())} failed"
 
 
+def pool_api(client, slug, **query):
+    """The pool page's figures, from its API twin."""
+    response = api_as(client).get(f"/api/v1/pools/{slug}", query)
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def observation_api(client, slug, **query):
+    """An observation page's figures, from its API twin."""
+    response = api_as(client).get(f"/api/v1/pools/{slug}/observation", query)
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
 def svg_charts(html):
     return [ET.fromstring(m) for m in re.findall(r"<svg .*?</svg>", html, re.S)]
 
@@ -131,7 +146,7 @@ def test_an_observation_page_charts_only_its_own_tokens(viewer_client, finished_
     assert response.status_code == 200
     chart = svg_charts(response.content.decode())[0]
     assert_bars_match(chart, {"done": per_hour(lrt, "done"), "error": per_hour(lrt, "error")})
-    data = viewer_client.get(f"/pools/{db.database}/obs/", {"type": LRT, "format": "json"}).json()
+    data = observation_api(viewer_client, db.database, type=LRT)
     assert sum(data["hourly"]["done"]) == 2 and sum(data["hourly"]["error_counts"]) == 1
     assert data["counts"]["done"] == 2 and data["counts"]["error"] == 1
 
@@ -149,11 +164,11 @@ def test_the_chart_shows_24_hours_or_7_days_per_hour_and_30_days_per_day_from_th
         period_words = "24 hours" if hours == 24 else f"{hours // 24} days"
         assert f"Done, failed and locked per {unit}, the last {period_words}" in html
         assert f'aria-current="page">{"24 hours" if hours == 24 else f"{hours // 24} days"}<' in html
-        hourly = viewer_client.get(url, {"period": period, "format": "json"}).json()["hourly"]
+        hourly = pool_api(viewer_client, db.database, period=period)["hourly"]
         assert len(hourly["hour_starts"]) == hours * 3600 // step and hourly["step_seconds"] == step
     # The token finished 99 hours ago is in 7 days, not in the default 3: the two periods differ by it alone.
-    week = viewer_client.get(url, {"period": "7d", "format": "json"}).json()["hourly"]
-    default = viewer_client.get(url, {"format": "json"}).json()["hourly"]
+    week = pool_api(viewer_client, db.database, period="7d")["hourly"]
+    default = pool_api(viewer_client, db.database)["hourly"]
     assert default["period"] == "3d" and sum(week["done"]) == sum(default["done"]) + 1
     # The page offers every period, and its sparklines stay on the default.
     html = viewer_client.get(url, {"period": "30d"}).content.decode()
@@ -173,9 +188,8 @@ def test_a_period_starts_at_its_first_hour_or_utc_midnight_and_counts_nothing_be
              "inside 30 days": midnight - 29 * 86400 + 60, "outside 30 days": midnight - 29 * 86400 - 60}
     scratch_pool.bulk_docs([surf_token(n, _id=name.replace(" ", "_"), lock=t - 60, done=t, exit_code=0)
                             for n, (name, t) in enumerate(edges.items())])
-    url = f"/pools/{scratch_pool.database}/"
-    week = viewer_client.get(url, {"period": "7d", "format": "json"}).json()["hourly"]
-    month = viewer_client.get(url, {"period": "30d", "format": "json"}).json()["hourly"]
+    week = pool_api(viewer_client, scratch_pool.database, period="7d")["hourly"]
+    month = pool_api(viewer_client, scratch_pool.database, period="30d")["hourly"]
     assert sum(week["done"]) == 1 and week["done"][0] == 1  # the first hour of the week holds it
     assert sum(month["done"]) == 3 and month["done"][0] == 1  # the first day: after midnight 29 days ago
     assert month["hour_starts"][0] == midnight - 29 * 86400 and month["hours"][0].endswith(
@@ -228,8 +242,17 @@ def test_an_unknown_period_is_refused_with_the_periods_there_are(viewer_client, 
         response = viewer_client.get(url, {**params, "period": "1y"})
         assert response.status_code == 400
         assert "Unknown chart period &#x27;1y&#x27;: one of 24h, 3d, 7d, 30d" in response.content.decode()
-    hourly = viewer_client.get(f"/pools/{db.database}/", {"period": "", "format": "json"}).json()["hourly"]
-    assert hourly["period"] == "3d" and len(hourly["hour_starts"]) == 72  # no period: the default
+    # The pages' API twins refuse it alike.
+    for url, params in ((f"/api/v1/pools/{db.database}", {}), (f"/api/v1/pools/{db.database}/observation",
+                                                                {"type": LRT})):
+        response = api_as(viewer_client).get(url, {**params, "period": "1y"})
+        assert response.status_code == 400
+        assert response.json()["detail"] == "Unknown chart period '1y': one of 24h, 3d, 7d, 30d"
+    # No period: the default.
+    html = viewer_client.get(f"/pools/{db.database}/", {"period": ""}).content.decode()
+    assert "Done, failed and locked per hour, the last 3 days" in html
+    hourly = pool_api(viewer_client, db.database, period="")["hourly"]
+    assert hourly["period"] == "3d" and len(hourly["hour_starts"]) == 72
 
 
 def test_each_observation_row_has_a_sparkline_that_says_its_numbers(viewer_client, finished_pool):
@@ -247,28 +270,33 @@ def test_the_observation_page_shows_counts_eta_and_links_to_its_lists(viewer_cli
     assert f"/pools/{db.database}/failures/?type=token" in html
     observation = next(o for o in reading.observations(counting.snapshot(get_pool(db.database)).data)
                        if o.type == "token")
-    data = viewer_client.get(f"/pools/{db.database}/obs/", {"type": "token", "format": "json"}).json()
+    data = observation_api(viewer_client, db.database, type="token")
     assert data["eta_hours"] == observation.eta_hours and data["counts"] == observation.counts
 
 
 def test_an_unknown_observation_is_a_404_with_a_message(viewer_client, finished_pool):
     db, _docs, _lrt = finished_pool
-    response = viewer_client.get(f"/pools/{db.database}/obs/", {"type": "nope", "format": "json"})
-    assert response.status_code == 404 and "No such observation" in response.json()["error"]
-    assert viewer_client.get(f"/pools/{db.database}/obs/").status_code == 404
+    response = viewer_client.get(f"/pools/{db.database}/obs/", {"type": "nope"})
+    assert response.status_code == 404 and "No such observation in this pool" in response.content.decode()
+    response = viewer_client.get(f"/pools/{db.database}/obs/")
+    assert response.status_code == 404 and "Which observation? Give its type" in response.content.decode()
+    # Its API twin: the same 404 with its message; no type at all is a malformed request there.
+    api = api_as(viewer_client)
+    response = api.get(f"/api/v1/pools/{db.database}/observation", {"type": "nope"})
+    assert response.status_code == 404 and response.json()["detail"] == "No such observation in this pool"
+    assert api.get(f"/api/v1/pools/{db.database}/observation").status_code == 422
 
 
 def test_pages_read_the_stored_history_until_it_is_recomputed(viewer_client, finished_pool, settings):
     db, docs, lrt = finished_pool
     settings.CHART_MAX_AGE = 3600
-    url = f"/pools/{db.database}/obs/"
-    before = viewer_client.get(url, {"type": "token", "format": "json"}).json()["hourly"]
+    before = observation_api(viewer_client, db.database, type="token")["hourly"]
     t = int(time.time()) - 5
     db.bulk_docs([surf_token(900, lock=t - 60, done=t, exit_code=0)])
     counting.refresh(get_pool(db.database))
-    assert viewer_client.get(url, {"type": "token", "format": "json"}).json()["hourly"] == before
+    assert observation_api(viewer_client, db.database, type="token")["hourly"] == before
     history.refresh(get_pool(db.database))
-    after = viewer_client.get(url, {"type": "token", "format": "json"}).json()["hourly"]
+    after = observation_api(viewer_client, db.database, type="token")["hourly"]
     assert sum(after["done"]) == sum(before["done"]) + 1
 
 
@@ -281,13 +309,13 @@ def test_a_pages_first_chart_is_drawn_from_the_events_recorded_without_reading_t
     taken = CountSnapshot.objects.get(pool=db.database).taken_at
     t = int(time.time()) - 5
     db.bulk_docs([surf_token(902, lock=t - 60, done=t, exit_code=0)])  # not yet in the changes feed read
-    hourly = viewer_client.get(f"/pools/{db.database}/obs/", {"type": "token", "format": "json"}).json()["hourly"]
+    hourly = observation_api(viewer_client, db.database, type="token")["hourly"]
     # The counts are as taken (their age rule says when they are read again), and the chart agrees with them.
     assert CountSnapshot.objects.get(pool=db.database).taken_at == taken
     assert sum(hourly["done"]) == sum(per_hour([d for d in docs if d["type"] == "token"], "done").values())
     # The background recomputation catches up with the feed first.
     history.catch_up(pool)
-    again = viewer_client.get(f"/pools/{db.database}/obs/", {"type": "token", "format": "json"}).json()["hourly"]
+    again = observation_api(viewer_client, db.database, type="token")["hourly"]
     assert sum(again["done"]) == sum(hourly["done"]) + 1
 
 
@@ -297,7 +325,7 @@ def test_a_pool_without_own_views_has_no_chart_but_a_page(viewer_client, scratch
     scratch_pool.bulk_docs([surf_token(1, lock=t - 60, done=t, exit_code=0)])
     response = viewer_client.get(f"/pools/{scratch_pool.database}/")
     assert response.status_code == 200 and not svg_charts(response.content.decode())
-    assert viewer_client.get(f"/pools/{scratch_pool.database}/", {"format": "json"}).json()["hourly"] is None
+    assert pool_api(viewer_client, scratch_pool.database)["hourly"] is None
     page = viewer_client.get(f"/pools/{scratch_pool.database}/obs/", {"type": "token"})
     assert page.status_code == 200 and "own design document" in page.content.decode()
 
@@ -313,17 +341,19 @@ def test_an_old_history_is_shown_and_recomputed_by_the_worker(viewer_client, fin
     from tokens.models import PoolHistory
 
     db, docs, lrt = finished_pool
-    url = f"/pools/{db.database}/obs/"
-    before = viewer_client.get(url, {"type": "token", "format": "json"}).json()["hourly"]
+    before = observation_api(viewer_client, db.database, type="token")["hourly"]
     t = int(time.time()) - 5
     db.bulk_docs([surf_token(901, lock=t - 60, done=t, exit_code=0)])
     computed = PoolHistory.objects.get(pool=db.database).computed_at
     settings.CHART_MAX_AGE = 0
-    # The page answers with the history it has, and queues its recomputation ...
-    assert viewer_client.get(url, {"type": "token", "format": "json"}).json()["hourly"] == before
+    # The page answers with the history it has (its bars: the figures read before), and queues its recomputation ...
+    response = viewer_client.get(f"/pools/{db.database}/obs/", {"type": "token"})
+    assert response.status_code == 200
+    _peak, _height, rects = bars(svg_charts(response.content.decode())[0], "done")
+    assert sum(int(r.get("data-count")) for r in rects) == sum(before["done"])
     # ... which the worker carries out.
     assert wait_for(lambda: PoolHistory.objects.get(pool=db.database).computed_at > computed)
-    after = viewer_client.get(url, {"type": "token", "format": "json"}).json()["hourly"]
+    after = observation_api(viewer_client, db.database, type="token")["hourly"]
     assert sum(after["done"]) == sum(before["done"]) + 1
 
 

@@ -1,10 +1,12 @@
-"""An unreachable or unauthorised CouchDB shows a banner (HTML) or a JSON error with a status, never a traceback."""
+"""An unreachable or unauthorised CouchDB shows a banner (HTML) or, in the API, a JSON error with a status, never a
+traceback."""
 
 import uuid
 
 import pytest
 
 from localsite.embedded import free_port
+from tests.api_client import api_as
 from tests.conftest import STRANGER, SURF, surf_token
 from tokens import counting
 from tokens.couch import Couch, TimedOut
@@ -20,24 +22,28 @@ def test_an_unreachable_server_shows_a_banner_and_a_503(viewer_client, settings)
     response = viewer_client.get(f"/pools/{SURF}/")
     assert response.status_code == 503
     assert "is unreachable" in response.content.decode() and 'class="banner error"' in response.content.decode()
-    data = viewer_client.get(f"/pools/{SURF}/?format=json").json()
-    assert "is unreachable" in data["error"]
+    response = api_as(viewer_client).get(f"/api/v1/pools/{SURF}")
+    assert response.status_code == 503 and "is unreachable" in response.json()["detail"]
 
 
 def test_refused_credentials_show_a_banner_without_the_password(viewer_client, settings):
     settings.COUCHDB_USER, settings.COUCHDB_PASSWORD = STRANGER, "wrong-password-123"
-    response = viewer_client.get(f"/pools/{SURF}/", {"format": "json"})
+    response = api_as(viewer_client).get(f"/api/v1/pools/{SURF}")
     assert response.status_code == 502
-    assert "refused the credentials" in response.json()["error"]
-    html = viewer_client.get(f"/pools/{SURF}/").content.decode()
+    assert "refused the credentials" in response.json()["detail"] and b"wrong-password-123" not in response.content
+    response = viewer_client.get(f"/pools/{SURF}/")
+    html = response.content.decode()
+    assert response.status_code == 502 and 'class="banner error"' in html
     assert "refused the credentials" in html and "wrong-password-123" not in html
 
 
 def test_the_pools_page_marks_an_unreachable_pool_and_still_lists_the_others(viewer_client, settings, demo_pools):
     settings.COUCHDB_DATABASES = [SURF, "no-such-db"]
-    pools = {p["slug"]: p for p in viewer_client.get("/?format=json").json()["pools"]}
+    pools = {p["slug"]: p for p in api_as(viewer_client).get("/api/v1/pools").json()["pools"]}
     assert pools[SURF]["health"] == "ok"
     assert pools["no-such-db"]["health"] == "error" and "not found" in pools["no-such-db"]["error"]
+    html = viewer_client.get("/").content.decode()
+    assert f'href="/pools/{SURF}/"' in html and 'href="/pools/no-such-db/"' in html and "not found" in html
 
 
 def test_counts_taken_before_an_outage_are_shown_with_the_error(viewer_client, settings, demo_pools):

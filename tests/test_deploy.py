@@ -304,12 +304,14 @@ def test_a_full_run_logs_no_credentials_even_at_debug_level(site):
     assert browser.get("/nowhere/").status == 404
     created = browser.post(f"/pools/{db}/jobs/", {"action": "reset", "kind": "state", "bucket": "error"})
     assert created.status == 302, created.body[-2000:]
-    job_url = created.getheader("Location")
-    job = wait_for(lambda: (j := json.loads(browser.get(job_url + "?format=json").body))["status"] in (
+    job_url = created.getheader("Location")  # the job's page, /jobs/<id>/; its figures: its API twin
+    assert re.fullmatch(r"/jobs/\d+/", job_url), job_url
+    assert browser.get(job_url).status == 200
+    job = wait_for(lambda: (j := json.loads(browser.get("/api/v1" + job_url.rstrip("/")).body))["status"] in (
         "succeeded", "failed", "interrupted") and j)
     assert (job["status"], job["changed"]) == ("succeeded", 6)
     # The pool page's counts come from a background refresh by the Celery worker.
-    wait_for(lambda: json.loads(browser.get(f"/pools/{db}/?format=json").body)["counts"]["error"] == 0)
+    wait_for(lambda: json.loads(browser.get(f"/api/v1/pools/{db}").body)["counts"]["error"] == 0)
     browser.post("/accounts/logout/", {})
 
     text = "".join(log.read_text() for log in site["logs"])

@@ -13,6 +13,7 @@ import pytest
 from django.utils import timezone
 
 from localsite.embedded import EmbeddedRedis
+from tests.api_client import api_as
 from tests.conftest import SURF, server_env, surf_token
 from tests.test_job_safety import picas_db, start_pilots
 from tests.waiting import PATIENCE, wait_for
@@ -97,8 +98,8 @@ def test_the_black_hole_is_flagged_with_its_evidence_and_its_failures_alone_are_
     assert f"Black hole: {BLACK_HOLE}" in page and f"failed {n} of the {n} tokens" in page
     assert "Retry what failed on bh-13.gina.nikhef.nl" in page
     assert f"Black hole: {BLACK_HOLE}" in operator_client.get(f"/pools/{pool.slug}/").content.decode()
-    assert operator_client.get(f"/pools/{pool.slug}/hosts/", {"format": "json"}).json()["black_holes"][0][
-        "failed"] == len(failed_there)
+    api = api_as(operator_client)
+    assert api.get(f"/api/v1/pools/{pool.slug}/hosts").json()["black_holes"][0]["failed"] == len(failed_there)
     # The same hosts download as CSV, the black hole marked.
     csv_file = operator_client.get(f"/pools/{pool.slug}/hosts/", {"window": "7d", "format": "csv"})
     assert f'filename="{pool.slug}-hosts-7d.csv"' in csv_file["Content-Disposition"]
@@ -110,12 +111,14 @@ def test_the_black_hole_is_flagged_with_its_evidence_and_its_failures_alone_are_
     assert int(by_host[BLACK_HOLE]["failed"]) == len(failed_there) and by_host[GOOD]["black_hole_last_6h"] == ""
 
     # The failure group knows when and where: the black hole's failures and the flaky host's share one group.
-    groups = operator_client.get(f"/pools/{pool.slug}/failures/", {"format": "json"}).json()["groups"]
+    groups = api.get(f"/api/v1/pools/{pool.slug}/failures").json()["groups"]
     (exit_1,) = [g for g in groups if g["code"] == "1"]
     assert exit_1["count"] == exit_1["failures_recorded"] == len(failed_there) + len(failed_elsewhere)
     assert exit_1["hosts"][0] == {"hostname": BLACK_HOLE, "failures": len(failed_there)} and exit_1["host_count"] == 2
     assert exit_1["first_seen"] <= exit_1["last_seen"] and sum(exit_1["hours"]) == exit_1["count"]
-    assert operator_client.get(f"/api/v1/pools/{pool.slug}/failures").json()["groups"][0]["hosts"] == exit_1["hosts"]
+    assert groups[0]["hosts"] == exit_1["hosts"]
+    failures_page = operator_client.get(f"/pools/{pool.slug}/failures/").content.decode()
+    assert f"{BLACK_HOLE}: {len(failed_there)}</li>" in failures_page and "2 hosts" in failures_page
     api_hosts = operator_client.get(f"/api/v1/pools/{pool.slug}/hosts", {"window": "6h"}).json()
     assert [h["hostname"] for h in api_hosts["black_holes"]] == [BLACK_HOLE]
     assert operator_client.get(f"/api/v1/pools/{pool.slug}/hosts", {"window": "2h"}).status_code == 422
@@ -123,8 +126,11 @@ def test_the_black_hole_is_flagged_with_its_evidence_and_its_failures_alone_are_
     assert len(periods) == 25 and sum(p["done"] + p["error"] for p in periods) == 240  # every finish, once
 
     # "Retry what failed on host H": the preview and the job select exactly its failures.
-    preview = operator_client.get(f"/pools/{pool.slug}/jobs/new/", {
-        "action": "reset", "kind": "host", "state": "error", "hostname": BLACK_HOLE, "format": "json"}).json()
+    dry_run = operator_client.get(f"/pools/{pool.slug}/jobs/new/", {
+        "action": "reset", "kind": "host", "state": "error", "hostname": BLACK_HOLE}).content.decode()
+    assert f"this would reset / retry <strong>{len(failed_there)}</strong> tokens" in dry_run
+    preview = api.post(f"/api/v1/pools/{pool.slug}/jobs", {
+        "action": "reset", "selection": {"kind": "host", "bucket": "error", "hostname": BLACK_HOLE}}).json()
     assert preview["count"] == len(failed_there) and set(preview["sample"]) <= failed_there
     job = operations.run_job(operations.create_job(pool, None, "reset", Selection(
         "host", bucket="error", hostname=BLACK_HOLE), {}).pk)
@@ -185,7 +191,7 @@ def test_a_tokens_timeline_lists_each_claim_failure_and_reset_in_order(scratch_p
     assert all(timezone.now() - timedelta(minutes=5) < e["at"] <= timezone.now() for e in timeline)
     page = operator_client.get(f"/pools/{pool.slug}/token/", {"id": "token_00001"}).content.decode()
     assert "Timeline" in page and "6 moves" in page and f"job {job.pk}" in page
-    api = operator_client.get(f"/pools/{pool.slug}/token/", {"id": "token_00001", "format": "json"}).json()
+    api = api_as(operator_client).get(f"/api/v1/pools/{pool.slug}/tokens/token_00001").json()
     assert [m["to_state"] for m in api["timeline"]] == ["todo", "locked", "error", "todo", "locked", "done"]
 
 

@@ -106,19 +106,22 @@ def test_a_job_page_left_by_a_site_restart_finds_the_job_running_or_done(scratch
                 "csrfmiddlewaretoken": browser.cookies["csrftoken"]}
         created = browser.post(f"{url}/pools/{scratch_pool.database}/jobs/", data=form, allow_redirects=False)
         assert created.status_code == 302, created.text[:500]
-        job_url = url + created.headers["Location"]
+        job_url = url + created.headers["Location"]  # the job's page; its figures: its API twin
+        api_url = f"{url}/api/v1" + created.headers["Location"].rstrip("/")
         assert wait_for(lambda: Job.objects.get().changed > 0, seconds=60)
 
         site.terminate()  # the site goes down in the middle of the job ...
         site.wait(30)
         during = Job.objects.get()
         site = start_site()  # ... and comes back
-        first_look = browser.get(job_url, params={"format": "json"}).json()
+        page = browser.get(job_url)
+        assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+        assert re.search(r'<strong class="status (running|succeeded)">', page.text), page.text[-2000:]
+        first_look = browser.get(api_url).json()
 
         assert first_look["status"] in ("running", "succeeded") and first_look["changed"] >= during.changed
-        assert wait_for(lambda: browser.get(job_url, params={"format": "json"}).json()["status"] == "succeeded",
-                        seconds=120)
-        final = browser.get(job_url, params={"format": "json"}).json()
+        assert wait_for(lambda: browser.get(api_url).json()["status"] == "succeeded", seconds=120)
+        final = browser.get(api_url).json()
         assert final["changed"] == 300 == reset_in_couch(scratch_pool)
         assert max(scrub_counts(scratch_pool)) == 1
     finally:

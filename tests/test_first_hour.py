@@ -607,7 +607,9 @@ def test_the_demo_looks_like_a_survey_at_work_observations_at_stages_days_of_wor
     make_user("victor", VIEWERS)
     page = open_page("desktop")
     log_in(page, live_server.url, "victor")
-    data = page.request.get(f"{live_server.url}/pools/{SURF}/", params={"format": "json"}).json()
+    answer = page.request.get(f"{live_server.url}/api/v1/pools/{SURF}")  # the pool page's figures, its API twin
+    assert answer.status == 200, answer.text()
+    data = answer.json()
     done = {o["label"]: o["percent_done"] for o in data["observations"]}
     assert set(done) == {"L229585", "L230001", "L231777"}
     assert done["L229585"] > done["L230001"] > done["L231777"]  # three stages

@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 
+from tests.api_client import api_as
 from tests.conftest import delete_database, index_own_views
 from tests.grid_lrt import every_overlap
 from tokens import counting, reading
@@ -64,7 +65,7 @@ def test_a_token_in_two_grid_lrt_views_is_counted_once_where_the_pilots_take_it_
     assert "3 todo tokens: also in the workers&#x27; error view; the pilots will take them again" in page
     assert "1 locked token: also in the workers&#x27; done view; a pilot still holds it" in page
     assert "2 waiting (launched) · 2 downloading · 6 running" in page
-    answer = operator_client.get(f"/pools/{lrt_pool.database}/obs/", {**query, "format": "json"}).json()
+    answer = api_as(operator_client).get(f"/api/v1/pools/{lrt_pool.database}/observation", query).json()
     theirs = {r["key"]: r["value"] for r in lrt_pool.view(TYPE, "overview_view", group=True)["rows"]}
     assert {k: answer["grid_lrt_overview"][k] for k in theirs} == theirs
     assert theirs["running"] == 2 + 6 and answer["stages"] == {"waiting": 2, "downloading": 2, "running": 6}
@@ -80,7 +81,7 @@ def test_a_token_in_two_grid_lrt_views_is_counted_once_where_the_pilots_take_it_
     token = operator_client.get(f"/pools/{lrt_pool.database}/token/", {"id": reset_by_picas}).content.decode()
     assert "Also in the workers&#x27; error view; the pilots will take it again" in token
     assert "srm.txt" in lrt_pool.get(reset_by_picas)["_attachments"] and "srm.txt" in token  # GRID_LRT attached it
-    api = operator_client.get(f"/api/v1/pools/{lrt_pool.database}").json()
+    api = api_as(operator_client).get(f"/api/v1/pools/{lrt_pool.database}").json()
     assert api["observations"][0]["stages"] == answer["stages"] and api["total"] == 40
 
 
@@ -97,9 +98,10 @@ def test_with_the_workers_views_only_each_token_is_still_counted_once_and_listed
     assert o.counts == with_own and o.total == 40  # GRID_LRT's four views add up to 48
     # A list reads the worker view and keeps the tokens of its bucket: the overlaps are listed where they count.
     views = {v: view_ids(lrt_pool, v) for v in ("todo", "locked", "error")}
-    query = {"type": TYPE, "group": OBSID, "format": "json"}
-    listed = {state: {t["id"] for t in operator_client.get(f"/pools/{lrt_pool.database}/tokens/",
-                                                           {**query, "state": state}).json()["tokens"]}
+    query = {"type": TYPE, "group": OBSID}
+    api = api_as(operator_client)
+    listed = {state: {t["id"] for t in api.get(f"/api/v1/pools/{lrt_pool.database}/tokens",
+                                               {**query, "state": state}).json()["tokens"]}
               for state in ("todo", "error")}
     assert listed["todo"] == views["todo"]
     assert listed["error"] == views["error"] - views["todo"] - views["locked"] and len(listed["error"]) == 4

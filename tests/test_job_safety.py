@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from localsite.embedded import EmbeddedCouch
+from tests.api_client import api_as
 from tests.conftest import own_couch_server, server_env, surf_token
+from tests.forms import started_job
 from tests.waiting import PATIENCE, wait_for
 from tokens import actions, operations, selections
 from tokens.couch import Couch, NotFound
@@ -173,9 +175,8 @@ def test_a_cancelled_job_stops_between_batches_and_says_exactly_what_it_wrote(op
     settings.JOB_BATCH_SIZE = 5
     settings.JOB_CONFIRM_THRESHOLD = 1000
     scratch_pool.bulk_docs([errored(n) for n in range(300)])
-    created = operator_client.post(f"/pools/{scratch_pool.database}/jobs/?format=json",
-                                   {"action": "reset", "kind": "state", "bucket": "error"})
-    pk = created.json()["id"]
+    pk = started_job(operator_client.post(f"/pools/{scratch_pool.database}/jobs/",
+                                          {"action": "reset", "kind": "state", "bucket": "error"})).pk
     assert wait_for(lambda: Job.objects.get(pk=pk).changed > 0)
     operator_client.post(f"/jobs/{pk}/cancel/")
     assert wait_for(lambda: Job.objects.get(pk=pk).ended)
@@ -200,8 +201,8 @@ def test_couchdb_going_away_mid_job_fails_it_with_an_exact_account_and_a_safe_re
 
         demo.surf_design_docs(server.url, server.username, server.password, "outage")
         db.bulk_docs([errored(n) for n in range(300)])
-        pk = operator_client.post("/pools/outage/jobs/?format=json",
-                                  {"action": "reset", "kind": "state", "bucket": "error"}).json()["id"]
+        pk = started_job(operator_client.post("/pools/outage/jobs/",
+                                              {"action": "reset", "kind": "state", "bucket": "error"})).pk
         assert wait_for(lambda: Job.objects.get(pk=pk).changed > 0)
         server.stop()
         assert wait_for(lambda: Job.objects.get(pk=pk).ended)
@@ -216,8 +217,8 @@ def test_couchdb_going_away_mid_job_fails_it_with_an_exact_account_and_a_safe_re
         assert job.changed <= written <= job.changed + 5
         rerun_link = operations.rerun_query(job)
         assert operator_client.get(f"/pools/outage/jobs/new/?{rerun_link}").status_code == 200  # a new dry run
-        new_pk = operator_client.post("/pools/outage/jobs/?format=json",
-                                      {"action": "reset", "kind": "state", "bucket": "error"}).json()["id"]
+        new_pk = started_job(operator_client.post("/pools/outage/jobs/",
+                                                  {"action": "reset", "kind": "state", "bucket": "error"})).pk
         assert wait_for(lambda: Job.objects.get(pk=new_pk).ended)
         assert Job.objects.get(pk=new_pk).status == "succeeded"
         assert reset_in_couch(db) == 300  # every token reset exactly once
@@ -273,9 +274,11 @@ def test_a_worker_killed_mid_job_leaves_an_interrupted_job_that_reruns_safely(
         if worker.poll() is None:
             worker.kill()
     settings.JOB_HEARTBEAT_TIMEOUT = 1
-    time.sleep(1.5)
-    page = operator_client.get(f"/jobs/{pk}/", {"format": "json"}).json()
-    assert page["status"] == "interrupted" and "stopped" in page["message"]
+    api = api_as(operator_client)
+    # Reading the job marks it interrupted once its last heartbeat is older than the timeout.
+    shown = wait_for(lambda: (answer := api.get(f"/api/v1/jobs/{pk}").json())["status"] != "running" and answer,
+                     what="the killed worker's job to stop showing as running")
+    assert shown["status"] == "interrupted" and "stopped" in shown["message"]
     job = Job.objects.get(pk=pk)
     written = reset_in_couch(scratch_pool)
     assert job.changed <= written <= job.changed + 5  # the record is exact up to the batch being written

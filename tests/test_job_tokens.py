@@ -3,12 +3,16 @@
 
 import csv
 import io
+import re
 import time
+from html import unescape
 
 import pytest
 from django.core.management import call_command
 
+from tests.api_client import api_as
 from tests.conftest import surf_token
+from tests.forms import started_job
 from tokens import operations
 from tokens.models import Job, JobToken
 from tokens.pools import all_pools
@@ -39,13 +43,20 @@ def test_the_job_lists_every_token_it_changed_a_page_at_a_time(operator_client, 
     assert f'href="/jobs/{reset_job.pk}/tokens/?outcome=changed">230 changed</a>' in page
     seen, after = [], None
     while True:
-        data = operator_client.get(f"/jobs/{reset_job.pk}/tokens/", {"format": "json", "outcome": "changed",
-                                                                     **({"after": after} if after else {})}).json()
+        data = api_as(operator_client).get(f"/api/v1/jobs/{reset_job.pk}/tokens",
+                                           {"outcome": "changed", **({"after": after} if after else {})}).json()
         seen += [t["id"] for t in data["tokens"]]
         after = data["next"]
         if after is None:
             break
     assert seen == [f"token_{n:05d}" for n in range(230)] and data["count"] == 230
+    shown, url = [], f"/jobs/{reset_job.pk}/tokens/?outcome=changed"  # the page, following its "Next" links
+    while url:
+        html = operator_client.get(url).content.decode()
+        shown += re.findall(r'\?id=[^"]*">([^<]*)</a></td>', html)
+        url = (m := re.search(r'<a href="(\?outcome=changed&amp;after=\d+)">Next', html)) and \
+            f"/jobs/{reset_job.pk}/tokens/" + unescape(m[1])
+    assert shown == seen
     html = operator_client.get(f"/jobs/{reset_job.pk}/tokens/", {"outcome": "skipped"}).content.decode()
     assert "token_00230" in html and "locked: a worker may hold it" in html and "Select these tokens" in html
 
@@ -72,9 +83,9 @@ def test_select_these_tokens_feeds_a_new_job_that_changes_exactly_them(operator_
     preview = operator_client.get(f"/pools/{slug}/jobs/new/", {"action": "set_field", "kind": "job",
                                                                "job": reset_job.pk, "outcome": "changed"})
     assert preview.status_code == 200 and f"the tokens job {reset_job.pk} changed" in preview.content.decode()
-    pk = operator_client.post(f"/pools/{slug}/jobs/?format=json", {
+    pk = started_job(operator_client.post(f"/pools/{slug}/jobs/", {
         "action": "set_field", "kind": "job", "job": reset_job.pk, "outcome": "changed", "field": "note",
-        "value": "rerun", "value_type": "string", "confirmation": "230"}).json()["id"]
+        "value": "rerun", "value_type": "string", "confirmation": "230"})).pk
     job = operations.run_job(pk)
     assert job.changed == 230
     docs = scratch_pool.call(scratch_pool.client.post_all_docs, db=slug, include_docs=True)["rows"]

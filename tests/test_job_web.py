@@ -5,7 +5,9 @@ import time
 import pytest
 from django.test import Client
 
+from tests.api_client import api_as
 from tests.conftest import surf_token
+from tests.forms import started_job
 from tests.waiting import wait_for
 from tokens.models import Job
 
@@ -31,26 +33,26 @@ def test_an_operator_previews_confirms_and_watches_a_reset(operator_client, scra
     preview = operator_client.get(f"/pools/{slug}/jobs/new/", {"action": "reset", "kind": "state", "bucket": "error"})
     assert preview.status_code == 200
     assert "Dry run" in preview.content.decode() and ">12<" in preview.content.decode()
-    created = operator_client.post(f"/pools/{slug}/jobs/", {"action": "reset", "kind": "state", "bucket": "error"})
-    assert created.status_code == 302
-    pk = int(created["Location"].rstrip("/").rsplit("/", 1)[-1])
+    pk = started_job(operator_client.post(f"/pools/{slug}/jobs/", {"action": "reset", "kind": "state",
+                                                                   "bucket": "error"})).pk
     job = wait_until_ended(pk)
     assert (job.status, job.preview_count, job.changed, job.skipped) == ("succeeded", 12, 12, 0)
     page = operator_client.get(f"/jobs/{pk}/", headers={"HX-Request": "true", "HX-Target": "progress"})
     assert page.status_code == 286  # htmx stops polling a finished job
     assert "succeeded" in page.content.decode()
-    token_page = operator_client.get(f"/pools/{slug}/token/", {"id": "token_00003", "format": "json"}).json()
-    assert [j["id"] for j in token_page["jobs"]] == [pk]
-    counts = operator_client.get(f"/pools/{slug}/", {"format": "json"}).json()["counts"]
+    api = api_as(operator_client)
+    token = api.get(f"/api/v1/pools/{slug}/tokens/token_00003").json()
+    assert [j["id"] for j in token["jobs"]] == [pk]
+    counts = api.get(f"/api/v1/pools/{slug}").json()["counts"]
     assert counts["error"] == 0 and counts["todo"] == 20
 
 
 def test_a_job_selected_by_ticked_ids_touches_only_those(operator_client, scratch_pool, celery_worker):
     scratch_pool.bulk_docs([errored(n) for n in range(5)])
     slug = scratch_pool.database
-    created = operator_client.post(f"/pools/{slug}/jobs/?format=json",
-                                   {"action": "reset", "ids": ["token_00001", "token_00002"]})
-    job = wait_until_ended(created.json()["id"])
+    created = started_job(operator_client.post(f"/pools/{slug}/jobs/",
+                                               {"action": "reset", "ids": ["token_00001", "token_00002"]}))
+    job = wait_until_ended(created.pk)
     assert job.changed == 2
     assert scratch_pool.get("token_00003")["lock"] > 0 and scratch_pool.get("token_00001")["lock"] == 0
 
@@ -125,7 +127,7 @@ def test_the_audit_list_filters_by_pool_user_and_action(operator_client, operato
     Job.objects.create(pool="a", action="set_field", via="cli", selection={}, preview_count=1)
 
     def listed(**filters):
-        jobs = viewer_client.get("/jobs/", {**filters, "format": "json"}).json()["jobs"]
+        jobs = api_as(viewer_client).get("/api/v1/jobs", filters).json()["jobs"]
         return [(j["pool"], j["action"]) for j in jobs]
 
     assert len(listed()) == 3
@@ -141,15 +143,16 @@ def test_the_audit_list_filters_by_status_and_how_a_job_was_started_and_refuses_
     Job.objects.create(pool="a", user=operator, via="api", action="reset", selection={}, preview_count=1,
                        status=Job.SUCCEEDED)
     Job.objects.create(pool="a", action="set_field", via="cli", selection={}, preview_count=1, status=Job.CANCELLED)
-    jobs = viewer_client.get("/jobs/", {"via": "cli", "format": "json"}).json()["jobs"]
+    api = api_as(viewer_client)
+    jobs = api.get("/api/v1/jobs", {"via": "cli"}).json()["jobs"]
     assert [j["via"] for j in jobs] == ["cli"]
-    assert [j["status"] for j in viewer_client.get("/jobs/", {"status": "failed", "format": "json"}).json()["jobs"]] \
-        == ["failed"]
+    assert [j["status"] for j in api.get("/api/v1/jobs", {"status": "failed"}).json()["jobs"]] == ["failed"]
     page = viewer_client.get("/jobs/").content.decode()
     assert "<th>Via</th>" in page and "through the API" in page and "from the command line" in page
     for bogus in ({"status": "done"}, {"via": "email"}, {"action": "reboot"}):
         refused = viewer_client.get("/jobs/", bogus)
         assert refused.status_code == 400 and "Unknown" in refused.content.decode(), bogus
+        assert api.get("/api/v1/jobs", bogus).status_code == 422, bogus  # the API refuses them too
 
 
 def test_a_job_page_says_who_started_it_how_what_it_does_and_how_long_it_ran(viewer_client, operator):

@@ -2,11 +2,15 @@
 exports, API and jobs select exactly its tokens, never another observation's."""
 
 import csv
+import html
 import io
+import re
 import time
+from urllib.parse import unquote
 
 import pytest
 
+from tests.api_client import api_as
 from tests.conftest import surf_token
 from tokens import counting, operations, selections
 from tokens.models import JobToken
@@ -47,7 +51,7 @@ def expected():
 
 
 def test_each_odd_value_is_one_observation_with_a_label_of_its_own(viewer_client, odd_pool):
-    data = viewer_client.get(f"/pools/{odd_pool.database}/", {"format": "json"}).json()
+    data = api_as(viewer_client).get(f"/api/v1/pools/{odd_pool.database}").json()
     observations = {o["group"]: o for o in data["observations"]}
     assert {g: o["total"] for g, o in observations.items()} == {g: len(ids) for g, ids in expected().items()}
     labels = [o["label"] for o in observations.values()]
@@ -59,18 +63,24 @@ def test_each_odd_value_is_one_observation_with_a_label_of_its_own(viewer_client
 
 def test_each_observations_list_page_export_and_api_hold_exactly_its_tokens(viewer_client, odd_pool):
     slug = odd_pool.database
+    api = api_as(viewer_client)
     for group, ids in expected().items():
         where = {"type": "token", **({} if group is None else {"group": group})}
-        listed = viewer_client.get(f"/pools/{slug}/tokens/", {**where, "state": "error", "format": "json"}).json()
-        assert {t["id"] for t in listed["tokens"]} == ids, group
-        page = viewer_client.get(f"/pools/{slug}/obs/", {**where, "format": "json"})
-        assert page.status_code == 200 and page.json()["total"] == len(ids), group
+        listed = viewer_client.get(f"/pools/{slug}/tokens/", {**where, "state": "error"})
+        assert listed.status_code == 200, group
+        shown = {unquote(html.unescape(i)) for i in re.findall(r'href="/pools/[^/]+/token/\?id=([^"]+)"',
+                                                      listed.content.decode())}
+        assert shown == ids, group
+        page = viewer_client.get(f"/pools/{slug}/obs/", where)
+        assert page.status_code == 200, group
+        observation = api.get(f"/api/v1/pools/{slug}/observation", where)
+        assert observation.status_code == 200 and observation.json()["total"] == len(ids), group
         exported = viewer_client.get(f"/pools/{slug}/export/", {**where, "kind": "observation", "format": "csv",
                                                                 "fields": "_id"})
         rows = list(csv.DictReader(io.StringIO(b"".join(exported.streaming_content).decode())))
         assert {r["_id"] for r in rows} == ids, group
-        api = viewer_client.get(f"/api/v1/pools/{slug}/tokens", {**where, "state": "error"}).json()
-        assert {t["id"] for t in api["tokens"]} == ids, group
+        answer = api.get(f"/api/v1/pools/{slug}/tokens", {**where, "state": "error"}).json()
+        assert {t["id"] for t in answer["tokens"]} == ids, group
 
 
 def test_a_job_on_an_odd_observation_changes_exactly_its_tokens(odd_pool):

@@ -1,10 +1,11 @@
-"""The overview (home page): a card per pool, what needs attention first, its JSON twin, wall mode, phones.
+"""The overview (home page): a card per pool, what needs attention first, its API twin, wall mode, phones.
 
 Five pools in the conditions a lead meets: finished, running, failing, stalled, holding stale locks and fed by a
 black-hole host. Their tokens are written as picas leaves them, with their own times; the dashboard reads them
 through its counts and events (the backfill of a pool seen for the first time) like any pool.
 """
 
+import html
 import re
 import time
 import uuid
@@ -13,7 +14,9 @@ import pytest
 from playwright.sync_api import expect
 
 from dashboard.roles import VIEWERS
+from dashboard.templatetags.picas import hours
 from localsite import demo
+from tests.api_client import api_as
 from tests.browsing import WIDTHS, log_in, overflow, shoot
 from tests.conftest import index_own_views, make_user, surf_token
 from tokens import counting, overview
@@ -70,7 +73,7 @@ def five_pools(couch_server, couch, settings):
 
 
 def cards_by_condition(client, names):
-    data = client.get("/api/v1/overview").json()
+    data = api_as(client).get("/api/v1/overview").json()
     by_db = {c["database"]: c for c in data["pools"]}
     return data, {condition: by_db[name] for condition, name in names.items()}
 
@@ -103,13 +106,42 @@ def test_each_pool_card_says_how_far_it_is_and_what_needs_attention_first(viewer
     assert stale["last_activity"] is not None
 
 
-def test_the_page_and_its_json_twin_give_the_same_cards(viewer_client, five_pools):
+def page_cards(page):
+    """(slug, status, percent done, ETA) of each card the overview shows, in its order."""
+    shown = []
+    for status, slug in re.findall(r'<li class="card (\w+)">\s*<h2><a href="/pools/([^/]+)/">', page):
+        card = page[page.index(f'<h2><a href="/pools/{slug}/">'):]
+        card = card[:card.index("</dl>")]
+        percent = re.search(r"<strong>([\d.]+)% done</strong>", card)[1]
+        eta = re.sub(r"<[^>]+>", "", re.search(r"<dt>ETA</dt><dd>(.*?)</dd>", card, re.S)[1])
+        shown.append((slug, status, float(percent), " ".join(html.unescape(eta).split())))
+    return shown
+
+
+def eta_words(card):
+    """The ETA as a card says it."""
+    if card["eta_basis"] == "complete":
+        return "complete"
+    if card["eta_hours"] is None:
+        return card["eta_basis"]
+    rate = "last hour's" if card["eta_basis"] == "last hour" else "last 24 hours'"
+    return f"{hours(card['eta_hours'])} at the {rate} rate"
+
+
+def test_the_page_and_its_api_twin_give_the_same_cards(viewer_client, five_pools):
     api, _ = cards_by_condition(viewer_client, five_pools)
-    page = viewer_client.get("/?format=json").json()
-    assert [c["database"] for c in page["pools"]] == [c["database"] for c in api["pools"]]
-    assert [(c["status"], c["percent_done"], c["eta_hours"]) for c in page["pools"]] == [
-        (c["status"], c["percent_done"], c["eta_hours"]) for c in api["pools"]]
-    assert all(c["health"] == "ok" for c in page["pools"])
+    response = viewer_client.get("/")
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/html")
+    page = response.content.decode()
+    assert page_cards(page) == [(c["slug"], c["status"], c["percent_done"], eta_words(c)) for c in api["pools"]]
+    assert len(api["pools"]) == 5 and all(c["health"] == "ok" for c in api["pools"])
+    assert "No counts yet" not in page
+    # The page answers HTML only: asked for JSON, it says where the JSON is (the API), or answers its HTML.
+    refused = viewer_client.get("/?format=json")
+    assert refused.status_code == 406 and "/api/v1/" in refused.json()["error"]
+    accepted = viewer_client.get("/", headers={"Accept": "application/json"})
+    assert accepted.status_code == 200 and accepted["Content-Type"].startswith("text/html")
+    assert page_cards(accepted.content.decode()) == page_cards(page)
 
 
 def test_pools_that_need_nothing_are_all_quiet(viewer_client, couch_server, couch, settings):
@@ -124,7 +156,7 @@ def test_pools_that_need_nothing_are_all_quiet(viewer_client, couch_server, couc
         [pool] = all_pools()
         counting.refresh(pool)
         counting.refresh(pool)
-        data = viewer_client.get("/api/v1/overview").json()
+        data = api_as(viewer_client).get("/api/v1/overview").json()
         assert data["all_quiet"] and data["pools"][0]["status"] == "running"
         html = viewer_client.get("/").content.decode()
         assert "All quiet." in html and "No pool needs attention" in html
@@ -134,7 +166,7 @@ def test_pools_that_need_nothing_are_all_quiet(viewer_client, couch_server, couc
 
 def test_an_unreachable_pool_comes_first_and_says_why(viewer_client, five_pools, settings):
     settings.COUCHDB_DATABASES = [*five_pools.values(), "ov-missing-pool"]
-    data = viewer_client.get("/api/v1/overview").json()
+    data = api_as(viewer_client).get("/api/v1/overview").json()
     first = data["pools"][0]
     assert first["database"] == "ov-missing-pool" and first["status"] == "unreachable"
     assert first["reasons"][0]["text"].startswith("CouchDB: ")

@@ -45,7 +45,8 @@ def test_a_page_refuses_json_by_query_and_answers_html_to_an_accept_header(viewe
 
 
 def test_the_pools_page_lists_both_pools_with_health_and_totals(viewer_client, demo_pools):
-    assert viewer_client.get("/").status_code == 200
+    html = viewer_client.get("/").content.decode()
+    assert f"/pools/{SURF}/" in html and f"/pools/{LOFAR}/" in html
     pools = {p["slug"]: p for p in api_as(viewer_client).get("/api/v1/pools").json()["pools"]}
     assert set(pools) == {SURF, LOFAR}
     assert all(p["health"] == "ok" and p["total"] > 100 for p in pools.values())

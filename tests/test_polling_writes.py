@@ -6,6 +6,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from tests.api_client import api_as
 from tests.conftest import SURF
 from tokens import counting, history
 from tokens.models import CountSnapshot, Job
@@ -36,9 +37,13 @@ def test_a_polled_job_page_writes_nothing_while_its_job_runs_and_reports(viewer_
     now = timezone.now()
     job = Job.objects.create(pool=SURF, action="reset", selection={"kind": "state", "bucket": "error"},
                              preview_count=10, status=Job.RUNNING, started_at=now, heartbeat_at=now, enqueued_at=now)
-    for query in ({}, {"format": "json"}):
+    api = api_as(viewer_client)
+    # The page, its htmx poll of the progress, and its API twin (what scripts poll).
+    for get, url, headers in ((viewer_client.get, f"/jobs/{job.pk}/", {}),
+                              (viewer_client.get, f"/jobs/{job.pk}/", {"HX-Request": "true", "HX-Target": "progress"}),
+                              (api.get, f"/api/v1/jobs/{job.pk}", {})):
         with CaptureQueriesContext(connection) as queries:
-            response = viewer_client.get(f"/jobs/{job.pk}/", query)
+            response = get(url, headers=headers)
         assert response.status_code == 200
         assert writes(queries.captured_queries) == []
     assert Job.objects.get(pk=job.pk).status == Job.RUNNING
@@ -49,4 +54,7 @@ def test_a_polled_job_page_still_marks_a_silent_job_interrupted(viewer_client, s
     job = Job.objects.create(pool=SURF, action="reset", selection={"kind": "state", "bucket": "error"},
                              preview_count=10, status=Job.RUNNING, started_at=long_ago, heartbeat_at=long_ago,
                              enqueued_at=long_ago)
-    assert viewer_client.get(f"/jobs/{job.pk}/", {"format": "json"}).json()["status"] == Job.INTERRUPTED
+    response = viewer_client.get(f"/jobs/{job.pk}/")
+    assert response.status_code == 200 and 'class="status interrupted"' in response.content.decode()
+    assert Job.objects.get(pk=job.pk).status == Job.INTERRUPTED
+    assert api_as(viewer_client).get(f"/api/v1/jobs/{job.pk}").json()["status"] == Job.INTERRUPTED

@@ -4,6 +4,7 @@ import logging
 
 import pytest
 
+from tests.api_client import api_as
 from tests.conftest import LOFAR, STRANGER, SURF
 from tokens import counting
 from tokens.models import PoolConfig
@@ -16,7 +17,8 @@ def test_an_admin_added_pool_is_listed_and_read(viewer_client, couch_server, dem
     PoolConfig.objects.create(slug="lofar-copy", name="LOFAR (admin)", url=couch_server.url, database=LOFAR,
                               username=couch_server.username, password=couch_server.password, create_views=True)
     assert "lofar-copy" in [p.slug for p in all_pools()]
-    data = viewer_client.get("/pools/lofar-copy/", {"format": "json"}).json()
+    assert viewer_client.get("/pools/lofar-copy/").status_code == 200
+    data = api_as(viewer_client).get("/api/v1/pools/lofar-copy").json()
     assert data["total"] > 100 and len(data["observations"]) == 3
 
 
@@ -33,11 +35,13 @@ def test_no_page_and_no_log_line_holds_the_couchdb_password(viewer_client, couch
     password = couch_server.password
     pages = [viewer_client.get(url, params) for url, params in [
         ("/", {}), (f"/pools/{SURF}/", {}), (f"/pools/{SURF}/tokens/", {"state": "error"}),
-        (f"/pools/{SURF}/failures/", {}), (f"/pools/{SURF}/stale/", {}), (f"/pools/{SURF}/", {"format": "json"}),
+        (f"/pools/{SURF}/failures/", {}), (f"/pools/{SURF}/stale/", {}), (f"/api/v1/pools/{SURF}", {}),
+        (f"/api/v1/pools/{SURF}/tokens", {"state": "error"}), (f"/api/v1/pools/{SURF}/tokens/token_1", {}),
     ]]
     settings.COUCHDB_USER, settings.COUCHDB_PASSWORD = STRANGER, "a-wrong-password"  # the error path logs too
     counting.refresh(get_pool(SURF))
     pages.append(viewer_client.get(f"/pools/{SURF}/"))
+    assert [p.status_code for p in pages[:-1]] == [200] * 8  # every one shows the pool's data
     assert all(password not in p.content.decode() for p in pages)
     assert password not in caplog.text and "a-wrong-password" not in caplog.text
     assert "refused the credentials" in caplog.text  # the failure itself was logged

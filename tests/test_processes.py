@@ -157,9 +157,10 @@ def ask_site(site, code):
 
 
 def counts(site):
-    """The pool page's counts; {} while it has none to show (on a busy machine the first refresh of a new pool can
-    answer with the CouchDB problem it met; a later page asks again), the answer kept for a failure's message."""
-    site["last_answer"] = json.loads(site["operator"].get(f"/pools/{site['database']}/?format=json").body)
+    """The pool page's counts, from its API twin; {} while it has none to show (on a busy machine the first refresh
+    of a new pool can answer with the CouchDB problem it met; a later call asks again), the answer kept for a
+    failure's message."""
+    site["last_answer"] = json.loads(site["operator"].get(f"/api/v1/pools/{site['database']}").body)
     return site["last_answer"].get("counts") or {}
 
 
@@ -192,8 +193,9 @@ def reset_failed(site, count):
     created = site["operator"].post(f"/pools/{site['database']}/jobs/", {
         "action": "reset", "kind": "state", "bucket": "error", "confirmation": str(count)})
     assert created.status == 302, created.body[-2000:]
-    job_url = created.getheader("Location")
-    return lambda: json.loads(site["operator"].get(job_url + "?format=json").body)
+    job_url = created.getheader("Location")  # the job's page, /jobs/<id>/; its figures: its API twin
+    assert re.fullmatch(r"/jobs/\d+/", job_url), job_url
+    return lambda: json.loads(site["operator"].get("/api/v1" + job_url.rstrip("/")).body)
 
 
 def reset_tokens(site):

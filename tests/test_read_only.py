@@ -1,8 +1,11 @@
 """Reading never modifies a pool: every document keeps its _rev, the workers' design documents included."""
 
+from urllib.parse import quote
+
 import pytest
 from django.urls import reverse
 
+from tests.api_client import api_as
 from tests.conftest import LOFAR, RUN, SURF
 from tokens import counting
 from tokens.pools import get_pool
@@ -19,11 +22,13 @@ def test_reading_every_page_changes_no_revision(viewer_client, demo_pools, couch
     for database in (SURF, LOFAR):
         counting.refresh(get_pool(database))  # may create the dashboard's own design document once
         before = revisions(couch(database))
-        for name in ("pool", "tokens", "failures", "stale"):
-            viewer_client.get(reverse(name, kwargs={"slug": database}))
-            viewer_client.get(reverse(name, kwargs={"slug": database}), {"format": "json"})
+        api = api_as(viewer_client)
         token_id = next(i for i in before if not i.startswith("_design/"))
-        viewer_client.get(reverse("token", kwargs={"slug": database}), {"id": token_id})
+        for name, twin in (("pool", ""), ("tokens", "/tokens"), ("failures", "/failures"), ("stale", "/stale")):
+            assert viewer_client.get(reverse(name, kwargs={"slug": database})).status_code == 200, name
+            assert api.get(f"/api/v1/pools/{database}{twin}").status_code == 200, twin
+        assert viewer_client.get(reverse("token", kwargs={"slug": database}), {"id": token_id}).status_code == 200
+        assert api.get(f"/api/v1/pools/{database}/tokens/{quote(token_id, safe='')}").status_code == 200
         counting.refresh(get_pool(database))
         assert revisions(couch(database)) == before
 

@@ -25,7 +25,7 @@ from django.urls import URLPattern, get_resolver, reverse
 
 from dashboard.models import ApiToken
 from dashboard.throttle import client_ip
-from tests.api_client import token_for
+from tests.api_client import api_as, token_for
 from tests.conftest import LOFAR, STRANGER, SURF
 from tokens.models import AlertRule, Job, PoolConfig
 
@@ -111,7 +111,7 @@ def site_pages(operator_client, demo_pools, couch, couch_server):
     selection = {"kind": "state", "bucket": "error"}
     PoolConfig.objects.create(slug="wrong-password", url=couch_server.url, database=SURF, username=STRANGER,
                               password="not-the-password")
-    observation = client.get(reverse("pool", args=[SURF]), {"format": "json"}).json()["observations"][0]
+    observation = api_as(client).get(f"/api/v1/pools/{SURF}").json()["observations"][0]
     visits = [
         ("pools", "list", client.get(reverse("pools"))),
         ("pool", "SURF pool", client.get(reverse("pool", args=[SURF]))),
@@ -127,7 +127,7 @@ def site_pages(operator_client, demo_pools, couch, couch_server):
         ("failures", "groups", client.get(reverse("failures", args=[SURF]))),
         ("stale", "locks", client.get(reverse("stale", args=[SURF]), {"hours": 1})),
         ("hosts", "worker hosts", client.get(reverse("hosts", args=[SURF]))),
-        ("hosts", "JSON", client.get(reverse("hosts", args=[SURF]), {"window": "7d", "format": "json"})),
+        ("hosts", "JSON refused (406)", client.get(reverse("hosts", args=[SURF]), {"window": "7d", "format": "json"})),
         ("hosts", "as CSV", client.get(reverse("hosts", args=[SURF]), {"window": "7d", "format": "csv"})),
         ("pool", "the chart as CSV", client.get(reverse("pool", args=[SURF]), {"format": "csv"})),
         ("job_new", "dry run", client.get(reverse("job_new", args=[SURF]), {"action": "reset", **selection})),

@@ -1,9 +1,11 @@
 """The token page: every field, errors newest first, times and ages, job ids, attachments inline and streamed."""
 
 import time
+from urllib.parse import quote
 
 import pytest
 
+from tests.api_client import api_as
 from tests.conftest import LOFAR, SURF, surf_token
 from tokens.reading import JOB_ID_FIELDS
 
@@ -17,7 +19,7 @@ def docs(couch, database):
 
 def test_it_shows_the_error_history_newest_first(viewer_client, demo_pools, couch):
     doc = next(d for d in docs(couch, SURF) if isinstance(d.get("error"), list) and len(d["error"]) >= 2)
-    data = viewer_client.get(f"/pools/{SURF}/token/", {"id": doc["_id"], "format": "json"}).json()
+    data = api_as(viewer_client).get(f"/api/v1/pools/{SURF}/tokens/{quote(doc['_id'], safe='')}").json()
     assert [e["time"] for e in data["errors"]] == [e["time"] for e in reversed(doc["error"])]
     assert data["token"] == doc
     html = viewer_client.get(f"/pools/{SURF}/token/", {"id": doc["_id"]}).content.decode()
@@ -27,7 +29,7 @@ def test_it_shows_the_error_history_newest_first(viewer_client, demo_pools, couc
 def test_it_shows_lock_and_done_times_with_ages_and_job_ids(viewer_client, demo_pools, couch):
     doc = next(d for d in docs(couch, SURF) if d.get("slurm_job_id") and isinstance(d.get("done"), int)
                and d["done"] > 1e9)
-    data = viewer_client.get(f"/pools/{SURF}/token/", {"id": doc["_id"], "format": "json"}).json()
+    data = api_as(viewer_client).get(f"/api/v1/pools/{SURF}/tokens/{quote(doc['_id'], safe='')}").json()
     assert data["lock"]["epoch"] == doc["lock"] and data["done"]["age_hours"] >= 0
     # Every job id the token holds: two pilots that claimed it at once (picas does not re-check the lock) both
     # left theirs.
@@ -65,8 +67,10 @@ def test_an_html_attachment_is_never_served_as_html(viewer_client, demo_pools, c
 
 @pytest.mark.parametrize("token_id", ["..", "_all_docs"])
 def test_an_id_that_names_another_couchdb_resource_is_not_a_token(viewer_client, demo_pools, token_id):
-    response = viewer_client.get(f"/pools/{SURF}/token/", {"id": token_id, "format": "json"})
-    assert response.status_code == 404
+    page = viewer_client.get(f"/pools/{SURF}/token/", {"id": token_id})
+    assert page.status_code == 404 and page["Content-Type"].startswith("text/html")
+    response = api_as(viewer_client).get(f"/api/v1/pools/{SURF}/tokens/{quote(token_id, safe='')}")
+    assert response.status_code == 404 and response.json()["detail"] == "No such token"
 
 
 def test_picas_exception_marker_99_is_explained_not_shown_as_a_time(viewer_client, scratch_pool):

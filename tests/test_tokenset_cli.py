@@ -1,11 +1,13 @@
 """`manage.py tokenset`: a new token set from a shell, accepted or refused as the web form accepts or refuses it."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
+from django.utils.html import escape
 
 from dashboard.roles import OPERATORS
 from tests.conftest import make_user
@@ -46,13 +48,25 @@ def kept_uploads():
 def test_the_dry_run_says_what_the_forms_dry_run_says_and_writes_nothing(scratch_pool, files, operator_client):
     before = kept_uploads()
     cli = json.loads(tokenset(scratch_pool, *files(), "--dry-run"))
-    web = operator_client.post(f"/pools/{scratch_pool.database}/tokensets/new/?format=json",
-                               {**FORM, "config": CONFIG, "input_list": SURLS}).json()
+    web = operator_client.post(f"/pools/{scratch_pool.database}/tokensets/new/",
+                               {**FORM, "config": CONFIG, "input_list": SURLS})
+    html = web.content.decode()
 
-    assert {k: v for k, v in web.items() if k not in ("ids", "input_list_upload")} == cli
+    assert web.status_code == 200
     assert cli["count"] == 6 and cli["keys"][:2] == ["100", "110"] and cli["existing_count"] == 0
+    # What the shell's dry run says, the form's dry run shows: the count, observation and keys, the first token in
+    # full with its attachment, the ids that exist, the views it would create.
+    assert (f"Dry run: <strong>{cli['count']}</strong> tokens for observation <strong>{cli['observation']}</strong>,"
+            f"\n    keyed {', '.join(cli['keys'])}. Nothing") in html
+    assert escape(json.dumps(cli["first"], indent=2, sort_keys=True, ensure_ascii=False)) in html
+    assert f"Attachment <code>{cli['attachment']['name']}</code>" in html and escape(cli["attachment"]["text"]) in html
+    assert ("these ids exist already" in html) == bool(cli["existing_count"])
+    assert ("will be created" in html) == bool(cli["create_views"])
+    if cli["create_views"]:
+        assert f"<code>{cli['create_views']}</code> do not exist" in html
     assert all_docs(scratch_pool) == {}
-    assert kept_uploads() == sorted({*before, web["input_list_upload"]})  # the form keeps its list; the shell not
+    upload = re.search(r'name="input_list_upload" value="([0-9a-f]+)"', html)[1]
+    assert kept_uploads() == sorted({*before, upload})  # the form keeps its list; the shell not
 
 
 def test_a_set_made_from_the_shell_is_a_job_recorded_as_the_users_from_the_cli(scratch_pool, files):
@@ -85,8 +99,9 @@ def test_the_shell_refuses_what_the_form_refuses_with_the_same_message(scratch_p
     form = {**FORM, "config": config, "input_list": surls}
     if extra:
         form["per_token"] = extra[1]
-    web = operator_client.post(f"/pools/{scratch_pool.database}/tokensets/new/?format=json", form)
-    assert web.status_code == 400 and web.json()["error"] == str(refused.value)
+    web = operator_client.post(f"/pools/{scratch_pool.database}/tokensets/new/", form)
+    assert web.status_code == 400
+    assert f'<div class="banner error" role="alert">{escape(str(refused.value))}.' in web.content.decode()
     assert all_docs(scratch_pool) == {} and not Job.objects.exists()
 
 

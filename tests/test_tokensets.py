@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.api_client import api_as
+from tests.forms import started_job
+from tests.waiting import wait_for
 from tokens import counting, engine, operations, tokensets
 from tokens.pools import all_pools
 from tokens.tokensets import Options, TokenSetError
@@ -180,7 +183,7 @@ def test_real_picas_workers_run_every_created_token_and_the_pool_shows_it_comple
     docs = all_docs(scratch_pool)
     assert len(docs) == 49 and all(d["status"] == "done" and d["done"] > 0 for d in docs.values())
     counting.refresh(pool())
-    rows = viewer_client.get(f"/pools/{scratch_pool.database}/", {"format": "json"}).json()["observations"]
+    rows = api_as(viewer_client).get(f"/api/v1/pools/{scratch_pool.database}").json()["observations"]
     row = next(r for r in rows if r["type"] == TYPE)
     assert (row["counts"]["done"], row["total"], row["percent_done"], row["eta_hours"]) == (49, 49, 100.0, 0.0)
     assert time.time() - min(d["done"] for d in docs.values()) < 300
@@ -198,12 +201,8 @@ def test_an_operator_creates_a_set_in_the_browser_forms(operator_client, scratch
     html = preview.content.decode()
     assert preview.status_code == 200 and "Dry run" in html and "100, 110, 120, 130, 140, 150" in html
     assert all_docs(scratch_pool) == {}
-    created = operator_client.post(f"/pools/{slug}/tokensets/", form)
-    assert created.status_code == 302
-    pk = int(created["Location"].rstrip("/").rsplit("/", 1)[-1])
-    deadline = time.monotonic() + 30
-    while not Job.objects.get(pk=pk).ended and time.monotonic() < deadline:
-        time.sleep(0.1)
+    pk = started_job(operator_client.post(f"/pools/{slug}/tokensets/", form)).pk
+    wait_for(lambda: Job.objects.get(pk=pk).ended, what=f"job {pk} to end")
     assert (Job.objects.get(pk=pk).status, Job.objects.get(pk=pk).changed) == ("succeeded", 6)
     assert len(all_docs(scratch_pool)) == 6
 
@@ -254,10 +253,9 @@ def test_an_uploaded_list_is_kept_on_the_server_when_the_config_is_refused_and_u
     assert "Dry run: <strong>6</strong> tokens from the list file <strong>L229585.txt</strong>" in again
     create_form = again.split('action="/pools/')[1]
     upload = re.search(r'name="input_list_upload" value="([0-9a-f]+)"', create_form).group(1)
-    created = operator_client.post(f"/pools/{scratch_pool.database}/tokensets/",
-                                   {**FORM, "config": CONFIG, "input_list_upload": upload})
-    assert created.status_code == 302
-    job = operations.run_job(int(created["Location"].rstrip("/").rsplit("/", 1)[-1]))
+    created = started_job(operator_client.post(f"/pools/{scratch_pool.database}/tokensets/",
+                                               {**FORM, "config": CONFIG, "input_list_upload": upload}))
+    job = operations.run_job(created.pk)
     assert (job.status, job.changed) == ("succeeded", 6)
 
 

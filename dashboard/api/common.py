@@ -93,10 +93,17 @@ def cursor_from(text, name="after"):
 Counts = create_model("Counts", __base__=Schema, **dict.fromkeys(BUCKETS, (int, 0)))
 
 
+class Indexing(Schema):
+    views: list[str] = Field(description="The dashboard's views whose index the server is building")
+    progress: str = Field(description="What CouchDB 3 says of the build (_active_tasks, to admins), or empty")
+
+
 class CountsMeta(Schema):
     pool: str
     counts_age_seconds: float = Field(description="Age of the snapshot the counts come from")
     counts_taken_at: datetime
     error: str | None = Field(description="The latest refresh failed with this; the counts are older")
     error_at: datetime | None
+    indexing: Indexing | None = Field(None, description="While the server builds a new index: counted from the "
+                                      "documents meanwhile; which views wait for it, and how far it is")
     own_views: bool

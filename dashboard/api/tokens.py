@@ -45,6 +45,7 @@ class TokenSummary(Schema):
     scrub_count: Any
     last_error: str
     also_in: str = Field(description="GRID_LRT: what a second worker view that lists the token says; \"\" if none")
+    odd: list[str] = Field(description="What is odd about the token, for an operator (as its list marks it)")
 
 
 class TokenSelection(Schema):
