@@ -25,6 +25,7 @@ SURF, LOFAR = f"demo-surf-{RUN}", f"demo-lofar-{RUN}"
 # A user name no server knows: tests of refused credentials use it, never the admin's, because CouchDB 3 locks a
 # user out (for minutes, from this address) after 5 failed logins.
 STRANGER = "no-such-user"
+TEST_CLIENT_TIMEOUT = 300  # seconds: the tests' own CouchDB clients (set-up, the truth), never the site's
 
 
 @dataclass
@@ -84,7 +85,8 @@ def demo_pools(couch_server):
     credentials = (couch_server.url, couch_server.username, couch_server.password)
     seeded = {SURF: demo.seed_surf(*credentials, database=SURF), LOFAR: demo.seed_lofar(*credentials, database=LOFAR)}
     for name in seeded:
-        index_own_views(Couch(couch_server.url, name, couch_server.username, couch_server.password), "OBSID")
+        index_own_views(Couch(couch_server.url, name, couch_server.username, couch_server.password,
+                              timeout=TEST_CLIENT_TIMEOUT), "OBSID")
     yield seeded
     for name in (SURF, LOFAR):
         Couch(couch_server.url, name, couch_server.username, couch_server.password).delete_database()
@@ -104,8 +106,10 @@ def index_own_views(db, group_field):
 
 @pytest.fixture
 def couch(couch_server):
-    """A client for test set-up and for computing the truth independently of the dashboard."""
-    return lambda database: Couch(couch_server.url, database, couch_server.username, couch_server.password)
+    """A client for test set-up and for computing the truth independently of the dashboard: patient (a busy
+    machine's server can take longer than the site's 10 s to write 10,000 tokens; what is tested is the site)."""
+    return lambda database: Couch(couch_server.url, database, couch_server.username, couch_server.password,
+                                  timeout=TEST_CLIENT_TIMEOUT)
 
 
 @pytest.fixture(autouse=True)

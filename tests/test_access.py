@@ -51,6 +51,7 @@ WEB = [
 ]
 API = [
     ("GET", "/api/v1/pools/{pool}", "read"),
+    ("GET", "/api/v1/pools/{pool}/observation?{observation}", "read"),
     ("GET", "/api/v1/pools/{pool}/tokens", "read"),
     ("GET", "/api/v1/pools/{pool}/tokens/{token}", "read"),
     ("GET", "/api/v1/pools/{pool}/failures", "read"),

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from localsite.embedded import free_port
-from tests.conftest import surf_token
+from tests.conftest import TEST_CLIENT_TIMEOUT, surf_token
 from tests.test_deploy import BASE_DIR, Proxy, errored, first_start, manage, production_env
 from tests.waiting import wait_for
 from tokens.couch import Couch
@@ -95,7 +95,8 @@ def site(tmp_path_factory, couch_server, redis_server, django_db_blocker):
 
     tmp = tmp_path_factory.mktemp("processes")
     database = "processes-" + uuid.uuid4().hex[:8]
-    couch = Couch(couch_server.url, database, couch_server.username, couch_server.password)
+    couch = Couch(couch_server.url, database, couch_server.username, couch_server.password,
+                  timeout=TEST_CLIENT_TIMEOUT)
     couch.create_database()
     demo.surf_design_docs(couch_server.url, couch_server.username, couch_server.password, database)
     docs = [errored(n) for n in range(FAILED)] + [surf_token(n) for n in range(FAILED, TOKENS)]

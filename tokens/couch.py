@@ -71,6 +71,10 @@ class Page:
         return self.next_docid is not None
 
 
+# {(url, database): copies of each shard}: a database's n does not change while it exists.
+_COPIES = {}
+
+
 class Couch:
     def __init__(self, url, database, username="", password="", timeout=10.0):
         url, url_user, url_password = split_credentials(url)
@@ -157,6 +161,12 @@ class Couch:
             return NotFound(f"{where}: not found in database {self.database!r}" + (f" ({reason})" if reason else ""))
         if e.status_code == 409:
             return Conflict(f"{where}: document update conflict")
+        if e.status_code in (502, 503, 504) and not error:
+            # Not CouchDB's words (its errors carry an "error" field) but a load balancer's in front of a cluster:
+            # no node to send to (503), or the node died in the middle of the answer (502, 504). As a server that
+            # cannot be reached: retried, and a write whose answer this was is read back before it is sent again.
+            return Unreachable(f"{where} is unreachable: its load balancer answered {e.status_code} (no CouchDB "
+                               "node answered)")
         return CouchError(f"{where} answered {e.status_code}" + (f": {reason}" if reason else ""))
 
     # --- server and database ------------------------------------------------------------------
@@ -256,6 +266,21 @@ class Couch:
         )
         return self.call(self.client.send, request)
 
+    def single_copy(self):
+        """Whether the database is kept in one copy (pouchdb-server, a single CouchDB node). A cluster keeps n copies
+        of each shard and answers a view from one of them, not always the copy that the previous read brought up to
+        date: a read that does not update the index first may then miss rows anywhere in its range (on 3 nodes, a
+        reset paging the error view with them read 920 of 1,200 failures and called itself done). So only a single
+        copy is read as indexed; with more, or when the server does not say, every page brings its copy up to date.
+        """
+        key = (self.url, self.database)
+        if key not in _COPIES:
+            try:
+                _COPIES[key] = self.database_info().get("cluster", {}).get("n", 1)
+            except CouchError:
+                return False  # asked again next time
+        return _COPIES[key] == 1
+
     def total_rows(self, ddoc, view):
         """The number of rows of a map view, without reading any of them."""
         return self.view(ddoc, view, limit=0, reduce=False)["total_rows"]
@@ -268,7 +293,8 @@ class Couch:
         startkey_docid, so a page must be able to start at its first row by key alone.
         reduce=false is valid on map-only views too (CouchDB refuses only reduce=true there).
         stale=True reads the index as it is, without first indexing what changed since the last read: for a job
-        that pages through a selection it has itself been changing (it re-checks every document it reads).
+        that pages through a selection it has itself been changing (it re-checks every document it reads); on a
+        database kept in one copy only (single_copy).
         """
         params = dict(limit=limit + 1, include_docs=include_docs, descending=descending, reduce=False)
         if start_key is not None:
@@ -277,7 +303,7 @@ class Couch:
                 params["start_key_doc_id"] = start_docid
         if end_key is not None:
             params["end_key"] = end_key
-        rows = (self._view_as_indexed(ddoc, view, params) if stale
+        rows = (self._view_as_indexed(ddoc, view, params) if stale and self.single_copy()
                 else self.view(ddoc, view, timeout=timeout, **params))["rows"]
         if len(rows) > limit:
             nxt = rows[limit]

@@ -1,0 +1,223 @@
+"""A pool on a 3-node CouchDB 3 cluster behind haproxy (tests/cluster.py), with real picas pilots working it through
+the load balancer: counts, events and jobs as on one server, while nodes stop and come back."""
+
+import threading
+import time
+import uuid
+
+import pytest
+
+from tests.cluster import CouchCluster, usable
+from tests.conftest import couchdb3_script, delete_database, surf_token
+from tests.test_job_safety import start_pilots
+from tests.waiting import PATIENCE, wait_for
+from tokens import counting, engine, operations, reading
+from tokens.couch import Couch
+from tokens.models import Job, JobToken, TokenEvent
+from tokens.pools import all_pools
+from tokens.selections import Selection
+from tokens.states import classify
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.skipif(bool(usable()), reason=usable())]
+
+TOKENS = 300
+NOW = int(time.time())
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    cluster = CouchCluster(tmp_path_factory.mktemp("cluster"), couchdb3_script()).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster_pool(cluster, settings):
+    """A fresh pool with SURF's Monitor views on the cluster; the site and the pilots reach it through the load
+    balancer only."""
+    from localsite import demo
+
+    name = "cl-" + uuid.uuid4().hex[:8]
+    db = Couch(cluster.url, name, cluster.username, cluster.password)
+    db.create_database()
+    demo.surf_design_docs(cluster.url, cluster.username, cluster.password, name)
+    settings.COUCHDB_URL, settings.COUCHDB_USER, settings.COUCHDB_PASSWORD = cluster.url, cluster.username, \
+        cluster.password
+    settings.COUCHDB_DATABASES, settings.COUCHDB_GROUP_FIELD = [name], ""
+    settings.JOB_CONFIRM_THRESHOLD = 100_000
+    yield db
+    cluster.start_all()  # a test that failed with nodes down leaves none down for the next
+    delete_database(db)
+
+
+def documents(db):
+    """Every token as it is (a GET through the balancer reads r = 2 copies: never a stale answer)."""
+    rows = db.call(db.client.post_all_docs, db=db.database, include_docs=True)["rows"]
+    return {r["id"]: r["doc"] for r in rows if not r["id"].startswith("_design/")}
+
+
+def truth(db):
+    counts = reading.empty_counts()
+    for doc in documents(db).values():
+        counts[classify(doc, "surf")] += 1
+    return counts
+
+
+def totals(pool):
+    snap = counting.refresh(pool)
+    return reading.pool_totals(snap.data) if snap.data else None
+
+
+def failure(n):
+    """A token that failed an hour ago, as a picas pilot leaves it."""
+    return surf_token(n, lock=NOW - 3700, done=NOW - 3600, exit_code=1, hostname="wn-01.grid.surfsara.nl",
+                      error=[{"time": NOW - 3600, "message": "exit 1"}])
+
+
+def finish(pilots):
+    for p in pilots:
+        out, _ = p.communicate(timeout=PATIENCE)
+        assert p.returncode == 0, out[-2000:]
+
+
+def test_while_pilots_work_through_the_balancer_every_count_adds_up_and_every_move_is_recorded_once(cluster_pool,
+                                                                                                    cluster):
+    (pool,) = all_pools()
+    counting.refresh(pool)  # seen before its tokens exist: each token's every move is an event
+    cluster_pool.bulk_docs([surf_token(n) for n in range(TOKENS)])
+    wait_for(lambda: sum((totals(pool) or {}).values()) == TOKENS, what="the new tokens in the counts")
+    pilots = start_pilots(cluster, cluster_pool.database, 3, delay=0.01, fail_every=9)
+    sums = []
+    while any(p.poll() is None for p in pilots):
+        # Each refresh reads the views and _changes through the balancer: another node each time.
+        sums.append(sum(totals(pool).values()))
+    finish(pilots)
+    assert len(sums) > 3 and set(sums) == {TOKENS}  # never a token counted twice, or lost, while it moved
+    # Quiet: a view read right after the last write may still miss it on a cluster; the counts are exact once the
+    # copies have it, without anything but the usual refreshes.
+    expected = truth(cluster_pool)
+    assert expected["done"] + expected["error"] == TOKENS
+    wait_for(lambda: totals(pool) == expected, what="the counts equal to the documents")
+
+    moves = list(TokenEvent.objects.filter(pool=pool.slug).order_by("pk")
+                 .values_list("doc_id", "from_state", "to_state", "rev"))
+    assert len(moves) == len(set(moves))  # none recorded twice, whichever node answered each read of _changes
+    chains = {}
+    for doc_id, from_state, to_state, _rev in moves:
+        chains.setdefault(doc_id, []).append((from_state, to_state))
+    docs = documents(cluster_pool)
+    for doc_id, chain in chains.items():
+        assert chain[0][0] == "" and all(a[1] == b[0] for a, b in zip(chain, chain[1:], strict=False)), chain
+        assert chain[-1][1] == classify(docs[doc_id], "surf")
+    finishes = TokenEvent.objects.filter(pool=pool.slug, to_state__in=("done", "error"))
+    assert finishes.count() == TOKENS and finishes.values("doc_id").distinct().count() == TOKENS
+
+
+class Pauses:
+    """Holds a running job at the end of chosen batches until the test lets it go: the faults come between batches
+    at the same place however fast the machine is."""
+
+    def __init__(self, monkeypatch, at):
+        self.at, self.batches = set(at), 0
+        self.reached, self.go = threading.Event(), threading.Event()
+        save = engine._save_batch
+
+        def save_then_wait(job, records):
+            save(job, records)
+            self.batches += 1
+            if self.batches in self.at:
+                self.reached.set()
+                self.go.wait(PATIENCE)
+                self.go.clear()
+
+        monkeypatch.setattr(engine, "_save_batch", save_then_wait)
+
+    def wait(self):
+        assert self.reached.wait(PATIENCE), "the job did not reach its pause"
+        self.reached.clear()
+
+    def release(self):
+        self.go.set()
+
+
+def run_in_thread(job):
+    result = {}
+
+    def run():
+        from django.db import connection
+
+        try:
+            result["job"] = operations.run_job(job.pk, batch_size=100)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, result
+
+
+def test_a_reset_that_loses_a_node_and_gets_it_back_mid_job_resets_each_failure_once_and_records_every_token(
+        cluster_pool, cluster, monkeypatch):
+    failed = [failure(n) for n in range(300, 1500)]
+    cluster_pool.bulk_docs([surf_token(n) for n in range(300)])
+    cluster_pool.bulk_docs(failed)
+    (pool,) = all_pools()
+    wait_for(lambda: (totals(pool) or {}).get("error") == len(failed), what="the failures in the counts")
+    # Pilots work the first 600 ids meanwhile: their 300 todo tokens, then the failures the job puts back.
+    pilots = start_pilots(cluster, cluster_pool.database, 2, delay=0.01, first="token_00000", last="token_00599")
+    job = operations.create_job(pool, None, "reset", Selection("state", bucket="error"), {})
+    assert job.preview_count == len(failed)
+    pauses = Pauses(monkeypatch, at=(3, 6))
+    thread, result = run_in_thread(job)
+    pauses.wait()
+    cluster.stop_node(2)  # a node goes down after the third batch ...
+    pauses.release()
+    pauses.wait()
+    cluster.start_node(2)  # ... and is back after the sixth
+    pauses.release()
+    thread.join(PATIENCE)
+    finish(pilots)
+
+    job = result["job"]
+    assert job.status == Job.SUCCEEDED, job.message
+    records = list(JobToken.objects.filter(job=job).values_list("token_id", "outcome"))
+    assert job.total == len(failed), (job.total, job.message)  # every failure read
+    assert len(records) == len({t for t, _ in records}) == len(failed)  # every token's outcome, once
+    assert {o for _, o in records} == {JobToken.CHANGED} and job.changed == len(failed)
+    docs = documents(cluster_pool)
+    assert all(docs[d["_id"]]["scrub_count"] == 1 for d in failed)  # 0 reset twice
+    # The pilots' results are all there: what they finished is done, with their output, never reset by the job.
+    worked = [d for i, d in docs.items() if i <= "token_00599"]
+    assert all(d["done"] > 0 and d["exit_code"] == 0 and d["output"].get("result") for d in worked)
+
+
+def test_with_every_node_down_the_pages_say_so_a_job_waits_and_all_resumes_when_they_are_back(
+        cluster_pool, cluster, monkeypatch, settings, operator_client):
+    settings.JOB_RETRIES, settings.JOB_RETRY_BACKOFF = 12, 0.25  # up to about 17 minutes of waiting, doubling
+    failed = [failure(n) for n in range(600)]
+    cluster_pool.bulk_docs(failed)
+    (pool,) = all_pools()
+    wait_for(lambda: (totals(pool) or {}).get("error") == len(failed), what="the failures in the counts")
+    job = operations.create_job(pool, None, "reset", Selection("state", bucket="error"), {})
+    pauses = Pauses(monkeypatch, at=(2,))
+    thread, result = run_in_thread(job)
+    pauses.wait()
+    cluster.stop_all()
+    pauses.release()  # the job meets a cluster with no node up
+
+    snap = counting.refresh(pool)
+    assert snap.error and "unreachable" in snap.error.lower(), snap.error
+    page = operator_client.get(f"/pools/{pool.slug}/")
+    assert page.status_code == 503 and "unreachable" in page.content.decode().lower()
+    shown = operator_client.get(f"/api/v1/pools/{pool.slug}").json()  # the older counts, and why they are older
+    assert "unreachable" in shown["error"] and shown["counts"]["error"] == len(failed)
+
+    cluster.start_all()
+    thread.join(PATIENCE)
+    job = result["job"]
+    assert job.status == Job.SUCCEEDED, job.message
+    assert JobToken.objects.filter(job=job, outcome=JobToken.CHANGED).count() == len(failed)
+    assert all(d["scrub_count"] == 1 for d in documents(cluster_pool).values())
+    wait_for(lambda: totals(pool) == {**reading.empty_counts(), "todo": len(failed)},
+             what="the counts again, by themselves")
+    assert operator_client.get(f"/pools/{pool.slug}/").status_code == 200
