@@ -74,10 +74,17 @@ def failure(n):
                       error=[{"time": NOW - 3600, "message": "exit 1"}])
 
 
-def finish(pilots):
+# How picas 1.1.2 ends when the node answering it goes away in the middle of an answer: it does not ask again, so
+# the pilot exits (its held token becomes a stale lock), as on the grid. Nothing the dashboard does.
+NODE_LOST = ("IncompleteRead", "RemoteDisconnected", "ConnectionResetError", "ConnectionRefusedError", "BadStatusLine",
+             "ServerError: (502", "ServerError: (503", "ServerError: (504")
+
+
+def finish(pilots, node_lost=False):
+    """Wait for the pilots; each must end well, or (`node_lost`) by the loss of a node under it."""
     for p in pilots:
         out, _ = p.communicate(timeout=PATIENCE)
-        assert p.returncode == 0, out[-2000:]
+        assert p.returncode == 0 or node_lost and any(sign in out for sign in NODE_LOST), out[-2000:]
 
 
 def test_while_pilots_work_through_the_balancer_every_count_adds_up_and_every_move_is_recorded_once(cluster_pool,
@@ -176,7 +183,7 @@ def test_a_reset_that_loses_a_node_and_gets_it_back_mid_job_resets_each_failure_
     cluster.start_node(2)  # ... and is back after the sixth
     pauses.release()
     thread.join(PATIENCE)
-    finish(pilots)
+    finish(pilots, node_lost=True)
 
     job = result["job"]
     assert job.status == Job.SUCCEEDED, job.message
@@ -186,9 +193,11 @@ def test_a_reset_that_loses_a_node_and_gets_it_back_mid_job_resets_each_failure_
     assert {o for _, o in records} == {JobToken.CHANGED} and job.changed == len(failed)
     docs = documents(cluster_pool)
     assert all(docs[d["_id"]]["scrub_count"] == 1 for d in failed)  # 0 reset twice
-    # The pilots' results are all there: what they finished is done, with their output, never reset by the job.
-    worked = [d for i, d in docs.items() if i <= "token_00599"]
-    assert all(d["done"] > 0 and d["exit_code"] == 0 and d["output"].get("result") for d in worked)
+    # The pilots' results are all there: what they finished is done with its output, never reset by the job (a pilot
+    # that a lost node ended leaves its token locked, and the rest of its share todo).
+    worked = [d for i, d in docs.items() if i <= "token_00599" and d["done"] > 0]
+    assert worked and all(d["exit_code"] == 0 and d["output"].get("result") for d in worked)
+    assert all(d["scrub_count"] == 0 for d in worked if d["_id"] < "token_00300")
 
 
 def test_with_every_node_down_the_pages_say_so_a_job_waits_and_all_resumes_when_they_are_back(
