@@ -149,8 +149,9 @@ def job_or_404(request, pk, operate=False):
 
 
 def job_problems(job):
-    """The tokens a job did not simply change: skipped, failed, or changed after a conflict."""
-    return JobToken.objects.filter(job=job).exclude(outcome=JobToken.CHANGED, conflicted=False)
+    """The tokens a job did not simply change: skipped, failed, changed after a conflict, or written without a
+    cluster's quorum confirming it."""
+    return JobToken.objects.filter(job=job).exclude(outcome=JobToken.CHANGED, conflicted=False, unconfirmed=False)
 
 
 def outcome_counts(job):
@@ -161,11 +162,12 @@ def outcome_counts(job):
 
 def token_record_json(r):
     return {"id": r.token_id, "outcome": r.outcome, "reason": r.reason, "conflicted": r.conflicted,
-            "rev_before": r.rev_before, "rev_after": r.rev_after}
+            "unconfirmed": r.unconfirmed, "rev_before": r.rev_before, "rev_after": r.rev_after}
 
 
 def problem_json(p):
-    return {"id": p.token_id, "outcome": p.outcome, "reason": p.reason, "conflicted": p.conflicted}
+    return {"id": p.token_id, "outcome": p.outcome, "reason": p.reason, "conflicted": p.conflicted,
+            "unconfirmed": p.unconfirmed}
 
 
 def filtered_jobs(pool=None, user=None, action=None, status=None, via=None, pools=None):

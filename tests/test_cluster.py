@@ -230,3 +230,31 @@ def test_with_every_node_down_the_pages_say_so_a_job_waits_and_all_resumes_when_
     wait_for(lambda: totals(pool) == {**reading.empty_counts(), "todo": len(failed)},
              what="the counts again, by themselves")
     assert operator_client.get(f"/pools/{pool.slug}/").status_code == 200
+
+
+def test_writes_a_cluster_accepts_without_a_quorum_are_neither_lost_nor_called_done(cluster_pool, cluster,
+                                                                                     operator_client):
+    failed = [failure(n) for n in range(300)]
+    cluster_pool.bulk_docs(failed)
+    (pool,) = all_pools()
+    wait_for(lambda: (totals(pool) or {}).get("error") == len(failed), what="the failures in the counts")
+    job = operations.create_job(pool, None, "reset", Selection("state", bucket="error"), {})
+    cluster.stop_node(2)
+    cluster.stop_node(3)  # one copy of each shard left: CouchDB takes writes with 202, accepted, not on a quorum
+    job = operations.run_job(job.pk, batch_size=100)
+
+    unconfirmed = JobToken.objects.filter(job=job, unconfirmed=True)
+    assert job.status == Job.FAILED and unconfirmed.count() == len(failed), job.message
+    assert f"{len(failed)} of them not confirmed" in job.message
+    page = operator_client.get(f"/jobs/{job.pk}/").content.decode()
+    assert "not confirmed" in page and failed[0]["_id"] in page
+    problems = operator_client.get(f"/api/v1/jobs/{job.pk}").json()["problems"]
+    assert len(problems) == len(failed) and all(p["unconfirmed"] for p in problems)
+
+    cluster.start_node(2)
+    cluster.start_node(3)  # back: the copies catch up, and every reset is there, once
+    assert all(d["scrub_count"] == 1 and d["lock"] == 0 for d in documents(cluster_pool).values())
+    for node in cluster.node_urls:  # and through every node
+        db = Couch(node, cluster_pool.database, cluster.username, cluster.password)
+        wait_for(lambda db=db: all(d["scrub_count"] == 1 for d in documents(db).values()),
+                 what="every node reading the resets")

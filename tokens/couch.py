@@ -71,6 +71,14 @@ class Page:
         return self.next_docid is not None
 
 
+class Written(list):
+    """_bulk_docs's per-document results; `accepted_only`: on fewer copies than the cluster's quorum (202)."""
+
+    def __init__(self, results, accepted_only=False):
+        super().__init__(results)
+        self.accepted_only = accepted_only
+
+
 # {(url, database): copies of each shard}: a database's n does not change while it exists.
 _COPIES = {}
 
@@ -99,11 +107,12 @@ class Couch:
     def __repr__(self):
         return f"<Couch {self.url}/{self.database}>"
 
-    def call(self, method, *args, **kwargs):
+    def call(self, method, *args, detailed=False, **kwargs):
         """A method of the ibmcloudant client (self.client) with this adapter's errors: what the methods below use,
-        and what tests use to read the server as it is."""
+        and what tests use to read the server as it is. `detailed`: the whole answer (its status code too)."""
         try:
-            return method(*args, **kwargs).get_result()
+            answer = method(*args, **kwargs)
+            return answer if detailed else answer.get_result()
         except ApiException as e:
             raise self._translate(e) from None
         except requests.ReadTimeout:
@@ -215,8 +224,11 @@ class Couch:
         )
 
     def bulk_docs(self, docs):
-        """Write documents in one request; returns CouchDB's per-document results (ok / error)."""
-        return self.call(self.client.post_bulk_docs, db=self.database, bulk_docs={"docs": docs})
+        """Write documents in one request; returns CouchDB's per-document results (ok / error), marked
+        `accepted_only` when CouchDB answered 202: a cluster took the writes with fewer copies than its write quorum
+        (nodes are down), so they are not yet safe (one more node lost could lose them)."""
+        answer = self.call(self.client.post_bulk_docs, db=self.database, bulk_docs={"docs": docs}, detailed=True)
+        return Written(answer.get_result(), accepted_only=answer.get_status_code() == 202)
 
     def changes(self, since, limit, docs=True):
         """What changed after `since` (an update_seq or last_seq), oldest first: (results, last_seq).

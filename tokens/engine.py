@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import reset_queries
 from django.utils import timezone
 
-from tokens.couch import Unreachable
+from tokens.couch import Unreachable, Written
 from tokens.models import Job, JobToken, insert_rows
 from tokens.selections import fetch, why_not
 from tokens.states import OWN_DDOC, classify
@@ -154,9 +154,13 @@ def create_batch(job, couch, docs, sent=None):
                 records.append(record(job, result["id"], JobToken.FAILED,
                                       f"{result['error']}: {result.get('reason')}"))
             else:
-                records.append(record(job, result["id"], JobToken.CHANGED, "created", rev_after=result.get("rev", "")))
+                records.append(record(job, result["id"], JobToken.CHANGED, "created", rev_after=result.get("rev", ""),
+                                      unconfirmed=getattr(results, "accepted_only", False)))
     finally:
         _save_batch(job, records)
+
+
+NOT_CONFIRMED = "not confirmed: CouchDB took the write on fewer copies than its quorum (202)"
 
 
 class Record(NamedTuple):
@@ -169,10 +173,14 @@ class Record(NamedTuple):
     conflicted: bool
     rev_before: str
     rev_after: str
+    unconfirmed: bool
 
 
-def record(job, token_id, outcome, reason="", conflicted=False, rev_before="", rev_after=""):
-    return Record(job.pool, token_id, outcome, reason[:300], conflicted, rev_before, rev_after)
+def record(job, token_id, outcome, reason="", conflicted=False, rev_before="", rev_after="", unconfirmed=False):
+    """A token's outcome; `unconfirmed`: written, but on fewer copies than the cluster's quorum (the reason says so)."""
+    if unconfirmed:
+        reason = f"{reason}; {NOT_CONFIRMED}" if reason else NOT_CONFIRMED
+    return Record(job.pool, token_id, outcome, reason[:300], conflicted, rev_before, rev_after, unconfirmed)
 
 
 def fingerprint(doc):
@@ -211,7 +219,8 @@ def _write(job, couch, selection, rules, writes, now, records, change, second_tr
                                   second_try, old["_rev"]))
         else:
             records.append(record(job, old["_id"], JobToken.CHANGED, "after a conflict" if second_try else "",
-                                  second_try, old["_rev"], result.get("rev", "")))
+                                  second_try, old["_rev"], result.get("rev", ""),
+                                  unconfirmed=getattr(results, "accepted_only", False)))
     if not conflicted:
         return
     if second_try:
@@ -261,8 +270,8 @@ def _reconcile(job, couch, writes):
         if not retry:
             return results
         try:
-            results += couch.bulk_docs([new for _old, new in retry.values()])
-            return results
+            written = couch.bulk_docs([new for _old, new in retry.values()])
+            return Written(results + written, accepted_only=written.accepted_only)
         except Unreachable:
             pending = retry
     raise Unreachable(f"CouchDB at {couch.url} is unreachable")

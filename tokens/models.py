@@ -250,6 +250,8 @@ class JobToken(models.Model):
     outcome = models.CharField(max_length=10)
     reason = models.CharField(max_length=300, blank=True)
     conflicted = models.BooleanField(default=False)  # a 409 happened on the way to this outcome
+    # written, but a cluster took it on fewer copies than its write quorum (202): not yet safe
+    unconfirmed = models.BooleanField(default=False)
     rev_before = models.CharField(max_length=100, blank=True)
     rev_after = models.CharField(max_length=100, blank=True)
 

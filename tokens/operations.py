@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from tokens import actions, engine, queue, tokensets, uploads
 from tokens.couch import CouchError, Unreachable
-from tokens.models import Job
+from tokens.models import Job, JobToken
 from tokens.selections import OperationError, Selection, needs_typed_confirmation, preview
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,15 @@ def run_job(job_id, batch_size=None):
         log.exception("job %s crashed", job.pk)
         _finish(job, Job.FAILED, "The job stopped on an unexpected error; see the worker's log.")
     else:
-        _finish(job, Job.SUCCEEDED, "")
+        unconfirmed = JobToken.objects.filter(job=job, unconfirmed=True).count()
+        if unconfirmed:
+            # Not lost, and not done either: one more node lost before the others are back could lose them.
+            _finish(job, Job.FAILED, f"Every token was written, but {unconfirmed} of them not confirmed: the CouchDB "
+                                     "cluster took those writes on fewer copies than its quorum (it answered 202; "
+                                     "nodes are down). They reach the other copies when the nodes are back. Check "
+                                     "those tokens then (the list below); a re-run does not select them again.")
+        else:
+            _finish(job, Job.SUCCEEDED, "")
     return job
 
 

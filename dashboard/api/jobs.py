@@ -56,11 +56,13 @@ class Problem(Schema):
     outcome: str
     reason: str
     conflicted: bool
+    unconfirmed: bool = Field(description="Written, but on fewer copies than the CouchDB cluster's quorum (202)")
 
 
 class JobDetail(JobOut):
     description: str
-    problems: list[Problem] = Field(description="Tokens skipped, failed or changed after a conflict (first 500)")
+    problems: list[Problem] = Field(description="Tokens skipped, failed, changed after a conflict or written "
+                                    "without a quorum's confirmation (first 500)")
     problem_count: int
 
 
@@ -69,6 +71,7 @@ class JobToken(Schema):
     outcome: str
     reason: str
     conflicted: bool
+    unconfirmed: bool = Field(description="Written, but on fewer copies than the CouchDB cluster's quorum (202)")
     rev_before: str
     rev_after: str
 
