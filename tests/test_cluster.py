@@ -127,7 +127,7 @@ class Pauses:
     def __init__(self, monkeypatch, at):
         self.at, self.batches = set(at), 0
         self.reached, self.go = threading.Event(), threading.Event()
-        save = engine._save_batch
+        save = engine.save_batch
 
         def save_then_wait(job, records):
             save(job, records)
@@ -137,7 +137,7 @@ class Pauses:
                 self.go.wait(PATIENCE)
                 self.go.clear()
 
-        monkeypatch.setattr(engine, "_save_batch", save_then_wait)
+        monkeypatch.setattr(engine, "save_batch", save_then_wait)
 
     def wait(self):
         assert self.reached.wait(PATIENCE), "the job did not reach its pause"

@@ -124,10 +124,11 @@ def process(job, couch, selection, rules, docs, now, change, write=None):
         if writes:
             (write or _write)(job, couch, selection, rules, writes, now, records, change)
     finally:
-        _save_batch(job, records)
+        save_batch(job, records)
 
 
-def _save_batch(job, records):
+def save_batch(job, records):
+    """A batch's outcomes recorded with the job's counters and heartbeat: where a job stands between two batches."""
     for r in records:
         setattr(job, r.outcome, getattr(job, r.outcome) + 1)
     insert_rows(JobToken, ("job", *Record._fields), [(job.pk, *r) for r in records])
@@ -157,7 +158,7 @@ def create_batch(job, couch, docs, sent=None):
                 records.append(record(job, result["id"], JobToken.CHANGED, "created", rev_after=result.get("rev", ""),
                                       unconfirmed=getattr(results, "accepted_only", False)))
     finally:
-        _save_batch(job, records)
+        save_batch(job, records)
 
 
 NOT_CONFIRMED = "not confirmed: CouchDB took the write on fewer copies than its quorum (202)"
