@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 
-.PHONY: run dev shell test screenshots install chromium haproxy lint bench bench-scale load clean
+.PHONY: run dev shell test screenshots install chromium haproxy lint bench bench-scale bench-cluster load clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -70,6 +70,14 @@ bench: install
 bench-scale: install
 	BENCH_TOKENS=1000000 BENCH_OVERVIEW_TOKENS=100000 BENCH_ONLY=page,freshness,first,reset,tokenset,overview,follow \
 	BENCH_COUCHDB_ONLY=$(if $(BENCH_SCALE_POUCHDB),0,1) $(PY) bench/run.py
+
+# The same sections on a CouchDB 3.5 cluster of three nodes behind haproxy, beside a single node on this machine
+# (bench/RESULTS.md, "Cluster"): needs ../shared/couchdb/couchdb3 (or COUCHDB3) and haproxy.
+bench-cluster: install
+	@script=$${COUCHDB3:-$(CURDIR)/../shared/couchdb/couchdb3}; \
+	[ -x "$$script" ] || { echo "bench-cluster needs the couchdb3 script: COUCHDB3=/path/to/couchdb3"; exit 1; }; \
+	$(MAKE) --no-print-directory haproxy COUCHDB3="$$script" && \
+	COUCHDB3="$$script" BENCH_CLUSTER=1 BENCH_ONLY=$${BENCH_ONLY:-page,freshness,first,reset} $(PY) bench/run.py
 
 # 50 clients poll the pool and job pages for 60 s while a reset of BENCH_TOKENS (100,000) tokens runs.
 load: install

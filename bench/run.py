@@ -328,7 +328,7 @@ def bench_freshness(server, client, db):
     try:
         end = time.monotonic() + 60
         while time.monotonic() < end:
-            data = client.get("/pools/bench-big/", {"format": "json"}).json()
+            data = client.get("/api/v1/pools/bench-big").json()  # the pool page's figures, from its API twin
             ages.append(data["counts_age_seconds"])
             if due is None and time.monotonic() > end - 30:  # an hour since the last recount, as far as it knows
                 due = timezone.now()
@@ -360,7 +360,7 @@ def bench_freshness(server, client, db):
     worker.terminate()
     worker.wait(30)
     redis.stop()
-    totals = client.get("/pools/bench-big/", {"format": "json"}).json()["counts"]
+    totals = client.get("/api/v1/pools/bench-big").json()["counts"]
     truth = {s: db.total_rows("Monitor", s) for s in ("todo", "locked", "done", "error")}
     exact = all(totals[s] == truth[s] for s in ("todo", "done", "error")) and (
         totals["locked"] + totals["locked_unknown"] == truth["locked"])
@@ -743,7 +743,7 @@ def load_client(base, session, job_id, end, samples):
     """Poll the pool page, its htmx partial, the job page and the job's JSON until `end`; record every request."""
     htmx = {"HX-Request": "true", "HX-Target": "observations", "HX-Current-URL": base + "/pools/load/"}
     requests_ = [("pool page", "/pools/load/", {}), ("pool partial", "/pools/load/", htmx),
-                 ("job page", f"/jobs/{job_id}/", {}), ("job JSON", f"/jobs/{job_id}/?format=json", {})]
+                 ("job page", f"/jobs/{job_id}/", {}), ("job JSON", f"/api/v1/jobs/{job_id}", {})]
     while time.monotonic() < end:
         for kind, path, headers in requests_:
             started = time.perf_counter()
@@ -808,12 +808,15 @@ def bench_load(server):
         wait_for(lambda: app.control.ping(timeout=1), 60, "celery worker")
         sessions = [site_session(base, "load-viewer", "load-password-1") for _ in range(LOAD_CLIENTS)]
         operating = site_session(base, "load-operator", "load-password-1")
-        preview = operating.get(base + "/pools/load/jobs/new/", params={
-            "action": "reset", "kind": "state", "bucket": "error", "format": "json"}, timeout=900).json()
+        # The dry run and the job through the API with the operator's session (pages answer HTML only).
+        selection = {"kind": "state", "bucket": "error"}
+        csrf = {"X-CSRFToken": operating.cookies["csrftoken"], "Referer": base + "/"}
+        preview = operating.post(base + "/api/v1/pools/load/jobs", json={"action": "reset", "selection": selection},
+                                 headers=csrf, timeout=900).json()
         assert preview["count"] == N, preview
-        created = operating.post(base + "/pools/load/jobs/?format=json", data={
-            "action": "reset", "kind": "state", "bucket": "error", "confirmation": str(preview["count"]),
-            "csrfmiddlewaretoken": operating.cookies["csrftoken"]}, timeout=120)
+        created = operating.post(base + "/api/v1/pools/load/jobs", json={
+            "action": "reset", "selection": selection, "dry_run": False, "confirm": preview["count"]},
+            headers=csrf, timeout=120)
         assert created.status_code == 201, (created.status_code, created.text[:200])
         job_id = created.json()["id"]
 
@@ -918,7 +921,42 @@ def servers():
         clean, user, password = split_credentials(url)
         version = requests.get(clean, auth=(user, password), timeout=10).json().get("version", "?")
         found.append((f"CouchDB {version}", Outside(clean, user, password)))
+    if os.getenv("BENCH_CLUSTER") == "1":
+        # `make bench-cluster`: a single CouchDB 3.5 node and a cluster of three behind haproxy, on this machine,
+        # from the shared couchdb3 script (COUCHDB3), as the cluster tests run them (tests/cluster.py).
+        from tests.cluster import CouchCluster
+
+        script = os.environ["COUCHDB3"]
+        found = [("CouchDB 3.5, one node", SingleNode(WORK / "single", script)),
+                 ("CouchDB 3.5, 3 nodes behind haproxy", Started(CouchCluster(WORK / "cluster", script)))]
     return found
+
+
+class SingleNode:
+    """A CouchDB 3.5 node of the bench's own (the couchdb3 script's `start`), started when measured."""
+
+    def __init__(self, workdir, script):
+        self.workdir, self.script = workdir, script
+        self.url, self.username, self.password = "", "admin", "admin"
+
+    def start(self):
+        out = subprocess.run([self.script, "start", str(self.workdir), str(free_port())], check=True,
+                             capture_output=True, text=True, env=dict(os.environ, COUCHDB3_LOCKOUT="off"))
+        self.url, self.username, self.password = split_credentials(out.stdout.strip().splitlines()[-1])
+        return self
+
+    def stop(self):
+        subprocess.run([self.script, "stop", str(self.workdir)], capture_output=True)
+
+
+class Started:
+    """A server started when its turn comes (the cluster: three nodes and the balancer)."""
+
+    def __init__(self, server):
+        self.server = server
+
+    def start(self):
+        return self.server.start()
 
 
 class Outside:
@@ -959,6 +997,9 @@ def main():
         # The dashboard's own records of the previous server's pools (same names) must not carry over.
         for model in (TokenState, CountSnapshot, PoolHistory, Job, TokenEvent, ObservationHour, HostHour):
             model.objects.all().delete()
+        if isinstance(outside, SingleNode | Started):
+            WORK.joinpath("cluster").mkdir(exist_ok=True)
+            outside = outside.start()
         server = outside or EmbeddedCouch(WORK / "couch", heap_mb=3072).start()  # it keeps a 200 MB attachment
         try:
             if only & {"page", "paging", "freshness", "site"}:
