@@ -741,8 +741,8 @@ def site_session(base, username, password):
 
 def load_client(base, session, job_id, end, samples):
     """Poll the pool page, its htmx partial, the job page and the job's JSON until `end`; record every request."""
-    htmx = {"HX-Request": "true", "HX-Target": "observations", "HX-Current-URL": base + "/pools/load/"}
-    requests_ = [("pool page", "/pools/load/", {}), ("pool partial", "/pools/load/", htmx),
+    htmx = {"HX-Request": "true", "HX-Target": "observations", "HX-Current-URL": base + "/pools/bench-load/"}
+    requests_ = [("pool page", "/pools/bench-load/", {}), ("pool partial", "/pools/bench-load/", htmx),
                  ("job page", f"/jobs/{job_id}/", {}), ("job JSON", f"/api/v1/jobs/{job_id}", {})]
     while time.monotonic() < end:
         for kind, path, headers in requests_:
@@ -811,10 +811,10 @@ def bench_load(server):
         # The dry run and the job through the API with the operator's session (pages answer HTML only).
         selection = {"kind": "state", "bucket": "error"}
         csrf = {"X-CSRFToken": operating.cookies["csrftoken"], "Referer": base + "/"}
-        preview = operating.post(base + "/api/v1/pools/load/jobs", json={"action": "reset", "selection": selection},
+        preview = operating.post(base + "/api/v1/pools/bench-load/jobs", json={"action": "reset", "selection": selection},
                                  headers=csrf, timeout=900).json()
-        assert preview["count"] == N, preview
-        created = operating.post(base + "/api/v1/pools/load/jobs", json={
+        assert preview.get("count") == N, preview
+        created = operating.post(base + "/api/v1/pools/bench-load/jobs", json={
             "action": "reset", "selection": selection, "dry_run": False, "confirm": preview["count"]},
             headers=csrf, timeout=120)
         assert created.status_code == 201, (created.status_code, created.text[:200])
