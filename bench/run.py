@@ -811,10 +811,11 @@ def bench_load(server):
         # The dry run and the job through the API with the operator's session (pages answer HTML only).
         selection = {"kind": "state", "bucket": "error"}
         csrf = {"X-CSRFToken": operating.cookies["csrftoken"], "Referer": base + "/"}
-        preview = operating.post(base + "/api/v1/pools/bench-load/jobs", json={"action": "reset", "selection": selection},
-                                 headers=csrf, timeout=900).json()
+        jobs = base + "/api/v1/pools/bench-load/jobs"
+        preview = operating.post(jobs, json={"action": "reset", "selection": selection}, headers=csrf,
+                                 timeout=900).json()
         assert preview.get("count") == N, preview
-        created = operating.post(base + "/api/v1/pools/bench-load/jobs", json={
+        created = operating.post(jobs, json={
             "action": "reset", "selection": selection, "dry_run": False, "confirm": preview["count"]},
             headers=csrf, timeout=120)
         assert created.status_code == 201, (created.status_code, created.text[:200])
