@@ -1,6 +1,7 @@
 """A pool on a 3-node CouchDB 3 cluster behind haproxy (tests/cluster.py), with real picas pilots working it through
 the load balancer: counts, events and jobs as on one server, while nodes stop and come back."""
 
+import io
 import threading
 import time
 import uuid
@@ -257,6 +258,11 @@ def test_writes_a_cluster_accepts_without_a_quorum_are_neither_lost_nor_called_d
     assert "not confirmed" in page and failed[0]["_id"] in page
     problems = operator_client.get(f"/api/v1/jobs/{job.pk}").json()["problems"]
     assert len(problems) == len(failed) and all(p["unconfirmed"] for p in problems)
+
+    # An attachment, which goes one request per token (an attach job's way), is marked the same.
+    token = cluster_pool.get(failed[0]["_id"])
+    rev = cluster_pool.put_attachment(token["_id"], "note.txt", io.BytesIO(b"checked"), "text/plain", token["_rev"])
+    assert rev.accepted_only
 
     cluster.start_node(2)
     cluster.start_node(3)  # back: the copies catch up, and every reset is there, once

@@ -249,7 +249,8 @@ def _attach_each(job, couch, selection, rules, writes, now, records, _change):
                 with open(path, "rb") as body:  # opened anew for every try: a retry sends the whole file
                     rev = couch.put_attachment(doc_id, name, body, content_type, doc["_rev"])
                 records.append(engine.record(job, doc_id, JobToken.CHANGED, "after a conflict" if conflicted else "",
-                                             conflicted, doc["_rev"], rev))
+                                             conflicted, doc["_rev"], rev,
+                                             unconfirmed=getattr(rev, "accepted_only", False)))
                 break
             except (Unreachable, Conflict) as e:
                 if isinstance(e, Conflict):

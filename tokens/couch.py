@@ -79,6 +79,15 @@ class Written(list):
         self.accepted_only = accepted_only
 
 
+class Revision(str):
+    """A document's new revision; `accepted_only`: on fewer copies than the cluster's quorum (202)."""
+
+    def __new__(cls, rev, accepted_only=False):
+        made = super().__new__(cls, rev)
+        made.accepted_only = accepted_only
+        return made
+
+
 # {(url, database): copies of each shard}: a database's n does not change while it exists.
 _COPIES = {}
 
@@ -327,13 +336,14 @@ class Couch:
     def put_attachment(self, doc_id, name, body, content_type, rev):
         """Attach a file (an open binary file: streamed, never read whole) to a document at `rev`.
 
-        Returns the document's new revision; Conflict if `rev` is no longer current.
+        Returns the document's new revision, marked `accepted_only` as bulk_docs marks its results (202: on fewer
+        copies than the cluster's quorum); Conflict if `rev` is no longer current.
         """
-        result = self.call(
+        answer = self.call(
             self.client.put_attachment, db=self.database, doc_id=doc_id, attachment_name=name,
-            attachment=body, content_type=content_type, rev=rev,
+            attachment=body, content_type=content_type, rev=rev, detailed=True,
         )
-        return result["rev"]
+        return Revision(answer.get_result()["rev"], accepted_only=answer.get_status_code() == 202)
 
     def attachment(self, doc_id, name):
         """Stream an attachment: returns (iterator of bytes, content type, length or None).
