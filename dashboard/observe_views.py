@@ -73,7 +73,7 @@ def observation(request, pool, snap):
     """One observation (a token type, and a group when the pool has a grouping field): counts, chart (`?format=csv`:
     its numbers), ETA, GRID_LRT's own overview beside them, links."""
     try:
-        context, _answer = observation_page(pool, snap, request.GET)
+        context = observation_page(pool, snap, request.GET)
     except ValueError as e:
         return refuse(request, pool, request.GET.get("type", ""), str(e))
     if request.GET.get("format") == "csv":

@@ -276,8 +276,8 @@ def progress(pool, series, counts, finished_hour, type_=None, group=None):
 
 
 def pool_page(pool, snap, query):
-    """A pool's counts per observation with its chart over the period in the query and its ETA: (the page's
-    context, the API's answer). Raises ValueError for an unknown period."""
+    """A pool's counts per observation with its chart over the period in the query and its ETA: the page's context
+    (pool_answer makes the API's answer of it). Raises ValueError for an unknown period."""
     data = snap.data
     observations = reading.observations(data)
     totals = reading.pool_totals(data)
@@ -290,16 +290,20 @@ def pool_page(pool, snap, query):
     context = {"observations": observations, "totals": totals, "total": sum(totals.values()),
                "holes": data.get("black_holes", []),  # judged with the counts, in the background
                **chart, **progress(pool, series, totals, sum(o.finished_recent for o in observations))}
-    payload = {**pool_payload(pool, snap, observations, totals), "black_holes": [h["hostname"] for h in
-                                                                                 context["holes"]],
-               "hourly": series_json(chart), "eta": context.get("eta")}
-    return context, payload
+    return context
+
+
+def pool_answer(pool, snap, context):
+    """The pool page's figures as the API answers them (GET /api/v1/pools/{slug})."""
+    return {**pool_payload(pool, snap, context["observations"], context["totals"]),
+            "black_holes": [h["hostname"] for h in context["holes"]], "hourly": series_json(context),
+            "eta": context.get("eta")}
 
 
 def observation_page(pool, snap, query):
     """One observation (a token type, and a group when the pool has a grouping field): its counts, chart, ETA and,
-    for GRID_LRT, the workers' own overview beside them: (the page's context, the API's answer). Raises Http404 for
-    an observation the pool does not have, ValueError for an unknown period."""
+    for GRID_LRT, the workers' own overview beside them: the page's context (observation_answer makes the API's
+    answer of it). Raises Http404 for an observation the pool does not have, ValueError for an unknown period."""
     type_ = query.get("type", "")
     if not type_:
         raise Http404("Which observation? Give its type (and its group, if it has one).")
@@ -310,18 +314,22 @@ def observation_page(pool, snap, query):
     context, series = chart_context(pool, snap.data, query, type_, group, observation=True)
     context.update(progress(pool, series, found.counts, found.finished_recent, type_, group))
     context["o"] = found
-    payload = {"pool": pool.slug, **snapshot_meta(snap), "own_views": snap.data["own_views"], **found.as_json(),
-               "hourly": series_json(context),
-               "eta": context.get("eta"), "grid_lrt_overview": None}
     try:
         theirs = reading.worker_overview(pool, snap.data, type_)
     except CouchError as e:
         theirs, context["overview_error"] = None, str(e)
     if theirs is not None:
         context["worker_overview"] = {**theirs, "rows": reading.overview_beside(found, theirs["figures"])}
-        payload["grid_lrt_overview"] = {"design_doc": theirs["design_doc"], "view": theirs["view"],
-                                        **theirs["figures"]}
-    return context, payload
+    return context
+
+
+def observation_answer(pool, snap, context):
+    """The observation page's figures as the API answers them (GET /api/v1/pools/{slug}/observation)."""
+    theirs = context.get("worker_overview")
+    return {"pool": pool.slug, **snapshot_meta(snap), "own_views": snap.data["own_views"], **context["o"].as_json(),
+            "hourly": series_json(context), "eta": context.get("eta"),
+            "grid_lrt_overview": {"design_doc": theirs["design_doc"], "view": theirs["view"], **theirs["figures"]}
+            if theirs else None}
 
 
 HOST_WINDOWS = {"6h": ("the last 6 hours", 6), "24h": ("the last 24 hours", 24), "7d": ("the last 7 days", 168),

@@ -66,7 +66,7 @@ def pool(request, pool, snap):
     """A pool: counts per state and per observation, its chart over a period (`?period=`; `?format=csv`: the
     chart's numbers), ETA, black holes, design documents."""
     try:
-        context, _answer = pool_page(pool, snap, request.GET)
+        context = pool_page(pool, snap, request.GET)
     except ValueError as e:
         return refuse(request, pool, pool.name, str(e))
     if request.GET.get("format") == "csv":

@@ -179,7 +179,7 @@ def get_pool(request, slug: Slug, period: Period = None):
     """A pool's counts per state and per observation (token type and group), with the age of those counts, its
     chart over the period and its ETA: the pool page's figures."""
     pool = pool_of(request, slug)
-    return _page(payloads.pool_page, pool, period=period or "")
+    return _page(payloads.pool_page, payloads.pool_answer, pool, period=period or "")
 
 
 @router.get("/pools/{slug}/observation", response={200: ObservationDetail, **errors(400, *READ_ERRORS)},
@@ -190,17 +190,18 @@ def get_observation(request, slug: Slug, type: Annotated[Text, Query(min_length=
     """One observation: its counts, GRID_LRT steps and overlaps, its chart over the period, its ETA and, for
     GRID_LRT, its own count view's figures: the observation page's."""
     pool = pool_of(request, slug)
-    return _page(payloads.observation_page, pool, type=type, period=period or "",
+    return _page(payloads.observation_page, payloads.observation_answer, pool, type=type, period=period or "",
                  **({} if group is None else {"group": group}))
 
 
-def _page(page, pool, **query):
+def _page(page, answer, pool, **query):
     """A page's answer from the function that also makes its context (given the query as the page is); an unknown
     period is a 400, as on the page."""
     as_page = QueryDict(mutable=True)
     as_page.update(query)
     try:
-        _context, answer = page(pool, snapshot_of(pool), as_page)
+        snap = snapshot_of(pool)
+        context = page(pool, snap, as_page)
     except ValueError as e:
         raise HttpError(400, str(e)) from None
-    return answer
+    return answer(pool, snap, context)
