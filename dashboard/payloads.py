@@ -17,9 +17,9 @@ from dashboard.web import (
     snapshot_meta,
     visible_pools,
 )
-from tokens import alerts, counting, events, exports, history, notify, overview, reading, selections
+from tokens import alerts, counting, events, exports, history, notify, overview, reading, retries, selections
 from tokens.couch import CouchError
-from tokens.models import Job, JobToken
+from tokens.models import Job, JobToken, RetryRule
 from tokens.oddities import oddities
 from tokens.states import group_from
 
@@ -398,3 +398,51 @@ def alert_json(a):
             "messages": [{"message": d.message, "channel": d.channel, "status": d.status, "attempts": d.attempts,
                           "error": d.last_error, "to": d.target if d.channel == "email" else notify.where(d.address)}
                          for d in a.deliveries.all()]}
+
+
+# --- retry rules ---------------------------------------------------------------------------------------------
+
+GIVEN_UP_SHOWN = 50
+
+
+def retry_rule_json(rule, now=None):
+    """A rule as the page and the API show it, with what it did in the last 24 hours."""
+    did = retries.did(rule, now)
+    return {"id": rule.pk, "name": rule.name, "code": rule.code, "message": rule.message, "attempts": rule.attempts,
+            "wait_minutes": rule.wait_minutes, "per_hour": rule.per_hour, "hold_black_holes": rule.hold_black_holes,
+            "enabled": rule.enabled, "description": retries.describe(rule), "failures": retries.which(rule),
+            "changed_by": rule.changed_by.username if rule.changed_by else None, "changed_at": rule.changed_at,
+            "last_24h": {"jobs": [j.pk for j in did["jobs"]], "retried": did["retried"],
+                         "given_up": did["given_up"]}}
+
+
+def retries_page(pool):
+    """The retry rules page's data (and its API twin's, GET /api/v1/pools/{slug}/retry-rules)."""
+    paused = retries.paused(pool)
+    given_up = retries.given_up(pool.slug)
+    return {"rules": [retry_rule_json(r) for r in RetryRule.objects.filter(pool=pool.slug)
+                      .select_related("changed_by")],
+            "paused": paused is not None, "paused_by": paused.by.username if paused and paused.by else None,
+            "paused_at": paused.at if paused else None, "given_up_count": given_up.count(),
+            "given_up": [{"id": g.doc_id, "failures": g.failures, "rule": g.rule_name, "code": g.code,
+                          "message": g.message, "at": g.at} for g in given_up.order_by("doc_id")[:GIVEN_UP_SHOWN]],
+            "every_seconds": settings.RETRY_RULES_SECONDS, "grace_seconds": settings.JOB_FINISHED_GRACE_SECONDS,
+            "given_up_query": selections.Selection("given_up").as_query()}
+
+
+def dry_run(rule, pool):
+    """A rule's dry run (what it would do now, writing nothing) and what it did in the last 24 hours."""
+    seen = retries.plan(rule, pool)
+    seen.pop("given_up_found")
+    seen.pop("rule")
+    return {**seen, "rule_id": rule.pk, "held_hosts": [{"hostname": h, "count": n}
+                                                       for h, n in sorted(seen["held_hosts"].items())],
+            "last_24h": retry_rule_json(rule)["last_24h"], "read_most": retries.PLAN_READ_MOST}
+
+
+def retry_rule_form(rule):
+    """The form's fields for a rule being changed."""
+    return {"name": rule.name, "code": rule.code or "", "message": rule.message or "",
+            "exact_message": rule.message is not None, "attempts": rule.attempts,
+            "wait_minutes": f"{rule.wait_minutes:g}", "per_hour": rule.per_hour,
+            "hold_black_holes": rule.hold_black_holes, "enabled": rule.enabled}

@@ -357,6 +357,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 # --- Alerts (tokens/alerts.py): rules are evaluated every ALERTS_EVALUATE_SECONDS; messages go by e-mail through
 # this mail server (none set: e-mail deliveries fail, and the alerts page says why) and to webhooks.
 ALERTS_EVALUATE_SECONDS = envint("ALERTS_EVALUATE_SECONDS", 60)
+# --- Retry rules (tokens/retries.py): checked every RETRY_RULES_SECONDS; each due rule starts an ordinary job.
+RETRY_RULES_SECONDS = envint("RETRY_RULES_SECONDS", 60)
 ALERT_DELIVERY_ATTEMPTS = envint("ALERT_DELIVERY_ATTEMPTS", 5)
 # Who may still see a pool, asked before an alert is sent to a subscriber: the web side's roles (tokens/ imports
 # nothing from dashboard/, so the check is named here).
@@ -388,6 +390,7 @@ CELERY_BEAT_SCHEDULE = {
     "prune-events": {"task": "tokens.tasks.prune_events", "schedule": 3600.0},
     "sweep-uploads": {"task": "tokens.tasks.sweep_uploads", "schedule": 3600.0},
     "evaluate-alerts": {"task": "tokens.tasks.evaluate_alerts", "schedule": float(ALERTS_EVALUATE_SECONDS)},
+    "apply-retry-rules": {"task": "tokens.tasks.apply_retry_rules", "schedule": float(RETRY_RULES_SECONDS)},
 }
 CELERY_TASK_PUBLISH_RETRY = False
 

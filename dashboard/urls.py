@@ -5,7 +5,17 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path, re_path
 
-from dashboard import account_views, alert_views, api, export_views, job_views, observe_views, tokenset_views, views
+from dashboard import (
+    account_views,
+    alert_views,
+    api,
+    export_views,
+    job_views,
+    observe_views,
+    retry_views,
+    tokenset_views,
+    views,
+)
 from dashboard.throttle import ThrottledAdminLoginForm
 
 # The admin's login says why django-axes refused it, like the site's (dashboard/throttle.py).
@@ -31,6 +41,13 @@ urlpatterns += [
     path("pools/<slug:slug>/alerts/rules/", alert_views.rule_create, name="alert_rule_create"),
     path("pools/<slug:slug>/alerts/rules/<int:pk>/delete/", alert_views.rule_delete, name="alert_rule_delete"),
     path("pools/<slug:slug>/alerts/subscription/", alert_views.subscription, name="alert_subscription"),
+    # --- retry rules of a pool ---
+    path("pools/<slug:slug>/retries/", retry_views.retry_rules, name="retry_rules"),
+    path("pools/<slug:slug>/retries/rules/", retry_views.rule_save, name="retry_rule_create"),
+    path("pools/<slug:slug>/retries/rules/<int:pk>/", retry_views.rule_save, name="retry_rule_change"),
+    path("pools/<slug:slug>/retries/rules/<int:pk>/switch/", retry_views.rule_switch, name="retry_rule_switch"),
+    path("pools/<slug:slug>/retries/rules/<int:pk>/delete/", retry_views.rule_delete, name="retry_rule_delete"),
+    path("pools/<slug:slug>/retries/pause/", retry_views.pause, name="retry_pause"),
 ]
 
 # --- jobs: preview and start an action, a new token set, watch, cancel, the audit list ---

@@ -242,13 +242,17 @@ def test_with_every_node_down_the_pages_say_so_a_job_waits_and_all_resumes_when_
 
 def test_writes_a_cluster_accepts_without_a_quorum_are_neither_lost_nor_called_done(cluster_pool, cluster,
                                                                                      operator_client):
-    failed = [failure(n) for n in range(300)]
+    failed = [failure(n) for n in range(300, 600)]
+    cluster_pool.bulk_docs([surf_token(n) for n in range(300)])
     cluster_pool.bulk_docs(failed)
     (pool,) = all_pools()
     wait_for(lambda: (totals(pool) or {}).get("error") == len(failed), what="the failures in the counts")
     job = operations.create_job(pool, None, "reset", Selection("state", bucket="error"), {})
     cluster.stop_node(2)
     cluster.stop_node(3)  # one copy of each shard left: CouchDB takes writes with 202, accepted, not on a quorum
+    # Pilots work the 300 todo tokens on the one node meanwhile (their writes are taken with 202 too, which picas
+    # counts as saved), and then the failures the job puts back.
+    pilots = start_pilots(cluster, cluster_pool.database, 2, delay=0.01)
     job = operations.run_job(job.pk, batch_size=100)
 
     unconfirmed = JobToken.objects.filter(job=job, unconfirmed=True)
@@ -264,10 +268,16 @@ def test_writes_a_cluster_accepts_without_a_quorum_are_neither_lost_nor_called_d
     rev = cluster_pool.put_attachment(token["_id"], "note.txt", io.BytesIO(b"checked"), "text/plain", token["_rev"])
     assert rev.accepted_only
 
+    finish(pilots)
     cluster.start_node(2)
-    cluster.start_node(3)  # back: the copies catch up, and every reset is there, once
-    assert all(d["scrub_count"] == 1 and d["lock"] == 0 for d in documents(cluster_pool).values())
+    cluster.start_node(3)  # back: the copies catch up, and every reset is there, once, and every pilot's result
+    docs = documents(cluster_pool)
+    finished = [d for d in docs.values() if d["done"] > 0]
+    assert all(d["exit_code"] == 0 and d["output"].get("result") for d in finished)  # nothing lost on one node
+    assert {d["_id"] for d in finished} >= {f"token_{n:05d}" for n in range(300)}
+    # Each failure reset once; a pilot has run it since, or it waits in todo for the next one.
+    again = [docs[d["_id"]] for d in failed]
+    assert all(d["scrub_count"] == 1 and (d["done"] > 0 or d["lock"] == 0) for d in again)
     for node in cluster.node_urls:  # and through every node
         db = Couch(node, cluster_pool.database, cluster.username, cluster.password)
-        wait_for(lambda db=db: all(d["scrub_count"] == 1 for d in documents(db).values()),
-                 what="every node reading the resets")
+        wait_for(lambda db=db: documents(db) == docs, what="every node reading the resets and the results")

@@ -38,11 +38,11 @@ def picas_db(server, database):
 
 
 def start_pilots(server, database, count, delay, fail_every=0, raise_every=0, max_scrub=0, cleanup=0, first="",
-                 last="", hostname=""):
+                 last="", hostname="", stop_file=""):
     env = dict(os.environ, PICAS_URL=server.url, PICAS_DB=database, PICAS_USER=server.username,
                PICAS_PASSWORD=server.password, PICAS_DELAY=str(delay), PICAS_FAIL_EVERY=str(fail_every),
                PICAS_RAISE_EVERY=str(raise_every), PICAS_MAX_SCRUB=str(max_scrub), PICAS_CLEANUP=str(cleanup),
-               PICAS_FIRST=first, PICAS_LAST=last, PICAS_HOSTNAME=hostname)
+               PICAS_FIRST=first, PICAS_LAST=last, PICAS_HOSTNAME=hostname, PICAS_STOP_FILE=stop_file)
     script = Path(__file__).with_name("picas_worker.py")
     return [subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True) for _ in range(count)]

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.template.defaultfilters import filesizeformat, pluralize
 from django.utils import timezone
 
-from tokens import engine
+from tokens import engine, retries
 from tokens.couch import Conflict, NotFound, Unreachable
 from tokens.models import Job, JobToken
 from tokens.selections import OperationError, Selection, pool_rules
@@ -146,7 +146,15 @@ VALUE_TYPE_WORDS = {"string": "text", "number": "a number", "boolean": "true or 
 def params_in_words(action, p):
     """What a job was told to do beyond its selection, as sentences (the job page; never a dict)."""
     if action == "reset":
-        return ["Attachments deleted" if p.get("delete_attachments") else "Attachments kept; error history kept"]
+        words = ["Attachments deleted" if p.get("delete_attachments") else "Attachments kept; error history kept"]
+        if p.get("rule"):
+            attempts = p.get("attempts", 1)
+            words.append(f"By retry rule “{p['rule']}”: at most {p.get('limit', 0):,} token"
+                         f"{pluralize(p.get('limit', 0))}, each given {attempts} attempt{pluralize(attempts)} in all "
+                         "(a token with all used is given up, not reset); "
+                         + ("failures on black-hole hosts held" if p.get("hold_black_holes") else
+                            "black-hole hosts not held"))
+        return words
     if action == "set_field":
         value = p.get("value")
         # The web form and the CLI say the value's type; the API sends JSON, whose value has its own.
@@ -212,10 +220,16 @@ def run(job, pool, batch_size):
     selection = Selection.from_dict(job.selection)
     rules = engine.retrying(pool_rules, pool, couch)
     started = time.time()
+    # A retry rule's job: the rule judges each batch first (attempts used, black-hole hosts, its hour's limit).
+    rule = retries.RuleRun(job, pool, rules) if selection.kind == "retry" else None
     with engine.Reader(pool, batch_size) as reader:
         for docs in reader.batches(selection, started):
             engine.check_cancel(job)
+            if rule:
+                docs = rule.sift(docs, started, engine.record, engine.save_batch)
             process_batch(job, couch, selection, rules, docs, started)
+            if rule and rule.full:
+                break
 
 
 def process_batch(job, couch, selection, rules, docs, now):

@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from tokens import counting, notify, reading, secretbox
+from tokens import counting, notify, reading, retries, secretbox
 from tokens.models import Alert, AlertRule, Delivery, Job, ObservationHour, Subscription, TokenEvent
 from tokens.pools import all_pools
 
@@ -32,6 +32,7 @@ KINDS = {
     AlertRule.BLACK_HOLE: ("a host flagged as a black hole", ()),
     AlertRule.OBSERVATION_FINISHED: ("an observation finished", ()),
     AlertRule.JOB_FAILED: ("a job failed", ()),
+    AlertRule.GIVEN_UP: ("retry rules gave up on failed tokens (all their attempts used)", ()),
 }
 MIN_FAILURES = 3  # an error rate is judged on at least this many failures: one failure of one finish is no trend
 
@@ -95,6 +96,12 @@ def _findings(rule, pool, snap, now):
         return {str(j.pk): (f"job {j.pk} ({j.action}) failed: {j.message or 'no message'}",
                             {"job": j.pk, "action": j.action, "message": j.message, "changed": j.changed,
                              "failed": j.failed, "url": _link(reverse("job", args=[j.pk]))}) for j in jobs}
+    if rule.kind == AlertRule.GIVEN_UP:
+        n = retries.given_up(pool.slug).count()
+        return {"": (f"{n} failed token{'s' if n != 1 else ''} used all their attempts: the retry rules gave up "
+                     f"on {'them' if n != 1 else 'it'}", {"given_up": n,
+                                                          "url": _link(reverse("retry_rules", args=[pool.slug]))})
+                } if n else {}
     if not data:
         return {}
     if rule.kind == AlertRule.ERROR_RATE:

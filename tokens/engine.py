@@ -61,7 +61,7 @@ class Reader:
         self.thread.shutdown(wait=False, cancel_futures=True)
 
     def batches(self, selection, now):
-        if selection.kind in ("ids", "job", "host"):
+        if selection.kind in ("ids", "job", "host", "given_up"):
             ids = _id_batches(selection, self.batch_size, self.pool)
             pending = self._fetch(next(ids, None))
             while pending:
@@ -92,8 +92,9 @@ def _id_batches(selection, batch_size, pool):
         yield from (selection.ids[i:i + batch_size] for i in range(0, len(selection.ids), batch_size))
         return
     # The job's records (or the table of states), a batch at a time by primary key: memory stays flat at any size.
-    records = selection.host_tokens(pool).values_list("pk", "doc_id") if selection.kind == "host" else \
-        selection.job_tokens().values_list("pk", "token_id")
+    records = {"host": lambda: selection.host_tokens(pool).values_list("pk", "doc_id"),
+               "given_up": lambda: selection.given_up_tokens(pool).values_list("pk", "doc_id"),
+               "job": lambda: selection.job_tokens().values_list("pk", "token_id")}[selection.kind]()
     after = 0
     while True:
         batch = list(records.filter(pk__gt=after).order_by("pk")[:batch_size])

@@ -200,7 +200,9 @@ class Job(models.Model):
 
     pool = models.CharField(max_length=100, db_index=True)
     user = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL)
-    via = models.CharField(max_length=10, default="web")  # web, api, cli
+    via = models.CharField(max_length=10, default="web")  # web, api, cli, rule
+    # A job a retry rule started (via "rule"): the rule's name stays in `params` should the rule be removed.
+    rule = models.ForeignKey("RetryRule", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
     action = models.CharField(max_length=20)
     selection = models.JSONField()
     params = models.JSONField(default=dict)
@@ -367,9 +369,9 @@ class ExitCodeMeaning(models.Model):
 class AlertRule(models.Model):
     """A condition on a pool that operators want to hear about, set in the site (tokens.alerts evaluates it)."""
 
-    ERROR_RATE, STALE_LOCKS, NO_PROGRESS, BLACK_HOLE, OBSERVATION_FINISHED, JOB_FAILED = (
-        "error_rate", "stale_locks", "no_progress", "black_hole", "observation_finished", "job_failed")
-    KINDS = (ERROR_RATE, STALE_LOCKS, NO_PROGRESS, BLACK_HOLE, OBSERVATION_FINISHED, JOB_FAILED)
+    ERROR_RATE, STALE_LOCKS, NO_PROGRESS, BLACK_HOLE, OBSERVATION_FINISHED, JOB_FAILED, GIVEN_UP = (
+        "error_rate", "stale_locks", "no_progress", "black_hole", "observation_finished", "job_failed", "given_up")
+    KINDS = (ERROR_RATE, STALE_LOCKS, NO_PROGRESS, BLACK_HOLE, OBSERVATION_FINISHED, JOB_FAILED, GIVEN_UP)
 
     pool = models.CharField(max_length=100, db_index=True)
     kind = models.CharField(max_length=30)
@@ -465,3 +467,65 @@ class Delivery(models.Model):
         if self.channel == self.WEBHOOK:
             return secretbox.open_sealed(self.target, "The webhook address")
         return self.target
+
+
+class RetryRule(models.Model):
+    """Which failures of a pool are retried by themselves (tokens.retries), and how far: set by operators.
+
+    A failure matches by its group (exit code and normalised message, as the failure groups show it), by its code
+    alone (`message` None) or any failure (`code` None). A token gets `attempts` runs in all, counted from its own
+    failures (tokens.attempts); it is retried no sooner than `wait_minutes` after it failed (never within the
+    grace period), at most `per_hour` tokens an hour, and a failure on a host flagged as a black hole is held
+    (named, not retried) unless `hold_black_holes` is off."""
+
+    pool = models.CharField(max_length=100, db_index=True)
+    name = models.CharField(max_length=100)
+    code = models.CharField(max_length=2000, null=True, blank=True)  # noqa: DJ001 - None: any code
+    message = models.CharField(max_length=2000, null=True, blank=True)  # noqa: DJ001 - None: any message
+    attempts = models.PositiveIntegerField()
+    wait_minutes = models.FloatField()
+    per_hour = models.PositiveIntegerField()
+    hold_black_holes = models.BooleanField(default=True)
+    enabled = models.BooleanField(default=True)
+    created_by = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    changed_by = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL, related_name="+")
+    changed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["pool", "name"]
+        constraints = [models.UniqueConstraint(fields=["pool", "name"], name="retry_rule_name")]
+
+    def __str__(self):
+        return f"retry rule {self.name} on {self.pool}"
+
+
+class RetryPause(models.Model):
+    """The one switch that pauses every retry rule of a pool: a row while paused, by whom and since when."""
+
+    pool = models.CharField(max_length=100, unique=True)
+    by = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL, related_name="+")
+    at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self):
+        return f"retry rules of {self.pool} paused"
+
+
+class GivenUp(models.Model):
+    """A failed token a retry rule found with all its attempts used: it is not retried by rule again. It counts as
+    given up while the token is still failed (TokenState); an operator may retry it by hand."""
+
+    pool = models.CharField(max_length=100)
+    doc_id = models.CharField(max_length=1000)
+    rule = models.ForeignKey(RetryRule, null=True, on_delete=models.SET_NULL, related_name="+")
+    rule_name = models.CharField(max_length=100)
+    failures = models.PositiveIntegerField()
+    code = models.TextField(blank=True)
+    message = models.TextField(blank=True)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["pool", "doc_id"], name="given_up_unique")]
+
+    def __str__(self):
+        return f"{self.doc_id} in {self.pool}: given up after {self.failures} failures"

@@ -6,6 +6,7 @@ tokens.tokensets; how they are written safely while workers run: tokens.engine.
 """
 
 import logging
+import time
 
 from django.conf import settings
 from django.db import transaction
@@ -73,6 +74,8 @@ def run_job(job_id, batch_size=None):
     try:
         if pool is None:
             raise OperationError(f"The pool {job.pool!r} is no longer configured")
+        if not _take_turn(job):
+            return job
         (tokensets.run if job.action == "create_tokens" else actions.run)(job, pool, batch_size)
     except engine.Cancelled:
         _finish(job, Job.CANCELLED, "Cancelled by an operator between two batches; what was written is listed.")
@@ -96,6 +99,36 @@ def run_job(job_id, batch_size=None):
         else:
             _finish(job, Job.SUCCEEDED, "")
     return job
+
+
+def _take_turn(job):
+    """A retry rule's job and an operator's never act on one pool at once. A rule's job gives way: it ends at once,
+    writing nothing, when another job is running on its pool (the rule looks again at its next check). An
+    operator's job waits while a rule's job runs (a rule's job is bounded by its hour's limit), its heartbeat kept
+    and its page saying so; Cancel still stops it. False: the job has ended here."""
+    others = Job.objects.filter(pool=job.pool, status=Job.RUNNING).exclude(pk=job.pk)
+    if job.via == "rule":
+        if not others.exists():
+            return True
+        _finish(job, Job.CANCELLED, "Gave way to a job already running on this pool; nothing was written. The rule "
+                                    "looks again at its next check.")
+        return False
+    while True:
+        alive = timezone.now() - timezone.timedelta(seconds=settings.JOB_HEARTBEAT_TIMEOUT)
+        first = others.filter(via="rule", heartbeat_at__gte=alive).order_by("pk").first()
+        if first is None:
+            Job.objects.filter(pk=job.pk, message__startswith="Waiting for").update(message="")
+            return True
+        try:
+            engine.check_cancel(job)
+        except engine.Cancelled:
+            _finish(job, Job.CANCELLED, "Cancelled while it waited for a retry rule's job; nothing was written.")
+            return False
+        Job.objects.filter(pk=job.pk).update(
+            heartbeat_at=timezone.now(), message=f"Waiting for job {first.pk} (retry rule "
+                                                 f"“{first.params.get('rule', '')}”) to end on this pool; it starts "
+                                                 "then.")
+        time.sleep(0.5)
 
 
 def sweep_uploads():

@@ -11,6 +11,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from django.conf import settings
+from django.db.models import Exists, OuterRef
 
 from tokens.counting import ensure_own_views
 from tokens.models import CountSnapshot, Job, JobToken, TokenState
@@ -24,6 +25,7 @@ from tokens.states import (
     classify,
     describe_design_doc,
     failed_at,
+    failure_key,
     group_of,
     js_string,
     lock_time,
@@ -35,7 +37,8 @@ from tokens.states import (
 
 HOST_BUCKETS = ("error", "locked")
 JOB_OUTCOMES = {"changed": "changed", "skipped": "skipped", "failed": "failed on"}
-KINDS = ("state", "stale", "failure", "observation", "ids", "job", "host")
+KINDS = ("state", "stale", "failure", "observation", "ids", "job", "host", "given_up")
+FAILED = ("error", "legacy_error")
 MAX_JOB = 2**63 - 1  # the largest primary key every database takes
 MAX_IDS = 10_000  # token ids in one selection
 MAX_TEXT = 2000  # characters in any one value of a selection
@@ -60,8 +63,10 @@ def infer_kind(data):
 @dataclass
 class Selection:
     """Which tokens a job touches. kind: state, stale, failure, observation (all its tokens), ids, job (the
-    tokens an earlier job changed, skipped or failed: `job` its id, `outcome` which), or host (the failed or
-    locked tokens that name `hostname`: what a black hole failed, or what it holds)."""
+    tokens an earlier job changed, skipped or failed: `job` its id, `outcome` which), host (the failed or
+    locked tokens that name `hostname`: what a black hole failed, or what it holds), given_up (the failed tokens
+    retry rules gave up on: tokens.retries), or retry (what a retry rule retries: failures of its group, `code`
+    and `message` (None: any), failed at least `hours` ago; only a rule's job selects so)."""
 
     kind: str
     bucket: str | None = None
@@ -148,7 +153,9 @@ class Selection:
         if self.kind == "host" and (not self.hostname or self.bucket not in HOST_BUCKETS):
             raise OperationError("A host selection names the host and the state: error (what failed there) or "
                                  "locked (what runs there now)")
-        if self.kind not in ("state", "stale", "failure", "observation", "ids", "tokenset", "job", "host"):
+        if self.kind == "retry" and (self.hours is None or not math.isfinite(self.hours) or self.hours < 0):
+            raise OperationError("A retry rule's selection needs the least time since the failure")
+        if self.kind not in (*KINDS, "tokenset", "retry"):
             raise OperationError(f"Unknown selection {self.kind!r}")
 
     def refuse_to_act(self):
@@ -173,6 +180,14 @@ class Selection:
         re-checked before it is written, so a token that moved since is skipped."""
         return TokenState.objects.filter(pool=pool, bucket=self.bucket, hostname=self.hostname)
 
+    def given_up_tokens(self, pool):
+        """The records of the given-up tokens (kind given_up) whose tokens are failed still, as the table of
+        states has them; each is re-checked when read."""
+        from tokens.models import GivenUp
+
+        still = TokenState.objects.filter(pool=pool, doc_id=OuterRef("doc_id"), bucket__in=FAILED)
+        return GivenUp.objects.filter(pool=pool).filter(Exists(still))
+
     def job_tokens(self):
         """The records of the tokens this selection names (kind job), in the order the job met them."""
         return JobToken.objects.filter(job_id=self.job, outcome=self.outcome).order_by("pk")
@@ -196,6 +211,12 @@ class Selection:
         if self.kind == "host":
             what = "failed" if self.bucket == "error" else "running (locked)"
             return f"{what} tokens{where} on host {self.hostname}"
+        if self.kind == "given_up":
+            return "failed tokens the retry rules gave up on (all their attempts used)"
+        if self.kind == "retry":
+            which = "any failure" if self.code is None else f"exit code {self.code}" if self.message is None else \
+                f"exit code {self.code} and error “{self.message or '(no message)'}”"
+            return f"failed tokens with {which}, failed at least {_minutes(self.hours * 60)} ago"
         return f"{len(self.ids)} selected token{'s' if len(self.ids) != 1 else ''}"
 
     def view_ranges(self, now, held=False):
@@ -211,6 +232,11 @@ class Selection:
         if self.kind == "stale":
             stale_range = stale_locks_range(now - self.hours * 3600)
             return [("locks", *stale_range)] if stale_range else []
+        if self.kind == "retry":
+            if self.code is None:
+                return [("states", [b], [b, {}]) for b in FAILED]
+            key = [self.code] if self.message is None else [self.code, self.message]
+            return [("failures", key, [*key, {}])]
         raise ValueError(self.kind)
 
     def holds(self, doc, rules, now):
@@ -227,6 +253,10 @@ class Selection:
             return False
         if bucket == "locked" and self.kind not in ("stale", "host"):
             return False  # a worker may hold it: writing now would make the worker drop its result
+        if self.kind == "retry":
+            return bucket in FAILED and self._retry_holds(doc, style, now)
+        if self.kind == "given_up":
+            return bucket in FAILED and (bucket != "error" or _failed_long_enough(doc, now, explicit=True))
         if bucket == "error" and not _failed_long_enough(doc, now, explicit=self.kind in ("ids", "job")):
             return False  # just failed: picas's max_scrub retry may be scrubbing it this very moment
         if self.kind == "state" or (self.kind == "ids" and self.bucket):
@@ -239,6 +269,21 @@ class Selection:
             code = js_string(code) if code not in (None, "") else "(none)"  # as the failures view keys it
             return bucket in ("error", "legacy_error") and code == self.code
         return True  # explicit ids, a whole observation: whatever state they are in
+
+
+    def _retry_holds(self, doc, style, now):
+        code, message = failure_key(doc, style)
+        if self.code is not None and code != self.code or self.message is not None and message != self.message:
+            return False
+        failed = failed_at(doc)  # never a failure of unknown time: nobody has looked at it
+        wait = max(settings.JOB_FINISHED_GRACE_SECONDS, self.hours * 3600)
+        return failed is not None and now - (failed + 1) >= wait
+
+
+def _minutes(minutes):
+    if minutes < 120:
+        return f"{minutes:g} minute{'' if minutes == 1 else 's'}"
+    return f"{minutes / 60:g} hours"
 
 
 def _text(data, name):
@@ -331,8 +376,9 @@ def preview(pool, selection, sample_size=10):
     if selection.kind == "ids":
         docs = [d for d in fetch(couch, selection.ids) if selection.holds(d, rules, now)]
         return {"count": len(docs), "sample": [d["_id"] for d in docs[:sample_size]]}
-    if selection.kind == "host":  # the table of states; each is re-checked when read, as always
-        records = selection.host_tokens(pool.slug)
+    if selection.kind in ("host", "given_up"):  # the table of states; each is re-checked when read, as always
+        records = selection.host_tokens(pool.slug) if selection.kind == "host" else \
+            selection.given_up_tokens(pool.slug)
         return {"count": records.count(), "sample": list(records.order_by("doc_id")
                                                          .values_list("doc_id", flat=True)[:sample_size])}
     if selection.kind == "job":

@@ -3,7 +3,7 @@ from datetime import datetime
 from celery import shared_task
 from celery.signals import worker_ready
 
-from tokens import alerts, counting, events, history, operations
+from tokens import alerts, counting, events, history, operations, retries
 from tokens.pools import get_pool
 
 
@@ -70,3 +70,10 @@ def tend_jobs_at_start(**kwargs):
 def evaluate_alerts():
     """Every ALERTS_EVALUATE_SECONDS: evaluate the alert rules, record firings and recoveries, send messages."""
     alerts.evaluate()
+
+
+@shared_task(ignore_result=True, expires=300)
+def apply_retry_rules():
+    """Every RETRY_RULES_SECONDS: start the retry rules' jobs that are due (tokens.retries), as ordinary jobs."""
+    for job in retries.apply():
+        operations.enqueue(job)
