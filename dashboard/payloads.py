@@ -112,7 +112,8 @@ def token_payload(pool, doc, facts, touched, timeline, odd):
             "timeline": [events.as_json(e) for e in timeline]}
 
 
-VIA_LABELS = {"web": "in the browser", "api": "through the API", "cli": "from the command line"}
+VIA_LABELS = {"web": "in the browser", "api": "through the API", "cli": "from the command line",
+              "rule": "by a retry rule"}
 
 
 def duration_in_words(seconds):
@@ -129,6 +130,7 @@ def duration_in_words(seconds):
 def job_json(job):
     return {
         "id": job.pk, "pool": job.pool, "user": job.user.username if job.user else None, "via": job.via,
+        "rule": job.params.get("rule") if job.via == "rule" else None,
         "action": job.action, "selection": job.selection, "params": {k: v for k, v in job.params.items()
                                                                      if k != "upload"},
         "preview_count": job.preview_count, "status": job.status, "message": job.message,
@@ -289,6 +291,7 @@ def pool_page(pool, snap, query):
             o.spark = charts.sparkline(per_obs.get((o.type, o.group), empty))
     context = {"observations": observations, "totals": totals, "total": sum(totals.values()),
                "holes": data.get("black_holes", []),  # judged with the counts, in the background
+               "given_up": retries.given_up(pool.slug).count(),
                **chart, **progress(pool, series, totals, sum(o.finished_recent for o in observations))}
     return context
 
@@ -296,7 +299,8 @@ def pool_page(pool, snap, query):
 def pool_answer(pool, snap, context):
     """The pool page's figures as the API answers them (GET /api/v1/pools/{slug})."""
     return {**pool_payload(pool, snap, context["observations"], context["totals"]),
-            "black_holes": [h["hostname"] for h in context["holes"]], "hourly": series_json(context),
+            "black_holes": [h["hostname"] for h in context["holes"]], "given_up": context["given_up"],
+            "hourly": series_json(context),
             "eta": context.get("eta")}
 
 

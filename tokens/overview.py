@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db.models import Max, Sum
 from django.utils import timezone
 
-from tokens import reading
+from tokens import reading, retries
 from tokens.models import Alert, ObservationHour, TokenEvent
 
 # Why a pool needs attention, most urgent first: (key, how a card says it).
@@ -55,6 +55,7 @@ def card(pool, snap, now=None):
         black_holes=[h["hostname"] for h in data.get("black_holes", [])],
         stale_locks=data.get("stale_locks", {}).get("count", 0), stale_hours=settings.STALE_LOCK_HOURS,
         unknown_locks=data.get("stale_locks", {}).get("unknown", 0),
+        given_up=retries.given_up(pool.slug).count(),
         last_activity=TokenEvent.objects.filter(pool=pool.slug).aggregate(at=Max("at"))["at"],
         last_finish_hour=ObservationHour.objects.filter(pool=pool.slug, to_state__in=("done", "error"))
         .aggregate(h=Max("hour"))["h"],

@@ -34,6 +34,7 @@ class JobOut(Schema):
     pool: str
     user: str | None
     via: str
+    rule: str | None = Field(None, description="The retry rule that started it (via \"rule\")")
     action: str
     selection: dict[str, Any]
     params: dict[str, Any]
@@ -100,7 +101,7 @@ class Preview(Schema):
 
 
 class SelectionIn(Schema):
-    kind: Literal["state", "stale", "failure", "observation", "ids", "job", "host"]
+    kind: Literal[selections.KINDS]
     bucket: Bucket | None = None
     type: Text | None = None
     group: Text | None = None

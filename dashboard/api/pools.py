@@ -82,6 +82,7 @@ class PoolDetail(CountsMeta):
     observations: list[Observation]
     design_documents: list[dict[str, Any]]
     black_holes: list[str] = Field(description="Hosts judged black holes (BLACKHOLE_* settings)")
+    given_up: int = Field(description="Failed tokens the retry rules gave up on (all their attempts used)")
     hourly: Hourly | None = Field(description="The pool's chart: null without the dashboard's own views")
     eta: Eta | None
 
@@ -145,6 +146,7 @@ class Card(Schema):
     stale_locks: int | None = None
     stale_hours: float | None = None
     unknown_locks: int | None = None
+    given_up: int | None = None
     last_activity: datetime | None = None
     last_finish_hour: datetime | None = None
     observations: list[ObservationBar] = []
