@@ -60,9 +60,10 @@ def summary(series):
     return text + "."
 
 
-def hourly_chart(series, chart_id):
+def hourly_chart(series, chart_id, marks=()):
     """The geometry of a two-row bar chart of one series of hours or days (see tokens.history.series and
-    period_series): the bars share PLOT pixels, so that 24 hours and 7 days make charts of one size."""
+    period_series): the bars share PLOT pixels, so that 24 hours and 7 days make charts of one size. `marks`
+    (tokens.history.annotations): a numbered line at each job's start and alert's firing."""
     n = len(series["hours"])
     by_day = daily(series)
     bar = PLOT / n if n else PLOT
@@ -103,7 +104,15 @@ def hourly_chart(series, chart_id):
         # reach past the chart's right edge and be cut: it ends at that edge instead.
         end = tick["x"] + TICK_HALF_LABEL > width
         tick["anchor"], tick["text_x"] = ("end", width - 1) if end else ("middle", tick["x"])
+    first, span = (series["hours"][0], series["step"] * n) if n else (0, 0)
+    numbered = []
+    for number, mark in enumerate(marks, start=1):
+        offset = mark["at"].timestamp() - first
+        if 0 <= offset < span:
+            numbered.append({**mark, "number": number, "x": round(LEFT + offset / span * PLOT, 2),
+                             "when": mark["at"].strftime("%Y-%m-%d %H:%M")})
     return {
+        "marks": numbered, "marks_bottom": axis_y - 12,
         "id": chart_id, "width": width, "height": axis_y + AXIS - 12, "left": LEFT, "right": LEFT + PLOT,
         "axis_y": axis_y, "panels": panels, "ticks": ticks, "unit": "day" if by_day else "hour",
         "unit_short": "day" if by_day else "h", "period": period_label(series), "summary": summary(series),

@@ -234,7 +234,10 @@ def chart_context(pool, data, query, type_=None, group=None, observation=False):
                       "href": f"?{q.urlencode()}#chart"})
     q["period"], q["format"] = period, "csv"
     chart_id = "chart-obs" if observation else "chart-pool"
-    return {"history": record, "chart": charts.hourly_chart(series, chart_id), "series": series, "period": period,
+    first = series["hours"][0] if series["hours"] else time.time()
+    marks = history.annotations(pool.slug, first, first + series["step"] * len(series["hours"]))
+    return {"history": record, "chart": charts.hourly_chart(series, chart_id, marks), "series": series,
+            "period": period,
             "period_links": links, "csv_href": f"?{q.urlencode()}", "chart_computed_at": computed_at,
             "chart_error": error}, series
 
@@ -253,7 +256,14 @@ def series_json(context):
         "done": series["done"],
         "error_counts": series["error"],
         "running": series["running"],  # the most locked at once in the hour (sampled with the counts)
+        "annotations": [annotation_json(m) for m in context["chart"]["marks"]],
     }
+
+
+def annotation_json(mark):
+    return {"at": mark["at"].isoformat(), "end": mark["end"].isoformat() if mark["end"] else None,
+            "kind": mark["kind"], "text": mark["text"], "tags": mark["tags"], "job": mark["job"],
+            "alert": mark["alert"]}
 
 
 def chart_csv(pool, context, name):

@@ -3,6 +3,7 @@ about {pool A, pool B}. A pool someone may not see does not exist for them (404)
 lists, the overview, /metrics and /healthz hold only what the asker may see. A new URL or API operation without a
 row here fails the test that every one is covered."""
 
+import uuid
 from urllib.parse import urlencode
 
 import pytest
@@ -15,7 +16,7 @@ from dashboard.models import PoolRole
 from tests.api_client import token_for
 from tests.conftest import LOFAR, SURF
 from tokens import counting, reading
-from tokens.models import AlertRule, Job
+from tokens.models import AlertRule, Job, RetryRule
 from tokens.pools import get_pool
 
 pytestmark = pytest.mark.django_db
@@ -25,8 +26,8 @@ WHO = ("anonymous", "viewer of A", "operator of A", "operator of all")
 
 # (name, method, path, what): `what` is "read" (anyone who sees the pool), "act" (its operators; the answer an
 # operator gets is given: a refused empty form is 400, which shows the permission check let them through), or
-# "subscribe" (anyone who sees it). {pool}, {token}, {attachment}, {observation}, {job}, {rule} are filled in
-# per pool.
+# "subscribe" (anyone who sees it). {pool}, {token}, {attachment}, {observation}, {job}, {rule} (an alert rule),
+# {retry} (a retry rule) are filled in per pool.
 WEB = [
     ("pool", "GET", "/pools/{pool}/", "read"),
     ("tokens", "GET", "/pools/{pool}/tokens/", "read"),
@@ -48,6 +49,12 @@ WEB = [
     ("alert_rule_delete", "POST", "/pools/{pool}/alerts/rules/{rule}/delete/", ("act", 302)),
     ("job_cancel", "POST", "/jobs/{job}/cancel/", ("act", 302)),
     ("alert_subscription", "POST", "/pools/{pool}/alerts/subscription/", "subscribe"),
+    ("retry_rules", "GET", "/pools/{pool}/retries/", "read"),
+    ("retry_rule_create", "POST", "/pools/{pool}/retries/rules/", ("act", 400)),
+    ("retry_rule_change", "POST", "/pools/{pool}/retries/rules/{retry}/", ("act", 400)),
+    ("retry_rule_switch", "POST", "/pools/{pool}/retries/rules/{retry}/switch/", ("act", 302)),
+    ("retry_rule_delete", "POST", "/pools/{pool}/retries/rules/{retry}/delete/", ("act", 302)),
+    ("retry_pause", "POST", "/pools/{pool}/retries/pause/", ("act", 302)),
 ]
 API = [
     ("GET", "/api/v1/pools/{pool}", "read"),
@@ -64,6 +71,12 @@ API = [
     ("GET", "/api/v1/jobs/{job}/tokens", "read"),
     ("POST", "/api/v1/pools/{pool}/jobs", ("act", 200)),  # a dry run
     ("POST", "/api/v1/jobs/{job}/cancel", ("act", 200)),
+    ("GET", "/api/v1/pools/{pool}/retry-rules", "read"),
+    ("POST", "/api/v1/pools/{pool}/retry-rules", ("act", 201)),
+    ("POST", "/api/v1/pools/{pool}/retry-rules/pause", ("act", 200)),
+    ("PATCH", "/api/v1/pools/{pool}/retry-rules/{retry}", ("act", 200)),
+    ("DELETE", "/api/v1/pools/{pool}/retry-rules/{retry}", ("act", 204)),
+    ("GET", "/api/v1/pools/{pool}/retry-rules/{retry}/dry-run", "read"),
 ]
 # Lists and answers about every pool: each must hold A for whoever sees A, and B only for who sees B.
 LISTS = [("web", "/"), ("web", "/jobs/"), ("web", "/healthz"), ("api", "/api/v1/overview"), ("api", "/api/v1/pools"),
@@ -99,6 +112,9 @@ def fresh(kind, pool_slug):
     if kind == "job":
         return Job.objects.create(pool=pool_slug, action="reset", selection={"kind": "state", "bucket": "error"},
                                   preview_count=0).pk
+    if kind == "retry":
+        return RetryRule.objects.create(pool=pool_slug, name=uuid.uuid4().hex, code="21", attempts=3, wait_minutes=10,
+                                        per_hour=5).pk
     return AlertRule.objects.create(pool=pool_slug, kind=AlertRule.STALE_LOCKS, threshold=5).pk
 
 
@@ -140,12 +156,18 @@ def test_every_page_and_endpoint_answers_each_asker_as_their_role_on_each_pool_s
         for pool_slug in (A, B):
             rows = [(m, p, w, False) for _, m, p, w in WEB] + [(m, p, w, True) for m, p, w in API]
             for method, template, what, api_call in rows:
-                values = {**known[pool_slug], "job": fresh("job", pool_slug), "rule": fresh("rule", pool_slug)}
+                values = {**known[pool_slug], "job": fresh("job", pool_slug), "rule": fresh("rule", pool_slug),
+                          "retry": fresh("retry", pool_slug)}
                 path = template.format(**values)
                 if api_call:
-                    body = {"action": "reset", "selection": {"kind": "state", "bucket": "error"}}
-                    response = (web.get(path, headers=bearer) if method == "GET" else
-                                web.post(path, body, content_type="application/json", headers=bearer))
+                    # One body for every operation that takes one (each reads its own fields): a job's dry run,
+                    # a new or changed retry rule (named anew each time), the retry rules' switch.
+                    body = {"action": "reset", "selection": {"kind": "state", "bucket": "error"},
+                            "name": uuid.uuid4().hex, "code": "21", "attempts": 3, "wait_minutes": 10,
+                            "per_hour": 5, "paused": False}
+                    call = {"GET": web.get, "POST": web.post, "PATCH": web.patch, "DELETE": web.delete}[method]
+                    response = (call(path, headers=bearer) if method in ("GET", "DELETE") else
+                                call(path, body, content_type="application/json", headers=bearer))
                 else:
                     data = {"action": "unsubscribe"} if what == "subscribe" else {}
                     response = web.get(path) if method == "GET" else web.post(path, data)
@@ -205,7 +227,7 @@ def test_every_url_and_api_operation_has_a_row_in_the_matrix():
     assert names - NOT_ABOUT_A_POOL == {name for name, *_ in WEB}
     operations = {(method.upper(), path) for path, ops in api.get_openapi_schema()["paths"].items()
                   for method in ops}
-    as_in_schema = {"{pool}": "{slug}", "{token}": "{token_id}", "{job}": "{job_id}"}
+    as_in_schema = {"{pool}": "{slug}", "{token}": "{token_id}", "{job}": "{job_id}", "{retry}": "{rule_id}"}
     rows = set()
     for method, path, _ in API:
         path = path.partition("?")[0]

@@ -436,3 +436,32 @@ def test_the_axis_labels_stay_inside_the_chart_and_apart_when_the_newest_hour_be
                 return boxes.slice(1).filter((b, i) => b.left < boxes[i].right).length; }""")
             assert overlapping == 0, (hours, step, width)
             assert page.locator("text.tick").last.text_content() == "14 Dec"
+
+
+def test_the_charts_mark_each_job_and_alert_with_who_what_and_how_many(viewer_client, finished_pool, operator):
+    from django.utils import timezone
+
+    from tokens.models import Alert, Job
+
+    db, _docs, _lrt = finished_pool
+    an_hour_ago = timezone.now() - timezone.timedelta(hours=1)
+    by_hand = Job.objects.create(pool=db.database, user=operator, action="reset", status=Job.SUCCEEDED,
+                                 selection={"kind": "state", "bucket": "error"}, preview_count=5, changed=5,
+                                 started_at=an_hour_ago, finished_at=an_hour_ago)
+    by_rule = Job.objects.create(pool=db.database, via="rule", action="reset", status=Job.SUCCEEDED,
+                                 params={"rule": "downloads"}, selection={"kind": "retry", "code": "21", "hours": 0.1},
+                                 preview_count=3, changed=3, started_at=timezone.now(), finished_at=timezone.now())
+    Alert.objects.create(pool=db.database, kind="given_up", status=Alert.FIRING, fired_at=timezone.now(),
+                         summary="2 failed tokens used all their attempts")
+    html = viewer_client.get(f"/pools/{db.database}/").content.decode()
+    chart = next(s for s in svg_charts(html) if "hourly" in s.get("class"))
+    marks = [g for g in chart.iter(SVG + "g") if "mark" in (g.get("class") or "").split()]
+    said = [g.find(SVG + "title").text for g in marks]
+    assert len(marks) == 3
+    assert said[0].endswith(f"job {by_hand.pk}: Reset / retry by {operator.username}, 5 changed of 5")
+    assert any(f"job {by_rule.pk}: Reset / retry by rule “downloads”, 3 changed of 3" in s for s in said)
+    assert any("alert: 2 failed tokens used all their attempts" in s for s in said)
+    assert f'<a href="/jobs/{by_hand.pk}/">job {by_hand.pk}: Reset / retry by {operator.username}' in html  # listed
+    hourly = api_as(viewer_client).get(f"/api/v1/pools/{db.database}").json()["hourly"]
+    assert sorted(a["kind"] for a in hourly["annotations"]) == ["alert", "job", "job"]
+    assert {a["job"] for a in hourly["annotations"]} >= {by_hand.pk, by_rule.pk}

@@ -9,6 +9,7 @@ from django.test import Client
 from tests.api_client import api_as
 from tests.conftest import surf_token
 from tests.forms import started_job
+from tests.waiting import wait_for
 from tokens import counting, operations, retries
 from tokens.models import Job, RetryRule
 from tokens.pools import all_pools
@@ -96,7 +97,7 @@ def test_the_dry_run_on_the_page_is_the_apis_and_the_rule_then_does_what_it_said
     assert "retried 4 tokens in" in page and "Given up <span class=\"muted\">(2 failed tokens" in page
 
 
-def test_given_up_tokens_show_on_the_pool_pages_and_are_retried_by_hand(failing_pool, operator_client):
+def test_given_up_tokens_show_on_the_pool_pages_and_are_retried_by_hand(failing_pool, operator_client, celery_worker):
     rule = retries.make(failing_pool, None, "downloads", "21", None, attempts=3, wait_minutes=10, per_hour=500)
     operations.run_job(retries.apply(pools=[failing_pool])[0].pk)
     assert rule.pk and retries.given_up(failing_pool.slug).count() == 2
@@ -112,7 +113,7 @@ def test_given_up_tokens_show_on_the_pool_pages_and_are_retried_by_hand(failing_
     assert "failed tokens the retry rules gave up on" in preview and "token_00004" in preview
     job = started_job(operator_client.post(f"/pools/{failing_pool.slug}/jobs/", {
         "action": "reset", "kind": "given_up", "expected": "2"}))
-    job = operations.run_job(job.pk)
+    job = wait_for(lambda: Job.objects.filter(pk=job.pk, status__in=Job.ENDED).first(), what="the job's end")
     assert job.status == Job.SUCCEEDED and job.changed == 2 and job.user.username == "olga"
 
 

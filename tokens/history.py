@@ -147,3 +147,33 @@ def _add(s, hour, bucket, n):
     i = (hour - s["start"]) // HOUR
     if 0 <= i < len(s["hours"]) and bucket in ("done", "error", "running"):
         s[bucket][i] += n  # running: the observations' most at once, summed
+
+
+# --- what the charts mark: the jobs that ran on the pool and the alerts that fired ---------------------------
+
+ANNOTATIONS_MOST = 200  # marks on one chart: past that, the newest (a chart of thousands of lines says nothing)
+
+
+def annotations(pool_slug, start, end):
+    """[{"at", "end", "kind", "text", "tags", "job", "alert"}] of what happened to the pool between two Unix times:
+    each job that started (who or which rule, what, on how many tokens) and each alert that fired, oldest first."""
+    from tokens.actions import label
+    from tokens.models import Alert, Job
+
+    since, until = datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC)
+    marks = []
+    jobs = Job.objects.filter(pool=pool_slug, started_at__gte=since, started_at__lt=until).select_related("user")
+    for job in jobs.order_by("-started_at")[:ANNOTATIONS_MOST]:
+        who = f"rule “{job.params.get('rule', '')}”" if job.via == "rule" else \
+            job.user.username if job.user else "the command line" if job.via == "cli" else "a removed user"
+        done = f"{job.changed} changed" if job.ended else f"{job.status}, {job.changed} changed so far"
+        marks.append({"at": job.started_at, "end": job.finished_at, "kind": "job",
+                      "text": f"job {job.pk}: {label(job.action)} by {who}, {done} of {job.preview_count}",
+                      "tags": ["job", job.action, "rule" if job.via == "rule" else "operator"], "job": job.pk,
+                      "alert": None})
+    for alert in Alert.objects.filter(pool=pool_slug, fired_at__gte=since, fired_at__lt=until)[:ANNOTATIONS_MOST]:
+        marks.append({"at": alert.fired_at, "end": alert.resolved_at, "kind": "alert",
+                      "text": f"alert: {alert.summary}", "tags": ["alert", alert.kind], "job": None,
+                      "alert": alert.pk})
+    marks.sort(key=lambda m: m["at"])
+    return marks[-ANNOTATIONS_MOST:]

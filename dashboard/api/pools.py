@@ -56,6 +56,16 @@ class Observation(Schema):
     eta_hours: float | None
 
 
+class Annotation(Schema):
+    at: datetime
+    end: datetime | None = Field(description="When the job ended or the alert resolved; null: not yet, or news")
+    kind: Literal["job", "alert"]
+    text: str
+    tags: list[str]
+    job: int | None
+    alert: int | None
+
+
 class Hourly(Schema):
     period: str = Field(description="The chart's period: 24h, 3d (the default, CHART_DAYS), 7d or 30d")
     step_seconds: int = Field(description="3600 (hours) or 86400 (days, for the 30-day period)")
@@ -66,6 +76,8 @@ class Hourly(Schema):
     done: list[int]
     error_counts: list[int] = Field(description="Tokens that failed in the hour")
     running: list[int] = Field(description="The most tokens locked at once in the hour (sampled with the counts)")
+    annotations: list[Annotation] = Field(description="What the chart marks: the jobs that started on the pool "
+                                                      "and the alerts that fired in the period")
 
 
 ETA_BASES = Literal["complete", "last hour", "last 24 hours", "no progress in 24 hours", "waits for the pool's past"]
