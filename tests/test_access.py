@@ -10,6 +10,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils import timezone
 
 from dashboard.api import api
 from dashboard.models import PoolRole
@@ -80,7 +81,7 @@ API = [
 ]
 # Lists and answers about every pool: each must hold A for whoever sees A, and B only for who sees B.
 LISTS = [("web", "/"), ("web", "/jobs/"), ("web", "/healthz"), ("api", "/api/v1/overview"), ("api", "/api/v1/pools"),
-         ("api", "/api/v1/jobs"), ("metrics", "/metrics")]
+         ("api", "/api/v1/jobs"), ("api", "/api/v1/annotations"), ("metrics", "/metrics")]
 # Pages that are not about a pool: the account's own, logging in and out, the admin (Django's, staff only).
 NOT_ABOUT_A_POOL = {"pools", "jobs", "healthz", "metrics", "account", "api_token_create", "api_token_revoke", "login",
                     "logout", "sso_start", "sso_callback", None}
@@ -187,7 +188,7 @@ def test_lists_and_every_pool_answers_hold_only_the_pools_the_asker_sees(people,
     settings.METRICS_TOKEN = ""
     for slug in (A, B):
         Job.objects.create(pool=slug, action="reset", selection={"kind": "state", "bucket": "error"},
-                           preview_count=0)
+                           preview_count=0, started_at=timezone.now())  # (started: the charts' marks list it)
     for who in WHO[1:]:
         web = Client()
         web.force_login(people[who])
@@ -234,6 +235,7 @@ def test_every_url_and_api_operation_has_a_row_in_the_matrix():
         for ours, theirs in as_in_schema.items():
             path = path.replace(ours, theirs)
         rows.add((method, path))
-    every_pool = {("GET", "/api/v1/overview"), ("GET", "/api/v1/pools"), ("GET", "/api/v1/jobs")}
+    every_pool = {("GET", "/api/v1/overview"), ("GET", "/api/v1/pools"), ("GET", "/api/v1/jobs"),
+                  ("GET", "/api/v1/annotations")}
     assert operations - every_pool == rows
     assert every_pool <= {("GET", p) for kind, p in LISTS if kind == "api"}

@@ -1,5 +1,7 @@
-"""A pool's past, from its token events: finishes per hour or day, and the worker hosts with the black holes."""
+"""A pool's past, from its token events: finishes per hour or day, the worker hosts with the black holes, and the
+jobs and alerts its charts mark (for Grafana too)."""
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
@@ -9,7 +11,9 @@ from ninja.errors import HttpError
 
 from dashboard import payloads
 from dashboard.api.common import READ_ERRORS, CountsMeta, Slug, Text, errors, pool_of, snapshot_of
+from dashboard.web import visible_pools
 from tokens import events
+from tokens import history as tokens_history
 
 router = Router(tags=["history"])
 
@@ -113,3 +117,40 @@ def _aware(value):
         return value.astimezone(UTC)
     except OverflowError:
         raise HttpError(400, "since and until must be times between the years 1 and 9999 in UTC") from None
+
+
+class AnnotationRow(Schema):
+    pool: str
+    time: int = Field(description="When the job started or the alert fired, Unix milliseconds (Grafana's time)")
+    time_end: int | None = Field(description="When the job ended or the alert resolved, Unix milliseconds")
+    kind: Literal["job", "alert"]
+    text: str
+    tags: list[str]
+    job: int | None
+    alert: int | None
+
+
+class Annotations(Schema):
+    annotations: list[AnnotationRow]
+
+
+@router.get("/annotations", response={200: Annotations, **errors(401, 422, 500)})
+def annotations(request,
+                pools: Annotated[str | None, Query(max_length=2000, description="Pools by slug, comma-separated "
+                                                   "(Grafana's ${pool:csv}); absent: every pool you may see")] = None,
+                start: Annotated[float | None, Query(ge=0, le=1e11, description="Unix seconds; default a day "
+                                                    "before `end`")] = None,
+                end: Annotated[float | None, Query(ge=0, le=1e11, description="Unix seconds; default now")] = None):
+    """What the charts mark, for a Grafana annotation query (docs/grafana): each job that started on the pools
+    (who or which rule, what, on how many tokens) and each alert that fired, oldest first."""
+    end = end if end is not None else time.time()
+    start = start if start is not None else end - 86400
+    wanted = {p.strip() for p in pools.split(",")} if pools else None
+    rows = []
+    for pool in visible_pools(request):
+        if wanted is None or pool.slug in wanted:
+            rows += [{"pool": pool.slug, "time": int(m["at"].timestamp() * 1000),
+                      "time_end": int(m["end"].timestamp() * 1000) if m["end"] else None,
+                      **{k: m[k] for k in ("kind", "text", "tags", "job", "alert")}}
+                     for m in tokens_history.annotations(pool.slug, start, end)]
+    return {"annotations": sorted(rows, key=lambda r: r["time"])}
