@@ -41,7 +41,7 @@ from django.utils import timezone  # noqa: E402
 
 from dashboard.models import PoolRole  # noqa: E402
 from localsite.embedded import EmbeddedCouch, free_port  # noqa: E402
-from tokens import counting, events, operations, reading, selections, tokensets, uploads  # noqa: E402
+from tokens import counting, events, operations, reading, retries, selections, tokensets, uploads  # noqa: E402
 from tokens.couch import Couch, CouchError, NotFound, split_credentials  # noqa: E402
 from tokens.models import CountSnapshot, HostHour, Job, ObservationHour, PoolHistory, TokenEvent, TokenState  # noqa: E402
 from tokens.pools import get_pool  # noqa: E402
@@ -447,6 +447,39 @@ def bench_reset(server):
     row("reset: worker memory", "peak RSS of the process running the job", f"{peak / 2**20:.0f} MB", "<= 300 MB",
         peak <= 300 * 2**20)
     bench_cancel(pool)
+
+
+def failed_everywhere(i, now):
+    """A token that failed an hour ago on one of 13 hosts alike (none a black hole): what a retry rule meets."""
+    return {"lock": now - 7200, "done": now - 3600, "exit_code": 21, "hostname": f"wn{i % 13}.example.org",
+            "error": [{"time": now - 3600, "message": f"download of SB{i % 244:03d} timed out"}]}
+
+
+def bench_rule(server):
+    """A retry rule over N failed tokens: its check (the dry run at the periodic task, which reads the failures
+    until it has its hour's worth), and its job's throughput against raw _bulk_docs, as for an operator's reset."""
+    print(f"retry rule over {N} failed tokens", flush=True)
+    db = surf_pool(server, "bench-rule", N, failed_everywhere)
+    configure(server, ["bench-rule"])
+    pool = get_pool("bench-rule")
+    selections.pool_rules(pool, db)
+    indexed(db, "picas-dashboard", "failures", minutes=60)
+    counting.refresh(pool)
+    retries.make(pool, None, "downloads", "21", None, attempts=3, wait_minutes=10, per_hour=N)
+    started = time.perf_counter()
+    (job,) = retries.apply(pools=[pool])
+    check = time.perf_counter() - started
+    job, elapsed, peak = run_job_measured(job)
+    ids = [f"token_{i:07d}" for i in range(N)]
+    raw = raw_rewrite(db, ids, lambda d: {**d, "scrub_count": d.get("scrub_count", 0) + 1})
+    job_rate, raw_rate = job.changed / elapsed, N / raw
+    row(f"retry rule over {N} failed tokens", "its job's throughput / raw _bulk_docs rewrite",
+        f"{job_rate / raw_rate:.2f} ({job_rate:.0f} vs {raw_rate:.0f} tokens/s; {job.status}, {job.changed} changed)",
+        ">= 0.85", job_rate / raw_rate >= 0.85 and job.changed == N)
+    row("retry rule: its check", f"the periodic check that starts the job (a dry run over the {N} failures, "
+        "each one's attempts counted)", f"{check:.1f} s ({N / check:.0f} failures/s)", "-", True)
+    row("retry rule: worker memory", "peak RSS of the process running the rule's job", f"{peak / 2**20:.0f} MB",
+        "<= 300 MB", peak <= 300 * 2**20)
 
 
 def bench_cancel(pool):
@@ -983,7 +1016,7 @@ def main():
     # load test (`make load`: 50 clients during a reset, 10-20 more minutes at 100,000 tokens) runs only when named,
     # so that the full bench stays within its half hour.
     only = set(filter(None, os.getenv("BENCH_ONLY", "").split(","))) or {
-        "page", "paging", "freshness", "site", "first", "reset", "tokenset", "events", "overview", "follow"}
+        "page", "paging", "freshness", "site", "first", "reset", "rule", "tokenset", "events", "overview", "follow"}
     # What the sections change in the settings (a page that serves its snapshot, a history computed on every
     # request ...) is put back before the next server's run: each server is measured from the same start.
     changed = ("CHART_MAX_AGE", "COUNTS_MAX_AGE", "PAGE_SIZE", "COUNTS_INDEX_WAIT", "CELERY_BROKER_URL",
@@ -1015,6 +1048,8 @@ def main():
                 bench_first_counts(server)
             if "reset" in only:
                 bench_reset(server)
+            if "rule" in only:
+                bench_rule(server)
             if "tokenset" in only:
                 bench_tokenset(server)
             if "events" in only:

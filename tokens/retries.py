@@ -370,20 +370,31 @@ def apply(now=None, pools=None):
         for rule in rules_:
             quota = max(0, rule.per_hour - used_this_hour(rule, now))
             try:
-                seen = plan(rule, pool, now, enough=quota or 1)
+                # Enough to know there is work: the job reads the rest (a check that read every failure first
+                # would read a pool of 100,000 failures twice).
+                seen = plan(rule, pool, now, enough=1)
             except (CouchError, OperationError) as e:
                 log.warning("retry rule %s on %s: %s", rule.name, pool.slug, e)
                 continue
             give_up(pool.slug, rule, seen["given_up_found"])
             if not quota or not seen["would_retry"]:
                 continue
+            expected = min(quota, max(seen["would_retry"], counted_failures(pool, rule)))
             job = Job.objects.create(pool=pool.slug, user=None, via="rule", rule=rule, action="reset",
                                      selection=selection(rule).as_dict(), params=params(rule, quota),
-                                     preview_count=seen["would_retry"], preview_sample=seen["retry_sample"])
+                                     preview_count=expected, preview_sample=seen["retry_sample"])
             log.info("job %s created by retry rule %s on %s: up to %d tokens", job.pk, rule.name, pool.slug, quota)
             made.append(job)
             break  # one rule job at a time per pool
     return made
+
+
+def counted_failures(pool, rule):
+    """How many failures of the rule's kind the pool's latest counts hold (its failure groups): the most its job
+    can retry, the job's expected count (some of them wait, are held or given up)."""
+    data = counting.snapshot(pool).data or {}
+    return sum(n for code, message, _t, _g, n in data.get("failures", [])
+               if (rule.code is None or code == rule.code) and (rule.message is None or message == rule.message))
 
 
 def _forget_moved(pool_slug):
