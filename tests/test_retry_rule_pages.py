@@ -81,7 +81,7 @@ def test_a_refused_rule_keeps_what_was_typed_and_the_api_refuses_it_alike(failin
 def test_the_dry_run_on_the_page_is_the_apis_and_the_rule_then_does_what_it_said(failing_pool, operator_client):
     rule = retries.make(failing_pool, None, "downloads", "21", None, attempts=3, wait_minutes=10, per_hour=500)
     page = operator_client.get(f"/pools/{failing_pool.slug}/retries/?dry={rule.pk}").content.decode()
-    assert "Would retry 4 tokens" in page and "Gives up 2 tokens that used all their attempts" in page
+    assert "Would retry 4 tokens" in page and "Would give up 2 tokens that used all their attempts" in page
     dry = api_as(operator_client).get(f"/api/v1/pools/{failing_pool.slug}/retry-rules/{rule.pk}/dry-run").json()
     assert (dry["would_retry"], dry["given_up"], dry["held"], dry["complete"]) == (4, 2, 0, True)
 
@@ -151,3 +151,62 @@ def test_an_operator_changes_and_removes_a_rule(failing_pool, operator_client):
     operator_client.post(f"/pools/{failing_pool.slug}/retries/rules/{rule.pk}/delete/")
     assert not RetryRule.objects.exists()
     assert operator_client.delete(f"/api/v1/pools/{failing_pool.slug}/retry-rules/{rule.pk}").status_code == 404
+
+
+def test_in_a_browser_an_operator_sets_a_rule_watches_it_work_and_retries_what_it_gave_up_by_hand(
+        live_server, failing_pool, open_page, celery_worker):
+    from dashboard.roles import OPERATORS
+    from tests.browsing import WIDTHS, log_in, overflow, shoot
+    from tests.conftest import make_user
+    from tokens.tasks import apply_retry_rules
+
+    make_user("olga", OPERATORS)
+    for width in WIDTHS:
+        RetryRule.objects.all().delete()
+        page = open_page(width)
+        log_in(page, live_server.url, "olga")
+        page.goto(f"{live_server.url}/pools/{failing_pool.slug}/")
+        page.locator("nav.poolnav").get_by_role("link", name="Retry rules").click()
+        page.wait_for_url(f"**/pools/{failing_pool.slug}/retries/")
+        page.get_by_label("Name", exact=True).fill("downloads")
+        page.get_by_label("Exit code").fill("21")
+        page.get_by_label("Attempts a token gets in all").fill("0")
+        page.get_by_label("Minutes after the failure").fill("10")
+        page.get_by_label("At most this many tokens an hour").fill("500")
+        page.get_by_role("button", name="Add the rule").click()
+        assert "attempts a token gets in all" in page.locator(".banner.error").inner_text()
+        assert page.get_by_label("Name", exact=True).input_value() == "downloads"  # kept, to correct
+        assert page.get_by_label("Exit code").input_value() == "21"
+        page.get_by_label("Attempts a token gets in all").fill("3")
+        page.get_by_role("button", name="Add the rule").click()
+        assert "Rule “downloads” added" in page.locator(".banner.ok").inner_text()
+        page.get_by_role("link", name="Dry run").click()
+        dry = page.locator("#dry").inner_text()
+        assert "Would retry 4 tokens" in dry and "Would give up 2 tokens that used all their attempts" in dry
+        assert overflow(page) <= 1
+        shoot(page, f"retry-rules-{width}")
+
+        # What the beat does every RETRY_RULES_SECONDS, handed to the real worker: the rule's job runs.
+        apply_retry_rules.delay()
+        job = wait_for(lambda: Job.objects.filter(via="rule", status__in=Job.ENDED).first(), what="the rule's job")
+        page.get_by_role("link", name="Jobs", exact=True).first.click()
+        page.get_by_role("link", name=str(job.pk), exact=True).click()
+        page.locator(".status.succeeded").wait_for()
+        assert "the retry rule “downloads”" in page.locator("main").inner_text()
+
+        page.goto(f"{live_server.url}/pools/{failing_pool.slug}/retries/")
+        page.get_by_role("link", name="Retry them by hand…").click()
+        page.get_by_role("button", name="Reset / retry 2 tokens").click()
+        page.locator("#progress .status.succeeded").wait_for()
+        page.goto(f"{live_server.url}/pools/{failing_pool.slug}/retries/")
+        page.get_by_role("button", name="Pause every retry rule of this pool").click()
+        assert "Paused:" in page.locator("main").inner_text()
+        assert overflow(page) <= 1
+
+        # The next width starts from the same failures.
+        failing_pool.couch().bulk_docs([{**d, **failed(int(d["_id"][-5:]), d["hostname"],
+                                                       errors=3 if d["_id"] >= "token_00004" else 1)}
+                                        for d in failing_pool.couch().docs([f"token_{n:05d}" for n in range(6)])])
+        retries.pause(failing_pool, None, False)
+        counting.refresh(failing_pool)
+        Job.objects.all().delete()
