@@ -210,3 +210,23 @@ def test_in_a_browser_an_operator_sets_a_rule_watches_it_work_and_retries_what_i
         retries.pause(failing_pool, None, False)
         counting.refresh(failing_pool)
         Job.objects.all().delete()
+
+
+def test_an_alert_rule_tells_when_the_retry_rules_give_up_and_when_none_is_left(failing_pool, operator_client):
+    from tokens import alerts
+    from tokens.models import Alert, AlertRule
+
+    alerts.make_rule(failing_pool, AlertRule.GIVEN_UP)
+    retries.make(failing_pool, None, "downloads", "21", None, attempts=3, wait_minutes=10, per_hour=500)
+    assert alerts.evaluate() == (0, 0)
+    operations.run_job(retries.apply(pools=[failing_pool])[0].pk)
+    assert alerts.evaluate() == (1, 0)
+    (alert,) = Alert.objects.all()
+    assert alert.summary == "2 failed tokens used all their attempts: the retry rules gave up on them"
+    assert "retry rules gave up on failed tokens" in operator_client.get(f"/pools/{failing_pool.slug}/alerts/") \
+        .content.decode()
+    # Retried by hand: no given-up token is failed any more, and the alert resolves.
+    job = operations.create_job(failing_pool, None, "reset", retries.Selection("given_up"), {})
+    operations.run_job(job.pk)
+    counting.refresh(failing_pool)
+    assert alerts.evaluate() == (0, 1)
