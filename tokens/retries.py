@@ -206,8 +206,8 @@ def judge(pool_slug, sel, rules, docs, now, attempts, hold_hosts):
         style = rules.style_of(doc)
         if style is None or doc["_id"].startswith("_design/") or classify(doc, style) not in FAILED:
             continue
-        code, message = keys[doc["_id"]] = failure_key(doc, style)
-        if sel.code is not None and code != sel.code or sel.message is not None and message != sel.message:
+        keys[doc["_id"]] = failure_key(doc, style)
+        if not sel.names_failure(*keys[doc["_id"]]):
             continue
         mine.append(doc)
     counted = failures_of(pool_slug, mine)
@@ -393,8 +393,8 @@ def counted_failures(pool, rule):
     """How many failures of the rule's kind the pool's latest counts hold (its failure groups): the most its job
     can retry, the job's expected count (some of them wait, are held or given up)."""
     data = counting.snapshot(pool).data or {}
-    return sum(n for code, message, _t, _g, n in data.get("failures", [])
-               if (rule.code is None or code == rule.code) and (rule.message is None or message == rule.message))
+    sel = selection(rule)
+    return sum(n for code, message, _t, _g, n in data.get("failures", []) if sel.names_failure(code, message))
 
 
 def _forget_moved(pool_slug):

@@ -271,9 +271,12 @@ class Selection:
         return True  # explicit ids, a whole observation: whatever state they are in
 
 
+    def names_failure(self, code, message):
+        """Whether a failure group (code, normalised message) is one a retry rule's selection names."""
+        return (self.code is None or code == self.code) and (self.message is None or message == self.message)
+
     def _retry_holds(self, doc, style, now):
-        code, message = failure_key(doc, style)
-        if self.code is not None and code != self.code or self.message is not None and message != self.message:
+        if not self.names_failure(*failure_key(doc, style)):
             return False
         failed = failed_at(doc)  # never a failure of unknown time: nobody has looked at it
         wait = max(settings.JOB_FINISHED_GRACE_SECONDS, self.hours * 3600)
