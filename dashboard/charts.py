@@ -148,10 +148,11 @@ PROGRESS_H = 120  # height of the progress chart's plot
 MARKS = 24  # at most this many points with a hover value (page weight)
 
 
-def progress_chart(series, done_now, total, eta_hours, eta_basis, chart_id):
+def progress_chart(series, done_now, total, eta_hours, eta_basis, chart_id, events=()):
     """Tokens done in total over the period (the done now, less what was done in each later hour or day), the
     pool's total as a line above, and the way to it projected at the ETA's rate: dashed, to where it meets the total
-    within a quarter of the period more, else to the chart's edge with the ETA said in words."""
+    within a quarter of the period more, else to the chart's edge with the ETA said in words. `events`: the hourly
+    chart's numbered marks (jobs and alerts), drawn here at their times too."""
     n = len(series["hours"])
     if not n or not total:
         return None
@@ -189,7 +190,9 @@ def progress_chart(series, done_now, total, eta_hours, eta_basis, chart_id):
         words = (f"{done_now} of {total} done; at the {'last hour' if eta_basis == 'last hour' else 'last 24 hours'}"
                  f"'s rate the rest takes {hours_words(eta_hours)}"
                  + ("" if projection and projection["reached"] else " (beyond the chart)"))
-    return {"id": chart_id, "width": LEFT + PLOT + 8, "height": TOP + PROGRESS_H + 30, "left": LEFT,
+    first = series["hours"][0]
+    events = [{**e, "x": round(LEFT + (e["at"].timestamp() - first) / step * slot, 2)} for e in events]
+    return {"events": events, "id": chart_id, "width": LEFT + PLOT + 8, "height": TOP + PROGRESS_H + 30, "left": LEFT,
             "right": LEFT + PLOT, "top": TOP, "base": TOP + PROGRESS_H, "total_y": y(total), "total": total,
             "points": points, "marks": marks, "projection": projection, "now_x": x(n - 1), "summary": words,
             "start_label": start_label(series, series["hours"][0])}

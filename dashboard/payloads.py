@@ -277,14 +277,15 @@ def chart_csv(pool, context, name):
                         (f"{context['chart']['unit']}_start_utc", "done", "failed", "running_at_most"), rows)
 
 
-def progress(pool, series, counts, finished_hour, type_=None, group=None):
-    """The progress chart (done in total, projected to the total) of a pool or an observation, and its ETA."""
+def progress(pool, series, counts, finished_hour, type_=None, group=None, marks=()):
+    """The progress chart (done in total, projected to the total) of a pool or an observation, with the hourly
+    chart's `marks`, and its ETA."""
     if series is None:
         return {}
     eta = overview.eta(pool.slug, reading.remaining(counts), finished_hour, type_, group)
     chart_id = "progress-obs" if type_ is not None else "progress-pool"
     return {"progress": charts.progress_chart(series, counts["done"], sum(counts.values()), eta["eta_hours"],
-                                              eta["eta_basis"], chart_id), "eta": eta}
+                                              eta["eta_basis"], chart_id, marks), "eta": eta}
 
 
 def pool_page(pool, snap, query):
@@ -302,7 +303,8 @@ def pool_page(pool, snap, query):
     context = {"observations": observations, "totals": totals, "total": sum(totals.values()),
                "holes": data.get("black_holes", []),  # judged with the counts, in the background
                "given_up": retries.given_up(pool.slug).count(),
-               **chart, **progress(pool, series, totals, sum(o.finished_recent for o in observations))}
+               **chart, **progress(pool, series, totals, sum(o.finished_recent for o in observations),
+                                   marks=chart["chart"]["marks"] if series is not None else ())}
     return context
 
 
@@ -326,7 +328,8 @@ def observation_page(pool, snap, query):
     if found is None:
         raise Http404("No such observation in this pool")
     context, series = chart_context(pool, snap.data, query, type_, group, observation=True)
-    context.update(progress(pool, series, found.counts, found.finished_recent, type_, group))
+    context.update(progress(pool, series, found.counts, found.finished_recent, type_, group,
+                            context["chart"]["marks"] if series is not None else ()))
     context["o"] = found
     try:
         theirs = reading.worker_overview(pool, snap.data, type_)

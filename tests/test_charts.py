@@ -462,6 +462,9 @@ def test_the_charts_mark_each_job_and_alert_with_who_what_and_how_many(viewer_cl
     assert any(f"job {by_rule.pk}: Reset / retry by rule “downloads”, 3 changed of 3" in s for s in said)
     assert any("alert: 2 failed tokens used all their attempts" in s for s in said)
     assert f'<a href="/jobs/{by_hand.pk}/">job {by_hand.pk}: Reset / retry by {operator.username}' in html  # listed
+    progress = next(s for s in svg_charts(html) if s.find(SVG + "title").text.startswith("Tokens done in total"))
+    assert [g.find(SVG + "title").text for g in progress.iter(SVG + "g")
+            if "mark" in (g.get("class") or "").split()] == said  # the same marks on the progress chart
     hourly = api_as(viewer_client).get(f"/api/v1/pools/{db.database}").json()["hourly"]
     assert sorted(a["kind"] for a in hourly["annotations"]) == ["alert", "job", "job"]
     assert {a["job"] for a in hourly["annotations"]} >= {by_hand.pk, by_rule.pk}
