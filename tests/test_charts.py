@@ -459,7 +459,7 @@ def test_the_charts_mark_each_job_and_alert_with_who_what_and_how_many(viewer_cl
     said = [g.find(SVG + "title").text for g in marks]
     assert len(marks) == 3
     assert said[0].endswith(f"job {by_hand.pk}: Reset / retry by {operator.username}, 5 changed of 5")
-    assert any(f"job {by_rule.pk}: Reset / retry by rule “downloads”, 3 changed of 3" in s for s in said)
+    assert any(f"job {by_rule.pk}: Reset / retry by rule “downloads”, 3 reset, 0 left" in s for s in said)
     assert any("alert: 2 failed tokens used all their attempts" in s for s in said)
     assert f'<a href="/jobs/{by_hand.pk}/">job {by_hand.pk}: Reset / retry by {operator.username}' in html  # listed
     progress = next(s for s in svg_charts(html) if s.find(SVG + "title").text.startswith("Tokens done in total"))

@@ -193,6 +193,10 @@ def test_in_a_browser_an_operator_sets_a_rule_watches_it_work_and_retries_what_i
         page.get_by_role("link", name=str(job.pk), exact=True).click()
         page.locator(".status.succeeded").wait_for()
         assert "the retry rule “downloads”" in page.locator("main").inner_text()
+        page.goto(f"{live_server.url}/pools/{failing_pool.slug}/")
+        assert "used all their attempts" in page.locator("#observations").inner_text()
+        assert overflow(page) <= 1
+        shoot(page, f"pool-given-up-{width}")
 
         page.goto(f"{live_server.url}/pools/{failing_pool.slug}/retries/")
         page.get_by_role("link", name="Retry them by hand…").click()

@@ -227,3 +227,10 @@ def test_a_rule_with_bad_fields_is_refused_with_a_reason(scratch_pool, fields, r
              "per_hour": "100", **fields}
     with pytest.raises(retries.RuleError, match=refusal):
         retries.make(pool, None, **given)
+
+
+def test_the_rules_are_applied_by_a_periodic_task_every_retry_rules_seconds():
+    from django.conf import settings
+
+    entry = settings.CELERY_BEAT_SCHEDULE["apply-retry-rules"]
+    assert entry == {"task": "tokens.tasks.apply_retry_rules", "schedule": float(settings.RETRY_RULES_SECONDS)}

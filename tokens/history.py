@@ -166,9 +166,14 @@ def annotations(pool_slug, start, end):
     for job in jobs.order_by("-started_at")[:ANNOTATIONS_MOST]:
         who = f"rule “{job.params.get('rule', '')}”" if job.via == "rule" else \
             job.user.username if job.user else "the command line" if job.via == "cli" else "a removed user"
-        done = f"{job.changed} changed" if job.ended else f"{job.status}, {job.changed} changed so far"
+        if job.via == "rule":  # its expected count is every failure of its kind: say what it left instead
+            done = f"{job.changed} reset, {job.skipped} left (given up, held or too recent)" if job.ended else \
+                f"{job.status}, {job.changed} reset so far"
+        else:
+            done = (f"{job.changed} changed" if job.ended else f"{job.status}, {job.changed} changed so far") + \
+                f" of {job.preview_count}"
         marks.append({"at": job.started_at, "end": job.finished_at, "kind": "job",
-                      "text": f"job {job.pk}: {label(job.action)} by {who}, {done} of {job.preview_count}",
+                      "text": f"job {job.pk}: {label(job.action)} by {who}, {done}",
                       "tags": ["job", job.action, "rule" if job.via == "rule" else "operator"], "job": job.pk,
                       "alert": None})
     for alert in Alert.objects.filter(pool=pool_slug, fired_at__gte=since, fired_at__lt=until)[:ANNOTATIONS_MOST]:
