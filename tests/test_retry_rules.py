@@ -167,7 +167,7 @@ def test_a_dry_run_says_what_the_rule_would_do_and_what_it_did(scratch_pool, set
         + [failed_token(n, error=[{"time": NOW - 3600 * i, "message": "download failed"} for i in (3, 2, 1)])
            for n in range(6, 9)]  # failed 3 times already (the last an hour ago): given up
         + [failed_token(n, hostname="wn-13.grid.surfsara.nl") for n in range(9, 12)]  # on a black hole: held
-        + [failed_token(n, at=NOW - 30) for n in range(12, 14)]  # too recent for the rule's 10 minutes
+        + [failed_token(n, at=int(time.time()) - 30) for n in range(12, 14)]  # too recent for the rule's 10 minutes
         + [failed_token(n, code=3, message="bad input") for n in range(14, 16)])  # another group: not the rule's
     (pool,) = all_pools()
     pool_counts(pool)

@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import uuid
 from datetime import timedelta
 from html.parser import HTMLParser
 from pathlib import Path
@@ -27,7 +28,7 @@ from dashboard.models import ApiToken
 from dashboard.throttle import client_ip
 from tests.api_client import api_as, token_for
 from tests.conftest import LOFAR, STRANGER, SURF
-from tokens.models import AlertRule, Job, PoolConfig
+from tokens.models import AlertRule, Job, PoolConfig, RetryRule
 
 pytestmark = pytest.mark.django_db
 
@@ -92,6 +93,11 @@ def test_the_inline_code_finder_finds_each_kind_it_looks_for():
 def site_url_names():
     """The names of every URL of the site itself (the admin is Django's own)."""
     return {p.name for p in get_resolver().url_patterns if isinstance(p, URLPattern) and p.name}
+
+
+def retry_rule():
+    return RetryRule.objects.create(pool=SURF, name=uuid.uuid4().hex, code="21", attempts=3, wait_minutes=10,
+                                    per_hour=5)
 
 
 @pytest.fixture
@@ -170,6 +176,16 @@ def site_pages(operator_client, demo_pools, couch, couch_server):
                                                       {"webhook_url": "ftp://x"})),
         ("alert_subscription", "subscribed", client.post(reverse("alert_subscription", args=[SURF]),
                                                          {"webhook_url": "https://chat.example.org/hooks/x"})),
+        ("retry_rules", "rules and what they gave up", client.get(reverse("retry_rules", args=[SURF]))),
+        ("retry_rules", "a dry run", client.get(reverse("retry_rules", args=[SURF]), {"dry": str(retry_rule().pk)})),
+        ("retry_rule_create", "refused", client.post(reverse("retry_rule_create", args=[SURF]), {"name": ""})),
+        ("retry_rule_create", "added", client.post(reverse("retry_rule_create", args=[SURF]), {
+            "name": "downloads", "code": "21", "attempts": "3", "wait_minutes": "10", "per_hour": "50"})),
+        ("retry_rule_change", "changed", client.post(reverse("retry_rule_change", args=[SURF, retry_rule().pk]), {
+            "name": "staging", "code": "22", "attempts": "4", "wait_minutes": "30", "per_hour": "50"})),
+        ("retry_rule_switch", "paused", client.post(reverse("retry_rule_switch", args=[SURF, retry_rule().pk]))),
+        ("retry_rule_delete", "removed", client.post(reverse("retry_rule_delete", args=[SURF, retry_rule().pk]))),
+        ("retry_pause", "every rule paused", client.post(reverse("retry_pause", args=[SURF]), {"paused": "on"})),
         ("pools", "wall", client.get(reverse("pools"), {"wall": "1"})),
         ("healthz", "health", client.get(reverse("healthz"))),
         ("metrics", "metrics without a token", client.get(reverse("metrics"))),

@@ -26,6 +26,13 @@ class Cancelled(Exception):
     """An operator asked the job to stop: raised between two batches."""
 
 
+def cancel_job(job_id):
+    """Ask a job to stop. A job no worker has started yet ends here; a running one stops between two batches."""
+    Job.objects.filter(pk=job_id).update(cancel_requested=True)
+    Job.objects.filter(pk=job_id, status=Job.QUEUED).update(status=Job.CANCELLED,
+                                                            message="Cancelled before it started.")
+
+
 def check_cancel(job):
     if Job.objects.filter(pk=job.pk, cancel_requested=True).exists():
         raise Cancelled

@@ -18,6 +18,8 @@ from tokens.couch import CouchError, Unreachable
 from tokens.models import Job, JobToken
 from tokens.selections import OperationError, Selection, needs_typed_confirmation, preview
 
+cancel_job = engine.cancel_job  # (in the engine, beside the check it answers: a retry rule's pause asks it too)
+
 log = logging.getLogger(__name__)
 
 
@@ -197,13 +199,6 @@ def mark_interrupted():
         status=Job.INTERRUPTED, message="The worker running this job stopped (killed or restarted). "
                                         "Re-running is safe: tokens already changed are no longer selected.",
         finished_at=timezone.now())
-
-
-def cancel_job(job_id):
-    """Ask a job to stop. A job no worker has started yet ends here; a running one stops between two batches."""
-    Job.objects.filter(pk=job_id).update(cancel_requested=True)
-    Job.objects.filter(pk=job_id, status=Job.QUEUED).update(status=Job.CANCELLED,
-                                                            message="Cancelled before it started.")
 
 
 def rerun_query(job):

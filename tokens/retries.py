@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db.models import Count, Exists, OuterRef
 from django.utils import timezone
 
-from tokens import counting
+from tokens import counting, engine
 from tokens.couch import CouchError
 from tokens.models import GivenUp, Job, JobToken, RetryPause, RetryRule, TokenEvent, TokenState, upsert_rows
 from tokens.selections import FAILED, OperationError, Selection, pool_rules
@@ -123,11 +123,9 @@ def paused(pool):
 def pause(pool, user, on):
     """The pool's one switch: every rule paused (a running rule job ends its batch and is not followed by more)."""
     if on:
-        from tokens.operations import cancel_job  # (operations reaches this module through its actions)
-
         RetryPause.objects.get_or_create(pool=pool.slug, defaults={"by": user})
         for job in Job.objects.filter(pool=pool.slug, via="rule", status__in=(Job.QUEUED, Job.RUNNING)):
-            cancel_job(job.pk)
+            engine.cancel_job(job.pk)
     else:
         RetryPause.objects.filter(pool=pool.slug).delete()
 
