@@ -271,8 +271,8 @@ class RuleRun:
         judged = {d["_id"]: (v, n) for d, v, n, _c, _m in judged}
         passed, records = [], []
         for doc in docs:
-            verdict, failed = judged.get(doc["_id"], (RETRY, 0))  # not the rule's: the re-check says why
-            if verdict != RETRY:
+            verdict, failed = judged.get(doc["_id"], (None, 0))  # None: not the rule's now; the re-check says why
+            if verdict not in (None, RETRY):
                 self.job.total += 1
                 records.append(record(self.job, doc["_id"], JobToken.SKIPPED,
                                       reason(verdict, failed, self.attempts, doc)))
