@@ -450,8 +450,7 @@ def retries_page(pool):
 def dry_run(rule, pool):
     """A rule's dry run (what it would do now, writing nothing) and what it did in the last 24 hours."""
     seen = retries.plan(rule, pool)
-    seen.pop("given_up_found")
-    seen.pop("rule")
+    seen.pop("given_up_found")  # (what the periodic task records; the page shows the sample)
     return {**seen, "rule_id": rule.pk, "held_hosts": [{"hostname": h, "count": n}
                                                        for h, n in sorted(seen["held_hosts"].items())],
             "last_24h": retry_rule_json(rule)["last_24h"], "read_most": retries.PLAN_READ_MOST}

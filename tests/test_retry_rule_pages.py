@@ -68,8 +68,7 @@ def test_a_refused_rule_keeps_what_was_typed_and_the_api_refuses_it_alike(failin
     for name in ("name", "code", "attempts", "wait_minutes", "per_hour"):
         typed = {**RULE, field: value}[name]
         assert f'name="{name}"' in page and (not typed or f'value="{typed}"' in page), name
-    body = {"name": "downloads", "code": "21", "attempts": 3, "wait_minutes": 10, "per_hour": 500,
-            field: value if field in ("name",) else value}
+    body = {"name": "downloads", "code": "21", "attempts": 3, "wait_minutes": 10, "per_hour": 500, field: value}
     answer = operator_client.post(f"/api/v1/pools/{failing_pool.slug}/retry-rules", body,
                                   content_type="application/json")
     assert answer.status_code in (400, 422)
@@ -193,10 +192,15 @@ def test_in_a_browser_an_operator_sets_a_rule_watches_it_work_and_retries_what_i
         page.get_by_role("link", name=str(job.pk), exact=True).click()
         page.locator(".status.succeeded").wait_for()
         assert "the retry rule “downloads”" in page.locator("main").inner_text()
+        assert overflow(page) <= 1
+        shoot(page, f"rule-job-{width}")
         page.goto(f"{live_server.url}/pools/{failing_pool.slug}/")
         assert "used all their attempts" in page.locator("#observations").inner_text()
         assert overflow(page) <= 1
         shoot(page, f"pool-given-up-{width}")
+        page.goto(f"{live_server.url}/")
+        assert "Given up by retry rules" in page.locator("main").inner_text()
+        shoot(page, f"overview-given-up-{width}")
 
         page.goto(f"{live_server.url}/pools/{failing_pool.slug}/retries/")
         page.get_by_role("link", name="Retry them by hand…").click()

@@ -14,9 +14,10 @@ from django.conf import settings
 from django.utils import timezone
 
 from tokens import counting, events, queue
+from tokens.actions import label
 from tokens.couch import CouchError
 from tokens.counting import claim_refresh
-from tokens.models import CountSnapshot, PoolHistory
+from tokens.models import Alert, CountSnapshot, Job, PoolHistory
 
 log = logging.getLogger(__name__)
 
@@ -157,9 +158,6 @@ ANNOTATIONS_MOST = 200  # marks on one chart: past that, the newest (a chart of 
 def annotations(pool_slug, start, end):
     """[{"at", "end", "kind", "text", "tags", "job", "alert"}] of what happened to the pool between two Unix times:
     each job that started (who or which rule, what, on how many tokens) and each alert that fired, oldest first."""
-    from tokens.actions import label
-    from tokens.models import Alert, Job
-
     since, until = datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC)
     marks = []
     jobs = Job.objects.filter(pool=pool_slug, started_at__gte=since, started_at__lt=until).select_related("user")

@@ -131,12 +131,8 @@ def pause(pool, user, on):
 
 
 def which(rule):
-    """The failures a rule retries, in words."""
-    if rule.code is None:
-        return "any failure"
-    if rule.message is None:
-        return f"exit code {rule.code} (any message)"
-    return f"exit code {rule.code} with error “{rule.message or '(no message)'}”"
+    """The failures a rule retries, in words (as its jobs' selection says them)."""
+    return selection(rule).failures_in_words()
 
 
 def describe(rule):
@@ -324,7 +320,7 @@ def plan(rule, pool, now=None, read_most=PLAN_READ_MOST, enough=None):
         if not complete:
             break
     would = found[RETRY]
-    return {"rule": rule, "quota": quota, "would_retry": min(len(would), quota),
+    return {"quota": quota, "would_retry": min(len(would), quota),
             "retry_sample": [f[0] for f in would[:min(quota, SAMPLE)]],
             "beyond_quota": max(0, len(would) - quota), "given_up": len(found[GIVEN_UP]),
             "given_up_sample": [{"id": f[0], "failures": f[1]} for f in found[GIVEN_UP][:SAMPLE]],
@@ -399,4 +395,8 @@ def _forget_moved(pool_slug):
     """Given-up records of tokens no longer failed are dropped (an operator retried them and they succeeded, or
     they were deleted): a token that fails again is judged afresh."""
     still = TokenState.objects.filter(pool=pool_slug, doc_id=OuterRef("doc_id"), bucket__in=FAILED)
-    GivenUp.objects.filter(pool=pool_slug).exclude(Exists(still)).delete()
+    moved = GivenUp.objects.filter(pool=pool_slug).exclude(Exists(still))
+    # Read first: every pool is looked at every minute, and on SQLite even a DELETE of no rows waits for the one
+    # writer (a job's batch, a refill of the counts).
+    if moved.exists():
+        moved.delete()

@@ -214,9 +214,7 @@ class Selection:
         if self.kind == "given_up":
             return "failed tokens the retry rules gave up on (all their attempts used)"
         if self.kind == "retry":
-            which = "any failure" if self.code is None else f"exit code {self.code}" if self.message is None else \
-                f"exit code {self.code} and error “{self.message or '(no message)'}”"
-            return f"failed tokens with {which}, failed at least {_minutes(self.hours * 60)} ago"
+            return f"failed tokens with {self.failures_in_words()}, failed at least {_minutes(self.hours * 60)} ago"
         return f"{len(self.ids)} selected token{'s' if len(self.ids) != 1 else ''}"
 
     def view_ranges(self, now, held=False):
@@ -270,6 +268,14 @@ class Selection:
             return bucket in ("error", "legacy_error") and code == self.code
         return True  # explicit ids, a whole observation: whatever state they are in
 
+
+    def failures_in_words(self):
+        """The failures a retry rule's selection names (None: any), as pages and jobs say them."""
+        if self.code is None:
+            return "any failure"
+        if self.message is None:
+            return f"exit code {self.code} (any message)"
+        return f"exit code {self.code} with error “{self.message or '(no message)'}”"
 
     def names_failure(self, code, message):
         """Whether a failure group (code, normalised message) is one a retry rule's selection names."""
