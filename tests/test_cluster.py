@@ -78,7 +78,7 @@ def failure(n):
 # How picas 1.1.2 ends when the node answering it goes away in the middle of an answer: it does not ask again, so
 # the pilot exits (its held token becomes a stale lock), as on the grid. Nothing the dashboard does.
 NODE_LOST = ("IncompleteRead", "RemoteDisconnected", "ConnectionResetError", "ConnectionRefusedError", "BadStatusLine",
-             "ServerError: (502", "ServerError: (503", "ServerError: (504")
+             "ServerError: (502", "ServerError: (503", "ServerError: (504", "'nodedown'")
 
 
 def finish(pilots, node_lost=False):

@@ -179,6 +179,10 @@ class Couch:
             return NotFound(f"{where}: not found in database {self.database!r}" + (f" ({reason})" if reason else ""))
         if e.status_code == 409:
             return Conflict(f"{where}: document update conflict")
+        if e.status_code == 500 and error == "nodedown":
+            # A cluster node went down while it was answering ("progress not possible"): the nodes left answer the
+            # next request, so as a server that cannot be reached for a moment: retried, a write read back first.
+            return Unreachable(f"{where} is unreachable for a moment: a cluster node went down while it answered")
         if e.status_code in (502, 503, 504) and not error:
             # Not CouchDB's words (its errors carry an "error" field) but a load balancer's in front of a cluster:
             # no node to send to (503), or the node died in the middle of the answer (502, 504). As a server that
