@@ -4,10 +4,12 @@ this module; they never import one another."""
 
 import time
 from datetime import datetime, timedelta
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.db.models import Count
 from django.http import Http404
+from django.urls import reverse
 from django.utils import timezone
 
 from dashboard import charts, roles
@@ -17,11 +19,11 @@ from dashboard.web import (
     snapshot_meta,
     visible_pools,
 )
-from tokens import alerts, counting, events, exports, history, notify, overview, reading, retries, selections
+from tokens import alerts, counting, events, exports, history, notify, overview, reading, retries, search, selections
 from tokens.couch import CouchError
 from tokens.models import Job, JobToken, RetryRule
 from tokens.oddities import oddities
-from tokens.states import group_from
+from tokens.states import BUCKET_LABELS, group_from
 
 
 def pool_rows(request):
@@ -462,3 +464,34 @@ def retry_rule_form(rule):
             "exact_message": rule.message is not None, "attempts": rule.attempts,
             "wait_minutes": f"{rule.wait_minutes:g}", "per_hour": rule.per_hour,
             "hold_black_holes": rule.hold_black_holes, "enabled": rule.enabled}
+
+
+SEARCH_KINDS = {"token": "Tokens", "observation": "Observations", "host": "Hosts", "job": "Jobs", "user": "People"}
+
+
+def search_page(request, query):
+    """The search's answer (the header's box, and GET /api/v1/search): its matches in the pools this request may
+    see, each with the address of its page; SearchError for a query that cannot be searched."""
+    pools = visible_pools(request)
+    names = {p.slug: p.name for p in pools}
+    found = search.search(pools, query)
+    matches = [{"kind": m.kind, "pool": m.pool, "pool_name": names.get(m.pool, ""), "label": m.label,
+                "state": m.state, "state_label": BUCKET_LABELS.get(m.state, m.state), "detail": m.detail,
+                "url": _match_url(m)} for m in found.matches]
+    groups = [(title, [m for m in matches if m["kind"] == kind]) for kind, title in SEARCH_KINDS.items()]
+    return {"query": found.query, "field": found.field, "matches": matches, "notes": found.notes,
+            "groups": [(title, rows) for title, rows in groups if rows]}
+
+
+def _match_url(m):
+    p = m.params
+    if m.kind == "token":
+        return f"{reverse('token', args=[m.pool])}?{urlencode({'id': p['id']})}"
+    if m.kind == "observation":
+        query = {"type": p["type"], **({"group": p["group"]} if p["group"] is not None else {})}
+        return f"{reverse('observation', args=[m.pool])}?{urlencode(query)}"
+    if m.kind == "host":
+        return reverse("hosts", args=[m.pool])
+    if m.kind == "job":
+        return reverse("job", args=[p["pk"]])
+    return f"{reverse('jobs')}?{urlencode({'user': p['user']})}"

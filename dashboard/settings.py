@@ -328,6 +328,11 @@ BLACKHOLE_MIN_FAILURES = envint("BLACKHOLE_MIN_FAILURES", 5)
 BLACKHOLE_RATE = envfloat("BLACKHOLE_RATE", 0.5)
 BLACKHOLE_FACTOR = envfloat("BLACKHOLE_FACTOR", 3.0)
 
+# --- Search ------------------------------------------------------------------------------------
+# Text in a token's fields (a SURL, a file name, field:value of a field no index holds) is looked for in the
+# documents themselves: at most this many per pool, and the answer says so.
+SEARCH_SCAN_MOST = envint("SEARCH_SCAN_MOST", 10_000)
+
 # --- Jobs (operations on tokens) --------------------------------------------------------------
 # Above this many tokens an operator confirms by typing the count (deleting always asks).
 JOB_CONFIRM_THRESHOLD = envint("JOB_CONFIRM_THRESHOLD", 100)

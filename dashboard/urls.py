@@ -13,6 +13,7 @@ from dashboard import (
     job_views,
     observe_views,
     retry_views,
+    search_views,
     tokenset_views,
     views,
 )
@@ -33,6 +34,7 @@ urlpatterns = [
     path("pools/<slug:slug>/stale/", views.stale, name="stale"),
     path("pools/<slug:slug>/hosts/", observe_views.hosts, name="hosts"),
     path("pools/<slug:slug>/export/", export_views.export, name="export"),
+    path("search/", search_views.search, name="search"),
 ]
 
 # --- alerts on a pool: rules and one's own subscription ---

@@ -212,7 +212,7 @@ def judge(pool_slug, sel, rules, docs, now, attempts, hold_hosts):
             verdict = UNKNOWN_TIME
         elif failed >= attempts:
             verdict = GIVEN_UP
-        elif not sel.holds(doc, rules, now):
+        elif not sel.retry_due(doc, now):  # its state and group are known already
             verdict = WAITING
         elif doc.get("hostname") in hold_hosts:
             verdict = HELD

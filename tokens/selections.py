@@ -282,8 +282,10 @@ class Selection:
         return (self.code is None or code == self.code) and (self.message is None or message == self.message)
 
     def _retry_holds(self, doc, style, now):
-        if not self.names_failure(*failure_key(doc, style)):
-            return False
+        return self.names_failure(*failure_key(doc, style)) and self.retry_due(doc, now)
+
+    def retry_due(self, doc, now):
+        """Whether a failed token of a retry rule's failures failed long enough ago to be retried."""
         failed = failed_at(doc)  # never a failure of unknown time: nobody has looked at it
         wait = max(settings.JOB_FINISHED_GRACE_SECONDS, self.hours * 3600)
         return failed is not None and now - (failed + 1) >= wait

@@ -10,6 +10,7 @@ The workers' design documents are only ever read. The dashboard's own one is cre
 pool's configuration allows it (`Pool.create_views`).
 """
 
+import functools
 import json
 import math
 import re
@@ -510,7 +511,12 @@ _JS_SPACES = re.compile("[" + _WS + "]+")
 def normalise(value):
     """The failures view's normalise(): the first line of a message with times, URLs, paths, host names, hex ids
     and numbers folded, cut at 160 UTF-16 units as JavaScript counts a string's length."""
-    text = js_string(value).split("\n")[0]
+    return _folded(js_string(value).split("\n")[0])
+
+
+# A pool's failures share a few messages: a job or a count that reads 100,000 of them folds each message once.
+@functools.lru_cache(maxsize=4096)
+def _folded(text):
     for pattern, replacement in _FOLDS:
         text = pattern.sub(replacement, text)
     text = _JS_SPACES.sub(" ", text).strip(JS_WHITESPACE)

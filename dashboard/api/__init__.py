@@ -27,7 +27,7 @@ from ninja.security.apikey import APIKeyCookie
 from ninja.utils import check_csrf
 
 from dashboard import roles
-from dashboard.api import alerts, exports, history, jobs, pools, retries, tokens
+from dashboard.api import alerts, exports, history, jobs, pools, retries, search, tokens
 from dashboard.models import ApiToken
 from tokens.couch import CouchError
 from tokens.selections import OperationError
@@ -87,7 +87,7 @@ api = API(
     urls_namespace="api",
 )
 
-for resource in (pools, tokens, history, exports, jobs, alerts, retries):
+for resource in (pools, tokens, history, exports, jobs, alerts, retries, search):
     api.add_router("", resource.router)
 
 
