@@ -16,6 +16,7 @@ from dashboard.payloads import (
     VIA_LABELS,
     duration_in_words,
     filtered_jobs,
+    job_description,
     job_or_404,
     job_problems,
     outcome_counts,
@@ -87,7 +88,7 @@ def job(request, pk):
     job = job_or_404(request, pk)
     problems = job_problems(job)
     end = job.finished_at or (timezone.now() if job.started_at else None)
-    context = {"job": job, "description": Selection.from_dict(job.selection).describe(),
+    context = {"job": job, "description": job_description(job),
                "via_label": VIA_LABELS.get(job.via, job.via),
                "params_words": actions.params_in_words(job.action, job.params),
                "duration": duration_in_words((end - job.started_at).total_seconds()) if end else None,
@@ -153,6 +154,8 @@ def jobs(request):
     seen = filtered_jobs(pools=roles.access(request).pool_filter())
     found = filtered_jobs(pool=q.get("pool"), user=q.get("user"), action=q.get("action"), status=q.get("status"),
                           via=q.get("via"), pools=roles.access(request).pool_filter())[:200]
+    for j in found:
+        j.description = job_description(j)
     context = {"jobs": found, "filters": q, "action_labels": actions.labels(), "via_labels": VIA_LABELS,
                "statuses": Job.QUEUED_TO_ENDED,
                "pools": seen.values_list("pool", flat=True).distinct().order_by("pool"),

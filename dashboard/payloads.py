@@ -129,12 +129,20 @@ def duration_in_words(seconds):
     return f"{hours} h {minutes} min"
 
 
+def job_description(job):
+    """What a job was applied to, in words (the jobs list, a job's page, the API): two resets differ here."""
+    try:
+        return selections.Selection.from_dict(job.selection).describe()
+    except (TypeError, KeyError, ValueError):  # a job row written by hand (the admin, a test) without a selection
+        return "(no selection recorded)"
+
+
 def job_json(job):
     return {
         "id": job.pk, "pool": job.pool, "user": job.user.username if job.user else None, "via": job.via,
         "rule": job.params.get("rule") if job.via == "rule" else None,
-        "action": job.action, "selection": job.selection, "params": {k: v for k, v in job.params.items()
-                                                                     if k != "upload"},
+        "action": job.action, "selection": job.selection, "description": job_description(job),
+        "params": {k: v for k, v in job.params.items() if k != "upload"},
         "preview_count": job.preview_count, "status": job.status, "message": job.message,
         "created_at": job.created_at.isoformat(),
         "started_at": job.started_at.isoformat() if job.started_at else None,

@@ -47,6 +47,12 @@ def not_found(request, exception=None):
     return render(request, "404.html", {"message": message}, status=404)
 
 
+def wall_grid(n):
+    """(columns, rows) of the wall's cards on a 16:9 screen: up to 12 pools fill it without scrolling (4 x 3)."""
+    columns = 1 if n <= 1 else 2 if n <= 4 else 3 if n <= 9 else 4
+    return columns, min(3, max(1, math.ceil(n / columns))) if n <= 12 else 0  # more than 12: rows as they come
+
+
 @require_GET
 def pools(request):
     """The overview: a card per pool, what needs attention first. `?wall=1`: for a screen on a wall (large type, no
@@ -55,6 +61,7 @@ def pools(request):
     quiet = overview.all_quiet(cards)
     wall = request.GET.get("wall") == "1"
     return respond(request, "pools.html", {"cards": cards, "all_quiet": quiet, "wall": wall,
+                                           "wall_grid": wall_grid(len(cards)),
                                            "status_words": overview.STATUS_WORDS,
                                            "refresh_seconds": min(max(settings.COUNTS_MAX_AGE, 10), 60),
                                            **labels()})

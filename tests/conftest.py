@@ -303,13 +303,14 @@ def browser():
 
 @pytest.fixture
 def open_page(browser):
-    """open_page(width="desktop") -> a page in a fresh browser context (its own cookies); "phone" is 390 px wide."""
+    """open_page(width="desktop") -> a page in a fresh browser context (its own cookies); "phone" is 390 px wide;
+    (1920, 1080) a wall's screen."""
     from tests.browsing import TIMEOUT_MS, WIDTHS
 
     contexts = []
 
     def open_(width="desktop"):
-        w, h = WIDTHS[width]
+        w, h = WIDTHS[width] if isinstance(width, str) else width  # a name, or (width, height): a wall's screen
         context = browser.new_context(viewport={"width": w, "height": h})
         context.set_default_timeout(TIMEOUT_MS)
         contexts.append(context)

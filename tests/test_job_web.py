@@ -136,6 +136,16 @@ def test_the_audit_list_filters_by_pool_user_and_action(operator_client, operato
     assert listed(action="delete") == [("b", "delete")]
 
 
+def test_the_audit_list_says_what_each_job_was_applied_to(viewer_client, operator):
+    for selection in ({"kind": "state", "bucket": "error"}, {"kind": "stale", "hours": 6}):
+        Job.objects.create(pool="a", user=operator, action="reset", selection=selection, preview_count=1,
+                           status=Job.SUCCEEDED)
+    page = viewer_client.get("/jobs/").content.decode()
+    assert "Error tokens" in page and "Tokens locked longer than 6 hours" in page  # two resets, told apart
+    jobs = api_as(viewer_client).get("/api/v1/jobs").json()["jobs"]
+    assert {j["description"] for j in jobs} == {"error tokens", "tokens locked longer than 6 hours"}
+
+
 def test_the_audit_list_filters_by_status_and_how_a_job_was_started_and_refuses_unknown_ones(viewer_client,
                                                                                               operator):
     # Ended jobs: a queued one would be handed to the test's worker again by the page (tend_jobs) and fail there.

@@ -210,3 +210,69 @@ def test_the_overview_reads_at_a_glance_on_a_desktop_a_phone_and_a_wall(live_ser
             pass
         assert wall.evaluate("window.notReloaded") is True
         expect(wall.locator("ul.cards > li.card")).to_have_count(5)
+
+
+def test_last_activity_is_the_workers_last_move_not_an_operators_reset(viewer_client, five_pools):
+    from tokens import operations
+    from tokens.selections import Selection
+
+    _, cards = cards_by_condition(viewer_client, five_pools)
+    before = cards["failing"]["last_activity"]
+    pool = next(p for p in all_pools() if p.database == five_pools["failing"])
+    job = operations.create_job(pool, None, "reset", Selection("ids", ids=("token_00000",)), {})
+    operations.run_job(job.pk)
+    counting.refresh(pool)  # the reset, read from the changes feed: a move to todo, now
+    _, cards = cards_by_condition(viewer_client, five_pools)
+    assert cards["failing"]["last_activity"] == before  # still the workers' last finish, 10 minutes ago
+    assert "Workers' last claim or finish" in viewer_client.get("/").content.decode()
+
+
+@pytest.fixture
+def twelve_pools(couch_server, couch, settings, demo_pools):
+    """Eleven pools in the five conditions, and the demo's LOFAR pool made by GRID_LRT (its observations' long
+    names): a survey's wall."""
+    from tests.conftest import LOFAR
+
+    names = [f"wall-{n:02d}-{uuid.uuid4().hex[:4]}" for n in range(11)]
+    settings.COUCHDB_DATABASES = [*names, LOFAR]
+    settings.COUCHDB_GROUP_FIELD = "OBSID"
+    conditions = list(CONDITIONS.values())
+    for n, name in enumerate(names):
+        db = couch(name)
+        db.create_database()
+        demo.surf_design_docs(couch_server.url, couch_server.username, couch_server.password, name)
+        db.bulk_docs(conditions[n % len(conditions)])
+        index_own_views(db, "OBSID")
+    for pool in all_pools():
+        counting.refresh(pool)
+        counting.refresh(pool)
+    yield names
+    for name in names:
+        couch(name).delete_database()
+
+
+def test_on_a_wall_twelve_pools_fill_the_screen_without_scrolling_readable_from_across_the_room(
+        live_server, twelve_pools, open_page, viewer_client):
+    wall = open_page((1920, 1080))  # victor is viewer_client's user
+    log_in(wall, live_server.url, "victor")
+    wall.goto(live_server.url + "/?wall=1")
+    cards = wall.locator("ul.cards > li.card")
+    expect(cards).to_have_count(12)
+    shoot(wall, "overview-wall-1920x1080")
+    sizes = wall.evaluate("""() => ({
+        height: document.documentElement.scrollHeight, width: document.documentElement.scrollWidth,
+        bottom: Math.max(...[...document.querySelectorAll('li.card')].map(c => c.getBoundingClientRect().bottom)),
+        headline: Math.min(...[...document.querySelectorAll('.headline .big, .figs dd, li.card h2')]
+                             .map(e => parseFloat(getComputedStyle(e).fontSize))),
+        cut: [...document.querySelectorAll('li.card .label, li.card h2 .name')]
+             .filter(e => e.scrollWidth > e.clientWidth + 1 || e.scrollHeight > e.clientHeight + 1).length,
+        overflowing: [...document.querySelectorAll('li.card')]
+             .filter(c => c.scrollHeight > c.clientHeight + 1).length})""")
+    assert sizes["height"] <= 1080 and sizes["width"] <= 1920, sizes  # no scrolling either way
+    assert sizes["bottom"] >= 1080 * 0.9, sizes  # the cards fill the screen: no half left empty
+    assert sizes["headline"] >= 28, sizes  # figures readable from 3 m
+    assert sizes["cut"] == 0 and sizes["overflowing"] == 0, sizes  # names whole, nothing hidden in a card
+    overview = api_as(viewer_client).get("/api/v1/overview").json()["pools"]
+    shown = wall.locator("li.card .label").all_inner_texts()
+    lofar = next(c for c in overview if c["observations"] and " · " in c["observations"][0]["label"])
+    assert lofar["observations"][0]["label"] in shown  # "L229585 · pref_cal1_L229585", not cut

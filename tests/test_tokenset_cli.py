@@ -135,3 +135,23 @@ def test_options_are_taken_as_the_form_takes_them(scratch_pool, files):
     assert seen["first"]["STARTSB"] == "100" and seen["first"]["_id"].endswith("_SB100")
     with pytest.raises(CommandError, match="Items per token must be a whole number"):
         tokenset(scratch_pool, *files(), "--per-token", "ten")
+
+
+def test_the_readmes_example_runs_as_written_from_the_projects_folder(demo_pools, monkeypatch):
+    import shlex
+
+    from tests.conftest import LOFAR
+
+    readme = (Path(settings.BASE_DIR) / "README.md").read_text()
+    command = re.search(r"python manage.py (tokenset .*?)# ", readme, re.S).group(1).replace("\\\n", " ")
+    args = shlex.split(command.replace("demo-lofar", LOFAR))
+    monkeypatch.chdir(settings.BASE_DIR)  # as `make shell` starts: in the project's folder
+    out = []
+
+    class Out:
+        def write(self, text):
+            out.append(text)
+
+    call_command(*args, stdout=Out())
+    answer = json.loads("".join(out))
+    assert answer["count"] > 0 and answer["observation"] == "L229585"

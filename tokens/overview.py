@@ -23,6 +23,9 @@ STATUS_WORDS = {"unreachable": "unreachable", "alert": "alert firing", "black_ho
                 "stale_locks": "stale locks", "running": "running", "finished": "finished", "idle": "not started"}
 SMALL_BARS = 6  # observations in progress drawn on a card; the rest are counted
 
+# The moves only workers make: a claim, a finish (the dashboard's jobs move tokens to todo, or delete them).
+WORKER_MOVES = ("locked", "locked_unknown", "done", "error")
+
 
 def card(pool, snap, now=None):
     """A pool's card: progress, throughput now and over 24 hours, ETA and its basis, error rate, stale locks,
@@ -56,7 +59,9 @@ def card(pool, snap, now=None):
         stale_locks=data.get("stale_locks", {}).get("count", 0), stale_hours=settings.STALE_LOCK_HOURS,
         unknown_locks=data.get("stale_locks", {}).get("unknown", 0),
         given_up=retries.given_up(pool.slug).count(),
-        last_activity=TokenEvent.objects.filter(pool=pool.slug).aggregate(at=Max("at"))["at"],
+        # The workers' last claim or finish: an operator's reset (to todo) or delete is not the pool at work.
+        last_activity=TokenEvent.objects.filter(pool=pool.slug, to_state__in=WORKER_MOVES)
+        .aggregate(at=Max("at"))["at"],
         last_finish_hour=ObservationHour.objects.filter(pool=pool.slug, to_state__in=("done", "error"))
         .aggregate(h=Max("hour"))["h"],
         backfilled=bool(data.get("events_backfilled")),

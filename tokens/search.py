@@ -87,10 +87,10 @@ def search(pools, text):
     matches = tokens_by_id(slugs, value) + observations_named(pools, value) + hosts(slugs, value)
     matches += jobs(slugs, value) + users(slugs, value)
     notes = []
-    if looks_like_a_field_value(value):
-        found, notes = scan(pools, value, None)
-        known = {(m.pool, m.params.get("id")) for m in matches}
-        matches += [m for m in found if (m.pool, m.params.get("id")) not in known]
+    # Text no index holds is looked for in the documents only when the indexes found nothing: a host's name looks
+    # like a file name too, and is found at once.
+    if not matches and looks_like_a_field_value(value):
+        matches, notes = scan(pools, value, None)
     return Found(text, matches, notes)
 
 

@@ -37,6 +37,7 @@ class JobOut(Schema):
     rule: str | None = Field(None, description="The retry rule that started it (via \"rule\")")
     action: str
     selection: dict[str, Any]
+    description: str = Field(description="The selection in words: which tokens the job was applied to")
     params: dict[str, Any]
     preview_count: int
     status: Literal[Job.QUEUED_TO_ENDED]
@@ -61,7 +62,6 @@ class Problem(Schema):
 
 
 class JobDetail(JobOut):
-    description: str
     problems: list[Problem] = Field(description="Tokens skipped, failed, changed after a conflict or written "
                                     "without a quorum's confirmation (first 500)")
     problem_count: int
@@ -154,8 +154,8 @@ class JobIn(Schema):
 
 def job_detail(job):
     problems = payloads.job_problems(job)
-    return {**payloads.job_json(job), "description": Selection.from_dict(job.selection).describe(),
-            "problems": [payloads.problem_json(p) for p in problems[:500]], "problem_count": problems.count()}
+    return {**payloads.job_json(job), "problems": [payloads.problem_json(p) for p in problems[:500]],
+            "problem_count": problems.count()}
 
 
 def selection_of(body):
