@@ -45,7 +45,8 @@ def job_new(request, slug):
 def dry_run(request, pool, action, data, problem=None, status=200):
     """The dry-run page for a selection given as query or form data. After a refused job (`problem`) it comes
     again with the message and with every value the operator typed in its form (a file must be chosen again)."""
-    context = {"pool": pool, "action": action, "action_label": actions.label(action)}
+    context = {"pool": pool, "action": action, "action_label": actions.label(action),
+               "action_verb": actions.verb(action)}
     try:
         if action not in actions.TOKEN_ACTIONS:
             raise OperationError(f"Unknown action {action!r}")

@@ -140,6 +140,7 @@ def job_description(job):
 def job_json(job):
     return {
         "id": job.pk, "pool": job.pool, "user": job.user.username if job.user else None, "via": job.via,
+        "shell_user": job.shell_user or None,
         "rule": job.params.get("rule") if job.via == "rule" else None,
         "action": job.action, "selection": job.selection, "description": job_description(job),
         "params": {k: v for k, v in job.params.items() if k != "upload"},

@@ -2,9 +2,9 @@
 
 Started unless the environment names an outside one: the embedded CouchDB-compatible server
 (unless COUCHDB_URL) and Redis (unless CELERY_BROKER_URL). Then a Celery worker and the site, as production runs
-it (DEBUG off, static files collected and served by WhiteNoise, styled error pages) but over plain http on
-127.0.0.1; `make dev` runs it with DEBUG on. The settings it gave its children are written to var/run.env, so that
-`make shell` gives the README's `manage.py` commands the same ones.
+it (gunicorn, DEBUG off, static files collected and served by WhiteNoise, styled error pages) but over plain http
+on 127.0.0.1; `make dev` runs it with DEBUG on, under Django's own server. The settings it gave its children are
+written to var/run.env, so that `make shell` gives the README's `manage.py` commands the same ones.
 """
 
 import argparse
@@ -108,10 +108,14 @@ def main():
              "-B", "--schedule", str(VAR / "celerybeat-schedule")],
             cwd=BASE_DIR, env=env, start_new_session=True,
         ))
-        started.append(subprocess.Popen(
-            [*manage, "runserver", "--noreload", f"127.0.0.1:{args.port}"], env=env, start_new_session=True,
-        ))
-        time.sleep(1.5)
+        # The site as production serves it (gunicorn, docs/deploy.md); `make dev` (DEBUG on) keeps Django's own
+        # server, whose error pages show tracebacks.
+        debug = env["DEBUG"].lower() in ("1", "true", "yes", "on")
+        serve = [*manage, "runserver", "--noreload", f"127.0.0.1:{args.port}"] if debug else [
+            sys.executable, "-m", "gunicorn", "dashboard.wsgi", "--bind", f"127.0.0.1:{args.port}", "--workers", "2",
+            "--timeout", "120", "--graceful-timeout", "5", "--log-level", "warning"]
+        started.append(subprocess.Popen(serve, cwd=BASE_DIR, env=env, start_new_session=True))
+        ready(args.port, env, started)
         logins = json.loads((VAR / "demo-logins.json").read_text())
         print("\n" + "=" * 72)
         print(f"  PiCaS dashboard: http://127.0.0.1:{args.port}/")
@@ -132,6 +136,26 @@ def main():
     finally:
         stop_all()
         RUN_ENV.unlink(missing_ok=True)
+
+
+def ready(port, env, started, patience=120):
+    """Wait until the site answers and the worker answers a ping, so that the logins are printed after their
+    start-up lines, last (a child that ends meanwhile is reported by the caller's loop)."""
+    deadline = time.monotonic() + patience
+    site = worker = False
+    while time.monotonic() < deadline and not (site and worker):
+        if any(p.poll() is not None for p in started if isinstance(p, subprocess.Popen)):
+            return
+        if not site:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    site = True
+            except OSError:
+                pass
+        if not worker:
+            worker = subprocess.run([sys.executable, "-m", "celery", "-A", "dashboard", "inspect", "ping",
+                                     "--timeout", "1"], cwd=BASE_DIR, env=env, capture_output=True).returncode == 0
+        time.sleep(0.5)
 
 
 def write_run_env(env):

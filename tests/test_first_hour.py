@@ -277,7 +277,7 @@ def test_a_refused_form_keeps_what_was_typed_and_says_which_file_to_choose_again
     assert alert(page) == "'five' is not a number"
     assert [form.locator(f"[name={name}]").input_value() for name in ("field", "value", "value_type", "confirmation")
             ] == ["priority", "five", "number", "5"]
-    assert "Dry run: this would set a field 5 tokens — todo tokens" in page.locator("p.dryrun").inner_text()
+    assert "Dry run: this would set a field on 5 tokens — todo tokens" in page.locator("p.dryrun").inner_text()
 
     page.goto(live_server.url + f"/pools/{slug}/jobs/new/?action=attach&kind=state&bucket=todo")
     form = page.locator("form.jobform")

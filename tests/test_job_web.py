@@ -140,10 +140,15 @@ def test_the_audit_list_says_what_each_job_was_applied_to(viewer_client, operato
     for selection in ({"kind": "state", "bucket": "error"}, {"kind": "stale", "hours": 6}):
         Job.objects.create(pool="a", user=operator, action="reset", selection=selection, preview_count=1,
                            status=Job.SUCCEEDED)
+    Job.objects.create(pool="a", via="cli", shell_user="lofarops", action="delete",
+                       selection={"kind": "ids", "ids": ["t1", "t2"]}, preview_count=2, status=Job.SUCCEEDED)
     page = viewer_client.get("/jobs/").content.decode()
     assert "Error tokens" in page and "Tokens locked longer than 6 hours" in page  # two resets, told apart
+    assert "lofarops <span class=\"muted\">(shell login)</span>" in page and "2 selected tokens" in page
     jobs = api_as(viewer_client).get("/api/v1/jobs").json()["jobs"]
-    assert {j["description"] for j in jobs} == {"error tokens", "tokens locked longer than 6 hours"}
+    assert {j["description"] for j in jobs} == {"error tokens", "tokens locked longer than 6 hours",
+                                                "2 selected tokens"}
+    assert {j["shell_user"] for j in jobs} == {None, "lofarops"}
 
 
 def test_the_audit_list_filters_by_status_and_how_a_job_was_started_and_refuses_unknown_ones(viewer_client,

@@ -81,6 +81,11 @@ def test_a_set_made_from_the_shell_is_a_job_recorded_as_the_users_from_the_cli(s
     assert len(all_docs(scratch_pool)) == 6
     again = tokenset(scratch_pool, *files())  # the same set again: every id exists, nothing overwritten
     assert "0 tokens created, 6 skipped (their ids exist: never overwritten)" in again
+    import getpass
+
+    # Both jobs name the shell's login that ran them; the second has no dashboard user (no --user).
+    assert [(j.user, j.shell_user) for j in Job.objects.order_by("pk")] == [
+        (job.user, getpass.getuser()), (None, getpass.getuser())]
 
 
 @pytest.mark.parametrize(("config", "surls", "extra", "message"), [

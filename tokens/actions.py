@@ -30,16 +30,17 @@ class Action:
 
     name: str
     label: str
+    verb: str  # "this would <verb> 2 tokens"
     on_tokens: bool = True
     in_api: bool = True
 
 
 ACTIONS = {a.name: a for a in (
-    Action("reset", "Reset / retry"),
-    Action("set_field", "Set a field"),
-    Action("attach", "Attach a file", in_api=False),
-    Action("delete", "Delete"),
-    Action("create_tokens", "New token set", on_tokens=False, in_api=False),  # tokens.tokensets
+    Action("reset", "Reset / retry", "reset / retry"),
+    Action("set_field", "Set a field", "set a field on"),
+    Action("attach", "Attach a file", "attach the file to", in_api=False),
+    Action("delete", "Delete", "delete"),
+    Action("create_tokens", "New token set", "create", on_tokens=False, in_api=False),  # tokens.tokensets
 )}
 TOKEN_ACTIONS = tuple(name for name, a in ACTIONS.items() if a.on_tokens)  # offered on a selection of tokens
 API_ACTIONS = tuple(name for name in TOKEN_ACTIONS if ACTIONS[name].in_api)
@@ -47,6 +48,10 @@ API_ACTIONS = tuple(name for name in TOKEN_ACTIONS if ACTIONS[name].in_api)
 
 def label(action):
     return ACTIONS[action].label if action in ACTIONS else action
+
+
+def verb(action):
+    return ACTIONS[action].verb if action in ACTIONS else action
 
 
 def labels(names=tuple(ACTIONS)):

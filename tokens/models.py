@@ -201,6 +201,7 @@ class Job(models.Model):
     pool = models.CharField(max_length=100, db_index=True)
     user = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL)
     via = models.CharField(max_length=10, default="web")  # web, api, cli, rule
+    shell_user = models.CharField(max_length=150, blank=True)  # the login that ran a command-line job
     # A job a retry rule started (via "rule"): the rule's name stays in `params` should the rule be removed.
     rule = models.ForeignKey("RetryRule", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
     action = models.CharField(max_length=20)

@@ -34,6 +34,7 @@ class JobOut(Schema):
     pool: str
     user: str | None
     via: str
+    shell_user: str | None = Field(None, description="The shell's login that ran a command-line job (via \"cli\")")
     rule: str | None = Field(None, description="The retry rule that started it (via \"rule\")")
     action: str
     selection: dict[str, Any]

@@ -1,6 +1,8 @@
 """What the management commands that run jobs share: the pool and the user a job is recorded under, and how a job's
 end is said."""
 
+import getpass
+
 from django.contrib.auth.models import User
 from django.core.management.base import CommandError
 
@@ -24,6 +26,17 @@ def user_named(name):
     if user is None:
         raise OperationError(f"No user {name!r}")
     return user
+
+
+def from_the_shell(job):
+    """Record the shell's login on a job made from the command line: who ran it, with or without --user."""
+    try:
+        login = getpass.getuser()
+    except (KeyError, OSError):  # no login name known for this process's user id (a container's)
+        login = ""
+    job.shell_user = login[:150]
+    job.save(update_fields=["shell_user"])
+    return job
 
 
 def say_end(stdout, job, figures):

@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from tokens import actions, operations, selections, uploads
 from tokens.couch import CouchError
-from tokens.management.cli import pool_named, say_end, user_named
+from tokens.management.cli import from_the_shell, pool_named, say_end, user_named
 from tokens.selections import OperationError, Selection
 
 
@@ -64,7 +64,7 @@ class Command(BaseCommand):
             params = self.params(o)
             job = operations.create_job(pool, user_named(o["user"]), o["action"], selection, params,
                                         confirmation=o["confirm"], via="cli")
-            job = operations.run_job(job.pk)
+            job = operations.run_job(from_the_shell(job).pk)
         except (OperationError, CouchError) as e:
             raise CommandError(str(e)) from None
         say_end(self.stdout, job, f"{job.total} read, {job.changed} changed, {job.skipped} skipped, "

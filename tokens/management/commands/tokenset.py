@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from tokens import operations, tokensets, uploads
 from tokens.couch import CouchError
-from tokens.management.cli import pool_named, say_end, user_named
+from tokens.management.cli import from_the_shell, pool_named, say_end, user_named
 from tokens.selections import OperationError
 
 
@@ -46,7 +46,7 @@ class Command(BaseCommand):
                 return
             job = tokensets.create_job(pool, user_named(o["user"]), config_text, upload, options,
                                        confirmation=o["confirm"], via="cli")
-            job = operations.run_job(job.pk)
+            job = operations.run_job(from_the_shell(job).pk)
         except (OperationError, CouchError) as e:
             raise CommandError(str(e)) from None
         finally:
