@@ -320,3 +320,67 @@ def test_lists_kept_for_forms_are_swept_after_a_day_unless_a_job_still_needs_the
     assert uploads.upload_path(young).exists() and uploads.upload_path(waiting.params["items_upload"]).exists()
     assert operations.run_job(waiting.pk).changed == 6
     assert not uploads.upload_path(waiting.params["items_upload"]).exists()  # the job's own, gone when it ended
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_api_client_previews_and_creates_a_set_as_the_form_and_the_shell_do(operator_client, scratch_pool,
+                                                                               celery_worker, viewer, tmp_path):
+    import json
+
+    from django.core.management import call_command
+    from django.test import Client
+
+    from tests.api_client import api_as
+    from tokens.models import Job
+
+    slug = scratch_pool.database
+    body = {"config": CONFIG, "input_list": SURLS, "token_type": TYPE}
+    api = api_as(operator_client)
+    before = kept()
+    dry = api.post(f"/api/v1/pools/{slug}/tokensets", body)
+    assert dry.status_code == 200, dry.content
+    out = []
+
+    class Out:
+        def write(self, text):
+            out.append(text)
+
+    config, items = tmp_path / "config.yaml", tmp_path / "srm.txt"
+    config.write_text(CONFIG)
+    items.write_text(SURLS)
+    call_command("tokenset", "--pool", slug, "--type", TYPE, "--config", str(config), "--list", str(items),
+                 "--dry-run", stdout=Out())
+    shell = json.loads("".join(out))
+    answer = dry.json()
+    assert {k: answer[k] for k in shell} == shell  # the same dry run, word for word
+    assert (answer["count"], answer["to_create"], answer["needs_confirmation"]) == (6, 6, False)
+    assert all_docs(scratch_pool) == {} and not Job.objects.exists()
+
+    refused = api.post(f"/api/v1/pools/{slug}/tokensets", {**body, "config": "Token: [oops"})
+    assert kept() == before  # nothing of the API's requests stays on the server
+    form = operator_client.post(f"/pools/{slug}/tokensets/new/", {**body, "config": "Token: [oops"})
+    before = kept()  # the form keeps the list for its next try
+    assert refused.status_code == 400 and form.status_code == 400
+    from django.utils.html import escape
+
+    assert escape(refused.json()["detail"]) in form.content.decode()  # the form's words
+
+    viewer_api = api_as(Client())
+    viewer_api.client.force_login(viewer)
+    assert viewer_api.post(f"/api/v1/pools/{slug}/tokensets", body).status_code == 403
+
+    made = api.post(f"/api/v1/pools/{slug}/tokensets", {**body, "dry_run": False})
+    assert made.status_code == 201, made.content
+    pk = made.json()["id"]
+    wait_for(lambda: Job.objects.get(pk=pk).ended, what=f"job {pk} to end")
+    job = Job.objects.get(pk=pk)
+    assert (job.status, job.changed, job.via, job.action) == ("succeeded", 6, "api", "create_tokens")
+    assert len(all_docs(scratch_pool)) == 6
+    assert kept() <= before | {job.params["items_upload"]}  # the request's own copy is gone
+
+
+def kept():
+    from django.conf import settings
+
+    folder = Path(settings.JOB_UPLOAD_DIR)
+    return {p.name for p in folder.iterdir()} if folder.is_dir() else set()

@@ -57,6 +57,14 @@ def link_upload(upload_id):
     return new_id
 
 
+def forget(upload_id):
+    """Delete an upload no form will come back for (an API request's own copy; a job keeps its link)."""
+    try:
+        upload_path(upload_id).unlink()
+    except (FileNotFoundError, OperationError):
+        pass
+
+
 def sweep(referenced):
     """Delete what no job needs: files older than JOB_UPLOAD_KEEP_HOURS (a form previewed and left) that are not in
     `referenced` (the uploads of jobs that have not ended). Returns how many were deleted."""

@@ -15,7 +15,7 @@ from functools import wraps
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, JsonResponse
 from django.urls import URLPattern
 from django.views.decorators.http import require_safe
@@ -27,7 +27,7 @@ from ninja.security.apikey import APIKeyCookie
 from ninja.utils import check_csrf
 
 from dashboard import roles
-from dashboard.api import alerts, exports, history, jobs, pools, retries, search, tokens
+from dashboard.api import alerts, exports, history, jobs, pools, retries, search, tokens, tokensets
 from dashboard.models import ApiToken
 from tokens.couch import CouchError
 from tokens.selections import OperationError
@@ -87,7 +87,7 @@ api = API(
     urls_namespace="api",
 )
 
-for resource in (pools, tokens, history, exports, jobs, alerts, retries, search):
+for resource in (pools, tokens, history, exports, jobs, alerts, retries, search, tokensets):
     api.add_router("", resource.router)
 
 
@@ -123,6 +123,14 @@ def invalid(request, exc):
     detail = f"Invalid {where[0]}: {first.get('msg', 'invalid value')}" if where else "Invalid request"
     listed = [{k: e[k] for k in ("loc", "msg", "type") if k in e} for e in exc.errors]
     return api.create_response(request, {"detail": detail, "errors": listed}, status=422)
+
+
+@api.exception_handler(RequestDataTooBig)
+def too_big(request, exc):
+    return api.create_response(request, {"detail": f"The request is larger than the API takes "
+                                          f"({settings.DATA_UPLOAD_MAX_MEMORY_SIZE // 2**20} MB): send a long list "
+                                          "of SURLs as a file, with the web form or manage.py tokenset --list"},
+                               status=413)
 
 
 @api.exception_handler(Exception)
