@@ -78,13 +78,15 @@ API = [
     ("PATCH", "/api/v1/pools/{pool}/retry-rules/{retry}", ("act", 200)),
     ("DELETE", "/api/v1/pools/{pool}/retry-rules/{retry}", ("act", 204)),
     ("GET", "/api/v1/pools/{pool}/retry-rules/{retry}/dry-run", "read"),
+    ("POST", "/api/v1/pools/{pool}/tokensets", ("act", 400)),  # an empty config, refused once let through
 ]
 # Lists and answers about every pool: each must hold A for whoever sees A, and B only for who sees B.
 LISTS = [("web", "/"), ("web", "/jobs/"), ("web", "/healthz"), ("api", "/api/v1/overview"), ("api", "/api/v1/pools"),
-         ("api", "/api/v1/jobs"), ("api", "/api/v1/annotations"), ("metrics", "/metrics")]
+         ("api", "/api/v1/jobs"), ("api", "/api/v1/annotations"), ("metrics", "/metrics"),
+         ("web", "/search/?q=L229585"), ("api", "/api/v1/search?q=L229585")]  # an observation of both pools
 # Pages that are not about a pool: the account's own, logging in and out, the admin (Django's, staff only).
-NOT_ABOUT_A_POOL = {"pools", "jobs", "healthz", "metrics", "account", "api_token_create", "api_token_revoke", "login",
-                    "logout", "sso_start", "sso_callback", None}
+NOT_ABOUT_A_POOL = {"pools", "jobs", "search", "healthz", "metrics", "account", "api_token_create", "api_token_revoke",
+                    "login", "logout", "sso_start", "sso_callback", None}
 
 
 @pytest.fixture
@@ -165,7 +167,8 @@ def test_every_page_and_endpoint_answers_each_asker_as_their_role_on_each_pool_s
                     # a new or changed retry rule (named anew each time), the retry rules' switch.
                     body = {"action": "reset", "selection": {"kind": "state", "bucket": "error"},
                             "name": uuid.uuid4().hex, "code": "21", "attempts": 3, "wait_minutes": 10,
-                            "per_hour": 5, "paused": False}
+                            "per_hour": 5, "paused": False, "token_type": "token", "config": "",
+                            "input_list": ""}
                     call = {"GET": web.get, "POST": web.post, "PATCH": web.patch, "DELETE": web.delete}[method]
                     response = (call(path, headers=bearer) if method in ("GET", "DELETE") else
                                 call(path, body, content_type="application/json", headers=bearer))
@@ -236,6 +239,6 @@ def test_every_url_and_api_operation_has_a_row_in_the_matrix():
             path = path.replace(ours, theirs)
         rows.add((method, path))
     every_pool = {("GET", "/api/v1/overview"), ("GET", "/api/v1/pools"), ("GET", "/api/v1/jobs"),
-                  ("GET", "/api/v1/annotations")}
+                  ("GET", "/api/v1/annotations"), ("GET", "/api/v1/search")}
     assert operations - every_pool == rows
-    assert every_pool <= {("GET", p) for kind, p in LISTS if kind == "api"}
+    assert every_pool <= {("GET", p.partition("?")[0]) for kind, p in LISTS if kind == "api"}

@@ -12,7 +12,7 @@ from tests.api_client import api_as
 from tests.conftest import LOFAR, SURF, make_user
 from tokens import counting, operations
 from tokens.pools import all_pools
-from tokens.search import MOST, _text, natural
+from tokens.search import MOST, field_text, natural
 from tokens.selections import Selection
 from tokens.states import classify, style_of
 
@@ -89,7 +89,7 @@ def test_a_surl_or_a_file_name_is_found_in_the_tokens_fields(viewer_client, coun
     name = next(d["output"]["ms"] for d in docs.values() if isinstance(d.get("output"), dict) and
                 d["output"].get("ms"))
     holding = {key for key, d in docs.items()
-               if any(name.lower() in _text(v).lower() for k, v in d.items() if not k.startswith("_"))}
+               if any(name.lower() in field_text(v).lower() for k, v in d.items() if not k.startswith("_"))}
     data = found(viewer_client, name)
     tokens = {(m["pool"], m["label"]) for m in data["matches"] if m["kind"] == "token"}
     assert tokens == holding if len(holding) <= MOST else tokens < holding and len(tokens) == MOST
@@ -99,12 +99,12 @@ def test_a_surl_or_a_file_name_is_found_in_the_tokens_fields(viewer_client, coun
 def test_field_value_looks_in_that_field_and_says_when_it_read_only_part_of_a_pool(viewer_client, counted, couch,
                                                                                    settings):
     docs = documents(couch, SURF)
-    codes = sorted({_text(d.get("exit_code")) for d in docs.values() if d.get("exit_code") not in ("", None)})
+    codes = sorted({field_text(d.get("exit_code")) for d in docs.values() if d.get("exit_code") not in ("", None)})
     code = codes[0]
     data = found(viewer_client, f"exit_code:{code}")
     assert data["field"] == "exit_code" and not data["notes"]  # the demo pools are smaller than the bound
     labels = {m["label"] for m in data["matches"] if m["pool"] == SURF}
-    holding = {i for i, d in docs.items() if code in _text(d.get("exit_code"))}
+    holding = {i for i, d in docs.items() if code in field_text(d.get("exit_code"))}
     assert labels and labels <= holding and len(labels) == min(len(holding), MOST)
 
     settings.SEARCH_SCAN_MOST = 50

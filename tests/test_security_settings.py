@@ -177,6 +177,7 @@ def site_pages(operator_client, demo_pools, couch, couch_server):
         ("alert_subscription", "subscribed", client.post(reverse("alert_subscription", args=[SURF]),
                                                          {"webhook_url": "https://chat.example.org/hooks/x"})),
         ("retry_rules", "rules and what they gave up", client.get(reverse("retry_rules", args=[SURF]))),
+        ("search", "a token id's start", client.get(reverse("search"), {"q": "token_1"})),
         ("retry_rules", "a dry run", client.get(reverse("retry_rules", args=[SURF]), {"dry": str(retry_rule().pk)})),
         ("retry_rule_create", "refused", client.post(reverse("retry_rule_create", args=[SURF]), {"name": ""})),
         ("retry_rule_create", "added", client.post(reverse("retry_rule_create", args=[SURF]), {

@@ -201,11 +201,11 @@ def scan(pools, value, name):
 
 def _holds(doc, name, wanted):
     if name is not None:
-        return name in doc and wanted in _text(doc[name]).casefold()
-    return any(wanted in _text(v).casefold() for k, v in doc.items() if not k.startswith("_"))
+        return name in doc and wanted in field_text(doc[name]).casefold()
+    return any(wanted in field_text(v).casefold() for k, v in doc.items() if not k.startswith("_"))
 
 
-def _text(value):
+def field_text(value):
     """A field's value as text: a number or a string as JavaScript writes it, a list or an object as JSON (a
     GRID_LRT token's nested settings)."""
     if isinstance(value, (dict, list)):
@@ -216,7 +216,7 @@ def _text(value):
 def _where(doc, name, wanted):
     """The field that matched and its text, cut: which of a token's SURLs it was."""
     for key in [name] if name else [k for k in doc if not k.startswith("_")]:
-        text = _text(doc.get(key))
+        text = field_text(doc.get(key))
         at = text.casefold().find(wanted)
         if at >= 0:
             start = max(0, at - 30)
