@@ -159,7 +159,7 @@ def test_every_page_renders_and_counts_the_odd_tokens_in_their_own_buckets(viewe
 
 def flagged(page_html):
     """{token id: whether its row is flagged odd} of a token list page."""
-    rows = re.findall(r'<td><a href="[^"]*/token/\?id=[^"]*">([^<]*)</a>( <span class="odd")?', page_html)
+    rows = re.findall(r'<td[^>]*><a href="[^"]*/token/\?id=[^"]*">([^<]*)</a>( <span class="odd")?', page_html)
     return {markup.unescape(token_id): bool(odd) for token_id, odd in rows}
 
 
