@@ -81,7 +81,7 @@ def test_a_refused_job_comes_back_as_its_preview_with_every_value_typed(operator
     assert refused.status_code == 400 and "&#x27;five&#x27; is not a number" in page
     assert 'name="field" required value="priority"' in page and 'name="value" value="five"' in page
     assert "<option selected>number</option>" in page and 'value="5"' in page  # the type and the typed count
-    assert "Dry run: this would set a field <strong>5</strong> tokens" in page  # the preview again, not a dead end
+    assert "Dry run: this would set a field on <strong>5</strong> tokens" in page  # the preview again, not a dead end
     assert not Job.objects.exists()
 
 
