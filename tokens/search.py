@@ -19,7 +19,7 @@ from django.db.models import Count
 from tokens import counting
 from tokens.couch import CouchError
 from tokens.models import HostHour, Job, TokenState
-from tokens.reading import observations
+from tokens.reading import observations, pool_totals
 from tokens.states import classify, js_string, style_of
 
 MOST = 20  # matches of each kind shown
@@ -52,8 +52,6 @@ class Found:
     notes: list  # what the search could not do, or did only in part, in words
     field: str | None = None  # the field of a field:value query
 
-    def of(self, kind):
-        return [m for m in self.matches if m.kind == kind]
 
 
 def parse(text):
@@ -142,7 +140,7 @@ def observations_named(pools, value):
 def hosts(slugs, value):
     """Worker hosts whose name holds `value`, as the hourly host table has seen them (the hosts page's source)."""
     rows = (HostHour.objects.filter(pool__in=slugs, hostname__icontains=value).values("pool", "hostname")
-            .annotate(n=Count("pk")).order_by("pool", "hostname")[:MOST])
+            .distinct().order_by("pool", "hostname")[:MOST])
     return [Match("host", r["pool"], r["hostname"], "", "a worker host", {"hostname": r["hostname"]})
             for r in rows]
 
@@ -170,7 +168,8 @@ def scan(pools, value, name):
     most, wanted = settings.SEARCH_SCAN_MOST, value.casefold()
     matches, notes, cut = [], [], []
     for pool in pools:
-        couch, styles = pool.couch(), (counting.snapshot(pool).data or {}).get("types", {})
+        data = counting.snapshot(pool).data or {}
+        couch, styles = pool.couch(), data.get("types", {})
         after, read, mine = None, 0, []
         try:
             while read < most and len(mine) < MOST:
@@ -185,7 +184,8 @@ def scan(pools, value, name):
                     break
                 after = page.next_key
             else:
-                if len(mine) < MOST and (total := _total(pool)) is not None and read < total:
+                total = sum(pool_totals(data).values()) if data else None
+                if len(mine) < MOST and total is not None and read < total:
                     cut.append(f"{pool.name} ({read:,} of {total:,})")  # stopped at the bound, not at MOST
         except CouchError as e:
             notes.append(f"{pool.name}: not searched ({e})")
@@ -222,9 +222,4 @@ def _where(doc, name, wanted):
             start = max(0, at - 30)
             return f"{key}: {'…' if start else ''}{text[start:at + len(wanted) + 50]}"
     return ""
-
-
-def _total(pool):
-    data = counting.snapshot(pool).data
-    return sum(n for _b, _t, _g, n in data["buckets"]) if data else None
 
