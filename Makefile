@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# The real picas client has an environment of its own (requirements-picas.txt says why).
+PICAS_VENV := .venv-picas
 PORT ?= 8000
 
 .PHONY: run dev shell test screenshots install chromium haproxy lint bench bench-scale bench-cluster load clean
@@ -11,11 +13,16 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
+$(PICAS_VENV)/.installed: requirements-picas.txt
+	test -x $(PICAS_VENV)/bin/python || $(PYTHON) -m venv $(PICAS_VENV)
+	$(PICAS_VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements-picas.txt
+	touch $@
+
 node_modules/.installed: package.json package-lock.json
 	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	touch $@
 
-install: $(VENV)/.installed node_modules/.installed
+install: $(VENV)/.installed $(PICAS_VENV)/.installed node_modules/.installed
 
 run: install
 	$(PY) -m localsite.run --port $(PORT)

@@ -40,6 +40,7 @@ from django.test import Client  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 from dashboard.models import PoolRole  # noqa: E402
+from localsite import seeding  # noqa: E402
 from localsite.embedded import EmbeddedCouch, free_port  # noqa: E402
 from tokens import counting, events, operations, reading, retries, selections, tokensets, uploads  # noqa: E402
 from tokens.couch import Couch, CouchError, NotFound, split_credentials  # noqa: E402
@@ -333,7 +334,7 @@ def bench_freshness(server, client, db):
         time.sleep(0.5)
     pilot_env = dict(os.environ, PICAS_URL=server.url, PICAS_DB="bench-big", PICAS_USER=server.username,
                      PICAS_PASSWORD=server.password, PICAS_DELAY="0.05")
-    pilots = [subprocess.Popen([sys.executable, str(BASE / "tests" / "picas_worker.py")], env=pilot_env,
+    pilots = [subprocess.Popen([seeding.picas_python(), str(BASE / "tests" / "picas_worker.py")], env=pilot_env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
     ages, due, recounted = [], None, None
     try:

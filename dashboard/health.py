@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from kombu import Connection
 
-from tokens.couch import Couch, CouchError, NotFound, Unauthorised, Unreachable
+from tokens.couch import CouchError, NotFound, Unauthorised, Unreachable
 from tokens.pools import all_pools, env_pools
 
 
@@ -45,9 +45,11 @@ def broker(timeout):
     return None
 
 
-def couchdb(pool, timeout):
+def couchdb(client, timeout):
+    if isinstance(client, CouchError):  # its client could not be made: an admin pool's password cannot be read
+        return "its password cannot be read"
     try:
-        Couch(pool.url, pool.database, pool.username, pool.password, timeout=timeout).database_info()
+        client.database_info()
     except Unreachable:
         return "unreachable"
     except Unauthorised:
@@ -59,6 +61,13 @@ def couchdb(pool, timeout):
     return None
 
 
+def client_or_error(pool, timeout):
+    try:
+        return pool.couch(timeout=timeout)
+    except CouchError as e:
+        return e
+
+
 def check_all():
     """Every check's result, and whether all passed. Outside services are asked in parallel, each with a timeout."""
     timeout = settings.HEALTHZ_TIMEOUT
@@ -68,7 +77,9 @@ def check_all():
         pools = env_pools()  # the pools added in the admin live in the database, whose check says it is down
     with ThreadPoolExecutor(max_workers=min(8, len(pools) + 1)) as executor:
         broker_result = executor.submit(_timed, broker, timeout)
-        pool_results = {p.slug: executor.submit(_timed, couchdb, p, timeout) for p in pools}
+        # The clients are made here: an admin pool's password is read from Django's database, whose connection
+        # belongs to this thread.
+        pool_results = {p.slug: executor.submit(_timed, couchdb, client_or_error(p, timeout), timeout) for p in pools}
         checks = {
             "site": {"status": "ok"},
             "database": _timed(database),  # in this thread: Django's connection belongs to it

@@ -80,9 +80,11 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "csp",
-    "axes",
+    # Before axes: dashboard's axes_reset_username and axes_reset_ip_username replace axes' own, which cannot find
+    # the usernames this site stores hashed (dashboard/throttle.py).
     "tokens",
     "dashboard",
+    "axes",
 ]
 
 MIDDLEWARE = [

@@ -8,8 +8,8 @@ failure is an SsoError whose message is safe to show (it names no secret) and sa
 
 from authlib.integrations.base_client import OAuthError
 from authlib.integrations.django_client import OAuth
-from authlib.jose.errors import JoseError
 from django.conf import settings
+from joserfc.errors import ExpiredTokenError, JoseError
 from requests import RequestException
 
 
@@ -70,7 +70,8 @@ def finish(request):
             raise SsoError("This sign-in was not started from this browser, or took too long: try again.") from None
         raise SsoError(f"The sign-in provider refused this sign-in ({e.error}): try again.") from None
     except JoseError as e:
-        claim = getattr(e, "claim_name", None)
+        # joserfc (Authlib's JOSE since 1.7) names the claim; an expired token is its own error.
+        claim = "exp" if isinstance(e, ExpiredTokenError) else getattr(e, "claim", None)
         why = {"iss": "it was issued by another provider than this site's (OIDC_ISSUER)",
                "aud": "it was issued for another application, not this site (OIDC_CLIENT_ID)",
                "azp": "it was issued for another application, not this site (OIDC_CLIENT_ID)",

@@ -36,12 +36,15 @@ def client_ip(request):
         return None
 
 
-def username_key(request, credentials):
-    """The username as axes stores and counts it: hashed, whatever its case or surrounding spaces."""
-    username = credentials.get("username") if credentials else request.POST.get("username")
-    if username is None:
-        return None
+def hashed(username):
+    """A username as axes stores and counts it: hashed, whatever its case or surrounding spaces."""
     return hashlib.sha256(username.strip().casefold().encode()).hexdigest()
+
+
+def username_key(request, credentials):
+    """AXES_USERNAME_CALLABLE: the username of a login attempt, hashed (None when none was sent)."""
+    username = credentials.get("username") if credentials else request.POST.get("username")
+    return None if username is None else hashed(username)
 
 
 def failures(attempts):
@@ -91,11 +94,16 @@ class ThrottledFormMixin:
     retry_after = 0
 
     def clean(self):
-        try:
-            return super().clean()
-        except ValidationError:
-            if not getattr(self.request, "axes_locked_out", False):
-                raise
+        # Locked out whatever was sent: a form without a password never reaches authenticate(), where axes looks.
+        credentials = {"username": self.data.get("username")}
+        if AxesProxyHandler.is_locked(self.request, credentials):
+            self.request.axes_locked_out, self.request.axes_credentials = True, credentials
+        else:
+            try:
+                return super().clean()
+            except ValidationError:
+                if not getattr(self.request, "axes_locked_out", False):
+                    raise
         credentials = self.request.axes_credentials
         self.retry_after = AxesProxyHandler.get_implementation().retry_after(self.request, credentials)
         minutes = math.ceil(self.retry_after / 60)

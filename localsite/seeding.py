@@ -9,7 +9,6 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -21,7 +20,7 @@ from tokens.states import BUCKETS, classify, style_of
 BASE_DIR = Path(__file__).resolve().parent.parent
 HTTP_TIMEOUT = 60  # seconds; pouchdb-server builds a view index on first query, which takes a while
 WORKER_DEADLINE = 40  # seconds for all picas workers together; the seed must stay well under a minute
-WORKER_MODULE = "localsite.demo"  # what a worker process runs (`python -m localsite.demo --worker`)
+PILOT = Path(__file__).with_name("picas_pilot.py")  # what a demo worker process runs
 
 
 class DemoError(Exception):
@@ -107,7 +106,7 @@ def summary(db, styles):
 
 
 class Worker:
-    """One picas worker process, started with `python -m localsite.demo --worker` and its settings on stdin."""
+    """One picas worker process: localsite/picas_pilot.py in picas's own environment, its settings on stdin."""
 
     def __init__(self, process, stderr):
         self.process = process
@@ -152,17 +151,27 @@ class Worker:
         return [line.split(" ", 1)[1] for line in self.lines if line.startswith("CLAIMED ")]
 
 
+def picas_python():
+    """The Python of picas's own environment, where the real picas 1.1.2 client is installed apart from the site:
+    PICAS_PYTHON, else .venv-picas/bin/python in the checkout (`make install` makes it)."""
+    path = os.environ.get("PICAS_PYTHON") or str(BASE_DIR / ".venv-picas" / "bin" / "python")
+    if not os.access(path, os.X_OK):
+        raise DemoError(f"No picas environment at {path}: `make install` makes it (picas 1.1.2 in an environment of "
+                        "its own), or PICAS_PYTHON names a Python that has picas 1.1.2.")
+    return path
+
+
 def start_worker(credentials, spec):
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("SLURM_", "PBS_", "GLITE_", "CREAM_", "DIRAC")) and k != "PYTHONPATH"}
-    env.update(spec.get("env", {}), PYTHONPATH=str(BASE_DIR), PYTHONUNBUFFERED="1")
+    env.update(spec.get("env", {}), PYTHONUNBUFFERED="1")
     stderr = tempfile.TemporaryFile()
     process = subprocess.Popen(
-        [sys.executable, "-m", WORKER_MODULE, "--worker"], cwd=BASE_DIR, env=env, text=True,
+        [picas_python(), str(PILOT)], cwd=BASE_DIR, env=env, text=True,
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
     )
     # Settings (credentials included) go through stdin, never the command line.
-    process.stdin.write(json.dumps({**credentials, **spec}))
+    process.stdin.write(json.dumps({**credentials, "hang_seconds": WORKER_DEADLINE + 60, **spec}))
     process.stdin.close()
     process.stdin = None  # so that communicate() does not flush it
     return Worker(process, stderr)

@@ -304,21 +304,26 @@ def browser():
 @pytest.fixture
 def open_page(browser):
     """open_page(width="desktop") -> a page in a fresh browser context (its own cookies); "phone" is 390 px wide;
-    (1920, 1080) a wall's screen."""
+    (1920, 1080) a wall's screen. Each of the site's pages it loads is judged by axe-core (tests/accessibility.py):
+    the test fails at its end if one broke a WCAG 2.1 A/AA rule."""
+    from tests import accessibility
     from tests.browsing import TIMEOUT_MS, WIDTHS
 
-    contexts = []
+    contexts, violations = [], []
 
     def open_(width="desktop"):
         w, h = WIDTHS[width] if isinstance(width, str) else width  # a name, or (width, height): a wall's screen
         context = browser.new_context(viewport={"width": w, "height": h})
         context.set_default_timeout(TIMEOUT_MS)
         contexts.append(context)
-        return context.new_page()
+        page = context.new_page()
+        accessibility.watch(page, f"{w}x{h}", violations)
+        return page
 
     yield open_
     for context in contexts:
         context.close()
+    assert not violations, "axe-core found WCAG 2.1 A/AA violations:\n" + "\n".join(violations)
 
 
 # --- the API tests' shared fixtures ---

@@ -15,7 +15,7 @@ from django.utils import timezone
 from localsite.embedded import EmbeddedRedis
 from tests.api_client import api_as
 from tests.conftest import SURF, server_env, surf_token
-from tests.test_job_safety import picas_db, start_pilots
+from tests.test_job_safety import picas_steps, start_pilots
 from tests.waiting import PATIENCE, wait_for
 from tokens import counting, events, history, operations, selections
 from tokens.models import CountSnapshot, HostHour, ObservationHour, TokenEvent, TokenState
@@ -160,28 +160,23 @@ def test_a_reset_of_all_errors_leaves_the_past_hours_of_the_charts_as_they_were(
 
 def test_a_tokens_timeline_lists_each_claim_failure_and_reset_in_order(scratch_pool, couch_server, operator_client,
                                                                        settings):
-    from picas.documents import Task
-
     settings.JOB_FINISHED_GRACE_SECONDS = 0
     refresh()
     scratch_pool.bulk_docs([surf_token(1)])
     refresh()
-    db = picas_db(couch_server, scratch_pool.database)
 
-    def step(change):
-        task = Task(db.get("token_00001").value)
-        change(task)
-        db.save(task)
+    def step(do, **fields):
+        picas_steps(couch_server, scratch_pool.database, {"id": "token_00001", "do": do, "fields": fields})
         refresh()
 
-    step(lambda t: t.lock())
-    step(lambda t: (t.update({"exit_code": 1}), t.done()))
+    step("lock")
+    step("done", exit_code=1)
     time.sleep(max(0.0, scratch_pool.get("token_00001")["done"] + 1.1 - time.time()))  # old enough for a reset
     pool = all_pools()[0]
     job = operations.run_job(operations.create_job(pool, None, "reset", Selection("ids", ids=["token_00001"]), {}).pk)
     refresh()
-    step(lambda t: t.lock())
-    step(lambda t: (t.update({"exit_code": 0}), t.done()))
+    step("lock")
+    step("done", exit_code=0)
 
     moves = [(e["from_state"], e["to_state"], e["job"]) for e in events.timeline(pool.slug, "token_00001")]
     assert moves == [("", "todo", None), ("todo", "locked", None), ("locked", "error", None),

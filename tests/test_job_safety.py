@@ -1,6 +1,7 @@
 """Jobs while real picas workers run: re-checks on 409, no worker result lost, cancel, CouchDB going away."""
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from localsite.embedded import EmbeddedCouch
+from localsite.seeding import picas_python
 from tests.api_client import api_as
 from tests.conftest import own_couch_server, server_env, surf_token
 from tests.forms import started_job
@@ -30,21 +32,25 @@ def errored(n, **fields):
                       error=[{"time": NOW - 60, "message": "exit 1"}], **fields)
 
 
-def picas_db(server, database):
-    """The real picas client, as a pilot job holds it."""
-    from picas.clients import CouchDB
+def picas_env(server, database, **extra):
+    return dict(os.environ, PICAS_URL=server.url, PICAS_DB=database, PICAS_USER=server.username,
+                PICAS_PASSWORD=server.password, **extra)
 
-    return CouchDB(url=server.url, db=database, username=server.username, password=server.password)
+
+def picas_steps(server, database, *steps):
+    """Change tokens with the real picas client, as a pilot does (tests/picas_steps.py says what a step is); it runs
+    in picas's own environment, as the pilots do."""
+    subprocess.run([picas_python(), str(Path(__file__).with_name("picas_steps.py"))], env=picas_env(server, database),
+                   input=json.dumps(steps), text=True, check=True, capture_output=True)
 
 
 def start_pilots(server, database, count, delay, fail_every=0, raise_every=0, max_scrub=0, cleanup=0, first="",
                  last="", hostname="", stop_file=""):
-    env = dict(os.environ, PICAS_URL=server.url, PICAS_DB=database, PICAS_USER=server.username,
-               PICAS_PASSWORD=server.password, PICAS_DELAY=str(delay), PICAS_FAIL_EVERY=str(fail_every),
+    env = picas_env(server, database, PICAS_DELAY=str(delay), PICAS_FAIL_EVERY=str(fail_every),
                PICAS_RAISE_EVERY=str(raise_every), PICAS_MAX_SCRUB=str(max_scrub), PICAS_CLEANUP=str(cleanup),
                PICAS_FIRST=first, PICAS_LAST=last, PICAS_HOSTNAME=hostname, PICAS_STOP_FILE=stop_file)
     script = Path(__file__).with_name("picas_worker.py")
-    return [subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
+    return [subprocess.Popen([picas_python(), str(script)], env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True) for _ in range(count)]
 
 
@@ -62,17 +68,9 @@ def test_a_token_changed_by_a_worker_after_the_job_read_it_is_rechecked_not_over
 
     # Meanwhile the real picas client: the slow pilot finishes token 1, a pilot's max_scrub retry scrubs
     # token 2, and someone annotates token 3 (which stays in error).
-    from picas.documents import Task
-
-    db = picas_db(couch_server, scratch_pool.database)
-    finished = Task(db.get("token_00001").value)
-    finished["exit_code"] = 0
-    db.save(finished.done())
-    scrubbed = Task(db.get("token_00002").value)
-    db.save(scrubbed.scrub())
-    annotated = db.get("token_00003")
-    annotated["note"] = "looked at"
-    db.save(annotated)
+    picas_steps(couch_server, scratch_pool.database,
+                {"id": "token_00001", "do": "done", "fields": {"exit_code": 0}}, {"id": "token_00002", "do": "scrub"},
+                {"id": "token_00003", "do": "set", "fields": {"note": "looked at"}})
 
     actions.process_batch(stale_job, couch, Selection("stale", hours=24), rules, [read_by_job["token_00001"]],
                           time.time())

@@ -145,3 +145,19 @@ def test_the_migration_encrypts_what_was_stored_in_clear(django_user_model):
     assert PoolConfig.objects.get(slug="old").password == "old-clear-pw"
     assert Subscription.objects.get().webhook_url == "https://hooks.example.org/old-hook-key"
     assert Delivery.objects.get().address == "https://hooks.example.org/old-hook-key"
+
+
+def test_listing_pools_decrypts_no_password_and_a_pools_client_opens_only_its_own(couch_server, monkeypatch, db):
+    from tokens import secretbox
+    from tokens.pools import all_pools, get_pool
+
+    for slug in ("one", "two", "three"):
+        PoolConfig.objects.create(slug=slug, url=couch_server.url, database=SURF, username="u", password=f"pw-{slug}")
+    opened = []
+    real = secretbox.open_sealed
+    monkeypatch.setattr(secretbox, "open_sealed", lambda *a, **k: opened.append(a[1]) or real(*a, **k))
+    pools = all_pools()
+    assert {"one", "two", "three"} <= {p.slug for p in pools} and opened == []
+    assert all(p.password == "" for p in pools if p.source == "admin")  # nothing in clear in a list
+    get_pool("two").couch()
+    assert opened == ["The stored password of pool two"]

@@ -386,6 +386,31 @@ def test_axes_reset_lifts_every_lockout(client, throttled):
     assert log_in(client, "olga", "pw-olga").status_code == 302
 
 
+def test_a_locked_out_user_gets_429_whatever_the_form_holds(client, throttled):
+    for _ in range(3):
+        log_in(client, "olga", "wrong")
+    for sent in ({"username": "olga", "password": ""}, {"username": "olga"}, {"username": " OLGA "}):
+        refused = client.post(reverse("login"), sent)
+        assert refused.status_code == 429, sent
+        assert "Too many failed logins. Try again in 10 minutes." in refused.content.decode()
+        assert "This field is required" not in refused.content.decode()
+
+
+def test_the_admin_unlocks_a_user_by_the_name_they_typed(client, throttled):
+    for name in ("olga", "user1"):
+        for _ in range(3):
+            log_in(client, name, "wrong", REMOTE_ADDR="192.0.2.1" if name == "olga" else "192.0.2.2")
+    out = io.StringIO()
+    call_command("axes_reset_username", "Olga", stdout=out)
+    assert out.getvalue().strip() == "Olga: 1 failed login record removed"
+    assert log_in(client, "olga", "pw-olga", REMOTE_ADDR="192.0.2.1").status_code == 302
+    assert log_in(client, "user1", "wrong", REMOTE_ADDR="192.0.2.2").status_code == 429  # only the one named
+    call_command("axes_reset_ip_username", "192.0.2.2", "user1", stdout=out)
+    assert "1 failed login record removed" in out.getvalue()
+    call_command("axes_reset_username", "nobody", stdout=(out := io.StringIO()))
+    assert out.getvalue().strip() == "nobody: no failed logins recorded, nothing to unlock"
+
+
 def test_behind_a_proxy_failures_count_for_the_address_the_proxy_appended(client, throttled, settings):
     settings.BEHIND_PROXY = True
     for n in range(5):

@@ -4,13 +4,13 @@ created by a job and then run by real picas workers through the views the set cr
 import base64
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from localsite.seeding import picas_python
 from tests.api_client import api_as
 from tests.forms import started_job
 from tests.waiting import wait_for
@@ -178,7 +178,7 @@ def test_real_picas_workers_run_every_created_token_and_the_pool_shows_it_comple
                PICAS_USER=couch_server.username, PICAS_PASSWORD=couch_server.password, PICAS_DELAY="0",
                PICAS_DESIGN=TYPE, PICAS_GRID_LRT="1")
     script = Path(__file__).with_name("picas_worker.py")
-    pilots = [subprocess.Popen([sys.executable, str(script)], env=env) for _ in range(2)]
+    pilots = [subprocess.Popen([picas_python(), str(script)], env=env) for _ in range(2)]
     assert all(p.wait(timeout=120) == 0 for p in pilots)
     docs = all_docs(scratch_pool)
     assert len(docs) == 49 and all(d["status"] == "done" and d["done"] > 0 for d in docs.values())

@@ -21,12 +21,20 @@ class Pool:
     group_field: str = ""
     create_views: bool = False
     source: str = "environment"
-    problem: str = ""  # why its credentials cannot be had (they are not shown anywhere, this is)
+    # An admin pool's row: its password is opened only when a client is made for it (couch()), never to list pools,
+    # so that a list of pools holds no password in clear and a page that only names pools decrypts nothing.
+    config_id: int | None = None
 
-    def couch(self):
-        if self.problem:
-            raise CouchError(self.problem)
-        return Couch(self.url, self.database, self.username, self.password, timeout=settings.COUCHDB_TIMEOUT)
+    def couch(self, timeout=None):
+        password = self.password
+        if self.config_id is not None:
+            try:
+                password = PoolConfig.objects.get(pk=self.config_id).password
+            except PoolConfig.DoesNotExist as e:
+                raise CouchError(f"The pool {self.slug} was removed in the admin") from e
+            except SecretError as e:  # why its credentials cannot be had (they are shown nowhere, this is)
+                raise CouchError(str(e)) from e
+        return Couch(self.url, self.database, self.username, password, timeout=timeout or settings.COUCHDB_TIMEOUT)
 
 
 def env_pools():
@@ -49,16 +57,9 @@ def env_pools():
 
 
 def admin_pools():
-    pools = []
-    for c in PoolConfig.objects.all():
-        try:
-            password, problem = c.password, ""
-        except SecretError as e:
-            password, problem = "", str(e)
-        pools.append(Pool(slug=c.slug, name=c.name or c.database, url=split_credentials(c.url)[0],
-                          database=c.database, username=c.username, password=password, group_field=c.group_field,
-                          create_views=c.create_views, source="admin", problem=problem))
-    return pools
+    return [Pool(slug=c.slug, name=c.name or c.database, url=split_credentials(c.url)[0], database=c.database,
+                 username=c.username, group_field=c.group_field, create_views=c.create_views, source="admin",
+                 config_id=c.pk) for c in PoolConfig.objects.all()]
 
 
 def all_pools():
