@@ -8,11 +8,12 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import login as auth_login
+from django.contrib.auth import logout as auth_logout
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.forms import AuthenticationForm
 from django.http import Http404
-from django.shortcuts import redirect, render
+from django.shortcuts import redirect, render, resolve_url
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -163,7 +164,7 @@ def sso_callback(request):
     if not sso.enabled():
         raise Http404("Single sign-on is not configured on this site.")
     try:
-        claims = sso.finish(request)
+        claims, token = sso.finish(request)
     except sso.SsoError as e:
         return _sso_refused(request, e)
     user = roles.sso_user(settings.OIDC_ISSUER, claims)
@@ -171,9 +172,22 @@ def sso_callback(request):
         return _sso_refused(request, "This account is switched off on this site: ask its administrator.")
     wanted = request.session.pop(SSO_NEXT, "")
     auth_login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    sso.remember(request.session, claims, token)  # after the login, which starts the session afresh
     log.info("single sign-on: user %s signed in with %d pool role(s) from the provider", user.pk,
              user.pool_roles.filter(from_sso=True).count())
     return redirect(wanted or settings.LOGIN_REDIRECT_URL)
+
+
+@login_not_required
+@require_POST
+def log_out(request):
+    """Log out here and, for a session signed in with the provider, there too (its end_session_endpoint), which
+    sends the browser back to the login page."""
+    held = request.session.get(sso.SESSION_KEY)
+    auth_logout(request)
+    back_to = request.build_absolute_uri(resolve_url(settings.LOGOUT_REDIRECT_URL))
+    at_provider = sso.logout_url(held, back_to) if held and sso.enabled() else None
+    return redirect(at_provider or back_to)
 
 
 def _sso_refused(request, error):

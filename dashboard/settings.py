@@ -99,6 +99,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # Before any view (LoginRequiredMiddleware decides in process_view): a session whose provider no longer vouches
+    # for the person ends here (dashboard/sso.py).
+    "dashboard.middleware.SsoRecheckMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "dashboard.middleware.NulRefusalMiddleware",
@@ -253,6 +256,11 @@ OIDC_SCOPES = os.getenv("OIDC_SCOPES", "openid profile email eduperson_entitleme
 OIDC_GROUPS_CLAIM = os.getenv("OIDC_GROUPS_CLAIM", "eduperson_entitlement")
 OIDC_PROVIDER_NAME = os.getenv("OIDC_PROVIDER_NAME", "your institution")
 OIDC_TIMEOUT = envfloat("OIDC_TIMEOUT", 10.0)
+# While a session signed in with the provider lives, the provider is asked again who the person is (their groups,
+# hence their roles) every OIDC_RECHECK_MINUTES: a group taken away there takes the role away here within that time.
+# The provider's configuration and keys are kept for OIDC_METADATA_SECONDS between sign-ins.
+OIDC_RECHECK_MINUTES = envfloat("OIDC_RECHECK_MINUTES", 15.0)
+OIDC_METADATA_SECONDS = envfloat("OIDC_METADATA_SECONDS", 3600.0)
 
 
 def parse_role_map(text):

@@ -2,7 +2,6 @@
 them, accounts, the API, and the machine-read ones."""
 
 from django.contrib import admin
-from django.contrib.auth import views as auth_views
 from django.urls import path, re_path
 
 from dashboard import (
@@ -69,7 +68,7 @@ urlpatterns += [
     path("accounts/login/", account_views.sign_in, name="login"),
     path("accounts/sso/", account_views.sso_start, name="sso_start"),
     path("accounts/sso/callback/", account_views.sso_callback, name="sso_callback"),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/logout/", account_views.log_out, name="logout"),
     path("account/", account_views.account, name="account"),
     path("account/tokens/", account_views.token_create, name="api_token_create"),
     path("account/tokens/<int:pk>/revoke/", account_views.token_revoke, name="api_token_revoke"),

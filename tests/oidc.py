@@ -16,12 +16,13 @@ SCRIPT = Path(__file__).resolve().parent / "oidc_provider.mjs"
 
 class OpenIdProvider:
     def __init__(self, workdir, redirect_uris, client_id="picas-dashboard", client_secret="test-client-secret",
-                 issuer=None, id_token_override=None):
+                 issuer=None, id_token_override=None, post_logout_uris=()):
         self.workdir, self.port = Path(workdir), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.issuer = issuer or self.url  # what the provider says it is (a test may make it say otherwise)
         self.client_id, self.client_secret = client_id, client_secret
         self.redirect_uris, self.id_token_override = redirect_uris, id_token_override
+        self.post_logout_uris = post_logout_uris  # where the provider may send a browser back after logging out
         self.accounts_file = self.workdir / "accounts.json"
         self.process = None
 
@@ -36,7 +37,8 @@ class OpenIdProvider:
             self.set_people({})
         env = {**os.environ, "PORT": str(self.port), "ISSUER": self.issuer, "CLIENT_ID": self.client_id,
                "CLIENT_SECRET": self.client_secret, "REDIRECT_URIS": " ".join(self.redirect_uris),
-               "ACCOUNTS_FILE": str(self.accounts_file), "NODE_NO_WARNINGS": "1"}
+               "ACCOUNTS_FILE": str(self.accounts_file), "POST_LOGOUT_URIS": " ".join(self.post_logout_uris),
+               "NODE_NO_WARNINGS": "1"}
         if self.id_token_override:
             env["ID_TOKEN_OVERRIDE"] = json.dumps(self.id_token_override)
         self.log = open(self.workdir / "provider.log", "w")  # noqa: SIM115 (closed in stop)

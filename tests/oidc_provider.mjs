@@ -17,6 +17,7 @@ const provider = new Provider(env.ISSUER, {
     client_id: env.CLIENT_ID,
     client_secret: env.CLIENT_SECRET,
     redirect_uris: env.REDIRECT_URIS.split(" "),
+    post_logout_redirect_uris: (env.POST_LOGOUT_URIS || "").split(" ").filter(Boolean),
   }],
   jwks: { keys: [key] },
   cookies: { keys: ["picas-dashboard-tests"] },
@@ -28,7 +29,7 @@ const provider = new Provider(env.ISSUER, {
     eduperson_entitlement: ["eduperson_entitlement"],
   },
   // The login and consent pages oidc-provider ships for development: enough for a browser to sign in.
-  features: { devInteractions: { enabled: true } },
+  features: { devInteractions: { enabled: true }, rpInitiatedLogout: { enabled: true } },
   async findAccount(ctx, id) {
     const person = accounts()[id];
     return person && { accountId: id, claims: async () => ({ sub: id, ...person }) };

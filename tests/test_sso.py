@@ -28,7 +28,7 @@ def start_provider(live_server, tmp_path):
 
     def start(**kwargs):
         provider = OpenIdProvider(tmp_path / f"oidc{len(started)}", [live_server.url + "/accounts/sso/callback/"],
-                                  **kwargs)
+                                  post_logout_uris=[live_server.url + "/accounts/login/"], **kwargs)
         provider.set_people({"anna": ANNA})
         started.append(provider)
         return provider.start()
@@ -65,6 +65,13 @@ def sign_in(page, base, login="anna"):
         page.wait_for_url(lambda url: "/interaction/" in url or url.startswith(base) and "/accounts/login/" not in url)
         if "/interaction/" in page.url:  # consent, the first time
             page.get_by_role("button", name="Continue").click()
+
+
+def log_out(page):
+    """The site's "Log out", then the provider's own question (RP-initiated logout), back to the login page."""
+    page.get_by_role("button", name="Log out").click()
+    page.get_by_role("button", name="Yes, sign me out").click()
+    page.wait_for_url(re.compile(r"/accounts/login/(\?|$)"))
 
 
 def test_a_person_signs_in_with_the_provider_and_gets_the_roles_their_groups_give(
@@ -105,8 +112,7 @@ def test_a_person_who_lost_a_group_loses_its_role_at_the_next_login_and_logout_e
     PoolRole.objects.create(user=user, pool=LOFAR, role="operator")  # granted by an admin: not the provider's
     provider.set_people({"anna": {**ANNA, "eduperson_entitlement": [LEADS]}})  # out of the operators' group
 
-    page.get_by_role("button", name="Log out").click()
-    page.wait_for_url(re.compile(r"/accounts/login/"))
+    log_out(page)
     page.goto(f"{live_server.url}/pools/{SURF}/")
     assert "/accounts/login/" in page.url  # logged out: nothing without logging in again
 
@@ -163,3 +169,41 @@ def test_local_accounts_can_be_switched_off(live_server, provider, open_page, se
     assert refused.status_code == 403 and "Local accounts are switched off" in refused.content.decode()
     assert "_auth_user_id" not in client.session
     assert client.get("/admin/login/").url.startswith("/accounts/login/?next=")
+
+
+def test_logging_out_here_logs_out_at_the_provider_too(live_server, provider, open_page, settings, demo_pools):
+    use(settings, provider)
+    page = open_page()
+    sign_in(page, live_server.url)
+    page.wait_for_url(live_server.url + "/")
+    log_out(page)
+    assert page.get_by_role("link", name="Sign in with SURF Research Access Management").is_visible()
+    page.get_by_role("link", name="Sign in with SURF Research Access Management").click()
+    # The provider asks who this is again: its own session ended with the site's.
+    page.wait_for_url(re.compile(r"/interaction/"))
+    assert page.locator("input[name=login]").is_visible()
+
+
+def test_a_group_taken_away_at_the_provider_takes_its_role_away_within_the_recheck_time(
+        live_server, provider, open_page, settings, demo_pools):
+    from dashboard import sso
+
+    use(settings, provider)
+    settings.OIDC_RECHECK_MINUTES = 15
+    page = open_page()
+    sign_in(page, live_server.url)
+    page.wait_for_url(live_server.url + "/")
+    loaded = sso.configurations[provider.url]["_loaded_at"]
+    provider.set_people({"anna": {**ANNA, "eduperson_entitlement": [LEADS]}})  # out of the operators' group
+    assert page.goto(f"{live_server.url}/pools/{SURF}/").status == 200  # asked again only after 15 minutes
+    settings.OIDC_RECHECK_MINUTES = 0  # the 15 minutes have passed
+    assert page.goto(f"{live_server.url}/pools/{SURF}/").status == 404  # the role went with the group
+    assert page.goto(f"{live_server.url}/pools/{LOFAR}/").status == 200
+    user = User.objects.get(sso_identity__subject="anna")
+    assert set(PoolRole.objects.filter(user=user).values_list("pool", "role")) == {(LOFAR, "viewer")}
+    assert sso.configurations[provider.url]["_loaded_at"] == loaded  # the provider's configuration was not read again
+
+    provider.set_people({})  # gone from the provider altogether
+    page.goto(f"{live_server.url}/pools/{LOFAR}/")
+    page.wait_for_url(re.compile(r"/accounts/login/"))
+    assert "Your sign-in has ended" in page.locator("main").inner_text()
