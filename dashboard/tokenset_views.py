@@ -28,7 +28,7 @@ def list_input(request):
     kept = request.POST.get("input_list_upload", "")
     if typed.strip() or not kept:
         return tokensets.save_list(text=typed), ""
-    return kept, request.POST.get("input_list_name", "")
+    return kept, tokensets.list_name(kept)
 
 
 def options_from(post):
@@ -84,7 +84,7 @@ def tokenset_create(request, slug):
         return render(request, "tokenset_new.html", {
             "pool": pool, "form": request.POST, "problem": str(e), "config_text": request.POST.get("config", ""),
             "items_text": request.POST.get("input_list", ""), "list_upload": request.POST.get("input_list_upload"),
-            "list_name": request.POST.get("input_list_name", "")}, status=400)
+            "list_name": tokensets.list_name(request.POST.get("input_list_upload", ""))}, status=400)
     except CouchError as e:
         return couch_error(request, pool, e)
     return start(job)

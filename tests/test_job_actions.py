@@ -124,3 +124,16 @@ def test_an_attach_jobs_upload_is_removed_when_it_ends(scratch_pool):
     run("attach", Selection("state", bucket="done"), {"name": "x.txt", "upload": upload_id, "size": size,
                                                        "digest": digest})
     assert not uploads.upload_path(upload_id).exists()
+
+
+def test_a_refused_attach_job_keeps_nothing_it_uploaded(scratch_pool, operator_client, settings):
+    from pathlib import Path
+
+    done_tokens(scratch_pool, 2)
+    folder = Path(settings.JOB_UPLOAD_DIR)
+    before = set(folder.glob("*")) if folder.is_dir() else set()
+    refused = operator_client.post(f"/pools/{scratch_pool.database}/jobs/", {
+        "action": "attach", "kind": "state", "bucket": "done", "expected": "7", "name": "notes.txt",
+        "file": SimpleUploadedFile("notes.txt", b"looked at by olga")})
+    assert refused.status_code == 400 and "it was 7 tokens, it is 2 now" in refused.content.decode()
+    assert set(folder.glob("*")) == before  # the refused job's copy of the file is gone

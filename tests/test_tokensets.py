@@ -246,11 +246,14 @@ def test_an_uploaded_list_is_kept_on_the_server_when_the_config_is_refused_and_u
     assert response.status_code == 400 and "must be chosen again" not in html
     assert "the file <strong>L229585.txt</strong>, kept on the server" in html
     assert "L229585_SB100" not in html  # a list file is never put in the page (it may be a gigabyte)
-    kept = dict(re.findall(r'name="(input_list_upload|input_list_name)" value="([^"]*)"', html))
-    assert kept["input_list_name"] == "L229585.txt"
+    kept = dict(re.findall(r'name="(input_list_upload)" value="([^"]*)"', html))
+    assert 'name="input_list_name"' not in html  # the file's name is the server's to keep, not the form's
 
-    again = operator_client.post(url, {**FORM, "config": CONFIG, **kept}).content.decode()
+    # A name sent back by the browser is not taken: the server says the name it kept with the upload.
+    again = operator_client.post(url, {**FORM, "config": CONFIG, **kept,
+                                       "input_list_name": "<b>other.txt</b>"}).content.decode()
     assert "Dry run: <strong>6</strong> tokens from the list file <strong>L229585.txt</strong>" in again
+    assert "other.txt" not in again
     create_form = again.split('action="/pools/')[1]
     upload = re.search(r'name="input_list_upload" value="([0-9a-f]+)"', create_form).group(1)
     created = started_job(operator_client.post(f"/pools/{scratch_pool.database}/tokensets/",

@@ -28,7 +28,17 @@ def create_job(pool, user, action, selection, params, confirmation=None, via="we
 
     `expected`: the count of the preview the operator saw (the form sends it). A selection that holds another
     number of tokens now (workers moved them, or the page was a stale one brought back) is refused with both
-    numbers, so nobody starts a job they did not preview; and a selection of nothing records no job."""
+    numbers, so nobody starts a job they did not preview; and a selection of nothing records no job. A refused job
+    keeps nothing its request uploaded: the form asks for the file again (a browser never fills in a file field)."""
+    try:
+        return _create_job(pool, user, action, selection, params, confirmation, via, expected)
+    except Exception:
+        if params.get("upload"):
+            uploads.forget(params["upload"])
+        raise
+
+
+def _create_job(pool, user, action, selection, params, confirmation, via, expected):
     actions.check_params(action, params)
     seen = preview(pool, selection)
     if expected not in (None, "") and str(expected).strip() != str(seen["count"]):
@@ -147,7 +157,7 @@ def sweep_uploads():
 def _finish(job, status, message):
     for key in ("upload", "items_upload"):  # the job's input file is not needed once it has ended
         if job.params.get(key):
-            uploads.upload_path(job.params[key]).unlink(missing_ok=True)
+            uploads.forget(job.params[key])
     job.status, job.message, job.finished_at = status, message, timezone.now()
     job.save(update_fields=["status", "message", "finished_at", "total", "changed", "skipped", "conflicts", "failed"])
     log.info("job %s %s: %d read, %d changed, %d skipped, %d conflicts, %d failed", job.pk, status, job.total,

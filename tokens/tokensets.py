@@ -24,7 +24,7 @@ from django.conf import settings
 from tokens import engine
 from tokens.couch import Conflict, NotFound
 from tokens.selections import OperationError, needs_typed_confirmation
-from tokens.uploads import kept_upload, link_upload, save_text, save_upload
+from tokens.uploads import kept_upload, link_upload, name_of, remember_name, save_text, save_upload
 from tokens.worker_views import lrt_design_doc, surf_design_doc
 
 # What a picas worker reads: a token without scrub_count crashes it (contract §2). The config may override them.
@@ -422,11 +422,19 @@ def config_limit_check(size):
         raise TokenSetError(f"The config is {size} bytes; the limit is {settings.TOKENSET_CONFIG_MAX_BYTES}")
 
 
+def list_name(upload_id):
+    """The name of the file an input list was uploaded as ("" for a typed list): the server's, never the form's."""
+    return name_of(upload_id)
+
+
 def save_list(text=None, uploaded=None):
-    """Keep an input list (typed, or an uploaded file, streamed) on disk for the plan and the job: its upload id."""
+    """Keep an input list (typed, or an uploaded file, streamed) on disk for the plan and the job: its upload id.
+    A file's name is kept with it (list_name), for the form that comes back with the id."""
     limit = settings.TOKENSET_INPUT_MAX_BYTES
     if uploaded is not None:
-        return save_upload(uploaded, limit=limit, what="input list")[0]
+        upload_id = save_upload(uploaded, limit=limit, what="input list")[0]
+        remember_name(upload_id, uploaded.name)
+        return upload_id
     if len((text or "").encode()) > limit:
         raise TokenSetError(f"The input list is {len(text.encode())} bytes; the limit is {limit}")
     return save_text(text or "")

@@ -58,11 +58,31 @@ def link_upload(upload_id):
 
 
 def forget(upload_id):
-    """Delete an upload no form will come back for (an API request's own copy; a job keeps its link)."""
+    """Delete an upload no form will come back for (an API request's own copy, a refused job's; a job keeps its
+    link)."""
     try:
-        upload_path(upload_id).unlink()
-    except (FileNotFoundError, OperationError):
+        upload_path(upload_id).unlink(missing_ok=True)
+        _name_path(upload_id).unlink(missing_ok=True)
+    except OperationError:  # not an id this server makes: nothing of it is on disk
         pass
+
+
+def remember_name(upload_id, name):
+    """Keep the name of an uploaded file beside it: a form that comes back with the upload's id is told the name
+    by the server, never by a field the browser could have changed."""
+    _name_path(upload_id).write_text(name)
+
+
+def name_of(upload_id):
+    """The name kept with an upload ("" for typed text, or when none was kept)."""
+    try:
+        return _name_path(upload_id).read_text()
+    except (OSError, OperationError):
+        return ""
+
+
+def _name_path(upload_id):
+    return upload_path(upload_id).with_name(upload_id + ".name")
 
 
 def sweep(referenced):

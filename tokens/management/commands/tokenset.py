@@ -51,7 +51,7 @@ class Command(BaseCommand):
             raise CommandError(str(e)) from None
         finally:
             if upload:  # a job has a link of its own to the list
-                uploads.upload_path(upload).unlink(missing_ok=True)
+                uploads.forget(upload)
         say_end(self.stdout, job, f"{job.changed} tokens created, {job.skipped} skipped (their ids exist: never "
                                   f"overwritten), {job.failed} failed")
 
