@@ -1,5 +1,6 @@
-"""On a phone (390 px) the pages that list things read as cards: nothing wider than the screen, every figure and
-action of a row on it (the pools made by the demo's workers: picas for SURF's, GRID_LRT for LOFAR's)."""
+"""On a phone (390 px) the pages that list things (failure groups, token lists, stale locks, a pool's observations)
+read as cards: nothing wider than the screen, every figure and action of a row on it (the pools made by the demo's
+workers: picas for SURF's, GRID_LRT for LOFAR's)."""
 
 import pytest
 
@@ -57,6 +58,14 @@ def test_on_a_phone_failures_token_lists_and_observations_are_cards_with_nothing
             assert on_screen(page, token.locator(f'td[data-label="{label}"]')), (slug, label)
         assert page.evaluate(TOO_WIDE) == [], slug
         shoot(page, f"phone-tokens-{slug[:10]}")
+
+        page.goto(f"{live_server.url}/pools/{slug}/stale/")
+        for table in page.locator("table.stack").all():
+            lock = table.locator("tbody tr").first
+            for label in ("Age", "Host", "Job ids"):
+                assert on_screen(page, lock.locator(f'td[data-label="{label}"]')), (slug, label)
+        assert page.evaluate(TOO_WIDE) == [], slug
+        shoot(page, f"phone-stale-{slug[:10]}")
 
     # The way on from a card: the failure group's retry opens its preview.
     page.goto(f"{live_server.url}/pools/{SURF}/failures/")

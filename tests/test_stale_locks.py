@@ -94,7 +94,8 @@ def test_locks_of_unknown_age_get_a_reset_whose_dry_run_selects_exactly_them(ope
                             surf_token(4, lock=int(time.time()) - 30 * 3600), surf_token(5)])
     slug = scratch_pool.database
     html = operator_client.get(f"/pools/{slug}/stale/", {"hours": 24}).content.decode()
-    assert "Reset these 3 locks of unknown age…" in html and html.count('<td class="num">unknown</td>') == 3
+    assert "Reset these 3 locks of unknown age…" in html
+    assert html.count('<td class="num" data-label="Age">unknown</td>') == 3
     link = html.split("Reset these 3 locks of unknown age")[0].rsplit('href="', 1)[1].split('"')[0]
     preview = operator_client.get(unescape(link)).content.decode()
     assert "this would reset / retry <strong>3</strong> tokens" in preview
